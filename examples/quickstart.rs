@@ -1,0 +1,19 @@
+// Parse a formula, differentiate it symbolically, print and evaluate the derivative.
+fn main() -> Result<(), symdiff::Error> {
+    let f = symdiff::Expr::parse("x^3 + 2*x^2 + 1")?;
+    let df = f.diff("x"); // symbolic, simplified
+    assert_eq!(df.to_string(), "3*x^2 + 4*x");
+    assert_eq!(df.eval(&[("x", 4.0)])?, 64.0);
+
+    // Several variables: the gradient, and a derivative of higher order.
+    let g = symdiff::Expr::parse("x^2*y + sin(x*y)")?;
+    let grad = g.gradient(&["x", "y"]);
+    assert_eq!(grad[0].to_string(), "2*x*y + y*cos(x*y)");
+    assert_eq!(grad[1].to_string(), "x^2 + x*cos(x*y)");
+    assert_eq!(g.nth_diff("y", 2).to_string(), "-x^2*sin(x*y)");
+
+    // Bad input is an error with a position, never a panic.
+    let err = symdiff::Expr::parse("x^^2").unwrap_err();
+    assert!(err.to_string().starts_with("formula:1:3:"));
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The command line: argument parsing (clap), the one-shot commands and their output formats.
+//!
+//! Exit codes: 0 success, 1 a symdiff error (bad formula, evaluation failure, bad values),
+//! 2 a usage error (clap). Errors go to stderr; results to stdout.
+
+mod repl;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+use symdiff::{Error, Expr, Point};
+
+#[derive(Parser)]
+#[command(
+    name = "symdiff",
+    version,
+    about = "Symbolic differentiation and expression compiler"
+)]
+#[command(after_help = "With no command, symdiff starts the REPL.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Interactive session (the default). Reads a script when stdin is not a terminal.
+    Repl,
+    /// Print the simplified derivative of a formula.
+    Diff {
+        /// The formula, e.g. 'x^3 + 2*x^2 + 1'.
+        expr: String,
+        /// Differentiate with respect to VAR (repeatable); default: every variable.
+        #[arg(long, value_name = "VAR")]
+        wrt: Vec<String>,
+        /// Evaluate the derivatives at a point, e.g. --at x=4,y=2.
+        #[arg(long, value_name = "VAR=VALUE,...")]
+        at: Vec<String>,
+        /// Output format of the expressions.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Print JSON: {"derivatives":{...}} plus "values" with --at.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the value and every partial derivative at a point.
+    Grad {
+        /// The formula.
+        expr: String,
+        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        #[arg(long, value_name = "VAR=VALUE,...", required = true)]
+        at: Vec<String>,
+        /// Print JSON: {"value":...,"grad":{...}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the value of a formula at a point.
+    Eval {
+        /// The formula.
+        expr: String,
+        /// The point, e.g. --at x=4 (every variable needs a value).
+        #[arg(long, value_name = "VAR=VALUE,...")]
+        at: Vec<String>,
+        /// Print JSON: {"value":...}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Latex,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Repl) => return repl::run(),
+        Some(Command::Diff {
+            expr,
+            wrt,
+            at,
+            format,
+            json,
+        }) => diff(&expr, &wrt, &at, format, json),
+        Some(Command::Grad { expr, at, json }) => grad(&expr, &at, json),
+        Some(Command::Eval { expr, at, json }) => eval(&expr, &at, json),
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{}", render(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error as the user sees it: parse errors with the source line and a caret.
+pub fn render(e: &Error) -> String {
+    match e {
+        Error::Parse(d) => d.render(),
+        other => format!("error: {other}\n"),
+    }
+}
+
+/// Numbers in JSON: integers without a fraction, everything else with full precision.
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 {
+        json!(x as i64)
+    } else {
+        serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn point(at: &[String]) -> Result<Option<Point>, Error> {
+    if at.is_empty() {
+        return Ok(None);
+    }
+    Point::parse(&at.join(",")).map(Some).map_err(|e| match e {
+        Error::Parse(d) => Error::Parse(d.with_origin("--at")),
+        other => other,
+    })
+}
+
+fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
+    e.eval(&p.values())
+}
+
+fn diff(
+    src: &str,
+    wrt: &[String],
+    at: &[String],
+    format: Format,
+    json_out: bool,
+) -> Result<String, Error> {
+    let f = Expr::parse(src)?;
+    let vars = f.variables();
+    for w in wrt {
+        if !vars.contains(w) {
+            return Err(Error::Invalid(format!(
+                "--wrt {w}: `{w}` does not occur in the expression"
+            )));
+        }
+    }
+    let wrt: Vec<String> = if wrt.is_empty() {
+        vars.clone()
+    } else {
+        wrt.to_vec()
+    };
+    let p = point(at)?;
+    let derivs: Vec<(String, Expr)> = wrt.iter().map(|v| (v.clone(), f.diff(v))).collect();
+    let show = |e: &Expr| {
+        if format == Format::Latex {
+            e.to_latex()
+        } else {
+            e.to_string()
+        }
+    };
+    let mut values = Vec::new();
+    if let Some(p) = &p {
+        p.check_names(&vars)?;
+        for (_, d) in &derivs {
+            p.check_complete(&d.variables())?;
+            values.push(value_at(d, p)?);
+        }
+    }
+    if json_out {
+        let mut out = Map::new();
+        let d: Map<String, Value> = derivs
+            .iter()
+            .map(|(v, e)| (v.clone(), Value::String(show(e))))
+            .collect();
+        out.insert("derivatives".into(), Value::Object(d));
+        if p.is_some() {
+            let v: Map<String, Value> = derivs
+                .iter()
+                .zip(&values)
+                .map(|((n, _), x)| (n.clone(), number(*x)))
+                .collect();
+            out.insert("values".into(), Value::Object(v));
+        }
+        return Ok(Value::Object(out).to_string());
+    }
+    let lines: Vec<String> = derivs
+        .iter()
+        .enumerate()
+        .map(|(i, (v, e))| {
+            let body = match values.get(i) {
+                Some(x) => symdiff_value(*x),
+                None => show(e),
+            };
+            if derivs.len() == 1 {
+                body
+            } else {
+                format!("d/d{v} = {body}")
+            }
+        })
+        .collect();
+    Ok(if lines.is_empty() {
+        "0".to_owned()
+    } else {
+        lines.join("\n")
+    })
+}
+
+fn symdiff_value(x: f64) -> String {
+    match number(x) {
+        Value::Number(n) => n.to_string(),
+        _ => x.to_string(),
+    }
+}
+
+fn grad(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
+    let f = Expr::parse(src)?;
+    let vars = f.variables();
+    let p = point(at)?.unwrap_or_else(|| unreachable!("clap requires --at"));
+    p.check_names(&vars)?;
+    p.check_complete(&vars)?;
+    let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let value = value_at(&f, &p)?;
+    let grads = f.gradient(&names);
+    let mut gv = Vec::new();
+    for g in &grads {
+        gv.push(value_at(g, &p)?);
+    }
+    if json_out {
+        let g: Map<String, Value> = vars
+            .iter()
+            .zip(&gv)
+            .map(|(n, x)| (n.clone(), number(*x)))
+            .collect();
+        return Ok(json!({"value": number(value), "grad": Value::Object(g)}).to_string());
+    }
+    let mut lines = vec![format!("value = {}", symdiff_value(value))];
+    lines.extend(
+        vars.iter()
+            .zip(&gv)
+            .map(|(n, x)| format!("d/d{n} = {}", symdiff_value(*x))),
+    );
+    Ok(lines.join("\n"))
+}
+
+fn eval(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
+    let f = Expr::parse(src)?;
+    let vars = f.variables();
+    let p = point(at)?.unwrap_or_default();
+    p.check_names(&vars)?;
+    p.check_complete(&vars)?;
+    let value = value_at(&f, &p)?;
+    Ok(if json_out {
+        json!({"value": number(value)}).to_string()
+    } else {
+        symdiff_value(value)
+    })
+}

@@ -1,0 +1,130 @@
+//! The REPL front end: rustyline on a terminal, a line-by-line script reader otherwise.
+//! What a line means is [`symdiff::Session`]'s business; this file only moves text.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use rustyline::error::ReadlineError;
+use symdiff::{Error, Session};
+
+use super::render;
+
+pub fn run() -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        interactive()
+    } else {
+        script()
+    }
+}
+
+fn is_quit(line: &str) -> bool {
+    matches!(line.trim(), ":quit" | ":q" | ":exit")
+}
+
+fn report(e: &Error, origin: &str, line: usize) -> String {
+    match e {
+        Error::Parse(d) => d.clone().with_origin(origin).at_line(line).render(),
+        other => format!("error: {other}\n"),
+    }
+}
+
+/// Reads stdin line by line and prints each result, without prompts. The exit code is 1 if
+/// any line failed (the others still run).
+fn script() -> ExitCode {
+    let mut session = Session::new();
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let n = i + 1;
+        let bytes = match line {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!(
+                    "error: <stdin>:{n}:{}: the line is not valid UTF-8",
+                    e.utf8_error().valid_up_to() + 1
+                );
+                failed = true;
+                continue;
+            }
+        };
+        let text = text.trim_end_matches('\r');
+        if is_quit(text) {
+            break;
+        }
+        match session.run(text) {
+            Ok(out) if out.is_empty() => {}
+            Ok(out) => {
+                let mut lock = stdout.lock();
+                if writeln!(lock, "{out}").is_err() {
+                    return ExitCode::FAILURE; // stdout closed
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprint!("{}", report(&e, "<stdin>", n));
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn history_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".symdiff_history"))
+}
+
+fn interactive() -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot start the line editor: {e}");
+            return script();
+        }
+    };
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h); // no history yet is fine
+    }
+    println!(
+        "symdiff {}: type :help for help, Ctrl-D to quit",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut session = Session::new();
+    loop {
+        match editor.readline("symdiff> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if is_quit(&line) {
+                    break;
+                }
+                match session.run(&line) {
+                    Ok(out) if out.is_empty() => {}
+                    Ok(out) => println!("{out}"),
+                    Err(e) => eprint!("{}", report(&e, "<repl>", 1)),
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue, // Ctrl-C: drop the line
+            Err(ReadlineError::Eof) => break,            // Ctrl-D
+            Err(e) => {
+                eprintln!("error: {e}");
+                break;
+            }
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,13 @@
+//! Stage 3: derivatives as graphs.
+//!
+//! Owns symbolic forward differentiation (`forward.rs`) and the local rules it applies
+//! (`rules.rs`). Derivatives are built as new hash-consed nodes in the same graph, so they
+//! share the forward expression instead of copying it.
+//!
+//! **Architecture Invariant:** derivative rules live in one place: `rules.rs` for `+ * ^`
+//! and the function table (`graph::func`) for functions. Nothing here evaluates numbers.
+
+pub mod forward;
+pub mod rules;
+
+pub use forward::{gradient, hessian, nth_derivative};

@@ -1,0 +1,275 @@
+//! The library's front door: [`Expr`], a formula you can differentiate, print and evaluate,
+//! and [`Error`], everything that can go wrong with one.
+//!
+//! An `Expr` is a handle (a node id) into a graph shared by every expression derived from
+//! it, so `f.diff("x")` adds nodes next to `f`'s and shares its subexpressions. The graph is
+//! append-only: a handle never dangles and never changes meaning.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashMap;
+
+use crate::diff;
+use crate::graph::{self, Graph, Id, Scope, Style};
+use crate::syntax::{self, Diagnostic};
+
+/// Every error the library reports.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// Malformed input text; render it with [`Diagnostic::render`] for a caret.
+    #[error("{0}")]
+    Parse(Diagnostic),
+    /// Evaluation failed: a domain error, a division by zero, an overflow or a missing value.
+    #[error("{0}")]
+    Eval(#[from] graph::EvalError),
+    /// Arguments that do not fit the call (wrong lengths, unknown variable names, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<Diagnostic> for Error {
+    fn from(d: Diagnostic) -> Error {
+        Error::Parse(d)
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A formula: a node in a shared, hash-consed expression graph.
+///
+/// ```
+/// let f = symdiff::Expr::parse("x^3 + 2*x^2 + 1")?;
+/// let df = f.diff("x");
+/// assert_eq!(df.to_string(), "3*x^2 + 4*x");
+/// assert_eq!(df.eval(&[("x", 4.0)])?, 64.0);
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Expr {
+    graph: Arc<Mutex<Graph>>,
+    id: Id,
+}
+
+impl fmt::Debug for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Expr({self})")
+    }
+}
+
+/// Derivatives are the `diff` stage's; lowering calls back here for `diff(e, x, n)`.
+pub(crate) fn derive(g: &mut Graph, e: Id, var: Id, order: u32) -> Id {
+    diff::nth_derivative(g, e, var, order)
+}
+
+impl Expr {
+    /// Parses a formula: numbers, variables, `+ - * / ^` (`**` too), parentheses, the built-in
+    /// functions and `diff(expr, x[, n])`.
+    pub fn parse(src: &str) -> Result<Expr> {
+        let (ast, root) = syntax::parse_formula(src)?;
+        let mut g = Graph::new();
+        let functions = HashMap::new();
+        let scope = Scope {
+            src,
+            ast: &ast,
+            functions: &functions,
+            derive,
+        };
+        let id = scope.lower(&mut g, root)?;
+        Ok(Expr {
+            graph: Arc::new(Mutex::new(g)),
+            id,
+        })
+    }
+
+    pub(crate) fn graph(&self) -> MutexGuard<'_, Graph> {
+        // The graph is append-only, so a panic elsewhere cannot leave it half-changed.
+        self.graph.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn id(&self) -> Id {
+        self.id
+    }
+
+    fn derived(&self, id: Id) -> Expr {
+        Expr {
+            graph: Arc::clone(&self.graph),
+            id,
+        }
+    }
+
+    /// The simplified derivative with respect to `var` (0 if `var` does not occur).
+    pub fn diff(&self, var: &str) -> Expr {
+        self.nth_diff(var, 1)
+    }
+
+    /// The `n`-th derivative with respect to `var`.
+    pub fn nth_diff(&self, var: &str, n: u32) -> Expr {
+        let id = {
+            let mut g = self.graph();
+            let v = g.var(var);
+            diff::nth_derivative(&mut g, self.id, v, n)
+        };
+        self.derived(id)
+    }
+
+    /// The partial derivatives with respect to `vars`, in that order.
+    pub fn gradient(&self, vars: &[&str]) -> Vec<Expr> {
+        let ids = {
+            let mut g = self.graph();
+            let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+            diff::gradient(&mut g, self.id, &vs)
+        };
+        ids.into_iter().map(|id| self.derived(id)).collect()
+    }
+
+    /// The Hessian matrix with respect to `vars`.
+    pub fn hessian(&self, vars: &[&str]) -> Vec<Vec<Expr>> {
+        let rows = {
+            let mut g = self.graph();
+            let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+            diff::hessian(&mut g, self.id, &vs)
+        };
+        rows.into_iter()
+            .map(|r| r.into_iter().map(|id| self.derived(id)).collect())
+            .collect()
+    }
+
+    /// The value at the given point. Every variable must have a value; domain problems
+    /// (`log(-1)`, `1/0`, overflow) are errors, never a silent NaN or infinity.
+    pub fn eval(&self, point: &[(&str, f64)]) -> Result<f64> {
+        let g = self.graph();
+        let lookup = |name: &str| point.iter().find(|(n, _)| *n == name).map(|&(_, v)| v);
+        Ok(graph::eval(&g, &[self.id], &lookup)?[0])
+    }
+
+    /// The variables the expression depends on, sorted by name.
+    pub fn variables(&self) -> Vec<String> {
+        let g = self.graph();
+        variables(&g, &[self.id])
+    }
+
+    /// LaTeX for the expression (`3 x^{2} + 4 x`).
+    pub fn to_latex(&self) -> String {
+        graph::print(&self.graph(), self.id, Style::Latex)
+    }
+
+    /// Number of distinct nodes in the expression's DAG.
+    pub fn node_count(&self) -> usize {
+        self.graph().reachable(&[self.id]).len()
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&graph::print(&self.graph(), self.id, Style::Text))
+    }
+}
+
+/// The names of the variables under `roots`, sorted.
+pub(crate) fn variables(g: &Graph, roots: &[Id]) -> Vec<String> {
+    let mut names: Vec<String> = g
+        .reachable(roots)
+        .into_iter()
+        .filter_map(|id| g.var_name(id).map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A point: values for variables, as written on a command line (`x=4, y=pi/2`).
+#[derive(Debug, Clone, Default)]
+pub struct Point {
+    source: String,
+    entries: Vec<(String, crate::syntax::Span, f64)>,
+}
+
+impl Point {
+    /// Parses `name = value` pairs separated by commas; values may be constant formulas.
+    pub fn parse(src: &str) -> Result<Point> {
+        let (ast, bindings) = syntax::parse_bindings(src)?;
+        let mut g = Graph::new();
+        let functions = HashMap::new();
+        let scope = Scope {
+            src,
+            ast: &ast,
+            functions: &functions,
+            derive,
+        };
+        let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
+        for b in &bindings {
+            if entries.iter().any(|e| e.0 == b.name.text) {
+                return Err(Diagnostic::new(
+                    src,
+                    b.name.span,
+                    format!("`{}` is given a value twice", b.name.text),
+                )
+                .into());
+            }
+            let id = scope.lower(&mut g, b.value)?;
+            if let Some(v) = variables(&g, &[id]).first() {
+                return Err(Diagnostic::new(
+                    src,
+                    ast.span(b.value),
+                    format!("a value cannot use the variable `{v}`"),
+                )
+                .into());
+            }
+            let value = graph::eval(&g, &[id], &|_| None)?[0];
+            entries.push((b.name.text.clone(), b.name.span, value));
+        }
+        Ok(Point {
+            source: src.to_owned(),
+            entries,
+        })
+    }
+
+    /// `(name, value)` pairs in the order written.
+    pub fn values(&self) -> Vec<(&str, f64)> {
+        self.entries
+            .iter()
+            .map(|(n, _, v)| (n.as_str(), *v))
+            .collect()
+    }
+
+    /// The value of `name`, if given.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.entries.iter().find(|e| e.0 == name).map(|e| e.2)
+    }
+
+    /// Errors (with a caret into the point's text) for a name not among `vars`.
+    pub fn check_names(&self, vars: &[String]) -> Result<()> {
+        for (name, span, _) in &self.entries {
+            if !vars.contains(name) {
+                let mut d = Diagnostic::new(
+                    &self.source,
+                    *span,
+                    format!("`{name}` does not occur in the expression"),
+                );
+                if let Some(s) = graph::lower::suggest(name, vars.iter().cloned()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                return Err(d.with_origin("--at").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors naming the first of `vars` without a value.
+    pub fn check_complete(&self, vars: &[String]) -> Result<()> {
+        let missing: Vec<&String> = vars.iter().filter(|v| self.get(v).is_none()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list = missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(Error::Invalid(format!(
+            "no value for {list}; give every variable a value with --at, as in --at {}=1",
+            missing[0]
+        )))
+    }
+}

@@ -1,0 +1,306 @@
+//! Lowering: from a syntax tree to graph nodes.
+//!
+//! Owns name resolution for formulas: built-in functions (from the function table), the
+//! constants `pi` and `e`, user-defined functions (inlined at each call by substitution),
+//! and the `diff(expr, x[, n])` operator. Every node goes through the simplifying
+//! constructors, so what comes out is canonical.
+//!
+//! The AST arena lists children before parents, so lowering is one forward scan over the
+//! nodes under the root: no recursion, whatever the nesting depth.
+//!
+//! Derivatives belong to a later stage (`diff`), so `diff(...)` calls back through the
+//! [`Derive`] function the caller passes in.
+
+use hashbrown::HashMap;
+
+use super::func::Func;
+use super::node::{Constant, Graph, Id, Op};
+use crate::syntax::{Ast, AstId, AstKind, BinOp, Diagnostic, Span};
+
+/// A user-defined function `f(x, y) = body`. The body is a node over the parameters'
+/// variable nodes; a call substitutes the arguments for them.
+#[derive(Debug, Clone)]
+pub struct FnDef {
+    pub params: Vec<String>,
+    pub body: Id,
+}
+
+/// `d^order/dvar^order expr`, supplied by the caller.
+pub type Derive = fn(&mut Graph, Id, Id, u32) -> Id;
+
+/// Largest order `diff(e, x, n)` and `d^n/dx^n` accept: each order can double the size.
+pub const MAX_ORDER: u32 = 64;
+
+/// Where a lowering happens: the source text (for diagnostics) and the names in scope.
+pub struct Scope<'a> {
+    pub src: &'a str,
+    pub ast: &'a Ast,
+    pub functions: &'a HashMap<String, FnDef>,
+    pub derive: Derive,
+}
+
+/// Every built-in name a call may use, for "did you mean" suggestions.
+fn builtin_names() -> impl Iterator<Item = &'static str> {
+    super::func::FUNCS
+        .iter()
+        .map(|d| d.name)
+        .chain(["sqrt", "ln", "pow", "diff"])
+}
+
+impl Scope<'_> {
+    fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.src, span, message)
+    }
+
+    /// Lowers the subtree at `root`.
+    pub fn lower(&self, g: &mut Graph, root: AstId) -> Result<Id, Diagnostic> {
+        // Mark the subtree: children have smaller ids, so one backward pass finds it.
+        let n = root.0 as usize + 1;
+        let mut inside = vec![false; n];
+        inside[root.0 as usize] = true;
+        for i in (0..n).rev() {
+            if !inside[i] {
+                continue;
+            }
+            match &self.ast.node(AstId(i as u32)).kind {
+                AstKind::Neg(a) => inside[a.0 as usize] = true,
+                AstKind::Binary(_, a, b) => {
+                    inside[a.0 as usize] = true;
+                    inside[b.0 as usize] = true;
+                }
+                AstKind::Call { args, .. } | AstKind::List(args) => {
+                    for a in args {
+                        inside[a.0 as usize] = true;
+                    }
+                }
+                AstKind::Num(_) | AstKind::Name(_) => {}
+            }
+        }
+        let mut ids: Vec<Option<Id>> = vec![None; n];
+        for i in 0..n {
+            if !inside[i] {
+                continue;
+            }
+            let node = self.ast.node(AstId(i as u32));
+            let get = |a: &AstId| ids[a.0 as usize].expect("children are lowered first");
+            let id = match &node.kind {
+                AstKind::Num(x) => g.num(*x),
+                AstKind::Name(name) => self.name(g, name, node.span)?,
+                AstKind::Neg(a) => g.neg(get(a)),
+                AstKind::Binary(op, a, b) => {
+                    let (a, b) = (get(a), get(b));
+                    match op {
+                        BinOp::Add => g.add(&[a, b]),
+                        BinOp::Sub => g.sub(a, b),
+                        BinOp::Mul => g.mul(&[a, b]),
+                        BinOp::Div => g.div(a, b),
+                        BinOp::Pow => g.pow(a, b),
+                        BinOp::MatMul => {
+                            return Err(self
+                                .err(node.span, "`@` (matrix product) needs tensor operands")
+                                .with_help("formulas over scalars multiply with `*`"));
+                        }
+                    }
+                }
+                AstKind::Call {
+                    name,
+                    name_span,
+                    args,
+                } => {
+                    let vals: Vec<Id> = args.iter().map(get).collect();
+                    self.call(g, name, *name_span, node.span, args, &vals)?
+                }
+                AstKind::List(_) => {
+                    return Err(self.err(
+                        node.span,
+                        "tensor literals are not allowed in a scalar formula",
+                    ));
+                }
+            };
+            ids[i] = Some(id);
+        }
+        Ok(ids[root.0 as usize].expect("root is lowered"))
+    }
+
+    fn name(&self, g: &mut Graph, name: &str, span: Span) -> Result<Id, Diagnostic> {
+        if let Some(def) = self.functions.get(name)
+            && def.params.is_empty()
+        {
+            return Ok(def.body); // a named expression
+        }
+        if self.functions.contains_key(name) || Func::from_name(name).is_some() {
+            return Err(self
+                .err(span, format!("`{name}` is a function, not a value"))
+                .with_help(format!("call it, as in `{name}(x)`")));
+        }
+        Ok(match name {
+            "pi" => g.constant(Constant::Pi),
+            "e" => g.constant(Constant::E),
+            _ => g.var(name),
+        })
+    }
+
+    fn arity(&self, name: &str, span: Span, want: &[usize], got: usize) -> Result<(), Diagnostic> {
+        if want.contains(&got) {
+            return Ok(());
+        }
+        let want_s = match want {
+            [1] => "1 argument".to_owned(),
+            [n] => format!("{n} arguments"),
+            [a, b] => format!("{a} or {b} arguments"),
+            _ => format!("{want:?} arguments"),
+        };
+        Err(self.err(
+            span,
+            format!("`{name}` takes {want_s}, but {got} were given"),
+        ))
+    }
+
+    fn call(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        name_span: Span,
+        span: Span,
+        arg_asts: &[AstId],
+        args: &[Id],
+    ) -> Result<Id, Diagnostic> {
+        if let Some(def) = self.functions.get(name) {
+            self.arity(name, span, &[def.params.len()], args.len())?;
+            let map: HashMap<Id, Id> = def
+                .params
+                .iter()
+                .map(|p| g.var(p))
+                .zip(args.iter().copied())
+                .collect();
+            return Ok(substitute(g, def.body, &map));
+        }
+        if let Some(f) = Func::from_name(name).or(if name == "ln" { Some(Func::Log) } else { None })
+        {
+            self.arity(name, span, &[1], args.len())?;
+            return Ok(g.func(f, args[0]));
+        }
+        match name {
+            "sqrt" => {
+                self.arity(name, span, &[1], args.len())?;
+                Ok(g.powi(args[0], 0.5))
+            }
+            "pow" => {
+                self.arity(name, span, &[2], args.len())?;
+                Ok(g.pow(args[0], args[1]))
+            }
+            "diff" => {
+                self.arity(name, span, &[2, 3], args.len())?;
+                let var = args[1];
+                if !matches!(g.op(var), Op::Var(_)) {
+                    return Err(self.err(
+                        self.ast.span(arg_asts[1]),
+                        "the second argument of `diff` must be a variable name",
+                    ));
+                }
+                let order = match args.get(2) {
+                    None => 1,
+                    Some(&n) => match g.as_num(n) {
+                        Some(k) if k.fract() == 0.0 && (0.0..=MAX_ORDER as f64).contains(&k) => {
+                            k as u32
+                        }
+                        _ => {
+                            return Err(self.err(
+                                self.ast.span(arg_asts[2]),
+                                format!("the order of a derivative must be a whole number from 0 to {MAX_ORDER}"),
+                            ));
+                        }
+                    },
+                };
+                Ok((self.derive)(g, args[0], var, order))
+            }
+            _ => {
+                let mut d = self.err(name_span, format!("unknown function `{name}`"));
+                let candidates = builtin_names()
+                    .map(str::to_owned)
+                    .chain(self.functions.keys().cloned());
+                if let Some(best) = suggest(name, candidates) {
+                    d = d.with_help(format!("did you mean `{best}`?"));
+                }
+                Err(d)
+            }
+        }
+    }
+}
+
+/// Rebuilds `op` over new arguments through the simplifying constructors.
+pub fn rebuild(g: &mut Graph, id: Id, args: &[Id]) -> Id {
+    match g.op(id) {
+        Op::Num(_) | Op::Const(_) | Op::Var(_) => id,
+        Op::Add => g.add(args),
+        Op::Mul => g.mul(args),
+        Op::Pow => g.pow(args[0], args[1]),
+        Op::Func(f) => g.func(f, args[0]),
+    }
+}
+
+/// `root` with every node in `map` replaced by its image (simultaneously), re-simplified.
+pub fn substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Id {
+    let order = g.reachable(&[root]);
+    let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
+    let mut args = Vec::new();
+    for &id in &order {
+        let image = if let Some(&to) = map.get(&id) {
+            to
+        } else {
+            args.clear();
+            let mut changed = false;
+            for a in g.args(id) {
+                let na = new[a];
+                changed |= na != *a;
+                args.push(na);
+            }
+            if changed { rebuild(g, id, &args) } else { id }
+        };
+        new.insert(id, image);
+    }
+    new[&root]
+}
+
+/// The closest candidate within edit distance 2 (for "did you mean"); ties go to the
+/// longer common prefix (`sinn` suggests `sin`, not `sign`).
+pub fn suggest(word: &str, candidates: impl Iterator<Item = String>) -> Option<String> {
+    let mut best: Option<(usize, usize, String)> = None;
+    for c in candidates {
+        let d = edit_distance(word, &c);
+        if word.chars().count() < 3 {
+            return None; // one- and two-letter names are too short to guess at
+        }
+        let limit = if word.len() <= 3 { 1 } else { 2 };
+        let prefix = usize::MAX
+            - word
+                .chars()
+                .zip(c.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+        if d <= limit
+            && d > 0
+            && best
+                .as_ref()
+                .is_none_or(|(bd, bp, bc)| (d, prefix, &c) < (*bd, *bp, bc))
+        {
+            best = Some((d, prefix, c));
+        }
+    }
+    best.map(|(_, _, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

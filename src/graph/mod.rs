@@ -1,0 +1,21 @@
+//! Stage 2: the expression DAG.
+//!
+//! Owns the hash-consed node arena ([`Graph`]), the simplifying constructors and their rule
+//! table, the built-in function table, lowering from syntax trees, the printer and the
+//! interpreter (the reference semantics every compiled function is tested against).
+//!
+//! **Architecture Invariant:** `graph` never does I/O and never recurses over a graph: every
+//! walk is a scan over ids (children before parents) or uses an explicit stack.
+
+pub mod eval;
+pub mod func;
+pub mod lower;
+pub mod node;
+pub mod print;
+pub mod simplify;
+
+pub use eval::{EvalError, EvalErrorKind, eval};
+pub use func::Func;
+pub use lower::{FnDef, Scope, substitute};
+pub use node::{Graph, Id, Op};
+pub use print::{Style, print};

@@ -1,0 +1,363 @@
+//! Simplifying constructors: the only way nodes are built.
+//!
+//! Every constructor returns the canonical form of what it is asked for, so simplification
+//! happens once, when a node is born, and never as a separate pass. Canonical form:
+//!
+//! * sums and products are n-ary and flat (no `Add` directly under an `Add`);
+//! * a product has at most one numeric factor, the coefficient, stored first;
+//!   a sum has at most one numeric term, stored last;
+//! * like terms and like factors are combined (`x + x` is `2*x`, `x*x` is `x^2`);
+//! * the other arguments of `+` and `*` are sorted by id, so `a*b` and `b*a` are one node.
+//!
+//! The identities applied are listed in [`RULES`], one row each with an example that a test
+//! checks through the parser and printer. The rules for writing rules:
+//!
+//! 1. **Never rewrite to something bigger.** Every rule keeps or shrinks the node count.
+//! 2. **Never change a value where the original is defined.** A rule may *extend* the domain
+//!    (`x/x` is `1`, also at `x = 0`), which is what every computer algebra system does; it
+//!    never changes the value at a point where the input expression had one.
+//! 3. **Constant folding never invents a non-finite number** (`1/0` stays `1/0` and fails at
+//!    evaluation with a message) and never trades a short exact form for a long decimal:
+//!    `sin(1)` and `2^0.5` stay symbolic, `exp(0)` becomes `1`.
+//! 4. `x*0 → 0` holds over the reals. IEEE arithmetic disagrees only when `x` is ±inf or NaN,
+//!    and the interpreter reports those as errors before they could reach a product, so the
+//!    rule cannot hide a problem. It is the only float identity here that IEEE does not have.
+
+use super::func::Func;
+use super::node::{Constant, Graph, Id, Op};
+
+/// One simplification identity, with an example checked by the tests.
+pub struct Rule {
+    pub name: &'static str,
+    pub before: &'static str,
+    pub after: &'static str,
+    pub note: &'static str,
+}
+
+#[rustfmt::skip]
+/// Every identity the constructors apply. `before` is parsed and printed; the result must be
+/// exactly `after` (see `tests/simplify.rs`).
+pub static RULES: &[Rule] = &[
+    Rule { name: "add-flatten",   before: "(a + b) + (c + a)", after: "2*a + b + c",   note: "sums are n-ary" },
+    Rule { name: "add-zero",      before: "x + 0",            after: "x",             note: "" },
+    Rule { name: "add-fold",      before: "x + 2 + 3",        after: "x + 5",         note: "numeric terms are summed" },
+    Rule { name: "add-collect",   before: "2*x + 3*x + x",    after: "6*x",           note: "like terms: coefficients are added" },
+    Rule { name: "add-cancel",    before: "x*y - y*x",        after: "0",             note: "" },
+    Rule { name: "add-double",    before: "x + x",            after: "2*x",           note: "" },
+    Rule { name: "add-distribute", before: "(x + 1) - 2*(x - 1)", after: "3 - x",     note: "a number times a small sum, inside a sum, is spread over it" },
+    Rule { name: "mul-flatten",   before: "2*(3*x^2)",        after: "6*x^2",         note: "products are n-ary; coefficients combine" },
+    Rule { name: "mul-one",       before: "x*1",              after: "x",             note: "" },
+    Rule { name: "mul-zero",      before: "sin(x)*0",         after: "0",             note: "over the reals; see rule 4" },
+    Rule { name: "mul-fold",      before: "2*x*3",            after: "6*x",           note: "" },
+    Rule { name: "mul-square",    before: "x*x",              after: "x^2",           note: "like factors: exponents are added" },
+    Rule { name: "mul-collect",   before: "x^2*y*x^3",        after: "x^5*y",         note: "" },
+    Rule { name: "mul-cancel",    before: "x/x",              after: "1",             note: "extends the domain to x = 0 (rule 2)" },
+    Rule { name: "mul-neg-neg",   before: "-(-x)",            after: "x",             note: "negation is a coefficient of -1" },
+    Rule { name: "pow-one",       before: "x^1",              after: "x",             note: "" },
+    Rule { name: "pow-zero",      before: "x^0",              after: "1",             note: "IEEE pow agrees, even for 0 and NaN" },
+    Rule { name: "pow-base-one",  before: "1^x",              after: "1",             note: "IEEE pow agrees" },
+    Rule { name: "pow-base-zero", before: "0^3",              after: "0",             note: "positive numeric exponents only" },
+    Rule { name: "pow-fold",      before: "2^10 + 4^0.5",     after: "1026",          note: "integer exponents, or a short exact result" },
+    Rule { name: "pow-keep",      before: "2^0.5",            after: "sqrt(2)",       note: "no long decimals (rule 3)" },
+    Rule { name: "pow-pow",       before: "(x^2)^3",          after: "x^6",           note: "integer outer exponents only" },
+    Rule { name: "pow-pow-keep",  before: "(x^2)^0.5",        after: "sqrt(x^2)",     note: "that is |x|, not x" },
+    Rule { name: "pow-e",         before: "e^(2*x)",          after: "exp(2*x)",      note: "" },
+    Rule { name: "func-fold",     before: "exp(0) + cos(0)",  after: "2",             note: "only short exact results (rule 3)" },
+    Rule { name: "func-keep",     before: "sin(1)",           after: "sin(1)",        note: "" },
+    Rule { name: "log-e",         before: "log(e)",           after: "1",             note: "" },
+    Rule { name: "log-exp",       before: "log(exp(x))",      after: "x",             note: "" },
+    Rule { name: "exp-log",       before: "exp(log(x))",      after: "x",             note: "extends the domain to x <= 0 (rule 2)" },
+    Rule { name: "commute",       before: "y*x - x*y + b + a - (a + b)", after: "0", note: "canonical order: one node per sum or product" },
+];
+
+/// Is `x` worth writing as a number? Yes when its shortest decimal has at most 6 significant
+/// digits (`0.5`, `1024`, `1e-3`); `0.8414709848078965` is not (rule 3).
+fn short(x: f64) -> bool {
+    if !x.is_finite() {
+        return false;
+    }
+    let s = format!("{x:e}");
+    let mantissa = s.split('e').next().unwrap_or("");
+    mantissa.chars().filter(|c| c.is_ascii_digit()).count() <= 6
+}
+
+fn is_integer(x: f64) -> bool {
+    x.is_finite() && x.fract() == 0.0
+}
+
+/// A term of a sum seen as `coef * key`, where `key` is the term without its coefficient.
+struct Term {
+    coef: f64,
+    node: Id,
+    /// `node` is `Mul(c, rest...)` and the key is `rest`; otherwise the key is `[node]`.
+    strip: bool,
+}
+
+/// Inner sums up to this many terms are distributed over (rule `add-distribute`).
+const DISTRIBUTE_LIMIT: usize = 8;
+
+impl Graph {
+    /// `t = c * (sum)` with a number `c` and a small sum: `(c, sum)`.
+    fn scaled_sum(&self, t: Id) -> Option<(f64, Id)> {
+        if self.op(t) != Op::Mul {
+            return None;
+        }
+        match self.args(t) {
+            &[c, inner]
+                if self.op(inner) == Op::Add && self.args(inner).len() <= DISTRIBUTE_LIMIT =>
+            {
+                Some((self.as_num(c)?, inner))
+            }
+            _ => None,
+        }
+    }
+
+    fn key<'a>(&'a self, t: &'a Term) -> &'a [Id] {
+        if t.strip {
+            &self.args(t.node)[1..]
+        } else {
+            std::slice::from_ref(&t.node)
+        }
+    }
+
+    /// `terms[0] + terms[1] + ...` in canonical form.
+    pub fn add(&mut self, terms: &[Id]) -> Id {
+        // add-flatten, add-fold: split numbers from the rest, one level of nested sums.
+        let mut numbers = Vec::new();
+        let mut rest: Vec<Term> = Vec::with_capacity(terms.len());
+        let push = |g: &Graph, t: Id, numbers: &mut Vec<f64>, rest: &mut Vec<Term>| {
+            if let Some(x) = g.as_num(t) {
+                numbers.push(x);
+            } else if g.op(t) == Op::Mul && g.as_num(g.args(t)[0]).is_some() {
+                let coef = g.as_num(g.args(t)[0]).unwrap_or(1.0);
+                rest.push(Term {
+                    coef,
+                    node: t,
+                    strip: true,
+                });
+            } else {
+                rest.push(Term {
+                    coef: 1.0,
+                    node: t,
+                    strip: false,
+                });
+            }
+        };
+        for &t in terms {
+            if self.op(t) == Op::Add {
+                for &u in self.args(t) {
+                    push(self, u, &mut numbers, &mut rest);
+                }
+            } else if let Some((c, inner)) = self.scaled_sum(t) {
+                // add-distribute: c*(a + b) inside a sum becomes c*a + c*b, so that like
+                // terms meet (`(x + 1) - (x - 1)` is 2). Only small inner sums, so chains
+                // of nested sums cannot grow quadratically.
+                for k in 0..self.args(inner).len() {
+                    let u = self.args(inner)[k];
+                    let cn = self.num(c);
+                    let cu = self.mul(&[cn, u]);
+                    push(self, cu, &mut numbers, &mut rest);
+                }
+            } else {
+                push(self, t, &mut numbers, &mut rest);
+            }
+        }
+        // add-collect: sort by key, then merge runs of equal keys.
+        rest.sort_by(|a, b| self.key(a).cmp(self.key(b)));
+        let mut out: Vec<Id> = Vec::with_capacity(rest.len() + 1);
+        let mut i = 0;
+        while i < rest.len() {
+            let mut j = i + 1;
+            let mut coef = rest[i].coef;
+            while j < rest.len() && self.key(&rest[j]) == self.key(&rest[i]) {
+                coef += rest[j].coef;
+                j += 1;
+            }
+            let t = &rest[i];
+            if j == i + 1 || coef != 0.0 {
+                let term = if j == i + 1 {
+                    t.node // a lone term is already canonical
+                } else if !t.strip {
+                    let c = self.num(coef);
+                    self.mul(&[c, t.node])
+                } else {
+                    let mut factors = vec![self.num(coef)];
+                    factors.extend_from_slice(&self.args(t.node)[1..]);
+                    self.mul(&factors)
+                };
+                if !self.is_num(term, 0.0) {
+                    out.push(term);
+                }
+            }
+            i = j;
+        }
+        out.sort_unstable();
+        // add-zero, add-fold (only when the sum stays finite: rule 3).
+        let total: f64 = numbers.iter().sum();
+        if total.is_finite() {
+            if total != 0.0 || out.is_empty() {
+                out.push(self.num(total));
+            }
+        } else {
+            out.extend(numbers.iter().map(|&x| self.num(x)));
+        }
+        match out.len() {
+            1 => out[0],
+            _ => self.intern(Op::Add, &out),
+        }
+    }
+
+    /// `factors[0] * factors[1] * ...` in canonical form.
+    pub fn mul(&mut self, factors: &[Id]) -> Id {
+        // mul-flatten, mul-fold, mul-zero.
+        let mut coef = 1.0;
+        let mut numbers = Vec::new();
+        let mut powers: Vec<(Id, Id)> = Vec::with_capacity(factors.len());
+        let mut stack: Vec<Id> = factors.iter().rev().copied().collect();
+        while let Some(f) = stack.pop() {
+            match self.op(f) {
+                Op::Num(_) => {
+                    let x = self.as_num(f).unwrap_or(1.0);
+                    if x == 0.0 {
+                        return self.num(0.0);
+                    }
+                    numbers.push(x);
+                }
+                Op::Mul => stack.extend(self.args(f).iter().rev()),
+                Op::Pow => powers.push((self.args(f)[0], self.args(f)[1])),
+                _ => {
+                    let one = self.num(1.0);
+                    powers.push((f, one));
+                }
+            }
+        }
+        for &x in &numbers {
+            coef *= x;
+        }
+        if !coef.is_finite() {
+            // Rule 3: keep the numbers apart rather than fold them into inf.
+            coef = 1.0;
+        } else {
+            numbers.clear();
+        }
+        // mul-square, mul-collect, mul-cancel: like bases add their exponents.
+        powers.sort_by_key(|&(b, _)| b);
+        let mut out: Vec<Id> = Vec::with_capacity(powers.len() + 1);
+        let mut i = 0;
+        while i < powers.len() {
+            let base = powers[i].0;
+            let mut j = i + 1;
+            while j < powers.len() && powers[j].0 == base {
+                j += 1;
+            }
+            let factor = if j == i + 1 {
+                let (b, e) = powers[i];
+                if self.is_num(e, 1.0) {
+                    b
+                } else {
+                    self.pow(b, e)
+                }
+            } else {
+                let exps: Vec<Id> = powers[i..j].iter().map(|p| p.1).collect();
+                let e = self.add(&exps);
+                self.pow(base, e)
+            };
+            match self.as_num(factor) {
+                Some(x) if (coef * x).is_finite() => coef *= x,
+                _ => out.push(factor),
+            }
+            i = j;
+        }
+        if coef == 0.0 {
+            return self.num(0.0);
+        }
+        out.sort_unstable();
+        let mut args: Vec<Id> = Vec::with_capacity(out.len() + 1 + numbers.len());
+        args.extend(numbers.iter().map(|&x| self.num(x)));
+        if coef != 1.0 || (out.is_empty() && numbers.is_empty()) {
+            args.insert(0, self.num(coef));
+        }
+        args.extend(out);
+        match args.len() {
+            1 => args[0],
+            _ => self.intern(Op::Mul, &args),
+        }
+    }
+
+    /// `base ^ exp` in canonical form.
+    pub fn pow(&mut self, base: Id, exp: Id) -> Id {
+        let (b, e) = (self.as_num(base), self.as_num(exp));
+        match (b, e) {
+            (_, Some(0.0)) => return self.num(1.0), // pow-zero
+            (_, Some(1.0)) => return base,          // pow-one
+            (Some(1.0), _) => return self.num(1.0), // pow-base-one
+            (Some(0.0), Some(e)) if e > 0.0 => return self.num(0.0), // pow-base-zero
+            (Some(b), Some(e)) => {
+                // pow-fold
+                let r = b.powf(e);
+                if r.is_finite() && r != 0.0 && (is_integer(e) || short(r)) {
+                    return self.num(r);
+                }
+            }
+            _ => {}
+        }
+        if self.op(base) == Op::Const(Constant::E) {
+            return self.func(Func::Exp, exp); // pow-e
+        }
+        if self.op(base) == Op::Pow && e.is_some_and(is_integer) {
+            // pow-pow
+            let [b2, e2] = [self.args(base)[0], self.args(base)[1]];
+            let e = self.mul(&[e2, exp]);
+            return self.pow(b2, e);
+        }
+        self.intern(Op::Pow, &[base, exp])
+    }
+
+    /// `f(arg)` in canonical form.
+    pub fn func(&mut self, f: Func, arg: Id) -> Id {
+        if let Some(x) = self.as_num(arg) {
+            let r = f.eval(x);
+            if short(r) || r == 0.0 {
+                return self.num(r); // func-fold
+            }
+        }
+        match (f, self.op(arg)) {
+            (Func::Log, Op::Const(Constant::E)) => return self.num(1.0), // log-e
+            (Func::Log, Op::Func(Func::Exp)) | (Func::Exp, Op::Func(Func::Log)) => {
+                return self.args(arg)[0]; // log-exp, exp-log
+            }
+            _ => {}
+        }
+        self.intern(Op::Func(f), &[arg])
+    }
+
+    pub fn neg(&mut self, a: Id) -> Id {
+        let m = self.num(-1.0);
+        self.mul(&[m, a])
+    }
+
+    pub fn sub(&mut self, a: Id, b: Id) -> Id {
+        let nb = self.neg(b);
+        self.add(&[a, nb])
+    }
+
+    pub fn recip(&mut self, a: Id) -> Id {
+        let m = self.num(-1.0);
+        self.pow(a, m)
+    }
+
+    pub fn div(&mut self, a: Id, b: Id) -> Id {
+        let r = self.recip(b);
+        self.mul(&[a, r])
+    }
+
+    pub fn square(&mut self, a: Id) -> Id {
+        let two = self.num(2.0);
+        self.pow(a, two)
+    }
+
+    pub fn powi(&mut self, a: Id, n: f64) -> Id {
+        let e = self.num(n);
+        self.pow(a, e)
+    }
+}

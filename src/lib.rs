@@ -1,0 +1,32 @@
+//! **symdiff** is a symbolic differentiation and expression compiler. Formulas are parsed into
+//! one hash-consed expression DAG, differentiated symbolically into new nodes of the same
+//! graph, simplified as they are built, printed back as a person would write them, and
+//! evaluated by an interpreter that refuses to return a silent NaN.
+//!
+//! ```
+#![doc = include_str!("../examples/quickstart.rs")]
+//! ```
+//!
+//! The pipeline, one module per stage (data flows down the list):
+//!
+//! * `syntax`: logos lexer, lalrpop grammar (`grammar/symdiff.lalrpop`), arena AST,
+//!   positioned [`Diagnostic`]s;
+//! * `graph`: the node arena, simplifying constructors, printer, interpreter;
+//! * `diff`: symbolic derivatives;
+//! * [`Expr`] and [`Session`]: the front doors for library users and the REPL.
+//!
+//! `ARCHITECTURE.md` in the repository has the map and the invariants.
+
+#![warn(missing_docs)]
+
+mod diff;
+mod expr;
+mod graph;
+mod session;
+mod syntax;
+
+pub use expr::{Error, Expr, Point, Result};
+pub use graph::simplify::{RULES, Rule};
+pub use graph::{EvalError, EvalErrorKind};
+pub use session::{HELP, Session};
+pub use syntax::{Diagnostic, Span};

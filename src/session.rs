@@ -1,0 +1,464 @@
+//! The REPL's brain: one graph, the user's definitions and values, and the meaning of every
+//! kind of line. The terminal front end (`cli::repl`) only reads lines and prints results.
+//!
+//! A line is one of (see `grammar/symdiff.lalrpop`):
+//!
+//! ```text
+//! x^2 + 1                     a bare expression: printed simplified, or its value
+//! d/dx EXPR   d^2/dx^2 EXPR   a derivative        diff(EXPR, x[, n]) works inside formulas
+//! grad EXPR [wrt a, b]        every first partial (of a defined function: its parameters)
+//! hessian EXPR [wrt a, b]     every second partial
+//! f(x, y) = EXPR              a function definition
+//! a = EXPR    let a = EXPR    a value (or, when it has free variables, a named expression)
+//! ... at x = 4, y = 2         evaluate the result at a point
+//! :help  :vars  :funcs  :latex  :text  :clear
+//! ```
+//!
+//! Results are printed symbolically; when every variable of a result has a value (from `at`
+//! or from an assignment), its value is printed instead.
+
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
+
+use crate::diff;
+use crate::expr::{Error, Result, derive, variables};
+use crate::graph::lower::MAX_ORDER;
+use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute};
+use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
+
+/// Help text for `:help`.
+pub const HELP: &str = "\
+  x^3 + 2*x^2 + 1            simplify (or evaluate, when every variable has a value)
+  d/dx EXPR                  derivative; d^2/dx^2 EXPR for the second
+  diff(EXPR, x, n)           n-th derivative, usable inside formulas
+  grad EXPR [wrt x, y]       all first partials; grad f for a defined f
+  hessian EXPR [wrt x, y]    all second partials
+  f(x, y) = EXPR             define a function
+  a = 3   let a = 3          give a variable a value
+  ... at x = 4, y = 2        evaluate any of the above at a point
+  :vars  :funcs              list values and functions
+  :latex  :text              switch the output format
+  :clear                     forget all definitions and values
+  :help  :quit               this text; leave (or Ctrl-D)
+Functions: exp log sqrt sin cos tan asin acos atan sinh cosh tanh abs sigmoid softplus relu
+           step sign pow(a, b); constants pi, e. `^` and `**` are powers; -x^2 is -(x^2).";
+
+/// An interactive session: definitions and values persist from line to line.
+#[derive(Default)]
+pub struct Session {
+    g: Graph,
+    functions: HashMap<String, FnDef>,
+    values: BTreeMap<String, f64>,
+    style: Style,
+}
+
+/// A value given with `at` (already evaluated), and where it was written.
+struct AtValue {
+    name: String,
+    span: Span,
+    value: f64,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    /// Runs one line and returns what to print (possibly nothing). Errors leave the session
+    /// as it was.
+    pub fn run(&mut self, src: &str) -> Result<String> {
+        let trimmed = src.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            return Ok(String::new());
+        }
+        if let Some(cmd) = trimmed.strip_prefix(':') {
+            return self.command(cmd.trim());
+        }
+        let (ast, line) = syntax::parse_line(src)?;
+        let cx = Cx { src, ast: &ast };
+        let at = self.at_values(&cx, &line.at)?;
+        match &line.stmt {
+            Stmt::Expr(e) => {
+                let id = self.lower(&cx, *e)?;
+                self.check_at(&cx, &at, &[id])?;
+                self.finish(id, &at)
+            }
+            Stmt::Deriv { var, order, expr } => {
+                if *order > MAX_ORDER {
+                    return Err(cx
+                        .err(
+                            var.span,
+                            format!("derivatives of order above {MAX_ORDER} are not supported"),
+                        )
+                        .into());
+                }
+                let id = self.lower(&cx, *expr)?;
+                self.check_at(&cx, &at, &[id])?;
+                let v = self.g.var(&var.text);
+                let d = diff::nth_derivative(&mut self.g, id, v, *order);
+                self.finish(d, &at)
+            }
+            Stmt::Grad { expr, wrt } | Stmt::Hessian { expr, wrt } => {
+                let hessian = matches!(line.stmt, Stmt::Hessian { .. });
+                let (label, body, vars) = self.target(&cx, *expr, wrt)?;
+                self.check_at(&cx, &at, &[body])?;
+                let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
+                let mut out = Vec::new();
+                if hessian {
+                    let h = diff::hessian(&mut self.g, body, &var_ids);
+                    for i in 0..vars.len() {
+                        for j in i..vars.len() {
+                            let den = if i == j {
+                                format!("d{}2", vars[i])
+                            } else {
+                                format!("d{}d{}", vars[i], vars[j])
+                            };
+                            out.push(format!("d2{label}/{den} = {}", self.finish(h[i][j], &at)?));
+                        }
+                    }
+                } else {
+                    let grad = diff::gradient(&mut self.g, body, &var_ids);
+                    for (v, d) in vars.iter().zip(grad) {
+                        out.push(format!("d{label}/d{v} = {}", self.finish(d, &at)?));
+                    }
+                }
+                Ok(out.join("\n"))
+            }
+            Stmt::Let { name, value } => self.assign(&cx, &name.text, name.span, *value, &at),
+            Stmt::Assign { lhs, rhs } => match &ast.node(*lhs).kind {
+                AstKind::Name(name) => self.assign(&cx, name, ast.span(*lhs), *rhs, &at),
+                AstKind::Call {
+                    name,
+                    name_span,
+                    args,
+                } => self.define(&cx, name, *name_span, args, *rhs),
+                _ => Err(cx
+                    .err(
+                        ast.span(*lhs),
+                        "the left side of `=` must be a name or a function head",
+                    )
+                    .with_help("write `a = 3` or `f(x, y) = x*y`")
+                    .into()),
+            },
+        }
+    }
+
+    fn command(&mut self, cmd: &str) -> Result<String> {
+        let (word, _rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        match word {
+            "help" | "h" | "?" => Ok(HELP.to_owned()),
+            "vars" => Ok(self
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", graph::print::decimal(*v)))
+                .collect::<Vec<_>>()
+                .join("\n")),
+            "funcs" => {
+                let mut names: Vec<&String> = self.functions.keys().collect();
+                names.sort();
+                Ok(names
+                    .into_iter()
+                    .map(|n| {
+                        let def = &self.functions[n];
+                        let body = graph::print(&self.g, def.body, self.style);
+                        if def.params.is_empty() {
+                            format!("{n} = {body}")
+                        } else {
+                            format!("{n}({}) = {body}", def.params.join(", "))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            "latex" => {
+                self.style = Style::Latex;
+                Ok("output: LaTeX".to_owned())
+            }
+            "text" => {
+                self.style = Style::Text;
+                Ok("output: text".to_owned())
+            }
+            "clear" => {
+                *self = Session {
+                    style: self.style,
+                    ..Session::default()
+                };
+                Ok("cleared".to_owned())
+            }
+            _ => Err(Error::Invalid(format!(
+                "unknown command `:{word}`; type :help for the list"
+            ))),
+        }
+    }
+
+    fn lower(&mut self, cx: &Cx<'_>, e: AstId) -> Result<Id> {
+        let functions = std::mem::take(&mut self.functions);
+        let r = Scope {
+            src: cx.src,
+            ast: cx.ast,
+            functions: &functions,
+            derive,
+        }
+        .lower(&mut self.g, e);
+        self.functions = functions;
+        Ok(r?)
+    }
+
+    fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<Vec<AtValue>> {
+        let mut out: Vec<AtValue> = Vec::new();
+        for b in at {
+            if out.iter().any(|o| o.name == b.name.text) {
+                return Err(cx
+                    .err(
+                        b.name.span,
+                        format!("`{}` is given a value twice", b.name.text),
+                    )
+                    .into());
+            }
+            let id = self.lower(cx, b.value)?;
+            let value = self.value_of(cx, id, cx.ast.span(b.value))?;
+            out.push(AtValue {
+                name: b.name.text.clone(),
+                span: b.name.span,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A value from an expression in which every variable must have a value.
+    fn value_of(&self, cx: &Cx<'_>, id: Id, span: Span) -> Result<f64> {
+        let unbound: Vec<String> = variables(&self.g, &[id])
+            .into_iter()
+            .filter(|v| !self.values.contains_key(v))
+            .collect();
+        if let Some(v) = unbound.first() {
+            return Err(cx.err(span, format!("`{v}` has no value here")).into());
+        }
+        let lookup = |n: &str| self.values.get(n).copied();
+        Ok(graph::eval(&self.g, &[id], &lookup)?[0])
+    }
+
+    /// Every `at` name must occur in what it applies to (a misspelt name would be silently
+    /// ignored otherwise).
+    fn check_at(&self, cx: &Cx<'_>, at: &[AtValue], roots: &[Id]) -> Result<()> {
+        let vars = variables(&self.g, roots);
+        for a in at {
+            if !vars.contains(&a.name) {
+                let mut d = cx.err(
+                    a.span,
+                    format!("`{}` does not occur in the expression", a.name),
+                );
+                if let Some(s) = graph::lower::suggest(&a.name, vars.iter().cloned()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                return Err(d.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Substitutes `at` values, then prints the value if every variable has one, or the
+    /// expression otherwise.
+    fn finish(&mut self, id: Id, at: &[AtValue]) -> Result<String> {
+        let map: HashMap<Id, Id> = at
+            .iter()
+            .filter_map(|a| self.g.find_var(&a.name).map(|v| (v, a.value)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(v, x)| (v, self.g.num(x)))
+            .collect();
+        // Evaluate before substituting: numbers folded into the expression could lose the
+        // position of a domain error, and evaluation is exact either way.
+        let vars = variables(&self.g, &[id]);
+        let all_bound = vars
+            .iter()
+            .all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
+        if all_bound {
+            let lookup = |n: &str| {
+                at.iter()
+                    .find(|a| a.name == n)
+                    .map(|a| a.value)
+                    .or_else(|| self.values.get(n).copied())
+            };
+            let v = graph::eval(&self.g, &[id], &lookup)?[0];
+            return Ok(graph::print::decimal(v));
+        }
+        let r = substitute(&mut self.g, id, &map);
+        Ok(graph::print(&self.g, r, self.style))
+    }
+
+    /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,
+    /// and with respect to which variables.
+    fn target(
+        &mut self,
+        cx: &Cx<'_>,
+        e: AstId,
+        wrt: &[syntax::Name],
+    ) -> Result<(String, Id, Vec<String>)> {
+        let (label, body, default_vars) = match &cx.ast.node(e).kind {
+            AstKind::Name(n) if self.functions.contains_key(n) => {
+                let def = &self.functions[n];
+                let vars = if def.params.is_empty() {
+                    variables(&self.g, &[def.body])
+                } else {
+                    def.params.clone()
+                };
+                (n.clone(), def.body, vars)
+            }
+            _ => {
+                let id = self.lower(cx, e)?;
+                (String::new(), id, variables(&self.g, &[id]))
+            }
+        };
+        if wrt.is_empty() {
+            return Ok((label, body, default_vars));
+        }
+        let present = variables(&self.g, &[body]);
+        let mut vars = Vec::new();
+        for w in wrt {
+            if !present.contains(&w.text) {
+                return Err(cx
+                    .err(
+                        w.span,
+                        format!("`{}` does not occur in the expression", w.text),
+                    )
+                    .into());
+            }
+            if vars.contains(&w.text) {
+                return Err(cx
+                    .err(w.span, format!("`{}` is listed twice", w.text))
+                    .into());
+            }
+            vars.push(w.text.clone());
+        }
+        Ok((label, body, vars))
+    }
+
+    fn assign(
+        &mut self,
+        cx: &Cx<'_>,
+        name: &str,
+        span: Span,
+        rhs: AstId,
+        at: &[AtValue],
+    ) -> Result<String> {
+        check_definable(cx, name, span)?;
+        let id = self.lower(cx, rhs)?;
+        self.check_at(cx, at, &[id])?;
+        let vars = variables(&self.g, &[id]);
+        if vars.iter().any(|v| v == name) {
+            return Err(cx
+                .err(
+                    span,
+                    format!("`{name}` cannot be defined in terms of itself"),
+                )
+                .into());
+        }
+        let all_bound = vars
+            .iter()
+            .all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
+        if all_bound {
+            let lookup = |n: &str| {
+                at.iter()
+                    .find(|a| a.name == n)
+                    .map(|a| a.value)
+                    .or_else(|| self.values.get(n).copied())
+            };
+            let v = graph::eval(&self.g, &[id], &lookup)?[0];
+            self.functions.remove(name);
+            self.values.insert(name.to_owned(), v);
+        } else {
+            // A named expression: a function of no parameters, inlined where it is used.
+            self.values.remove(name);
+            self.functions.insert(
+                name.to_owned(),
+                FnDef {
+                    params: Vec::new(),
+                    body: id,
+                },
+            );
+        }
+        Ok(String::new())
+    }
+
+    fn define(
+        &mut self,
+        cx: &Cx<'_>,
+        name: &str,
+        name_span: Span,
+        params: &[AstId],
+        rhs: AstId,
+    ) -> Result<String> {
+        check_definable(cx, name, name_span)?;
+        let mut names: Vec<String> = Vec::new();
+        for &p in params {
+            match &cx.ast.node(p).kind {
+                AstKind::Name(n) if n == "pi" || n == "e" => {
+                    return Err(cx
+                        .err(
+                            cx.ast.span(p),
+                            format!("`{n}` is a constant and cannot be a parameter"),
+                        )
+                        .into());
+                }
+                AstKind::Name(n) if names.contains(n) => {
+                    return Err(cx
+                        .err(cx.ast.span(p), format!("parameter `{n}` appears twice"))
+                        .into());
+                }
+                AstKind::Name(n) => names.push(n.clone()),
+                _ => {
+                    return Err(cx
+                        .err(cx.ast.span(p), "parameters must be plain names")
+                        .with_help(format!("write `{name}(x, y) = ...`"))
+                        .into());
+                }
+            }
+        }
+        let body = self.lower(cx, rhs)?;
+        self.values.remove(name);
+        self.functions.insert(
+            name.to_owned(),
+            FnDef {
+                params: names,
+                body,
+            },
+        );
+        Ok(String::new())
+    }
+}
+
+/// Built-in function names and constants cannot be redefined.
+fn check_definable(cx: &Cx<'_>, name: &str, span: Span) -> Result<()> {
+    if graph::Func::from_name(name).is_some() || ["sqrt", "ln", "pow", "diff"].contains(&name) {
+        return Err(cx
+            .err(
+                span,
+                format!("`{name}` is a built-in function and cannot be redefined"),
+            )
+            .into());
+    }
+    if name == "pi" || name == "e" {
+        return Err(cx
+            .err(
+                span,
+                format!("`{name}` is a constant and cannot be redefined"),
+            )
+            .into());
+    }
+    Ok(())
+}
+
+/// The line being run, for diagnostics.
+struct Cx<'a> {
+    src: &'a str,
+    ast: &'a Ast,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.src, span, message)
+    }
+}

@@ -1,0 +1,132 @@
+//! The syntax tree, stored as an arena.
+//!
+//! Owns [`Ast`], the parse result of a formula or REPL line. It knows nothing about graphs,
+//! values or derivatives: it only records what was written and where.
+//!
+//! **Invariant: children are pushed before their parents**, so every child has a smaller
+//! [`AstId`] than its parent and a forward scan over the arena is a bottom-up (post-order)
+//! walk. For `-x^2 + 1` the arena is
+//!
+//! ```text
+//! 0: Name x    1: Num 2    2: Binary(Pow, 0, 1)    3: Neg(2)    4: Num 1    5: Binary(Add, 3, 4)
+//! ```
+//!
+//! This is why nothing that walks an AST needs recursion: a 100,000-deep nesting is just a long
+//! vector, and dropping it is freeing one allocation.
+
+use super::Span;
+
+/// Index of a node in an [`Ast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AstId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    /// `@`, the matrix product.
+    MatMul,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AstKind {
+    Num(f64),
+    Name(String),
+    Neg(AstId),
+    Binary(BinOp, AstId, AstId),
+    /// `name(args)`; `name_span` is where the name is, for "unknown function" carets.
+    Call {
+        name: String,
+        name_span: Span,
+        args: Vec<AstId>,
+    },
+    /// `[a, b, c]`: a tensor literal row (nested for higher ranks).
+    List(Vec<AstId>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AstNode {
+    pub kind: AstKind,
+    pub span: Span,
+}
+
+/// The arena. See the module doc for its invariant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ast {
+    nodes: Vec<AstNode>,
+}
+
+impl Ast {
+    pub fn push(&mut self, kind: AstKind, span: Span) -> AstId {
+        let id = AstId(self.nodes.len() as u32);
+        self.nodes.push(AstNode { kind, span });
+        id
+    }
+
+    pub fn node(&self, id: AstId) -> &AstNode {
+        &self.nodes[id.0 as usize]
+    }
+
+    pub fn span(&self, id: AstId) -> Span {
+        self.nodes[id.0 as usize].span
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// All nodes, children before parents.
+    pub fn iter(&self) -> impl Iterator<Item = (AstId, &AstNode)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (AstId(i as u32), n))
+    }
+}
+
+/// A name written in the source, with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Name {
+    pub text: String,
+    pub span: Span,
+}
+
+/// `x = 4` inside `... at x = 4, y = 2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub name: Name,
+    pub value: AstId,
+}
+
+/// One REPL line (also what `symdiff diff` and friends parse their arguments into).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stmt {
+    /// A bare expression, possibly `... at x = 1`.
+    Expr(AstId),
+    /// `lhs = rhs`: a definition `f(x, y) = ...` or an assignment `a = 3`; which one is
+    /// decided when the left side is checked, not by the grammar.
+    Assign { lhs: AstId, rhs: AstId },
+    /// `let a = 3`.
+    Let { name: Name, value: AstId },
+    /// `d/dx expr` or `d^n/dx^n expr`.
+    Deriv { var: Name, order: u32, expr: AstId },
+    /// `grad expr [wrt a, b]`.
+    Grad { expr: AstId, wrt: Vec<Name> },
+    /// `hessian expr [wrt a, b]`.
+    Hessian { expr: AstId, wrt: Vec<Name> },
+}
+
+/// A parsed REPL line: the statement and its `at` bindings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub stmt: Stmt,
+    pub at: Vec<Binding>,
+    pub span: Span,
+}

@@ -1,0 +1,164 @@
+//! Stage 1 of the pipeline: text to syntax trees.
+//!
+//! Owns the lexer (logos), the generated parser (lalrpop, from `grammar/symdiff.lalrpop`), the
+//! arena AST and positioned [`Diagnostic`]s.
+//!
+//! **Architecture Invariant:** `syntax` knows nothing about graphs, values or derivatives, and
+//! never panics on any input: every failure is a [`Diagnostic`] with a span.
+
+pub mod ast;
+mod diagnostic;
+pub mod lexer;
+
+use lalrpop_util::ParseError;
+
+pub use ast::{Ast, AstId, AstKind, BinOp, Binding, Line, Name, Stmt};
+pub use diagnostic::{Diagnostic, Span};
+use lexer::{LexError, Tok};
+
+lalrpop_util::lalrpop_mod!(
+    #[allow(
+        clippy::ptr_arg,
+        clippy::type_complexity,
+        clippy::large_enum_variant,
+        unused_qualifications
+    )]
+    grammar,
+    "/symdiff.rs"
+);
+
+/// Parses one formula (`x^3 + 2*x^2 + 1`).
+pub fn parse_formula(src: &str) -> Result<(Ast, AstId), Diagnostic> {
+    check_nonempty(src, "an expression")?;
+    let mut ast = Ast::default();
+    let root = grammar::FormulaParser::new()
+        .parse(&mut ast, lexer::tokens(src, false))
+        .map_err(|e| diagnose(src, e))?;
+    Ok((ast, root))
+}
+
+/// Parses one REPL line (`d/dx x^3 at x = 4`, `f(x) = ...`, `grad f`, ...).
+pub fn parse_line(src: &str) -> Result<(Ast, Line), Diagnostic> {
+    check_nonempty(src, "an expression or a command")?;
+    let mut ast = Ast::default();
+    let line = grammar::LineParser::new()
+        .parse(&mut ast, lexer::tokens(src, false))
+        .map_err(|e| diagnose(src, e))?;
+    Ok((ast, line))
+}
+
+/// Parses `x = 4, y = 2`.
+pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
+    check_nonempty(src, "bindings")?;
+    let mut ast = Ast::default();
+    let b = grammar::BindingsParser::new()
+        .parse(&mut ast, lexer::tokens(src, false))
+        .map_err(|e| diagnose(src, e))?;
+    Ok((ast, b))
+}
+
+fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
+    let only_blank = lexer::tokens(src, false).next().is_none();
+    if only_blank {
+        return Err(
+            Diagnostic::new(src, Span::new(src.len(), src.len()), "empty input").with_help(
+                match what {
+                    "bindings" => "write values as `x=4,y=2`".to_owned(),
+                    _ => format!("write {what}, for example `x^2 + 1`"),
+                },
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Turns lalrpop's error into a positioned diagnostic with the expected tokens in words.
+fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
+    match err {
+        ParseError::User { error } => {
+            let help = if error.text.starts_with("d/") || error.text.starts_with("d^") {
+                Some("derivative operators are written `d/dx` or `d^2/dx^2`")
+            } else {
+                None
+            };
+            let d = Diagnostic::new(src, error.span, error.message());
+            match help {
+                Some(h) => d.with_help(h),
+                None => d,
+            }
+        }
+        ParseError::UnrecognizedToken {
+            token: (l, tok, r),
+            expected,
+        } => {
+            let mut d = Diagnostic::new(
+                src,
+                Span::new(l, r),
+                format!("unexpected {tok}; expected {}", expected_words(&expected)),
+            );
+            if matches!(tok, Tok::Caret) && src[..l].trim_end().ends_with(['^', '*']) {
+                d = d.with_help("`^` (or `**`) needs an exponent on its right, as in `x^2`");
+            } else if matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::LParen)
+                && expected.iter().any(|e| e == "\"*\"")
+            {
+                d = d.with_help("write products with `*`, as in `2*x`");
+            } else if matches!(tok, Tok::RParen) {
+                d = d.with_help("this `)` has no matching `(`");
+            }
+            d
+        }
+        ParseError::UnrecognizedEof { location, expected } => {
+            let opened = src.matches('(').count() > src.matches(')').count();
+            let d = Diagnostic::new(
+                src,
+                Span::new(location, location),
+                format!(
+                    "unexpected end of input; expected {}",
+                    expected_words(&expected)
+                ),
+            );
+            if opened && expected.iter().any(|e| e == "\")\"") {
+                d.with_help("a `(` is not closed")
+            } else {
+                d
+            }
+        }
+        ParseError::ExtraToken { token: (l, tok, r) } => Diagnostic::new(
+            src,
+            Span::new(l, r),
+            format!("unexpected {tok} after the end of the input"),
+        ),
+        ParseError::InvalidToken { location } => {
+            Diagnostic::new(src, Span::new(location, location), "invalid token")
+        }
+    }
+}
+
+/// `["\"number\"", "\"(\""]` to "a number or `(`".
+fn expected_words(expected: &[String]) -> String {
+    let mut words: Vec<String> = expected
+        .iter()
+        .map(|e| {
+            let e = e.trim_matches('"');
+            match e {
+                "number" => "a number".to_owned(),
+                "name" => "a name".to_owned(),
+                "newline" => "end of line".to_owned(),
+                "d/dx" => "`d/dx`".to_owned(),
+                other => format!("`{other}`"),
+            }
+        })
+        .collect();
+    // Most specific first: numbers and names, then punctuation in a fixed order.
+    words.sort_by_key(|w| (!w.starts_with('a'), w.clone()));
+    words.dedup();
+    match words.len() {
+        0 => "nothing more".to_owned(),
+        1 => words.remove(0),
+        n if n > 8 => "an operator or the end of the input".to_owned(),
+        _ => {
+            let last = words.pop().unwrap_or_default();
+            format!("{} or {last}", words.join(", "))
+        }
+    }
+}
