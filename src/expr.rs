@@ -70,17 +70,9 @@ impl Expr {
         let (ast, root) = syntax::parse_formula(src)?;
         let mut g = Graph::new();
         let functions = HashMap::new();
-        let scope = Scope {
-            src,
-            ast: &ast,
-            functions: &functions,
-            derive,
-        };
+        let scope = Scope { src, ast: &ast, functions: &functions, derive };
         let id = scope.lower(&mut g, root)?;
-        Ok(Expr {
-            graph: Arc::new(Mutex::new(g)),
-            id,
-        })
+        Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
     pub(crate) fn graph(&self) -> MutexGuard<'_, Graph> {
@@ -88,15 +80,8 @@ impl Expr {
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn id(&self) -> Id {
-        self.id
-    }
-
     fn derived(&self, id: Id) -> Expr {
-        Expr {
-            graph: Arc::clone(&self.graph),
-            id,
-        }
+        Expr { graph: Arc::clone(&self.graph), id }
     }
 
     /// The simplified derivative with respect to `var` (0 if `var` does not occur).
@@ -131,9 +116,26 @@ impl Expr {
             let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
             diff::hessian(&mut g, self.id, &vs)
         };
-        rows.into_iter()
-            .map(|r| r.into_iter().map(|id| self.derived(id)).collect())
-            .collect()
+        rows.into_iter().map(|r| r.into_iter().map(|id| self.derived(id)).collect()).collect()
+    }
+
+    /// `self` with `value` in place of every occurrence of the variable `var` (composition).
+    pub fn substitute(&self, var: &str, value: &Expr) -> Expr {
+        let id = if Arc::ptr_eq(&self.graph, &value.graph) {
+            let mut g = self.graph();
+            let v = g.var(var);
+            let map: HashMap<Id, Id> = [(v, value.id)].into_iter().collect();
+            graph::substitute(&mut g, self.id, &map)
+        } else {
+            // Two graphs: copy `value` over first (lock one graph at a time).
+            let copy = value.graph().clone();
+            let mut g = self.graph();
+            let vid = graph::lower::import(&mut g, &copy, value.id);
+            let v = g.var(var);
+            let map: HashMap<Id, Id> = [(v, vid)].into_iter().collect();
+            graph::substitute(&mut g, self.id, &map)
+        };
+        self.derived(id)
     }
 
     /// The value at the given point. Every variable must have a value; domain problems
@@ -169,11 +171,8 @@ impl fmt::Display for Expr {
 
 /// The names of the variables under `roots`, sorted.
 pub(crate) fn variables(g: &Graph, roots: &[Id]) -> Vec<String> {
-    let mut names: Vec<String> = g
-        .reachable(roots)
-        .into_iter()
-        .filter_map(|id| g.var_name(id).map(str::to_owned))
-        .collect();
+    let mut names: Vec<String> =
+        g.reachable(roots).into_iter().filter_map(|id| g.var_name(id).map(str::to_owned)).collect();
     names.sort();
     names
 }
@@ -191,12 +190,7 @@ impl Point {
         let (ast, bindings) = syntax::parse_bindings(src)?;
         let mut g = Graph::new();
         let functions = HashMap::new();
-        let scope = Scope {
-            src,
-            ast: &ast,
-            functions: &functions,
-            derive,
-        };
+        let scope = Scope { src, ast: &ast, functions: &functions, derive };
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         for b in &bindings {
             if entries.iter().any(|e| e.0 == b.name.text) {
@@ -219,18 +213,12 @@ impl Point {
             let value = graph::eval(&g, &[id], &|_| None)?[0];
             entries.push((b.name.text.clone(), b.name.span, value));
         }
-        Ok(Point {
-            source: src.to_owned(),
-            entries,
-        })
+        Ok(Point { source: src.to_owned(), entries })
     }
 
     /// `(name, value)` pairs in the order written.
     pub fn values(&self) -> Vec<(&str, f64)> {
-        self.entries
-            .iter()
-            .map(|(n, _, v)| (n.as_str(), *v))
-            .collect()
+        self.entries.iter().map(|(n, _, v)| (n.as_str(), *v)).collect()
     }
 
     /// The value of `name`, if given.
@@ -262,11 +250,7 @@ impl Point {
         if missing.is_empty() {
             return Ok(());
         }
-        let list = missing
-            .iter()
-            .map(|m| format!("`{m}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
         Err(Error::Invalid(format!(
             "no value for {list}; give every variable a value with --at, as in --at {}=1",
             missing[0]

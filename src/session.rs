@@ -29,6 +29,7 @@ use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
 /// Help text for `:help`.
 pub const HELP: &str = "\
+What a line can be:
   x^3 + 2*x^2 + 1            simplify (or evaluate, when every variable has a value)
   d/dx EXPR                  derivative; d^2/dx^2 EXPR for the second
   diff(EXPR, x, n)           n-th derivative, usable inside formulas
@@ -61,6 +62,7 @@ struct AtValue {
 }
 
 impl Session {
+    /// A session with no definitions.
     pub fn new() -> Session {
         Session::default()
     }
@@ -87,10 +89,7 @@ impl Session {
             Stmt::Deriv { var, order, expr } => {
                 if *order > MAX_ORDER {
                     return Err(cx
-                        .err(
-                            var.span,
-                            format!("derivatives of order above {MAX_ORDER} are not supported"),
-                        )
+                        .err(var.span, format!("derivatives of order above {MAX_ORDER} are not supported"))
                         .into());
                 }
                 let id = self.lower(&cx, *expr)?;
@@ -128,16 +127,9 @@ impl Session {
             Stmt::Let { name, value } => self.assign(&cx, &name.text, name.span, *value, &at),
             Stmt::Assign { lhs, rhs } => match &ast.node(*lhs).kind {
                 AstKind::Name(name) => self.assign(&cx, name, ast.span(*lhs), *rhs, &at),
-                AstKind::Call {
-                    name,
-                    name_span,
-                    args,
-                } => self.define(&cx, name, *name_span, args, *rhs),
+                AstKind::Call { name, name_span, args } => self.define(&cx, name, *name_span, args, *rhs),
                 _ => Err(cx
-                    .err(
-                        ast.span(*lhs),
-                        "the left side of `=` must be a name or a function head",
-                    )
+                    .err(ast.span(*lhs), "the left side of `=` must be a name or a function head")
                     .with_help("write `a = 3` or `f(x, y) = x*y`")
                     .into()),
             },
@@ -180,27 +172,16 @@ impl Session {
                 Ok("output: text".to_owned())
             }
             "clear" => {
-                *self = Session {
-                    style: self.style,
-                    ..Session::default()
-                };
+                *self = Session { style: self.style, ..Session::default() };
                 Ok("cleared".to_owned())
             }
-            _ => Err(Error::Invalid(format!(
-                "unknown command `:{word}`; type :help for the list"
-            ))),
+            _ => Err(Error::Invalid(format!("unknown command `:{word}`; type :help for the list"))),
         }
     }
 
     fn lower(&mut self, cx: &Cx<'_>, e: AstId) -> Result<Id> {
         let functions = std::mem::take(&mut self.functions);
-        let r = Scope {
-            src: cx.src,
-            ast: cx.ast,
-            functions: &functions,
-            derive,
-        }
-        .lower(&mut self.g, e);
+        let r = Scope { src: cx.src, ast: cx.ast, functions: &functions, derive }.lower(&mut self.g, e);
         self.functions = functions;
         Ok(r?)
     }
@@ -209,30 +190,19 @@ impl Session {
         let mut out: Vec<AtValue> = Vec::new();
         for b in at {
             if out.iter().any(|o| o.name == b.name.text) {
-                return Err(cx
-                    .err(
-                        b.name.span,
-                        format!("`{}` is given a value twice", b.name.text),
-                    )
-                    .into());
+                return Err(cx.err(b.name.span, format!("`{}` is given a value twice", b.name.text)).into());
             }
             let id = self.lower(cx, b.value)?;
             let value = self.value_of(cx, id, cx.ast.span(b.value))?;
-            out.push(AtValue {
-                name: b.name.text.clone(),
-                span: b.name.span,
-                value,
-            });
+            out.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
         }
         Ok(out)
     }
 
     /// A value from an expression in which every variable must have a value.
     fn value_of(&self, cx: &Cx<'_>, id: Id, span: Span) -> Result<f64> {
-        let unbound: Vec<String> = variables(&self.g, &[id])
-            .into_iter()
-            .filter(|v| !self.values.contains_key(v))
-            .collect();
+        let unbound: Vec<String> =
+            variables(&self.g, &[id]).into_iter().filter(|v| !self.values.contains_key(v)).collect();
         if let Some(v) = unbound.first() {
             return Err(cx.err(span, format!("`{v}` has no value here")).into());
         }
@@ -246,10 +216,7 @@ impl Session {
         let vars = variables(&self.g, roots);
         for a in at {
             if !vars.contains(&a.name) {
-                let mut d = cx.err(
-                    a.span,
-                    format!("`{}` does not occur in the expression", a.name),
-                );
+                let mut d = cx.err(a.span, format!("`{}` does not occur in the expression", a.name));
                 if let Some(s) = graph::lower::suggest(&a.name, vars.iter().cloned()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
@@ -272,15 +239,10 @@ impl Session {
         // Evaluate before substituting: numbers folded into the expression could lose the
         // position of a domain error, and evaluation is exact either way.
         let vars = variables(&self.g, &[id]);
-        let all_bound = vars
-            .iter()
-            .all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
+        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
         if all_bound {
             let lookup = |n: &str| {
-                at.iter()
-                    .find(|a| a.name == n)
-                    .map(|a| a.value)
-                    .or_else(|| self.values.get(n).copied())
+                at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.values.get(n).copied())
             };
             let v = graph::eval(&self.g, &[id], &lookup)?[0];
             return Ok(graph::print::decimal(v));
@@ -291,20 +253,12 @@ impl Session {
 
     /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,
     /// and with respect to which variables.
-    fn target(
-        &mut self,
-        cx: &Cx<'_>,
-        e: AstId,
-        wrt: &[syntax::Name],
-    ) -> Result<(String, Id, Vec<String>)> {
+    fn target(&mut self, cx: &Cx<'_>, e: AstId, wrt: &[syntax::Name]) -> Result<(String, Id, Vec<String>)> {
         let (label, body, default_vars) = match &cx.ast.node(e).kind {
             AstKind::Name(n) if self.functions.contains_key(n) => {
                 let def = &self.functions[n];
-                let vars = if def.params.is_empty() {
-                    variables(&self.g, &[def.body])
-                } else {
-                    def.params.clone()
-                };
+                let vars =
+                    if def.params.is_empty() { variables(&self.g, &[def.body]) } else { def.params.clone() };
                 (n.clone(), def.body, vars)
             }
             _ => {
@@ -319,52 +273,28 @@ impl Session {
         let mut vars = Vec::new();
         for w in wrt {
             if !present.contains(&w.text) {
-                return Err(cx
-                    .err(
-                        w.span,
-                        format!("`{}` does not occur in the expression", w.text),
-                    )
-                    .into());
+                return Err(cx.err(w.span, format!("`{}` does not occur in the expression", w.text)).into());
             }
             if vars.contains(&w.text) {
-                return Err(cx
-                    .err(w.span, format!("`{}` is listed twice", w.text))
-                    .into());
+                return Err(cx.err(w.span, format!("`{}` is listed twice", w.text)).into());
             }
             vars.push(w.text.clone());
         }
         Ok((label, body, vars))
     }
 
-    fn assign(
-        &mut self,
-        cx: &Cx<'_>,
-        name: &str,
-        span: Span,
-        rhs: AstId,
-        at: &[AtValue],
-    ) -> Result<String> {
+    fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &[AtValue]) -> Result<String> {
         check_definable(cx, name, span)?;
         let id = self.lower(cx, rhs)?;
         self.check_at(cx, at, &[id])?;
         let vars = variables(&self.g, &[id]);
         if vars.iter().any(|v| v == name) {
-            return Err(cx
-                .err(
-                    span,
-                    format!("`{name}` cannot be defined in terms of itself"),
-                )
-                .into());
+            return Err(cx.err(span, format!("`{name}` cannot be defined in terms of itself")).into());
         }
-        let all_bound = vars
-            .iter()
-            .all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
+        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
         if all_bound {
             let lookup = |n: &str| {
-                at.iter()
-                    .find(|a| a.name == n)
-                    .map(|a| a.value)
-                    .or_else(|| self.values.get(n).copied())
+                at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.values.get(n).copied())
             };
             let v = graph::eval(&self.g, &[id], &lookup)?[0];
             self.functions.remove(name);
@@ -372,13 +302,7 @@ impl Session {
         } else {
             // A named expression: a function of no parameters, inlined where it is used.
             self.values.remove(name);
-            self.functions.insert(
-                name.to_owned(),
-                FnDef {
-                    params: Vec::new(),
-                    body: id,
-                },
-            );
+            self.functions.insert(name.to_owned(), FnDef { params: Vec::new(), body: id });
         }
         Ok(String::new())
     }
@@ -397,16 +321,11 @@ impl Session {
             match &cx.ast.node(p).kind {
                 AstKind::Name(n) if n == "pi" || n == "e" => {
                     return Err(cx
-                        .err(
-                            cx.ast.span(p),
-                            format!("`{n}` is a constant and cannot be a parameter"),
-                        )
+                        .err(cx.ast.span(p), format!("`{n}` is a constant and cannot be a parameter"))
                         .into());
                 }
                 AstKind::Name(n) if names.contains(n) => {
-                    return Err(cx
-                        .err(cx.ast.span(p), format!("parameter `{n}` appears twice"))
-                        .into());
+                    return Err(cx.err(cx.ast.span(p), format!("parameter `{n}` appears twice")).into());
                 }
                 AstKind::Name(n) => names.push(n.clone()),
                 _ => {
@@ -419,13 +338,7 @@ impl Session {
         }
         let body = self.lower(cx, rhs)?;
         self.values.remove(name);
-        self.functions.insert(
-            name.to_owned(),
-            FnDef {
-                params: names,
-                body,
-            },
-        );
+        self.functions.insert(name.to_owned(), FnDef { params: names, body });
         Ok(String::new())
     }
 }
@@ -433,20 +346,10 @@ impl Session {
 /// Built-in function names and constants cannot be redefined.
 fn check_definable(cx: &Cx<'_>, name: &str, span: Span) -> Result<()> {
     if graph::Func::from_name(name).is_some() || ["sqrt", "ln", "pow", "diff"].contains(&name) {
-        return Err(cx
-            .err(
-                span,
-                format!("`{name}` is a built-in function and cannot be redefined"),
-            )
-            .into());
+        return Err(cx.err(span, format!("`{name}` is a built-in function and cannot be redefined")).into());
     }
     if name == "pi" || name == "e" {
-        return Err(cx
-            .err(
-                span,
-                format!("`{name}` is a constant and cannot be redefined"),
-            )
-            .into());
+        return Err(cx.err(span, format!("`{name}` is a constant and cannot be redefined")).into());
     }
     Ok(())
 }

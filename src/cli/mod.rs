@@ -12,11 +12,7 @@ use serde_json::{Map, Value, json};
 use symdiff::{Error, Expr, Point};
 
 #[derive(Parser)]
-#[command(
-    name = "symdiff",
-    version,
-    about = "Symbolic differentiation and expression compiler"
-)]
+#[command(name = "symdiff", version, about = "Symbolic differentiation and expression compiler")]
 #[command(after_help = "With no command, symdiff starts the REPL.")]
 struct Cli {
     #[command(subcommand)]
@@ -29,7 +25,8 @@ enum Command {
     Repl,
     /// Print the simplified derivative of a formula.
     Diff {
-        /// The formula, e.g. 'x^3 + 2*x^2 + 1'.
+        /// The formula, e.g. 'x^3 + 2*x^2 + 1' ('-' reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
         expr: String,
         /// Differentiate with respect to VAR (repeatable); default: every variable.
         #[arg(long, value_name = "VAR")]
@@ -46,7 +43,8 @@ enum Command {
     },
     /// Print the value and every partial derivative at a point.
     Grad {
-        /// The formula.
+        /// The formula ('-' reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4,y=2 (every variable needs a value).
         #[arg(long, value_name = "VAR=VALUE,...", required = true)]
@@ -57,7 +55,8 @@ enum Command {
     },
     /// Print the value of a formula at a point.
     Eval {
-        /// The formula.
+        /// The formula ('-' reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4 (every variable needs a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
@@ -75,16 +74,22 @@ enum Format {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Diff { expr, .. } | Command::Grad { expr, .. } | Command::Eval { expr, .. }) =
+        &mut cli.command
+        && expr == "-"
+    {
+        match read_stdin() {
+            Ok(text) => *expr = text,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match cli.command {
         None | Some(Command::Repl) => return repl::run(),
-        Some(Command::Diff {
-            expr,
-            wrt,
-            at,
-            format,
-            json,
-        }) => diff(&expr, &wrt, &at, format, json),
+        Some(Command::Diff { expr, wrt, at, format, json }) => diff(&expr, &wrt, &at, format, json),
         Some(Command::Grad { expr, at, json }) => grad(&expr, &at, json),
         Some(Command::Eval { expr, at, json }) => eval(&expr, &at, json),
     };
@@ -100,8 +105,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The formula from standard input (for formulas too long for a command line).
+fn read_stdin() -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("cannot read standard input: {e}"))?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim_end().to_owned())
+        .map_err(|e| format!("standard input is not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))
+}
+
 /// An error as the user sees it: parse errors with the source line and a caret.
-pub fn render(e: &Error) -> String {
+fn render(e: &Error) -> String {
     match e {
         Error::Parse(d) => d.render(),
         other => format!("error: {other}\n"),
@@ -131,35 +146,19 @@ fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
     e.eval(&p.values())
 }
 
-fn diff(
-    src: &str,
-    wrt: &[String],
-    at: &[String],
-    format: Format,
-    json_out: bool,
-) -> Result<String, Error> {
+fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool) -> Result<String, Error> {
     let f = Expr::parse(src)?;
     let vars = f.variables();
     for w in wrt {
         if !vars.contains(w) {
-            return Err(Error::Invalid(format!(
-                "--wrt {w}: `{w}` does not occur in the expression"
-            )));
+            return Err(Error::Invalid(format!("--wrt {w}: `{w}` does not occur in the expression")));
         }
     }
-    let wrt: Vec<String> = if wrt.is_empty() {
-        vars.clone()
-    } else {
-        wrt.to_vec()
-    };
+    let wrt: Vec<String> = if wrt.is_empty() { vars.clone() } else { wrt.to_vec() };
     let p = point(at)?;
     let derivs: Vec<(String, Expr)> = wrt.iter().map(|v| (v.clone(), f.diff(v))).collect();
     let show = |e: &Expr| {
-        if format == Format::Latex {
-            e.to_latex()
-        } else {
-            e.to_string()
-        }
+        if format == Format::Latex { e.to_latex() } else { e.to_string() }
     };
     let mut values = Vec::new();
     if let Some(p) = &p {
@@ -171,17 +170,11 @@ fn diff(
     }
     if json_out {
         let mut out = Map::new();
-        let d: Map<String, Value> = derivs
-            .iter()
-            .map(|(v, e)| (v.clone(), Value::String(show(e))))
-            .collect();
+        let d: Map<String, Value> = derivs.iter().map(|(v, e)| (v.clone(), Value::String(show(e)))).collect();
         out.insert("derivatives".into(), Value::Object(d));
         if p.is_some() {
-            let v: Map<String, Value> = derivs
-                .iter()
-                .zip(&values)
-                .map(|((n, _), x)| (n.clone(), number(*x)))
-                .collect();
+            let v: Map<String, Value> =
+                derivs.iter().zip(&values).map(|((n, _), x)| (n.clone(), number(*x))).collect();
             out.insert("values".into(), Value::Object(v));
         }
         return Ok(Value::Object(out).to_string());
@@ -194,18 +187,10 @@ fn diff(
                 Some(x) => symdiff_value(*x),
                 None => show(e),
             };
-            if derivs.len() == 1 {
-                body
-            } else {
-                format!("d/d{v} = {body}")
-            }
+            if derivs.len() == 1 { body } else { format!("d/d{v} = {body}") }
         })
         .collect();
-    Ok(if lines.is_empty() {
-        "0".to_owned()
-    } else {
-        lines.join("\n")
-    })
+    Ok(if lines.is_empty() { "0".to_owned() } else { lines.join("\n") })
 }
 
 fn symdiff_value(x: f64) -> String {
@@ -229,19 +214,11 @@ fn grad(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
         gv.push(value_at(g, &p)?);
     }
     if json_out {
-        let g: Map<String, Value> = vars
-            .iter()
-            .zip(&gv)
-            .map(|(n, x)| (n.clone(), number(*x)))
-            .collect();
+        let g: Map<String, Value> = vars.iter().zip(&gv).map(|(n, x)| (n.clone(), number(*x))).collect();
         return Ok(json!({"value": number(value), "grad": Value::Object(g)}).to_string());
     }
     let mut lines = vec![format!("value = {}", symdiff_value(value))];
-    lines.extend(
-        vars.iter()
-            .zip(&gv)
-            .map(|(n, x)| format!("d/d{n} = {}", symdiff_value(*x))),
-    );
+    lines.extend(vars.iter().zip(&gv).map(|(n, x)| format!("d/d{n} = {}", symdiff_value(*x))));
     Ok(lines.join("\n"))
 }
 
@@ -252,9 +229,5 @@ fn eval(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
     p.check_names(&vars)?;
     p.check_complete(&vars)?;
     let value = value_at(&f, &p)?;
-    Ok(if json_out {
-        json!({"value": number(value)}).to_string()
-    } else {
-        symdiff_value(value)
-    })
+    Ok(if json_out { json!({"value": number(value)}).to_string() } else { symdiff_value(value) })
 }

@@ -7,14 +7,8 @@ use std::process::ExitCode;
 use rustyline::error::ReadlineError;
 use symdiff::{Error, Session};
 
-use super::render;
-
 pub fn run() -> ExitCode {
-    if std::io::stdin().is_terminal() {
-        interactive()
-    } else {
-        script()
-    }
+    if std::io::stdin().is_terminal() { interactive() } else { script() }
 }
 
 fn is_quit(line: &str) -> bool {
@@ -72,11 +66,7 @@ fn script() -> ExitCode {
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 fn history_path() -> Option<std::path::PathBuf> {
@@ -95,10 +85,7 @@ fn interactive() -> ExitCode {
     if let Some(h) = &history {
         let _ = editor.load_history(h); // no history yet is fine
     }
-    println!(
-        "symdiff {}: type :help for help, Ctrl-D to quit",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("symdiff {}: type :help for help, Ctrl-D to quit", env!("CARGO_PKG_VERSION"));
     let mut session = Session::new();
     loop {
         match editor.readline("symdiff> ") {

@@ -20,13 +20,8 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
     match g.op(node) {
         Op::Add => g.num(1.0),
         Op::Mul => {
-            let others: Vec<Id> = g
-                .args(node)
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, &a)| a)
-                .collect();
+            let others: Vec<Id> =
+                g.args(node).iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &a)| a).collect();
             g.mul(&others)
         }
         Op::Pow => {

@@ -30,7 +30,9 @@ pub enum EvalErrorKind {
 /// An evaluation failure, with the subexpression where it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalError {
+    /// The category, for programs that react to it.
     pub kind: EvalErrorKind,
+    /// The full message, naming the subexpression and the offending value.
     pub message: String,
 }
 
@@ -48,13 +50,7 @@ const QUOTE_LIMIT: usize = 60;
 fn quote(g: &Graph, id: Id) -> String {
     let s = print(g, id, Style::Text);
     if s.chars().count() > QUOTE_LIMIT || s.contains('\n') {
-        let cut: String = s
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(QUOTE_LIMIT)
-            .collect();
+        let cut: String = s.lines().next().unwrap_or("").chars().take(QUOTE_LIMIT).collect();
         format!("`{cut}…`")
     } else {
         format!("`{s}`")
@@ -62,11 +58,7 @@ fn quote(g: &Graph, id: Id) -> String {
 }
 
 /// Evaluates `roots` with variable values given by `value_of` (by variable name).
-pub fn eval(
-    g: &Graph,
-    roots: &[Id],
-    value_of: &dyn Fn(&str) -> Option<f64>,
-) -> Result<Vec<f64>, EvalError> {
+pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> Result<Vec<f64>, EvalError> {
     let order = g.reachable(roots);
     let Some(&last) = order.last() else {
         return Ok(Vec::new());
@@ -94,12 +86,21 @@ pub fn eval(
                         message: if g.as_num(args[0]).is_some() {
                             format!("division by zero in {}", quote(g, id))
                         } else {
-                            format!(
-                                "division by zero in {}: {} is 0",
-                                quote(g, id),
-                                quote(g, args[0])
-                            )
+                            format!("division by zero in {}: {} is 0", quote(g, id), quote(g, args[0]))
                         },
+                    });
+                }
+                if b <= 0.0 && g.as_num(args[1]).is_none() {
+                    // b^e with a varying exponent means exp(e*log(b)): a real function only
+                    // for b > 0, and its derivative needs log(b) (see rules.rs).
+                    return Err(EvalError {
+                        kind: EvalErrorKind::Domain,
+                        message: format!(
+                            "domain error in {}: a power with a variable exponent needs a positive base, here {} is {}",
+                            quote(g, id),
+                            quote(g, args[0]),
+                            format_number(b),
+                        ),
                     });
                 }
                 if b < 0.0 && e.fract() != 0.0 && e.is_finite() {
@@ -152,11 +153,7 @@ pub fn eval(
                 _ if x.is_nan() => format!("{} is not a number (NaN)", quote(g, id)),
                 _ => format!("overflow: {} is too large for f64", quote(g, id)),
             };
-            let kind = if x.is_nan() {
-                EvalErrorKind::NotANumber
-            } else {
-                EvalErrorKind::Overflow
-            };
+            let kind = if x.is_nan() { EvalErrorKind::NotANumber } else { EvalErrorKind::Overflow };
             return Err(EvalError { kind, message });
         }
         v[id.index()] = x;

@@ -36,6 +36,9 @@ pub enum Func {
     Sign,
 }
 
+/// Where a function is defined: a predicate and how to say it (`x > 0`).
+pub type Domain = (fn(f64) -> bool, &'static str);
+
 /// One row of the table.
 pub struct FuncDef {
     pub func: Func,
@@ -46,7 +49,7 @@ pub struct FuncDef {
     pub eval: fn(f64) -> f64,
     /// Where the function is defined, as a predicate and its wording for error messages;
     /// `None` means everywhere.
-    pub domain: Option<(fn(f64) -> bool, &'static str)>,
+    pub domain: Option<Domain>,
     /// `d/du f(u)` as graph nodes, given the node of `u`.
     pub deriv: fn(&mut Graph, Id) -> Id,
 }
@@ -87,13 +90,8 @@ fn sign(x: f64) -> f64 {
 }
 
 fn relu(x: f64) -> f64 {
-    if x > 0.0 {
-        x
-    } else if x.is_nan() {
-        x
-    } else {
-        0.0
-    }
+    // NaN stays NaN (a comparison alone would turn it into 0).
+    if x > 0.0 || x.is_nan() { x } else { 0.0 }
 }
 
 #[rustfmt::skip]

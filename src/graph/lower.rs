@@ -41,10 +41,7 @@ pub struct Scope<'a> {
 
 /// Every built-in name a call may use, for "did you mean" suggestions.
 fn builtin_names() -> impl Iterator<Item = &'static str> {
-    super::func::FUNCS
-        .iter()
-        .map(|d| d.name)
-        .chain(["sqrt", "ln", "pow", "diff"])
+    super::func::FUNCS.iter().map(|d| d.name).chain(["sqrt", "ln", "pow", "diff"])
 }
 
 impl Scope<'_> {
@@ -76,50 +73,83 @@ impl Scope<'_> {
                 AstKind::Num(_) | AstKind::Name(_) => {}
             }
         }
+        // A chain `a + b - c + ...` (or `a * b / c * ...`) is lowered with one n-ary call at
+        // its top, not one call per operator: building it pairwise would re-flatten the
+        // growing sum at every step. `chained[i]`: node i's parent continues its chain.
+        let family = |k: &AstKind| match k {
+            AstKind::Binary(BinOp::Add | BinOp::Sub, ..) => 1,
+            AstKind::Binary(BinOp::Mul | BinOp::Div, ..) => 2,
+            _ => 0,
+        };
+        let mut chained = vec![false; n];
+        for (i, _) in inside.iter().enumerate().filter(|(_, inside)| **inside) {
+            let kind = &self.ast.node(AstId(i as u32)).kind;
+            if let AstKind::Binary(_, a, _) = kind
+                && family(kind) != 0
+                && family(&self.ast.node(*a).kind) == family(kind)
+            {
+                chained[a.0 as usize] = true;
+            }
+        }
         let mut ids: Vec<Option<Id>> = vec![None; n];
         for i in 0..n {
-            if !inside[i] {
+            if !inside[i] || chained[i] {
                 continue;
             }
             let node = self.ast.node(AstId(i as u32));
-            let get = |a: &AstId| ids[a.0 as usize].expect("children are lowered first");
             let id = match &node.kind {
                 AstKind::Num(x) => g.num(*x),
                 AstKind::Name(name) => self.name(g, name, node.span)?,
-                AstKind::Neg(a) => g.neg(get(a)),
-                AstKind::Binary(op, a, b) => {
-                    let (a, b) = (get(a), get(b));
-                    match op {
-                        BinOp::Add => g.add(&[a, b]),
-                        BinOp::Sub => g.sub(a, b),
-                        BinOp::Mul => g.mul(&[a, b]),
-                        BinOp::Div => g.div(a, b),
-                        BinOp::Pow => g.pow(a, b),
-                        BinOp::MatMul => {
-                            return Err(self
-                                .err(node.span, "`@` (matrix product) needs tensor operands")
-                                .with_help("formulas over scalars multiply with `*`"));
-                        }
-                    }
+                AstKind::Neg(a) => g.neg(get(&ids, a)),
+                AstKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, ..) => {
+                    self.chain(g, AstId(i as u32), &ids)
                 }
-                AstKind::Call {
-                    name,
-                    name_span,
-                    args,
-                } => {
-                    let vals: Vec<Id> = args.iter().map(get).collect();
+                AstKind::Binary(BinOp::Pow, a, b) => g.pow(get(&ids, a), get(&ids, b)),
+                AstKind::Binary(BinOp::MatMul, ..) => {
+                    return Err(self
+                        .err(node.span, "`@` (matrix product) needs tensor operands")
+                        .with_help("formulas over scalars multiply with `*`"));
+                }
+                AstKind::Call { name, name_span, args } => {
+                    let vals: Vec<Id> = args.iter().map(|a| get(&ids, a)).collect();
                     self.call(g, name, *name_span, node.span, args, &vals)?
                 }
                 AstKind::List(_) => {
-                    return Err(self.err(
-                        node.span,
-                        "tensor literals are not allowed in a scalar formula",
-                    ));
+                    return Err(self.err(node.span, "tensor literals are not allowed in a scalar formula"));
                 }
             };
             ids[i] = Some(id);
         }
-        Ok(ids[root.0 as usize].expect("root is lowered"))
+        Ok(get(&ids, &root))
+    }
+
+    /// Lowers the chain of `+ -` (or `* /`) whose top is `top`: walk down the left spine
+    /// collecting right operands, then build one n-ary node.
+    fn chain(&self, g: &mut Graph, top: AstId, ids: &[Option<Id>]) -> Id {
+        let additive = matches!(self.ast.node(top).kind, AstKind::Binary(BinOp::Add | BinOp::Sub, ..));
+        let mut items = Vec::new();
+        let mut cur = top;
+        loop {
+            match &self.ast.node(cur).kind {
+                AstKind::Binary(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div), a, b)
+                    if matches!(op, BinOp::Add | BinOp::Sub) == additive =>
+                {
+                    let rhs = get(ids, b);
+                    items.push(match op {
+                        BinOp::Sub => g.neg(rhs),
+                        BinOp::Div => g.recip(rhs),
+                        _ => rhs,
+                    });
+                    cur = *a;
+                }
+                _ => {
+                    items.push(get(ids, &cur));
+                    break;
+                }
+            }
+        }
+        items.reverse();
+        if additive { g.add(&items) } else { g.mul(&items) }
     }
 
     fn name(&self, g: &mut Graph, name: &str, span: Span) -> Result<Id, Diagnostic> {
@@ -150,10 +180,8 @@ impl Scope<'_> {
             [a, b] => format!("{a} or {b} arguments"),
             _ => format!("{want:?} arguments"),
         };
-        Err(self.err(
-            span,
-            format!("`{name}` takes {want_s}, but {got} were given"),
-        ))
+        let were = if got == 1 { "was" } else { "were" };
+        Err(self.err(span, format!("`{name}` takes {want_s}, but {got} {were} given")))
     }
 
     fn call(
@@ -167,16 +195,11 @@ impl Scope<'_> {
     ) -> Result<Id, Diagnostic> {
         if let Some(def) = self.functions.get(name) {
             self.arity(name, span, &[def.params.len()], args.len())?;
-            let map: HashMap<Id, Id> = def
-                .params
-                .iter()
-                .map(|p| g.var(p))
-                .zip(args.iter().copied())
-                .collect();
+            let map: HashMap<Id, Id> =
+                def.params.iter().map(|p| g.var(p)).zip(args.iter().copied()).collect();
             return Ok(substitute(g, def.body, &map));
         }
-        if let Some(f) = Func::from_name(name).or(if name == "ln" { Some(Func::Log) } else { None })
-        {
+        if let Some(f) = Func::from_name(name).or(if name == "ln" { Some(Func::Log) } else { None }) {
             self.arity(name, span, &[1], args.len())?;
             return Ok(g.func(f, args[0]));
         }
@@ -200,25 +223,23 @@ impl Scope<'_> {
                 }
                 let order = match args.get(2) {
                     None => 1,
-                    Some(&n) => match g.as_num(n) {
-                        Some(k) if k.fract() == 0.0 && (0.0..=MAX_ORDER as f64).contains(&k) => {
-                            k as u32
-                        }
-                        _ => {
-                            return Err(self.err(
+                    Some(&n) => {
+                        match g.as_num(n) {
+                            Some(k) if k.fract() == 0.0 && (0.0..=MAX_ORDER as f64).contains(&k) => k as u32,
+                            _ => {
+                                return Err(self.err(
                                 self.ast.span(arg_asts[2]),
                                 format!("the order of a derivative must be a whole number from 0 to {MAX_ORDER}"),
                             ));
+                            }
                         }
-                    },
+                    }
                 };
                 Ok((self.derive)(g, args[0], var, order))
             }
             _ => {
                 let mut d = self.err(name_span, format!("unknown function `{name}`"));
-                let candidates = builtin_names()
-                    .map(str::to_owned)
-                    .chain(self.functions.keys().cloned());
+                let candidates = builtin_names().map(str::to_owned).chain(self.functions.keys().cloned());
                 if let Some(best) = suggest(name, candidates) {
                     d = d.with_help(format!("did you mean `{best}`?"));
                 }
@@ -226,6 +247,10 @@ impl Scope<'_> {
             }
         }
     }
+}
+
+fn get(ids: &[Option<Id>], a: &AstId) -> Id {
+    ids[a.0 as usize].expect("children are lowered before their parents")
 }
 
 /// Rebuilds `op` over new arguments through the simplifying constructors.
@@ -265,25 +290,15 @@ pub fn substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Id {
 /// The closest candidate within edit distance 2 (for "did you mean"); ties go to the
 /// longer common prefix (`sinn` suggests `sin`, not `sign`).
 pub fn suggest(word: &str, candidates: impl Iterator<Item = String>) -> Option<String> {
+    if word.chars().count() < 3 {
+        return None; // one- and two-letter names are too short to guess at
+    }
     let mut best: Option<(usize, usize, String)> = None;
     for c in candidates {
         let d = edit_distance(word, &c);
-        if word.chars().count() < 3 {
-            return None; // one- and two-letter names are too short to guess at
-        }
         let limit = if word.len() <= 3 { 1 } else { 2 };
-        let prefix = usize::MAX
-            - word
-                .chars()
-                .zip(c.chars())
-                .take_while(|(a, b)| a == b)
-                .count();
-        if d <= limit
-            && d > 0
-            && best
-                .as_ref()
-                .is_none_or(|(bd, bp, bc)| (d, prefix, &c) < (*bd, *bp, bc))
-        {
+        let prefix = usize::MAX - word.chars().zip(c.chars()).take_while(|(a, b)| a == b).count();
+        if d <= limit && d > 0 && best.as_ref().is_none_or(|(bd, bp, bc)| (d, prefix, &c) < (*bd, *bp, bc)) {
             best = Some((d, prefix, c));
         }
     }
@@ -303,4 +318,27 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Copies the expression `root` of graph `from` into `to` (through the simplifying
+/// constructors; variables are matched by name) and returns its id there.
+pub fn import(to: &mut Graph, from: &Graph, root: Id) -> Id {
+    let order = from.reachable(&[root]);
+    let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
+    let mut args = Vec::new();
+    for &id in &order {
+        args.clear();
+        args.extend(from.args(id).iter().map(|a| new[a]));
+        let image = match from.op(id) {
+            Op::Num(bits) => to.num(f64::from_bits(bits)),
+            Op::Const(c) => to.constant(c),
+            Op::Var(_) => to.var(from.var_name(id).unwrap_or("?")),
+            Op::Add => to.add(&args),
+            Op::Mul => to.mul(&args),
+            Op::Pow => to.pow(args[0], args[1]),
+            Op::Func(f) => to.func(f, args[0]),
+        };
+        new.insert(id, image);
+    }
+    new[&root]
 }

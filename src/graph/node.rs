@@ -110,15 +110,6 @@ impl Graph {
         Graph::default()
     }
 
-    /// Number of nodes.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     pub fn op(&self, id: Id) -> Op {
         self.nodes[id.index()].op
     }
@@ -181,13 +172,7 @@ impl Graph {
     /// form; only `simplify.rs` and the constructors above call this.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
         let hash = hash_key(&self.hasher, op, args);
-        let Graph {
-            nodes,
-            args: all_args,
-            memo,
-            hasher,
-            ..
-        } = self;
+        let Graph { nodes, args: all_args, memo, hasher, .. } = self;
         let found = memo.find(hash, |&id| {
             let n = &nodes[id.index()];
             n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
@@ -195,28 +180,14 @@ impl Graph {
         if let Some(&id) = found {
             return id;
         }
-        assert!(
-            nodes.len() < MAX_NODES,
-            "expression graph exceeds {MAX_NODES} nodes"
-        );
-        debug_assert!(
-            args.iter().all(|a| a.index() < nodes.len()),
-            "children before parents"
-        );
+        assert!(nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
+        debug_assert!(args.iter().all(|a| a.index() < nodes.len()), "children before parents");
         let id = Id(nodes.len() as u32);
-        nodes.push(Node {
-            op,
-            start: all_args.len() as u32,
-            len: args.len() as u32,
-        });
+        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32 });
         all_args.extend_from_slice(args);
         memo.insert_unique(hash, id, |&id| {
             let n = &nodes[id.index()];
-            hash_key(
-                hasher,
-                n.op,
-                &all_args[n.start as usize..(n.start + n.len) as usize],
-            )
+            hash_key(hasher, n.op, &all_args[n.start as usize..(n.start + n.len) as usize])
         });
         id
     }

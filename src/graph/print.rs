@@ -74,21 +74,15 @@ pub fn decimal(x: f64) -> String {
     }
 }
 
-/// `x == p/q` exactly for a small `q`, when the decimal form is long (or `q == 2` and
-/// `halves` is set: coefficients print `x/2` rather than `0.5*x`).
-fn fraction(x: f64, halves: bool) -> Option<(i64, i64)> {
+/// `x == p/q` for a small `q`, when the decimal form is long; with `unit` also `±1/q`
+/// (coefficients print `x/4` rather than `0.25*x`).
+fn fraction(x: f64, unit: bool) -> Option<(i64, i64)> {
     if !x.is_finite() || x.fract() == 0.0 {
         return None;
     }
     let long = {
         let s = format!("{x:e}");
-        s.split('e')
-            .next()
-            .unwrap_or("")
-            .chars()
-            .filter(char::is_ascii_digit)
-            .count()
-            > 6
+        s.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count() > 6
     };
     for q in 2..=16i64 {
         let p = (x * q as f64).round();
@@ -96,7 +90,7 @@ fn fraction(x: f64, halves: bool) -> Option<(i64, i64)> {
         // Exact, or (for a long decimal) within a few ulps: `1/3 - 1` is
         // -0.6666666666666667 while `-2/3` is -0.6666666666666666.
         let close = r == x || (long && (r - x).abs() <= 4.0 * f64::EPSILON * x.abs());
-        if p.abs() < 1e9 && close && (long || (halves && q == 2)) {
+        if p.abs() < 1e9 && close && (long || (unit && (p.abs() == 1.0 || q == 2))) {
             return Some((p as i64, q));
         }
     }
@@ -124,21 +118,11 @@ impl<'g> Printer<'g> {
             let d = match g.op(id) {
                 Op::Num(_) | Op::Const(_) => f64::NEG_INFINITY,
                 Op::Var(_) => 1.0,
-                Op::Add => args
-                    .iter()
-                    .map(|a| degree[a])
-                    .fold(f64::NEG_INFINITY, f64::max),
+                Op::Add => args.iter().map(|a| degree[a]).fold(f64::NEG_INFINITY, f64::max),
                 Op::Mul => {
-                    let ds: Vec<f64> = args
-                        .iter()
-                        .map(|a| degree[a])
-                        .filter(|d: &f64| d.is_finite())
-                        .collect();
-                    if ds.is_empty() {
-                        f64::NEG_INFINITY
-                    } else {
-                        ds.iter().sum()
-                    }
+                    let ds: Vec<f64> =
+                        args.iter().map(|a| degree[a]).filter(|d: &f64| d.is_finite()).collect();
+                    if ds.is_empty() { f64::NEG_INFINITY } else { ds.iter().sum() }
                 }
                 Op::Pow => match (degree[&args[0]], g.as_num(args[1])) {
                     (d, Some(n)) if d.is_finite() => d * n,
@@ -164,22 +148,13 @@ impl<'g> Printer<'g> {
         let mut bound = Vec::new();
         if roots.iter().any(|r| size[r] > INLINE_LIMIT) {
             for &id in &reach {
-                if parents.get(&id).copied().unwrap_or(0) >= 2
-                    && size[&id] >= 5
-                    && !roots.contains(&id)
-                {
+                if parents.get(&id).copied().unwrap_or(0) >= 2 && size[&id] >= 5 && !roots.contains(&id) {
                     bound.push(id);
                     names.insert(id, format!("t{}", bound.len()));
                 }
             }
         }
-        Printer {
-            g,
-            style,
-            degree,
-            names,
-            bound,
-        }
+        Printer { g, style, degree, names, bound }
     }
 
     fn render(&self, root: Id) -> String {
@@ -297,11 +272,7 @@ impl<'g> Printer<'g> {
             })),
             Op::Var(_) => {
                 let name = g.var_name(id).unwrap_or("?");
-                pieces.push(Item::Own(if self.latex() {
-                    latex_name(name)
-                } else {
-                    name.to_owned()
-                }));
+                pieces.push(Item::Own(if self.latex() { latex_name(name) } else { name.to_owned() }));
             }
             Op::Func(f) => self.expand_func(f, g.args(id)[0], pieces),
             Op::Add => self.expand_sum(id, neg, pieces),
@@ -394,9 +365,7 @@ impl<'g> Printer<'g> {
         };
         terms.sort_by(|a, b| {
             let (da, db) = (self.degree[a], self.degree[b]);
-            db.partial_cmp(&da)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(stem(a).cmp(&stem(b)))
+            db.partial_cmp(&da).unwrap_or(std::cmp::Ordering::Equal).then(stem(a).cmp(&stem(b)))
         });
         // Printed sign of each term after the overall negation.
         let sign = |t: Id| self.negative(t) != neg;
@@ -446,15 +415,13 @@ impl<'g> Printer<'g> {
             }
             num.push(f);
         }
+        // Constants first (`2*pi*x`), then variables and their powers by name, then the rest.
         let key = |f: &Id| -> (u8, String, Id) {
-            let base = if g.op(*f) == Op::Pow {
-                g.args(*f)[0]
-            } else {
-                *f
-            };
-            match g.var_name(base) {
-                Some(name) => (0, name.to_owned(), *f),
-                None => (1, String::new(), *f),
+            let base = if g.op(*f) == Op::Pow { g.args(*f)[0] } else { *f };
+            match (g.op(base), g.var_name(base)) {
+                (Op::Const(_), _) => (0, String::new(), *f),
+                (_, Some(name)) => (1, name.to_owned(), *f),
+                _ => (2, String::new(), *f),
             }
         };
         num.sort_by_key(key);
@@ -535,7 +502,8 @@ impl<'g> Printer<'g> {
     fn join(&self, groups: Vec<Vec<Item>>, pieces: &mut Vec<Item>) {
         for (i, grp) in groups.into_iter().enumerate() {
             if i > 0 {
-                let numeric = matches!(grp.first(), Some(Item::Own(s)) if s.starts_with(|c: char| c.is_ascii_digit()));
+                let numeric =
+                    matches!(grp.first(), Some(Item::Own(s)) if s.starts_with(|c: char| c.is_ascii_digit()));
                 pieces.push(Item::Str(match (self.latex(), numeric) {
                     (false, _) => "*",
                     (true, true) => " \\cdot ",
@@ -550,12 +518,10 @@ impl<'g> Printer<'g> {
 /// `x1` as `x_{1}`, Greek letter names as their symbols, other long names upright.
 fn latex_name(name: &str) -> String {
     const GREEK: &[&str] = &[
-        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
-        "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda",
+        "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
     ];
-    let split = name
-        .find(|c: char| c.is_ascii_digit() || c == '_')
-        .unwrap_or(name.len());
+    let split = name.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(name.len());
     let (head, tail) = name.split_at(split);
     let head = if GREEK.contains(&head) {
         format!("\\{head}")
@@ -565,9 +531,5 @@ fn latex_name(name: &str) -> String {
         head.to_owned()
     };
     let tail = tail.trim_start_matches('_');
-    if tail.is_empty() {
-        head
-    } else {
-        format!("{head}_{{{tail}}}")
-    }
+    if tail.is_empty() { head } else { format!("{head}_{{{tail}}}") }
 }

@@ -28,9 +28,13 @@ use super::node::{Constant, Graph, Id, Op};
 
 /// One simplification identity, with an example checked by the tests.
 pub struct Rule {
+    /// Short name, used in comments at the place the rule is applied.
     pub name: &'static str,
+    /// An input formula the rule applies to.
     pub before: &'static str,
+    /// How that input prints after simplification.
     pub after: &'static str,
+    /// Conditions and caveats.
     pub note: &'static str,
 }
 
@@ -38,7 +42,7 @@ pub struct Rule {
 /// Every identity the constructors apply. `before` is parsed and printed; the result must be
 /// exactly `after` (see `tests/simplify.rs`).
 pub static RULES: &[Rule] = &[
-    Rule { name: "add-flatten",   before: "(a + b) + (c + a)", after: "2*a + b + c",   note: "sums are n-ary" },
+    Rule { name: "add-flatten",   before: "(a + b) + (c + a)", after: "2*a + b + c",   note: "sums are n-ary (nested ones up to FLATTEN_LIMIT terms)" },
     Rule { name: "add-zero",      before: "x + 0",            after: "x",             note: "" },
     Rule { name: "add-fold",      before: "x + 2 + 3",        after: "x + 5",         note: "numeric terms are summed" },
     Rule { name: "add-collect",   before: "2*x + 3*x + x",    after: "6*x",           note: "like terms: coefficients are added" },
@@ -59,6 +63,7 @@ pub static RULES: &[Rule] = &[
     Rule { name: "pow-base-zero", before: "0^3",              after: "0",             note: "positive numeric exponents only" },
     Rule { name: "pow-fold",      before: "2^10 + 4^0.5",     after: "1026",          note: "integer exponents, or a short exact result" },
     Rule { name: "pow-keep",      before: "2^0.5",            after: "sqrt(2)",       note: "no long decimals (rule 3)" },
+    Rule { name: "pow-coef",      before: "3/(2*x) + (4*y)^0.5", after: "2*sqrt(y) + 3/(2*x)", note: "a numeric coefficient leaves a power when its power is a number" },
     Rule { name: "pow-pow",       before: "(x^2)^3",          after: "x^6",           note: "integer outer exponents only" },
     Rule { name: "pow-pow-keep",  before: "(x^2)^0.5",        after: "sqrt(x^2)",     note: "that is |x|, not x" },
     Rule { name: "pow-e",         before: "e^(2*x)",          after: "exp(2*x)",      note: "" },
@@ -89,12 +94,19 @@ fn is_integer(x: f64) -> bool {
 struct Term {
     coef: f64,
     node: Id,
-    /// `node` is `Mul(c, rest...)` and the key is `rest`; otherwise the key is `[node]`.
-    strip: bool,
+    /// For a product, the key is its arguments from this index on (1 when the first is the
+    /// coefficient, else 0); for anything else the key is `[node]`.
+    skip: Option<usize>,
 }
 
 /// Inner sums up to this many terms are distributed over (rule `add-distribute`).
 const DISTRIBUTE_LIMIT: usize = 8;
+
+/// Nested sums and products with more arguments than this are not flattened into their
+/// parent but kept as one argument. Building a long chain one step at a time (the chain
+/// rule through `sin(sin(...(x)))`, an adjoint collecting many contributions) then costs
+/// O(limit) per step instead of O(length): linear overall, not quadratic.
+pub const FLATTEN_LIMIT: usize = 64;
 
 impl Graph {
     /// `t = c * (sum)` with a number `c` and a small sum: `(c, sum)`.
@@ -103,9 +115,7 @@ impl Graph {
             return None;
         }
         match self.args(t) {
-            &[c, inner]
-                if self.op(inner) == Op::Add && self.args(inner).len() <= DISTRIBUTE_LIMIT =>
-            {
+            &[c, inner] if self.op(inner) == Op::Add && self.args(inner).len() <= DISTRIBUTE_LIMIT => {
                 Some((self.as_num(c)?, inner))
             }
             _ => None,
@@ -113,10 +123,9 @@ impl Graph {
     }
 
     fn key<'a>(&'a self, t: &'a Term) -> &'a [Id] {
-        if t.strip {
-            &self.args(t.node)[1..]
-        } else {
-            std::slice::from_ref(&t.node)
+        match t.skip {
+            Some(k) => &self.args(t.node)[k..],
+            None => std::slice::from_ref(&t.node),
         }
     }
 
@@ -128,23 +137,18 @@ impl Graph {
         let push = |g: &Graph, t: Id, numbers: &mut Vec<f64>, rest: &mut Vec<Term>| {
             if let Some(x) = g.as_num(t) {
                 numbers.push(x);
-            } else if g.op(t) == Op::Mul && g.as_num(g.args(t)[0]).is_some() {
-                let coef = g.as_num(g.args(t)[0]).unwrap_or(1.0);
-                rest.push(Term {
-                    coef,
-                    node: t,
-                    strip: true,
-                });
+            } else if g.op(t) == Op::Mul {
+                let (coef, skip) = match g.as_num(g.args(t)[0]) {
+                    Some(c) => (c, 1),
+                    None => (1.0, 0),
+                };
+                rest.push(Term { coef, node: t, skip: Some(skip) });
             } else {
-                rest.push(Term {
-                    coef: 1.0,
-                    node: t,
-                    strip: false,
-                });
+                rest.push(Term { coef: 1.0, node: t, skip: None });
             }
         };
         for &t in terms {
-            if self.op(t) == Op::Add {
+            if self.op(t) == Op::Add && self.args(t).len() <= FLATTEN_LIMIT {
                 for &u in self.args(t) {
                     push(self, u, &mut numbers, &mut rest);
                 }
@@ -177,12 +181,9 @@ impl Graph {
             if j == i + 1 || coef != 0.0 {
                 let term = if j == i + 1 {
                     t.node // a lone term is already canonical
-                } else if !t.strip {
-                    let c = self.num(coef);
-                    self.mul(&[c, t.node])
                 } else {
                     let mut factors = vec![self.num(coef)];
-                    factors.extend_from_slice(&self.args(t.node)[1..]);
+                    factors.extend_from_slice(self.key(t));
                     self.mul(&factors)
                 };
                 if !self.is_num(term, 0.0) {
@@ -223,7 +224,7 @@ impl Graph {
                     }
                     numbers.push(x);
                 }
-                Op::Mul => stack.extend(self.args(f).iter().rev()),
+                Op::Mul if self.args(f).len() <= FLATTEN_LIMIT => stack.extend(self.args(f).iter().rev()),
                 Op::Pow => powers.push((self.args(f)[0], self.args(f)[1])),
                 _ => {
                     let one = self.num(1.0);
@@ -252,11 +253,7 @@ impl Graph {
             }
             let factor = if j == i + 1 {
                 let (b, e) = powers[i];
-                if self.is_num(e, 1.0) {
-                    b
-                } else {
-                    self.pow(b, e)
-                }
+                if self.is_num(e, 1.0) { b } else { self.pow(b, e) }
             } else {
                 let exps: Vec<Id> = powers[i..j].iter().map(|p| p.1).collect();
                 let e = self.add(&exps);
@@ -288,9 +285,9 @@ impl Graph {
     pub fn pow(&mut self, base: Id, exp: Id) -> Id {
         let (b, e) = (self.as_num(base), self.as_num(exp));
         match (b, e) {
-            (_, Some(0.0)) => return self.num(1.0), // pow-zero
-            (_, Some(1.0)) => return base,          // pow-one
-            (Some(1.0), _) => return self.num(1.0), // pow-base-one
+            (_, Some(0.0)) => return self.num(1.0),                  // pow-zero
+            (_, Some(1.0)) => return base,                           // pow-one
+            (Some(1.0), _) => return self.num(1.0),                  // pow-base-one
             (Some(0.0), Some(e)) if e > 0.0 => return self.num(0.0), // pow-base-zero
             (Some(b), Some(e)) => {
                 // pow-fold
@@ -303,6 +300,20 @@ impl Graph {
         }
         if self.op(base) == Op::Const(Constant::E) {
             return self.func(Func::Exp, exp); // pow-e
+        }
+        if let Some(ev) = e
+            && self.op(base) == Op::Mul
+            && let Some(c) = self.as_num(self.args(base)[0])
+            && (is_integer(ev) || c > 0.0)
+        {
+            // pow-coef: (c*u)^n = c^n * u^n when c^n is a plain number.
+            let cn = self.pow(self.args(base)[0], exp);
+            if self.as_num(cn).is_some() {
+                let rest: Vec<Id> = self.args(base)[1..].to_vec();
+                let u = self.mul(&rest);
+                let un = self.pow(u, exp);
+                return self.mul(&[cn, un]);
+            }
         }
         if self.op(base) == Op::Pow && e.is_some_and(is_integer) {
             // pow-pow
@@ -344,11 +355,6 @@ impl Graph {
     pub fn recip(&mut self, a: Id) -> Id {
         let m = self.num(-1.0);
         self.pow(a, m)
-    }
-
-    pub fn div(&mut self, a: Id, b: Id) -> Id {
-        let r = self.recip(b);
-        self.mul(&[a, r])
     }
 
     pub fn square(&mut self, a: Id) -> Id {

@@ -73,22 +73,6 @@ impl Ast {
     pub fn span(&self, id: AstId) -> Span {
         self.nodes[id.0 as usize].span
     }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// All nodes, children before parents.
-    pub fn iter(&self) -> impl Iterator<Item = (AstId, &AstNode)> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (AstId(i as u32), n))
-    }
 }
 
 /// A name written in the source, with where it was written.

@@ -20,18 +20,16 @@ use std::fmt;
 /// A byte range `start..end` in a source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Span {
+    /// First byte.
     pub start: usize,
+    /// One past the last byte.
     pub end: usize,
 }
 
 impl Span {
+    /// The span `start..end`.
     pub fn new(start: usize, end: usize) -> Span {
         Span { start, end }
-    }
-
-    /// The smallest span covering both.
-    pub fn to(self, other: Span) -> Span {
-        Span::new(self.start.min(other.start), self.end.max(other.end))
     }
 }
 
@@ -40,15 +38,20 @@ impl Span {
 pub struct Diagnostic {
     /// What the source is called in the report: `formula`, `<repl>`, a file path.
     pub origin: String,
+    /// The text the span points into.
     pub source: String,
+    /// Where the problem is.
     pub span: Span,
+    /// What the problem is.
     pub message: String,
+    /// How to fix it, when there is something useful to say.
     pub help: Option<String>,
     /// Line number of the source's first line (a REPL script reports its own line numbers).
     pub first_line: usize,
 }
 
 impl Diagnostic {
+    /// A diagnostic at `span` of `source` (clamped to the text and its char boundaries).
     pub fn new(source: &str, span: Span, message: impl Into<String>) -> Diagnostic {
         let span = clamp(source, span);
         Diagnostic {
@@ -61,11 +64,13 @@ impl Diagnostic {
         }
     }
 
+    /// Adds a help line.
     pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
         self
     }
 
+    /// Names the source (`formula`, `--at`, a file path).
     pub fn with_origin(mut self, origin: impl Into<String>) -> Diagnostic {
         self.origin = origin.into();
         self
@@ -86,25 +91,15 @@ impl Diagnostic {
     /// The full report with the source line and a caret under the span.
     pub fn render(&self) -> String {
         let (line, col) = self.line_col();
-        let line_start = self.source[..self.span.start]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line_end = self.source[line_start..]
-            .find('\n')
-            .map_or(self.source.len(), |i| line_start + i);
+        let line_start = self.source[..self.span.start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.source[line_start..].find('\n').map_or(self.source.len(), |i| line_start + i);
         let text = &self.source[line_start..line_end];
         // Carets cover the span's characters on this line (at least one).
         let span_end = self.span.end.min(line_end).max(self.span.start);
-        let width = self.source[self.span.start..span_end]
-            .chars()
-            .count()
-            .max(1);
+        let width = self.source[self.span.start..span_end].chars().count().max(1);
         let gutter = line.to_string().len();
         let pad = " ".repeat(gutter);
-        let mut out = format!(
-            "error: {}\n{pad}--> {}:{line}:{col}\n",
-            self.message, self.origin
-        );
+        let mut out = format!("error: {}\n{pad}--> {}:{line}:{col}\n", self.message, self.origin);
         out += &format!("{pad} |\n{line} | {}\n", visible(text));
         out += &format!("{pad} | {}{}\n", " ".repeat(col - 1), "^".repeat(width));
         if let Some(help) = &self.help {
@@ -130,9 +125,7 @@ impl std::error::Error for Diagnostic {}
 
 /// Tabs and other control characters would misplace the caret; show them as spaces.
 fn visible(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn clamp(source: &str, span: Span) -> Span {

@@ -23,9 +23,10 @@ use super::Span;
 #[logos(skip(r"#[^\n]*", allow_greedy = true))]
 pub enum Tok {
     /// `1`, `2.5`, `.5`, `2.`, `1e-3`.
-    #[regex(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", |lex| lex.slice().parse::<f64>().ok())]
+    #[regex(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", |lex| lex.slice().parse::<f64>().ok().filter(|x| x.is_finite()))]
     Num(f64),
-    #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_owned())]
+    /// Names: letters (any alphabet: `α`, `été`), digits and `_`, not starting with a digit.
+    #[regex(r"[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*", |lex| lex.slice().to_owned())]
     Ident(String),
     /// `d/dx` (order 1) or `d^2/dx^2` (order 2): the derivative operator of the REPL. Written
     /// without spaces; `d / dx` is a division.
@@ -135,10 +136,7 @@ pub struct LexError {
 impl LexError {
     fn from_lexer(lex: &mut logos::Lexer<'_, Tok>) -> Self {
         let span = lex.span();
-        LexError {
-            span: Span::new(span.start, span.end),
-            text: lex.slice().to_owned(),
-        }
+        LexError { span: Span::new(span.start, span.end), text: lex.slice().to_owned() }
     }
 
     pub fn message(&self) -> String {
@@ -146,6 +144,9 @@ impl LexError {
         match (chars.next(), chars.next()) {
             (Some(c), None) if c.is_ascii_graphic() => format!("unexpected character `{c}`"),
             (Some(c), None) => format!("unexpected character {c:?} (U+{:04X})", c as u32),
+            _ if self.text.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+                format!("the number `{}` is too large for f64", self.text)
+            }
             _ if self.text.starts_with('d') => {
                 format!("malformed derivative operator `{}`", self.text)
             }
@@ -156,10 +157,7 @@ impl LexError {
 
 /// The token stream lalrpop consumes: `(start, token, end)` triples with byte offsets.
 /// `newlines` keeps `\n` tokens (model files) or drops them (formulas, REPL lines).
-pub fn tokens(
-    src: &str,
-    newlines: bool,
-) -> impl Iterator<Item = Result<(usize, Tok, usize), LexError>> + '_ {
+pub fn tokens(src: &str, newlines: bool) -> impl Iterator<Item = Result<(usize, Tok, usize), LexError>> + '_ {
     Tok::lexer(src)
         .spanned()
         .map(|(res, span)| res.map(|t| (span.start, t, span.end)))

@@ -17,12 +17,7 @@ pub use diagnostic::{Diagnostic, Span};
 use lexer::{LexError, Tok};
 
 lalrpop_util::lalrpop_mod!(
-    #[allow(
-        clippy::ptr_arg,
-        clippy::type_complexity,
-        clippy::large_enum_variant,
-        unused_qualifications
-    )]
+    #[allow(clippy::ptr_arg, clippy::type_complexity, clippy::large_enum_variant, unused_qualifications)]
     grammar,
     "/symdiff.rs"
 );
@@ -60,14 +55,12 @@ pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
 fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
     let only_blank = lexer::tokens(src, false).next().is_none();
     if only_blank {
-        return Err(
-            Diagnostic::new(src, Span::new(src.len(), src.len()), "empty input").with_help(
-                match what {
-                    "bindings" => "write values as `x=4,y=2`".to_owned(),
-                    _ => format!("write {what}, for example `x^2 + 1`"),
-                },
-            ),
-        );
+        return Err(Diagnostic::new(src, Span::new(src.len(), src.len()), "empty input").with_help(
+            match what {
+                "bindings" => "write values as `x=4,y=2`".to_owned(),
+                _ => format!("write {what}, for example `x^2 + 1`"),
+            },
+        ));
     }
     Ok(())
 }
@@ -87,10 +80,7 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
                 None => d,
             }
         }
-        ParseError::UnrecognizedToken {
-            token: (l, tok, r),
-            expected,
-        } => {
+        ParseError::UnrecognizedToken { token: (l, tok, r), expected } => {
             let mut d = Diagnostic::new(
                 src,
                 Span::new(l, r),
@@ -98,9 +88,7 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
             );
             if matches!(tok, Tok::Caret) && src[..l].trim_end().ends_with(['^', '*']) {
                 d = d.with_help("`^` (or `**`) needs an exponent on its right, as in `x^2`");
-            } else if matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::LParen)
-                && expected.iter().any(|e| e == "\"*\"")
-            {
+            } else if matches!(tok, Tok::Ident(_) | Tok::LParen) && expected.iter().any(|e| e == "\"*\"") {
                 d = d.with_help("write products with `*`, as in `2*x`");
             } else if matches!(tok, Tok::RParen) {
                 d = d.with_help("this `)` has no matching `(`");
@@ -112,10 +100,7 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
             let d = Diagnostic::new(
                 src,
                 Span::new(location, location),
-                format!(
-                    "unexpected end of input; expected {}",
-                    expected_words(&expected)
-                ),
+                format!("unexpected end of input; expected {}", expected_words(&expected)),
             );
             if opened && expected.iter().any(|e| e == "\")\"") {
                 d.with_help("a `(` is not closed")
@@ -123,11 +108,9 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
                 d
             }
         }
-        ParseError::ExtraToken { token: (l, tok, r) } => Diagnostic::new(
-            src,
-            Span::new(l, r),
-            format!("unexpected {tok} after the end of the input"),
-        ),
+        ParseError::ExtraToken { token: (l, tok, r) } => {
+            Diagnostic::new(src, Span::new(l, r), format!("unexpected {tok} after the end of the input"))
+        }
         ParseError::InvalidToken { location } => {
             Diagnostic::new(src, Span::new(location, location), "invalid token")
         }
@@ -153,7 +136,7 @@ fn expected_words(expected: &[String]) -> String {
     words.sort_by_key(|w| (!w.starts_with('a'), w.clone()));
     words.dedup();
     match words.len() {
-        0 => "nothing more".to_owned(),
+        0 => "the end of the input".to_owned(),
         1 => words.remove(0),
         n if n > 8 => "an operator or the end of the input".to_owned(),
         _ => {

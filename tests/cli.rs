@@ -1,0 +1,145 @@
+//! The `symdiff` binary, as a user runs it: arguments in, stdout/stderr and exit code out.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+struct Out {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn run(args: &[&str], stdin: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("symdiff runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("symdiff finishes");
+    Out {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Runs `args` and checks stdout exactly and the exit code.
+fn check(args: &[&str], stdout: &str, code: i32) {
+    let out = run(args, "");
+    assert_eq!(out.stdout, stdout, "symdiff {args:?}\nstderr: {}", out.stderr);
+    assert_eq!(out.code, code, "symdiff {args:?}\nstderr: {}", out.stderr);
+}
+
+/// Runs `args`, expects failure with `code` and `stderr` containing `err`.
+fn check_err(args: &[&str], err: &str, code: i32) {
+    let out = run(args, "");
+    assert_eq!(out.code, code, "symdiff {args:?}: {}", out.stderr);
+    assert!(out.stderr.contains(err), "symdiff {args:?}: stderr `{}` lacks `{err}`", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[rustfmt::skip]
+#[test]
+fn one_shot_commands() {
+    check(&["diff", "x^3 + 2*x^2 + 1"], "3*x^2 + 4*x\n", 0);
+    check(&["diff", "x^3 + 2*x^2 + 1", "--at", "x=4"], "64\n", 0);
+    check(&["diff", "x^3 + 2*x^2 + 1", "--json"], "{\"derivatives\":{\"x\":\"3*x^2 + 4*x\"}}\n", 0);
+    check(&["diff", "x^3 + 2*x^2 + 1", "--at", "x=4", "--json"], "{\"derivatives\":{\"x\":\"3*x^2 + 4*x\"},\"values\":{\"x\":64}}\n", 0);
+    check(&["diff", "x^2*y + sin(x*y)"], "d/dx = 2*x*y + y*cos(x*y)\nd/dy = x^2 + x*cos(x*y)\n", 0);
+    check(&["diff", "x^2*y + sin(x*y)", "--wrt", "y"], "x^2 + x*cos(x*y)\n", 0);
+    check(&["diff", "x^2*y", "--format", "latex"], "d/dx = 2 x y\nd/dy = x^{2}\n", 0);
+    check(&["diff", "sqrt(x)", "--format", "latex"], "\\frac{1}{2 \\sqrt{x}}\n", 0);
+    check(&["diff", "-x^2"], "-2*x\n", 0);
+    check(&["grad", "x^3 + 2*x^2 + 1", "--at", "x=4", "--json"], "{\"value\":97,\"grad\":{\"x\":64}}\n", 0);
+    check(&["grad", "x^3 + 2*x^2 + 1", "--at", "x=4"], "value = 97\nd/dx = 64\n", 0);
+    check(&["grad", "x*y", "--at", "x=0.1,y=3", "--json"], "{\"value\":0.30000000000000004,\"grad\":{\"x\":3,\"y\":0.1}}\n", 0);
+    check(&["grad", "x*y", "--at", "x=2", "--at", "y=pi", "--json"], "{\"value\":6.283185307179586,\"grad\":{\"x\":3.141592653589793,\"y\":2}}\n", 0);
+    check(&["eval", "2^3^2"], "512\n", 0);
+    check(&["eval", "sin(x)", "--at", "x=pi/2", "--json"], "{\"value\":1}\n", 0);
+}
+
+#[rustfmt::skip]
+#[test]
+fn one_shot_errors() {
+    check_err(&["diff", "x^^2"], "formula:1:3", 1);
+    check_err(&["diff", "x^^2"], "x^^2\n  |   ^", 1);
+    check_err(&["diff", "(x + 1"], "unexpected end of input", 1);
+    check_err(&["diff", ""], "empty input", 1);
+    check_err(&["diff", "x^2", "--wrt", "z"], "`z` does not occur", 1);
+    check_err(&["diff", "x^2", "--at", "x=1,z=2"], "--at:1:5", 1);
+    check_err(&["diff", "x^2", "--at", "x="], "--at:1:3", 1);
+    check_err(&["grad", "x*y", "--at", "x=1"], "no value for `y`", 1);
+    check_err(&["grad", "x*y", "--at", "x=1,y=q"], "cannot use the variable `q`", 1);
+    check_err(&["eval", "log(x)", "--at", "x=-1"], "domain error in `log(x)`", 1);
+    check_err(&["eval", "1/0"], "division by zero", 1);
+    check_err(&["eval", "exp(1000)"], "overflow", 1);
+    check_err(&["eval", "x"], "no value for `x`", 1);
+    check_err(&["grad", "x"], "--at", 2); // clap: --at is required
+    check_err(&["frobnicate"], "unrecognized subcommand", 2);
+}
+
+#[test]
+fn formula_from_stdin() {
+    let deep = format!("{}x{}", "(".repeat(200_000), ")".repeat(200_000));
+    let out = run(&["diff", "-"], &deep);
+    assert_eq!((out.stdout.as_str(), out.code), ("1\n", 0), "{}", out.stderr);
+}
+
+#[test]
+fn repl_script_mode() {
+    let script = "\
+d/dx x^3 + 2*x^2 + 1
+d/dx x^3 + 2*x^2 + 1 at x = 4
+f(x, y) = x^2*y + sin(x*y)
+grad f
+x^^2
+let a = 3
+a*x at x = 2
+hessian x^2*y
+diff(x^4, x, 2)
+d^2/dx^2 x^4
+:help
+";
+    let out = run(&["repl"], script);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        &lines[..11],
+        &[
+            "3*x^2 + 4*x",
+            "64",
+            "df/dx = 2*x*y + y*cos(x*y)",
+            "df/dy = x^2 + x*cos(x*y)",
+            "6",
+            "d2/dx2 = 2*y",
+            "d2/dxdy = 2*x",
+            "d2/dy2 = 0",
+            "12*x^2",
+            "12*x^2",
+            "What a line can be:",
+        ]
+    );
+    assert_eq!(out.code, 1, "a failed line makes the exit code 1");
+    assert!(out.stderr.contains("--> <stdin>:5:3"), "{}", out.stderr);
+    // No arguments at all is the REPL too.
+    let out = run(&[], "d/dx x^3 + 2*x^2 + 1\n");
+    assert_eq!((out.stdout.as_str(), out.code), ("3*x^2 + 4*x\n", 0));
+}
+
+#[test]
+fn repl_survives_invalid_utf8() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"x + \xff\xfe\nd/dx x^2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2*x\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<stdin>:1:5: the line is not valid UTF-8"));
+    assert_eq!(out.status.code(), Some(1));
+}

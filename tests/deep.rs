@@ -1,0 +1,68 @@
+//! Size and depth: nothing in the pipeline may recurse on the input's shape. These run on
+//! the test harness's default 2 MiB thread stacks, so any recursion proportional to the
+//! depth would overflow here.
+
+use symdiff::Expr;
+
+const DEPTH: usize = 100_000;
+
+fn check(src: &str, x: f64, expect_value: f64) {
+    let f = Expr::parse(src).unwrap_or_else(|e| panic!("parse failed: {e}"));
+    let df = f.diff("x");
+    let printed = df.to_string();
+    assert!(!printed.is_empty());
+    let v = f.eval(&[("x", x)]).unwrap_or_else(|e| panic!("eval failed: {e}"));
+    assert!((v - expect_value).abs() <= 1e-9 * expect_value.abs().max(1.0), "{v} vs {expect_value}");
+}
+
+#[test]
+fn deep_parentheses() {
+    check(&format!("{}x{}", "(".repeat(DEPTH), ")".repeat(DEPTH)), 2.0, 2.0);
+}
+
+#[test]
+fn deep_function_nesting() {
+    // sin(sin(...(x))) 100,000 times: the derivative is a product of 100,000 cosines.
+    let src = format!("{}x{}", "sin(".repeat(DEPTH), ")".repeat(DEPTH));
+    let f = Expr::parse(&src).unwrap();
+    let df = f.diff("x");
+    let v = df.eval(&[("x", 0.0)]).unwrap();
+    assert_eq!(v, 1.0); // every cos(0) is 1
+    assert!(df.node_count() < 4 * DEPTH); // linear, shared with the forward chain
+    let _ = df.to_string(); // printed with named shared subexpressions, no overflow
+}
+
+#[test]
+fn deep_unary_minus_and_powers() {
+    check(&format!("{}x", "-".repeat(DEPTH)), 3.0, 3.0);
+    check(&format!("{}x", "-".repeat(DEPTH + 1)), 3.0, -3.0);
+    // x^(x^(...^2)) right-nested: parse and differentiate symbolically (no evaluation: huge).
+    let f = Expr::parse(&format!("{}2", "x^".repeat(DEPTH))).unwrap();
+    let _ = f.diff("x").node_count();
+}
+
+#[test]
+fn long_sums_and_products() {
+    check(&format!("{}x", "1+".repeat(DEPTH)), 1.0, DEPTH as f64 + 1.0);
+    let terms: Vec<String> = (0..DEPTH).map(|i| format!("{}*x^{}", i % 7 + 1, i % 13)).collect();
+    let f = Expr::parse(&terms.join(" + ")).unwrap();
+    let df = f.diff("x");
+    assert!(df.to_string().len() < 200, "like terms are collected: {df}");
+}
+
+#[test]
+fn million_node_dag() {
+    // a_{k+1} = sin(a_k)*y + a_k: every step adds a few nodes and uses a_k twice, so the
+    // tree is exponentially large while the DAG has about a million nodes.
+    let step = Expr::parse("sin(x)*y + x").unwrap();
+    let mut a = Expr::parse("x").unwrap();
+    let steps = 250_000;
+    for _ in 0..steps {
+        a = step.substitute("x", &a);
+    }
+    assert!(a.node_count() >= 750_000, "{}", a.node_count());
+    let da = a.diff("x");
+    assert!(da.node_count() >= 1_000_000, "{}", da.node_count());
+    let v = da.eval(&[("x", 0.1), ("y", 1e-6)]).unwrap();
+    assert!(v.is_finite() && v > 1.0, "{v}");
+}
