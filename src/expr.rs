@@ -80,6 +80,16 @@ impl Expr {
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The node this expression is.
+    pub(crate) fn node(&self) -> Id {
+        self.id
+    }
+
+    /// Whether `self` and `other` live in the same graph.
+    pub(crate) fn shares_graph(&self, other: &Expr) -> bool {
+        Arc::ptr_eq(&self.graph, &other.graph)
+    }
+
     fn derived(&self, id: Id) -> Expr {
         Expr { graph: Arc::clone(&self.graph), id }
     }
@@ -99,12 +109,14 @@ impl Expr {
         self.derived(id)
     }
 
-    /// The partial derivatives with respect to `vars`, in that order.
+    /// The partial derivatives with respect to `vars`, in that order, built by reverse mode
+    /// (one backward sweep for all of them; each printed partial equals `diff`'s value, though
+    /// not always its printed form).
     pub fn gradient(&self, vars: &[&str]) -> Vec<Expr> {
         let ids = {
             let mut g = self.graph();
             let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
-            diff::gradient(&mut g, self.id, &vs)
+            diff::reverse::gradient(&mut g, self.id, &vs)
         };
         ids.into_iter().map(|id| self.derived(id)).collect()
     }

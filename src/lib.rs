@@ -19,14 +19,21 @@
 
 #![warn(missing_docs)]
 
+mod compiled;
 mod diff;
 mod expr;
 mod graph;
+mod jit;
 mod session;
 mod syntax;
 
+pub use compiled::{
+    Compiled, CompiledGradient, compile, compile_gradient, compile_gradient_with, compile_hessian,
+    compile_jacobian, export_c, export_rust,
+};
 pub use expr::{Error, Expr, Point, Result};
 pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind};
+pub use jit::{CompileOptions, CompileStats};
 pub use session::{HELP, Session};
 pub use syntax::{Diagnostic, Span};

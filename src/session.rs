@@ -18,6 +18,7 @@
 //! or from an assignment), its value is printed instead.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
@@ -25,6 +26,7 @@ use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
 use crate::graph::lower::MAX_ORDER;
 use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute};
+use crate::jit::{self, CompileOptions, CompiledFunction};
 use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
 /// Help text for `:help`.
@@ -40,6 +42,8 @@ What a line can be:
   ... at x = 4, y = 2        evaluate any of the above at a point
   :vars  :funcs              list values and functions
   :latex  :text              switch the output format
+  :ir EXPR                   Cranelift IR of the compiled value and gradient (EXPR or f)
+  :time EXPR at x = 1        time the compiled gradient against the interpreter
   :clear                     forget all definitions and values
   :help  :quit               this text; leave (or Ctrl-D)
 Functions: exp log sqrt sin cos tan asin acos atan sinh cosh tanh abs sigmoid softplus relu
@@ -137,8 +141,10 @@ impl Session {
     }
 
     fn command(&mut self, cmd: &str) -> Result<String> {
-        let (word, _rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        let (word, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
         match word {
+            "ir" => self.ir(rest.trim()),
+            "time" => self.time(rest.trim()),
             "help" | "h" | "?" => Ok(HELP.to_owned()),
             "vars" => Ok(self
                 .values
@@ -340,6 +346,92 @@ impl Session {
         self.values.remove(name);
         self.functions.insert(name.to_owned(), FnDef { params: names, body });
         Ok(String::new())
+    }
+}
+
+impl Session {
+    /// Parses `EXPR [at ...]` (after `:ir` or `:time`) and compiles its value and gradient.
+    fn compile_line(
+        &mut self,
+        src: &str,
+        keep_ir: bool,
+    ) -> Result<(CompiledFunction, Vec<String>, Vec<AtValue>, Id)> {
+        if src.is_empty() {
+            return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
+        }
+        let (ast, line) = syntax::parse_line(src)?;
+        let cx = Cx { src, ast: &ast };
+        let Stmt::Expr(e) = line.stmt else {
+            return Err(cx.err(line.span, "expected an expression or a function name").into());
+        };
+        let at = self.at_values(&cx, &line.at)?;
+        let (_, body, vars) = self.target(&cx, e, &[])?;
+        let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
+        let grad = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let code = jit::compile(&self.g, &var_ids, &[&[body], &grad], &CompileOptions { keep_ir })?;
+        Ok((code, vars, at, body))
+    }
+
+    fn ir(&mut self, src: &str) -> Result<String> {
+        let (code, vars, _, _) = self.compile_line(src, true)?;
+        let s = code.stats();
+        Ok(format!(
+            "; value and gradient with respect to ({}): {} nodes, {} function(s), {} allocator\n; signature: (inputs, value, gradient, scratch)\n{}",
+            vars.join(", "),
+            s.nodes,
+            s.chunks,
+            s.allocator,
+            code.ir().unwrap_or("").trim_end()
+        ))
+    }
+
+    fn time(&mut self, src: &str) -> Result<String> {
+        let t = Instant::now();
+        let (code, vars, at, body) = self.compile_line(src, false)?;
+        let compile = t.elapsed();
+        let x: Vec<f64> = vars
+            .iter()
+            .map(|v| {
+                at.iter().find(|a| &a.name == v).map(|a| a.value).or_else(|| self.values.get(v).copied())
+            })
+            .collect::<Option<Vec<f64>>>()
+            .ok_or_else(|| {
+                Error::Invalid(format!("give every variable a value: `:time {src} at {} = ...`", vars[0]))
+            })?;
+        let mut value = [0.0];
+        let mut grad = vec![0.0; vars.len()];
+        // Calibrate to about 50 ms per measurement.
+        let per_call = |f: &mut dyn FnMut()| {
+            let mut reps = 1u32;
+            loop {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                let e = t.elapsed();
+                if e > Duration::from_millis(50) || reps >= 1 << 26 {
+                    return e / reps;
+                }
+                reps *= 4;
+            }
+        };
+        let native = per_call(&mut || {
+            code.call2(std::hint::black_box(&x), &mut value, &mut grad);
+        });
+        let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
+        let grads = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let mut roots = vec![body];
+        roots.extend(grads);
+        let lookup = |n: &str| vars.iter().position(|v| v == n).map(|k| x[k]);
+        graph::eval(&self.g, &roots, &lookup)?;
+        let interpreted = per_call(&mut || {
+            let _ = std::hint::black_box(graph::eval(&self.g, &roots, &lookup));
+        });
+        Ok(format!(
+            "compiled: {native:?} per call (value + {} partials), interpreter: {interpreted:?} per call ({:.0}x), compile: {compile:?}",
+            vars.len(),
+            interpreted.as_secs_f64() / native.as_secs_f64().max(1e-12)
+        ))
     }
 }
 

@@ -58,6 +58,9 @@ fn one_shot_commands() {
     check(&["grad", "x^3 + 2*x^2 + 1", "--at", "x=4"], "value = 97\nd/dx = 64\n", 0);
     check(&["grad", "x*y", "--at", "x=0.1,y=3", "--json"], "{\"value\":0.30000000000000004,\"grad\":{\"x\":3,\"y\":0.1}}\n", 0);
     check(&["grad", "x*y", "--at", "x=2", "--at", "y=pi", "--json"], "{\"value\":6.283185307179586,\"grad\":{\"x\":3.141592653589793,\"y\":2}}\n", 0);
+    check(&["grad", "x^3 + 2*x^2 + 1", "--at", "x=4", "--json", "--interp"], "{\"value\":97,\"grad\":{\"x\":64}}\n", 0);
+    check(&["grad", "x^2*y + sin(x*y)", "--at", "x=1,y=2"], "value = 2.909297426825682\nd/dx = 3.1677063269057153\nd/dy = 0.5838531634528576\n", 0);
+    check(&["grad", "x^2*y + sin(x*y)", "--at", "x=1,y=2", "--interp"], "value = 2.909297426825682\nd/dx = 3.1677063269057153\nd/dy = 0.5838531634528576\n", 0);
     check(&["eval", "2^3^2"], "512\n", 0);
     check(&["eval", "sin(x)", "--at", "x=pi/2", "--json"], "{\"value\":1}\n", 0);
 }
@@ -79,6 +82,9 @@ fn one_shot_errors() {
     check_err(&["eval", "exp(1000)"], "overflow", 1);
     check_err(&["eval", "x"], "no value for `x`", 1);
     check_err(&["grad", "x"], "--at", 2); // clap: --at is required
+    check_err(&["grad", "log(x)", "--at", "x=-1"], "domain error in `log(x)`", 1); // compiled NaN explained
+    check_err(&["grad", "sqrt(x)", "--at", "x=0"], "division by zero", 1);
+    check_err(&["export", "x^2", "--name", "2bad"], "not a valid function name", 1);
     check_err(&["frobnicate"], "unrecognized subcommand", 2);
 }
 
@@ -142,4 +148,30 @@ fn repl_survives_invalid_utf8() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2*x\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("<stdin>:1:5: the line is not valid UTF-8"));
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn timings_and_export() {
+    let out = run(&["grad", "x^2*y", "--at", "x=1,y=2", "--timings"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for phase in ["parse", "gradient graph", "compile", "evaluate (native)"] {
+        assert!(out.stderr.contains(phase), "no `{phase}` in {}", out.stderr);
+    }
+    let out = run(&["export", "x^3 + 2*x^2 + 1"], "");
+    assert!(out.stdout.contains("double f(const double *x, double *grad) {"), "{}", out.stdout);
+    let out = run(&["export", "x^3 + 2*x^2 + 1", "--lang", "rust", "--name", "cubic"], "");
+    assert!(
+        out.stdout.contains("pub fn cubic(x: &[f64; 1], grad: &mut [f64; 1]) -> f64 {"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn repl_ir_and_time() {
+    let out = run(&["repl"], "f(x, y) = x^2*y + sin(x*y)\n:ir f\n:time f at x = 1, y = 2\n:time f\n");
+    assert!(out.stdout.contains("function u0:0(i64, i64, i64, i64) system_v {"), "{}", out.stdout);
+    assert!(out.stdout.contains("call"), "sin and cos are host calls: {}", out.stdout);
+    assert!(out.stdout.contains("compiled: ") && out.stdout.contains("interpreter: "), "{}", out.stdout);
+    assert!(out.stderr.contains("give every variable a value"), "{}", out.stderr);
 }

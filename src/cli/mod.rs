@@ -7,6 +7,8 @@ mod repl;
 
 use std::process::ExitCode;
 
+use std::time::Instant;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 use symdiff::{Error, Expr, Point};
@@ -41,7 +43,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the value and every partial derivative at a point.
+    /// Print the value and every partial derivative at a point (compiled to native code).
     Grad {
         /// The formula ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
@@ -52,6 +54,24 @@ enum Command {
         /// Print JSON: {"value":...,"grad":{...}}.
         #[arg(long)]
         json: bool,
+        /// Evaluate with the interpreter instead of compiled code.
+        #[arg(long)]
+        interp: bool,
+        /// Print parse, gradient, compile and evaluation times to stderr.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Print the gradient of a formula as standalone C or Rust source.
+    Export {
+        /// The formula ('-' reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
+        expr: String,
+        /// Target language.
+        #[arg(long, value_enum, default_value_t = Lang::C)]
+        lang: Lang,
+        /// Name of the generated function.
+        #[arg(long, default_value = "f")]
+        name: String,
     },
     /// Print the value of a formula at a point.
     Eval {
@@ -68,6 +88,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Lang {
+    C,
+    Rust,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Text,
     Latex,
@@ -75,8 +101,12 @@ enum Format {
 
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Diff { expr, .. } | Command::Grad { expr, .. } | Command::Eval { expr, .. }) =
-        &mut cli.command
+    if let Some(
+        Command::Diff { expr, .. }
+        | Command::Grad { expr, .. }
+        | Command::Eval { expr, .. }
+        | Command::Export { expr, .. },
+    ) = &mut cli.command
         && expr == "-"
     {
         match read_stdin() {
@@ -90,7 +120,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None | Some(Command::Repl) => return repl::run(),
         Some(Command::Diff { expr, wrt, at, format, json }) => diff(&expr, &wrt, &at, format, json),
-        Some(Command::Grad { expr, at, json }) => grad(&expr, &at, json),
+        Some(Command::Grad { expr, at, json, interp, timings }) => grad(&expr, &at, json, interp, timings),
+        Some(Command::Export { expr, lang, name }) => export(&expr, lang, &name),
         Some(Command::Eval { expr, at, json }) => eval(&expr, &at, json),
     };
     match result {
@@ -200,26 +231,75 @@ fn symdiff_value(x: f64) -> String {
     }
 }
 
-fn grad(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
+fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -> Result<String, Error> {
+    let start = Instant::now();
     let f = Expr::parse(src)?;
+    let parse_time = start.elapsed();
     let vars = f.variables();
-    let p = point(at)?.unwrap_or_else(|| unreachable!("clap requires --at"));
+    let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;
     p.check_complete(&vars)?;
     let names: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let value = value_at(&f, &p)?;
-    let grads = f.gradient(&names);
-    let mut gv = Vec::new();
-    for g in &grads {
-        gv.push(value_at(g, &p)?);
+    let x: Vec<f64> = names.iter().map(|v| p.get(v).unwrap_or(f64::NAN)).collect();
+    let mut grad = vec![0.0; names.len()];
+    let value;
+    let mut report = vec![("parse", parse_time)];
+    if interp {
+        let t = Instant::now();
+        let grads = f.gradient(&names);
+        report.push(("gradient graph", t.elapsed()));
+        let t = Instant::now();
+        value = value_at(&f, &p)?;
+        for (k, g) in grads.iter().enumerate() {
+            grad[k] = value_at(g, &p)?;
+        }
+        report.push(("evaluate (interpreter)", t.elapsed()));
+    } else {
+        let compiled = symdiff::compile_gradient(&f, &names)?;
+        report.push(("gradient graph", compiled.build_time()));
+        report.push(("compile", compiled.compile_time()));
+        let t = Instant::now();
+        value = compiled.eval(&x, &mut grad);
+        report.push(("evaluate (native)", t.elapsed()));
+        if timings {
+            // A steadier per-call figure than one cold call.
+            let reps = 1000;
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(compiled.eval(std::hint::black_box(&x), &mut grad));
+            }
+            report.push(("evaluate (native, per call, warm)", t.elapsed() / reps));
+        }
+        if !value.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+            // Compiled code does not check domains; the interpreter says what went wrong.
+            value_at(&f, &p)?;
+            for g in f.gradient(&names) {
+                value_at(&g, &p)?;
+            }
+        }
+    }
+    if timings {
+        for (what, d) in &report {
+            eprintln!("{what:>34}: {d:?}");
+        }
     }
     if json_out {
-        let g: Map<String, Value> = vars.iter().zip(&gv).map(|(n, x)| (n.clone(), number(*x))).collect();
+        let g: Map<String, Value> = vars.iter().zip(&grad).map(|(n, x)| (n.clone(), number(*x))).collect();
         return Ok(json!({"value": number(value), "grad": Value::Object(g)}).to_string());
     }
     let mut lines = vec![format!("value = {}", symdiff_value(value))];
-    lines.extend(vars.iter().zip(&gv).map(|(n, x)| format!("d/d{n} = {}", symdiff_value(*x))));
+    lines.extend(vars.iter().zip(&grad).map(|(n, x)| format!("d/d{n} = {}", symdiff_value(*x))));
     Ok(lines.join("\n"))
+}
+
+fn export(src: &str, lang: Lang, name: &str) -> Result<String, Error> {
+    let f = Expr::parse(src)?;
+    let vars = f.variables();
+    let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+    match lang {
+        Lang::C => symdiff::export_c(&f, &names, name),
+        Lang::Rust => symdiff::export_rust(&f, &names, name),
+    }
 }
 
 fn eval(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {

@@ -20,7 +20,7 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
     match g.op(node) {
         Op::Add => g.num(1.0),
         Op::Mul => {
-            let others: Vec<Id> =
+            let others: smallvec::SmallVec<[Id; 8]> =
                 g.args(node).iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &a)| a).collect();
             g.mul(&others)
         }

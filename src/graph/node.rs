@@ -94,8 +94,9 @@ pub struct Graph {
     nodes: Vec<Node>,
     /// All argument lists, concatenated; a node's arguments are `args[start..start+len]`.
     args: Vec<Id>,
-    /// Hash-consing table (also called interning): `(op, args)` to the one node that has them.
-    memo: HashTable<Id>,
+    /// Hash-consing table (also called interning): `(op, args)` to the one node that has them,
+    /// stored with the key's hash so that growing the table never rehashes a key.
+    memo: HashTable<(u64, Id)>,
     hasher: DefaultHashBuilder,
     /// Variable names, indexed by `Op::Var`.
     vars: Vec<String>,
@@ -172,12 +173,12 @@ impl Graph {
     /// form; only `simplify.rs` and the constructors above call this.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
         let hash = hash_key(&self.hasher, op, args);
-        let Graph { nodes, args: all_args, memo, hasher, .. } = self;
-        let found = memo.find(hash, |&id| {
+        let Graph { nodes, args: all_args, memo, .. } = self;
+        let found = memo.find(hash, |&(h, id)| {
             let n = &nodes[id.index()];
-            n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
+            h == hash && n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
         });
-        if let Some(&id) = found {
+        if let Some(&(_, id)) = found {
             return id;
         }
         assert!(nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
@@ -185,26 +186,26 @@ impl Graph {
         let id = Id(nodes.len() as u32);
         nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32 });
         all_args.extend_from_slice(args);
-        memo.insert_unique(hash, id, |&id| {
-            let n = &nodes[id.index()];
-            hash_key(hasher, n.op, &all_args[n.start as usize..(n.start + n.len) as usize])
-        });
+        memo.insert_unique(hash, (hash, id), |&(h, _)| h);
         id
     }
 
     /// The nodes reachable from `roots`, in increasing id order (a topological order).
-    /// Iterative: an explicit stack, then a sort.
+    /// Iterative: an explicit stack marking a dense bit per id, then one scan of the marks.
     pub fn reachable(&self, roots: &[Id]) -> Vec<Id> {
-        let mut seen = hashbrown::HashSet::with_capacity(roots.len() * 4);
+        let Some(top) = roots.iter().max() else { return Vec::new() };
+        let mut seen = vec![false; top.index() + 1];
         let mut stack: Vec<Id> = roots.to_vec();
-        let mut out = Vec::new();
+        let mut count = 0;
         while let Some(id) = stack.pop() {
-            if seen.insert(id) {
-                out.push(id);
+            if !seen[id.index()] {
+                seen[id.index()] = true;
+                count += 1;
                 stack.extend_from_slice(self.args(id));
             }
         }
-        out.sort_unstable();
+        let mut out = Vec::with_capacity(count);
+        out.extend(seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| Id(i as u32)));
         out
     }
 }

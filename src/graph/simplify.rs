@@ -23,6 +23,8 @@
 //!    and the interpreter reports those as errors before they could reach a product, so the
 //!    rule cannot hide a problem. It is the only float identity here that IEEE does not have.
 
+use smallvec::SmallVec;
+
 use super::func::Func;
 use super::node::{Constant, Graph, Id, Op};
 
@@ -132,9 +134,9 @@ impl Graph {
     /// `terms[0] + terms[1] + ...` in canonical form.
     pub fn add(&mut self, terms: &[Id]) -> Id {
         // add-flatten, add-fold: split numbers from the rest, one level of nested sums.
-        let mut numbers = Vec::new();
-        let mut rest: Vec<Term> = Vec::with_capacity(terms.len());
-        let push = |g: &Graph, t: Id, numbers: &mut Vec<f64>, rest: &mut Vec<Term>| {
+        let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
+        let mut rest: SmallVec<[Term; 8]> = SmallVec::new();
+        let push = |g: &Graph, t: Id, numbers: &mut SmallVec<[f64; 4]>, rest: &mut SmallVec<[Term; 8]>| {
             if let Some(x) = g.as_num(t) {
                 numbers.push(x);
             } else if g.op(t) == Op::Mul {
@@ -168,7 +170,7 @@ impl Graph {
         }
         // add-collect: sort by key, then merge runs of equal keys.
         rest.sort_by(|a, b| self.key(a).cmp(self.key(b)));
-        let mut out: Vec<Id> = Vec::with_capacity(rest.len() + 1);
+        let mut out: SmallVec<[Id; 8]> = SmallVec::new();
         let mut i = 0;
         while i < rest.len() {
             let mut j = i + 1;
@@ -182,7 +184,8 @@ impl Graph {
                 let term = if j == i + 1 {
                     t.node // a lone term is already canonical
                 } else {
-                    let mut factors = vec![self.num(coef)];
+                    let mut factors: SmallVec<[Id; 8]> = SmallVec::new();
+                    factors.push(self.num(coef));
                     factors.extend_from_slice(self.key(t));
                     self.mul(&factors)
                 };
@@ -212,24 +215,24 @@ impl Graph {
     pub fn mul(&mut self, factors: &[Id]) -> Id {
         // mul-flatten, mul-fold, mul-zero.
         let mut coef = 1.0;
-        let mut numbers = Vec::new();
-        let mut powers: Vec<(Id, Id)> = Vec::with_capacity(factors.len());
-        let mut stack: Vec<Id> = factors.iter().rev().copied().collect();
+        let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
+        // (base, exponent or None for 1, the factor as given)
+        let mut powers: SmallVec<[(Id, Option<Id>, Id); 8]> = SmallVec::new();
+        let mut stack: SmallVec<[Id; 8]> = factors.iter().rev().copied().collect();
         while let Some(f) = stack.pop() {
             match self.op(f) {
-                Op::Num(_) => {
-                    let x = self.as_num(f).unwrap_or(1.0);
+                Op::Num(bits) => {
+                    let x = f64::from_bits(bits);
                     if x == 0.0 {
                         return self.num(0.0);
                     }
                     numbers.push(x);
                 }
-                Op::Mul if self.args(f).len() <= FLATTEN_LIMIT => stack.extend(self.args(f).iter().rev()),
-                Op::Pow => powers.push((self.args(f)[0], self.args(f)[1])),
-                _ => {
-                    let one = self.num(1.0);
-                    powers.push((f, one));
+                Op::Mul if self.args(f).len() <= FLATTEN_LIMIT => {
+                    stack.extend(self.args(f).iter().rev().copied())
                 }
+                Op::Pow => powers.push((self.args(f)[0], Some(self.args(f)[1]), f)),
+                _ => powers.push((f, None, f)),
             }
         }
         for &x in &numbers {
@@ -242,8 +245,8 @@ impl Graph {
             numbers.clear();
         }
         // mul-square, mul-collect, mul-cancel: like bases add their exponents.
-        powers.sort_by_key(|&(b, _)| b);
-        let mut out: Vec<Id> = Vec::with_capacity(powers.len() + 1);
+        powers.sort_unstable_by_key(|&(b, _, f)| (b, f));
+        let mut out: SmallVec<[Id; 8]> = SmallVec::new();
         let mut i = 0;
         while i < powers.len() {
             let base = powers[i].0;
@@ -252,10 +255,15 @@ impl Graph {
                 j += 1;
             }
             let factor = if j == i + 1 {
-                let (b, e) = powers[i];
-                if self.is_num(e, 1.0) { b } else { self.pow(b, e) }
+                powers[i].2 // a lone factor is already canonical
             } else {
-                let exps: Vec<Id> = powers[i..j].iter().map(|p| p.1).collect();
+                let mut exps: SmallVec<[Id; 4]> = SmallVec::new();
+                for &(_, e, _) in &powers[i..j] {
+                    exps.push(match e {
+                        Some(e) => e,
+                        None => self.num(1.0),
+                    });
+                }
                 let e = self.add(&exps);
                 self.pow(base, e)
             };
@@ -269,10 +277,13 @@ impl Graph {
             return self.num(0.0);
         }
         out.sort_unstable();
-        let mut args: Vec<Id> = Vec::with_capacity(out.len() + 1 + numbers.len());
-        args.extend(numbers.iter().map(|&x| self.num(x)));
+        let mut args: SmallVec<[Id; 8]> = SmallVec::new();
         if coef != 1.0 || (out.is_empty() && numbers.is_empty()) {
-            args.insert(0, self.num(coef));
+            args.push(self.num(coef));
+        }
+        for &x in &numbers {
+            let n = self.num(x);
+            args.push(n);
         }
         args.extend(out);
         match args.len() {

@@ -1,0 +1,306 @@
+//! Compiled functions, the library's fast path: a gradient (or a vector function, its
+//! Jacobian, a Hessian) built by reverse mode as graph nodes and JIT-compiled by Cranelift to
+//! native code.
+//!
+//! ```
+//! let f = symdiff::Expr::parse("x^3 + 2*x^2 + 1")?;
+//! let g = symdiff::compile_gradient(&f, &["x"])?;
+//! let mut grad = [0.0];
+//! assert_eq!(g.eval(&[4.0], &mut grad), 97.0);
+//! assert_eq!(grad, [64.0]);
+//! # Ok::<(), symdiff::Error>(())
+//! ```
+//!
+//! Compiled code computes exactly what the interpreter computes, in the same order, but it
+//! does not check domains: `log(-1)` is NaN there, not an error. Use [`Expr::eval`] to find
+//! out *why* a value is NaN.
+
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::diff;
+use crate::expr::{Error, Expr, Result};
+use crate::graph::{Graph, Id};
+use crate::jit::{self, CompileOptions, CompileStats, CompiledFunction};
+
+impl From<jit::JitError> for Error {
+    fn from(e: jit::JitError) -> Error {
+        Error::Invalid(e.to_string())
+    }
+}
+
+/// The roots of `exprs` in one graph (a copy when they come from different graphs) plus the
+/// variable nodes of `vars`, under a lock-free view for the duration of `f`.
+fn with_graph<T>(exprs: &[&Expr], vars: &[&str], f: impl FnOnce(&mut Graph, &[Id], &[Id]) -> T) -> T {
+    let first = exprs[0];
+    let same = exprs.iter().all(|e| e.shares_graph(first));
+    if same {
+        let mut g = first.graph();
+        let roots: Vec<Id> = exprs.iter().map(|e| e.node()).collect();
+        let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+        f(&mut g, &roots, &vs)
+    } else {
+        let mut g = Graph::new();
+        let roots: Vec<Id> = exprs
+            .iter()
+            .map(|e| {
+                let copy = e.graph().clone();
+                crate::graph::lower::import(&mut g, &copy, e.node())
+            })
+            .collect();
+        let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+        f(&mut g, &roots, &vs)
+    }
+}
+
+fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
+    let mut seen = HashMap::new();
+    for v in vars {
+        if seen.insert(*v, ()).is_some() {
+            return Err(Error::Invalid(format!("variable `{v}` is listed twice")));
+        }
+    }
+    for e in exprs {
+        if let Some(missing) = e.variables().into_iter().find(|x| !seen.contains_key(x.as_str())) {
+            return Err(Error::Invalid(format!("`{missing}` is not among the variables {vars:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// A compiled scalar function with its gradient: one native call gives both.
+pub struct CompiledGradient {
+    code: CompiledFunction,
+    build_time: Duration,
+}
+
+impl CompiledGradient {
+    /// Number of variables.
+    pub fn len(&self) -> usize {
+        self.code.inputs()
+    }
+
+    /// `true` for a function of no variables.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value at `x`, with the gradient written to `grad`.
+    ///
+    /// Lengths are checked: if `x` or `grad` does not have one entry per variable, nothing is
+    /// computed, `grad` is left as it was and the result is NaN. Use [`try_eval`](Self::try_eval)
+    /// for an error instead.
+    pub fn eval(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        self.try_eval(x, grad).unwrap_or(f64::NAN)
+    }
+
+    /// Like [`eval`](Self::eval), with an error for wrong lengths.
+    pub fn try_eval(&self, x: &[f64], grad: &mut [f64]) -> Result<f64> {
+        let mut value = [0.0];
+        if self.code.call2(x, &mut value, grad) {
+            Ok(value[0])
+        } else {
+            Err(lengths(self.len(), x.len(), grad.len()))
+        }
+    }
+
+    /// Evaluates many points: `xs` holds the points one after another (`len()` values each),
+    /// `values` receives one value per point and `grads` one gradient per point. Large batches
+    /// are split across the machine's cores.
+    pub fn eval_many(&self, xs: &[f64], values: &mut [f64], grads: &mut [f64]) -> Result<()> {
+        let n = self.len();
+        let m = values.len();
+        if xs.len() != m * n || grads.len() != m * n {
+            return Err(Error::Invalid(format!(
+                "eval_many: {m} values need {} inputs and {} gradient entries, got {} and {}",
+                m * n,
+                m * n,
+                xs.len(),
+                grads.len()
+            )));
+        }
+        let run = |xs: &[f64], values: &mut [f64], grads: &mut [f64]| {
+            for (i, v) in values.iter_mut().enumerate() {
+                let mut value = [0.0];
+                let ok = self.code.call2(&xs[i * n..(i + 1) * n], &mut value, &mut grads[i * n..(i + 1) * n]);
+                debug_assert!(ok);
+                *v = value[0];
+            }
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+        // Threads pay off only when each gets real work (about 100 µs of it).
+        if threads < 2 || m * (self.code.stats().nodes + 1) < 200_000 {
+            run(xs, values, grads);
+            return Ok(());
+        }
+        let chunk = m.div_ceil(threads);
+        std::thread::scope(|s| {
+            for ((xs, values), grads) in xs
+                .chunks(chunk * n.max(1))
+                .zip(values.chunks_mut(chunk))
+                .zip(grads.chunks_mut(chunk * n.max(1)))
+            {
+                s.spawn(move || run(xs, values, grads));
+            }
+        });
+        Ok(())
+    }
+
+    /// The Cranelift IR of the compiled function, if compiled with `keep_ir`.
+    pub fn ir(&self) -> Option<&str> {
+        self.code.ir()
+    }
+
+    /// Time spent building the gradient graph (reverse mode).
+    pub fn build_time(&self) -> Duration {
+        self.build_time
+    }
+
+    /// Time spent in Cranelift.
+    pub fn compile_time(&self) -> Duration {
+        self.code.stats().compile_time
+    }
+
+    /// Nodes in the compiled graph (function and gradient together).
+    pub fn node_count(&self) -> usize {
+        self.code.stats().nodes
+    }
+
+    /// How the function was compiled: nodes, chunks, spilled values, allocator, time.
+    pub fn stats(&self) -> &CompileStats {
+        self.code.stats()
+    }
+}
+
+fn lengths(n: usize, x: usize, out: usize) -> Error {
+    Error::Invalid(format!("expected {n} inputs and {n} outputs, got {x} and {out}"))
+}
+
+/// Builds the gradient of `f` with respect to `vars` by reverse mode and compiles value and
+/// gradient into one native function. Every variable of `f` must be listed.
+pub fn compile_gradient(f: &Expr, vars: &[&str]) -> Result<CompiledGradient> {
+    compile_gradient_with(f, vars, &CompileOptions::default())
+}
+
+/// [`compile_gradient`] with options (keeping the Cranelift IR for [`CompiledGradient::ir`]).
+pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> Result<CompiledGradient> {
+    check_vars(&[f], vars)?;
+    let start = std::time::Instant::now();
+    let (code, build_time) = with_graph(&[f], vars, |g, roots, vs| {
+        let grad = diff::reverse::gradient(g, roots[0], vs);
+        let build = start.elapsed();
+        jit::compile(g, vs, &[&roots[..1], &grad], opts).map(|c| (c, build))
+    })?;
+    Ok(CompiledGradient { code, build_time })
+}
+
+/// A compiled vector function: `outputs()` values from `inputs()` values.
+pub struct Compiled {
+    code: CompiledFunction,
+}
+
+impl Compiled {
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.code.inputs()
+    }
+
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.code.groups()[0]
+    }
+
+    /// Computes the outputs at `x`. Wrong lengths are an error; nothing is written then.
+    pub fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<()> {
+        if self.code.call1(x, out) { Ok(()) } else { Err(lengths(self.inputs(), x.len(), out.len())) }
+    }
+
+    /// Evaluates consecutive points of `xs` into consecutive rows of `out`.
+    pub fn eval_many(&self, xs: &[f64], out: &mut [f64]) -> Result<()> {
+        let (n, k) = (self.inputs(), self.outputs());
+        let m = out.len().checked_div(k).unwrap_or(0);
+        if out.len() != m * k || xs.len() != m * n {
+            return Err(Error::Invalid(format!(
+                "eval_many: inputs of {} values and outputs of {} do not make whole points of {n} inputs and {k} outputs",
+                xs.len(),
+                out.len()
+            )));
+        }
+        for i in 0..m {
+            self.code.call1(&xs[i * n..(i + 1) * n], &mut out[i * k..(i + 1) * k]);
+        }
+        Ok(())
+    }
+}
+
+fn compile_outputs(
+    exprs: &[&Expr],
+    vars: &[&str],
+    build: impl FnOnce(&mut Graph, &[Id], &[Id]) -> Vec<Id>,
+) -> Result<Compiled> {
+    if exprs.is_empty() {
+        return Err(Error::Invalid("nothing to compile: no expressions".into()));
+    }
+    check_vars(exprs, vars)?;
+    let code = with_graph(exprs, vars, |g, roots, vs| {
+        let outs = build(g, roots, vs);
+        jit::compile(g, vs, &[&outs], &CompileOptions::default())
+    })?;
+    Ok(Compiled { code })
+}
+
+/// Compiles the vector function `(f_1, ..., f_m)` of `vars`.
+pub fn compile(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
+    let refs: Vec<&Expr> = fs.iter().collect();
+    compile_outputs(&refs, vars, |_, roots, _| roots.to_vec())
+}
+
+/// Compiles the Jacobian of `(f_1, ..., f_m)`: `m × n` outputs, row by row (reverse mode, one
+/// sweep per output).
+pub fn compile_jacobian(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
+    let refs: Vec<&Expr> = fs.iter().collect();
+    compile_outputs(&refs, vars, |g, roots, vs| diff::reverse::jacobian(g, roots, vs).concat())
+}
+
+/// Compiles the Hessian of `f`: `n × n` outputs, row by row (reverse over reverse).
+pub fn compile_hessian(f: &Expr, vars: &[&str]) -> Result<Compiled> {
+    compile_outputs(&[f], vars, |g, roots, vs| diff::reverse::hessian(g, roots[0], vs).concat())
+}
+
+fn export(f: &Expr, vars: &[&str], name: &str, lang: jit::export::Lang) -> Result<String> {
+    check_vars(&[f], vars)?;
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(Error::Invalid(format!("`{name}` is not a valid function name")));
+    }
+    let header = match lang {
+        jit::export::Lang::C => format!(
+            "/* Generated by symdiff {}: the value and gradient of\n *   {f}\n * with respect to x[] = ({}). */\n",
+            env!("CARGO_PKG_VERSION"),
+            vars.join(", ")
+        ),
+        jit::export::Lang::Rust => format!(
+            "// Generated by symdiff {}: the value and gradient of\n//   {f}\n// with respect to x = [{}].\n",
+            env!("CARGO_PKG_VERSION"),
+            vars.join(", ")
+        ),
+    };
+    Ok(with_graph(&[f], vars, |g, roots, vs| {
+        let grad = diff::reverse::gradient(g, roots[0], vs);
+        jit::export::emit(g, vs, roots[0], &grad, name, lang, &header)
+    }))
+}
+
+/// The value and gradient of `f` as a standalone C function
+/// `double name(const double *x, double *grad)`.
+pub fn export_c(f: &Expr, vars: &[&str], name: &str) -> Result<String> {
+    export(f, vars, name, jit::export::Lang::C)
+}
+
+/// The value and gradient of `f` as a standalone Rust function
+/// `fn name(x: &[f64; N], grad: &mut [f64; N]) -> f64`.
+pub fn export_rust(f: &Expr, vars: &[&str], name: &str) -> Result<String> {
+    export(f, vars, name, jit::export::Lang::Rust)
+}

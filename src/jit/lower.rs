@@ -1,0 +1,766 @@
+//! DAG to Cranelift IR to native code.
+//!
+//! The lowering is a forward scan over the nodes reachable from the outputs (id order is a
+//! topological order, so every argument already has a value): each node becomes a few
+//! instructions, or a call to a host function from `runtime.rs`. Then every output is stored
+//! to its group's array.
+//!
+//! **Compile time stays linear.** Gradient-shaped code is hard on a register allocator: an
+//! adjoint late in the function reads forward values computed long before, so thousands of
+//! values are live at once. Cranelift's default (backtracking) allocator is superlinear on that
+//! shape (about 0.8 s at 10,000 operations, over a minute at 100,000, in our probe). Three
+//! measures keep it linear:
+//!
+//! 1. **Windows.** The node sequence is cut into windows of [`WINDOW`] nodes. A value used
+//!    only inside its window stays in a register; a value used later is stored to a scratch
+//!    slot when computed and reloaded (once per window) where used; numbers are recomputed and
+//!    inputs reloaded from the input array. No SSA value lives much longer than a window.
+//! 2. **Chunks.** Functions of more than [`SMALL`] nodes are split into chunks of [`CHUNK`]
+//!    nodes (whole windows), each its own Cranelift function; values cross chunk boundaries
+//!    through the scratch slots anyway. The chunks are compiled on all cores in parallel, with
+//!    the single-pass register allocator and without the e-graph optimizer (the graph is
+//!    already hash-consed and simplified, so the optimizer finds little). A call runs the
+//!    chunks in order.
+//! 3. **Small functions** (one chunk of at most [`SMALL`] nodes) get the backtracking allocator
+//!    and `opt_level=speed`: best code where compile time is small anyway.
+//!
+//! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
+//! negative coefficient is used only by sums, the sums subtract the product of its absolute
+//! value instead (`fsub`), and a product with coefficient -1 elsewhere is an `fneg`: IEEE
+//! negation is exact and multiplication is symmetric in sign, so the result is bit-identical
+//! to the interpreter's `a + ((-1)*b)`.
+
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use hashbrown::HashMap;
+
+use super::runtime;
+use crate::graph::{Func, Graph, Id, Op};
+
+/// Nodes per window (see the module doc).
+pub const WINDOW: usize = 256;
+
+/// Nodes per chunk of a large function: a whole number of windows.
+pub const CHUNK: usize = 32 * WINDOW;
+
+/// Functions of at most this many nodes are compiled as one function with the best
+/// (backtracking) register allocator and the optimizer.
+pub const SMALL: usize = 2_000;
+
+/// Most inputs or outputs in one group: offsets must fit Cranelift's 32-bit immediates.
+const MAX_ARRAY: usize = (i32::MAX / 8) as usize;
+
+/// What can go wrong while compiling.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JitError {
+    /// The host CPU is not one Cranelift can generate code for.
+    #[error("this machine is not supported by the code generator: {0}")]
+    Host(String),
+    /// An output depends on a variable that is not among the inputs.
+    #[error("`{0}` is not one of the function's inputs")]
+    NotAnInput(String),
+    /// Too many inputs or outputs for one function.
+    #[error("too many values for one compiled function ({0}); the limit is {MAX_ARRAY}")]
+    TooLarge(usize),
+    /// Cranelift refused the function (a bug in symdiff if it ever happens).
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+}
+
+fn codegen(e: impl std::fmt::Display) -> JitError {
+    JitError::Codegen(e.to_string())
+}
+
+/// How to compile.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Keep the function's Cranelift IR as text (for `:ir` and `--dump-ir`).
+    pub keep_ir: bool,
+}
+
+/// What compiling cost and produced.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Graph nodes lowered.
+    pub nodes: usize,
+    /// Cranelift functions the nodes were split into.
+    pub chunks: usize,
+    /// Scratch slots for values crossing windows.
+    pub spilled: usize,
+    /// Wall time from the first instruction built to the code being executable.
+    pub compile_time: Duration,
+    /// `"backtracking"` or `"single_pass"`.
+    pub allocator: &'static str,
+}
+
+/// A compiled function. Owns its code; the code is freed when this is dropped.
+pub struct CompiledFunction {
+    modules: Vec<JITModule>,
+    /// The chunks' entry points, called in order.
+    chunks: Vec<*const u8>,
+    inputs: usize,
+    groups: Vec<usize>,
+    /// f64 slots of scratch memory the code uses.
+    scratch: usize,
+    ir: Option<String>,
+    stats: Stats,
+}
+
+// SAFETY: after `finalize_definitions` the code pages are immutable and the functions read
+// only their arguments (scratch memory is per thread, see `with_scratch`), so calling them
+// from several threads at once is safe. The modules are touched again only by `Drop`, which
+// has exclusive access.
+unsafe impl Send for CompiledFunction {}
+unsafe impl Sync for CompiledFunction {}
+
+impl Drop for CompiledFunction {
+    fn drop(&mut self) {
+        self.chunks.clear();
+        for m in self.modules.drain(..) {
+            // SAFETY: the chunk pointers into this module's memory were just dropped and
+            // `CompiledFunction` hands out no copies of them.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+type Fn1 = unsafe extern "C" fn(*const f64, *mut f64, *mut f64);
+type Fn2 = unsafe extern "C" fn(*const f64, *mut f64, *mut f64, *mut f64);
+
+thread_local! {
+    /// Scratch memory for spilled values, one buffer per thread, grown on demand and reused.
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with at least `len` slots of this thread's scratch memory.
+fn with_scratch<T>(len: usize, f: impl FnOnce(*mut f64) -> T) -> T {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(s.as_mut_ptr())
+    })
+}
+
+impl CompiledFunction {
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// The size of each output group.
+    pub fn groups(&self) -> &[usize] {
+        &self.groups
+    }
+
+    /// The Cranelift IR, if it was kept.
+    pub fn ir(&self) -> Option<&str> {
+        self.ir.as_deref()
+    }
+
+    /// Compile statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Calls a one-group function. Returns `false` (and writes nothing) if the lengths do not
+    /// match the compiled shape.
+    pub fn call1(&self, inputs: &[f64], out: &mut [f64]) -> bool {
+        if self.groups.len() != 1 || inputs.len() != self.inputs || out.len() != self.groups[0] {
+            return false;
+        }
+        with_scratch(self.scratch, |scratch| {
+            for &code in &self.chunks {
+                // SAFETY: every chunk was compiled for exactly this signature (one input
+                // array, one output group, scratch); it reads at most `self.inputs` inputs,
+                // writes at most `self.groups[0]` outputs and `self.scratch` scratch slots,
+                // and those lengths were checked above (scratch by `with_scratch`).
+                unsafe {
+                    let f: Fn1 = std::mem::transmute::<*const u8, Fn1>(code);
+                    f(inputs.as_ptr(), out.as_mut_ptr(), scratch);
+                }
+            }
+        });
+        true
+    }
+
+    /// Calls a two-group function (a value and a gradient, say). Returns `false` (and writes
+    /// nothing) if the lengths do not match the compiled shape.
+    pub fn call2(&self, inputs: &[f64], out0: &mut [f64], out1: &mut [f64]) -> bool {
+        if self.groups.len() != 2
+            || inputs.len() != self.inputs
+            || out0.len() != self.groups[0]
+            || out1.len() != self.groups[1]
+        {
+            return false;
+        }
+        with_scratch(self.scratch, |scratch| {
+            for &code in &self.chunks {
+                // SAFETY: as in `call1`, for the two-group signature; lengths checked above.
+                unsafe {
+                    let f: Fn2 = std::mem::transmute::<*const u8, Fn2>(code);
+                    f(inputs.as_ptr(), out0.as_mut_ptr(), out1.as_mut_ptr(), scratch);
+                }
+            }
+        });
+        true
+    }
+}
+
+/// What the lowering knows about the whole function before emitting any chunk.
+struct Plan<'g> {
+    g: &'g Graph,
+    order: Vec<Id>,
+    /// Position in `order` of each node, indexed by id (`u32::MAX` if unreached).
+    pos_of: Vec<u32>,
+    /// Input index of each variable node, indexed by id.
+    input_of: Vec<u32>,
+    /// A product with a negative coefficient whose every use is a sum: never emitted, the
+    /// sums subtract it (see the module doc).
+    absorbed: Vec<bool>,
+    /// `slot_of[p]`: scratch slot of the value at position `p`, or `u32::MAX`.
+    slot_of: Vec<u32>,
+    slots: usize,
+    groups: Vec<Vec<Id>>,
+}
+
+impl<'g> Plan<'g> {
+    fn new(g: &'g Graph, inputs: &[Id], groups: &[&[Id]]) -> Result<Plan<'g>, JitError> {
+        let roots: Vec<Id> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+        // Later groups first: a gradient's components each need a local part of the forward
+        // computation, which the depth-first schedule then places right before them; the
+        // value (usually a sum over everything) comes last and reuses it.
+        let dfs_roots: Vec<Id> = groups.iter().rev().flat_map(|g| g.iter().copied()).collect();
+        let order = schedule(g, &dfs_roots);
+        let size = roots.iter().max().map_or(0, |l| l.index() + 1);
+        let mut pos_of = vec![u32::MAX; size];
+        for (p, id) in order.iter().enumerate() {
+            pos_of[id.index()] = p as u32;
+        }
+        let mut input_of = vec![u32::MAX; size];
+        for (i, v) in inputs.iter().enumerate() {
+            if v.index() < size {
+                input_of[v.index()] = i as u32;
+            }
+        }
+        if let Some(v) =
+            order.iter().find(|id| matches!(g.op(**id), Op::Var(_)) && input_of[id.index()] == u32::MAX)
+        {
+            return Err(JitError::NotAnInput(g.var_name(*v).unwrap_or("?").to_owned()));
+        }
+        let pos = |id: &Id| pos_of[id.index()] as usize;
+        let n = order.len();
+        // Absorbed negative products: every user is a sum, and it is not an output.
+        let mut absorbed: Vec<bool> = order.iter().map(|&id| negative_product(g, id).is_some()).collect();
+        for r in &roots {
+            absorbed[pos(r)] = false;
+        }
+        for &id in &order {
+            if g.op(id) != Op::Add {
+                for a in g.args(id) {
+                    absorbed[pos(a)] = false;
+                }
+            }
+        }
+        // Last use of every emitted value; an absorbed product's arguments are used by the
+        // sums that use it.
+        let mut last = vec![0usize; n];
+        for (p, &id) in order.iter().enumerate() {
+            if absorbed[p] {
+                continue;
+            }
+            for a in g.args(id) {
+                let k = pos(a);
+                if absorbed[k] {
+                    for b in g.args(*a) {
+                        let j = pos(b);
+                        last[j] = last[j].max(p);
+                    }
+                } else {
+                    last[k] = last[k].max(p);
+                }
+            }
+        }
+        for r in &roots {
+            last[pos(r)] = n; // stored at the very end
+        }
+        let mut slot_of = vec![u32::MAX; n];
+        let mut slots = 0;
+        for (p, &id) in order.iter().enumerate() {
+            let rematerializable = matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_));
+            if !absorbed[p] && !rematerializable && last[p] / WINDOW > p / WINDOW {
+                slot_of[p] = slots as u32;
+                slots += 1;
+            }
+        }
+        let groups = groups.iter().map(|g| g.to_vec()).collect();
+        Ok(Plan { g, order, pos_of, input_of, absorbed, slot_of, slots, groups })
+    }
+
+    fn pos(&self, id: Id) -> usize {
+        self.pos_of[id.index()] as usize
+    }
+
+    /// Byte offset of variable `id` in the input array.
+    fn input_offset(&self, id: Id) -> i32 {
+        (8 * self.input_of[id.index()]) as i32
+    }
+
+    fn spilled(&self, p: usize) -> bool {
+        self.slot_of[p] != u32::MAX
+    }
+
+    fn slot(&self, p: usize) -> i32 {
+        (8 * self.slot_of[p]) as i32
+    }
+}
+
+/// The order nodes are computed in: depth-first post-order from the outputs, so that each
+/// node comes soon after its arguments (a sum right after its terms, rather than after every
+/// node with a smaller id). Fewer values then cross windows, so fewer are spilled.
+fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
+    let size = roots.iter().max().map_or(0, |l| l.index() + 1);
+    let mut done = vec![false; size];
+    let mut order = Vec::new();
+    // (node, index of the next argument to visit)
+    let mut stack: Vec<(Id, usize)> = Vec::new();
+    for &r in roots {
+        if done[r.index()] {
+            continue;
+        }
+        stack.push((r, 0));
+        while let Some(&mut (id, ref mut next)) = stack.last_mut() {
+            let args = g.args(id);
+            if *next < args.len() {
+                let a = args[*next];
+                *next += 1;
+                if !done[a.index()] {
+                    stack.push((a, 0));
+                }
+            } else {
+                stack.pop();
+                if !done[id.index()] {
+                    done[id.index()] = true;
+                    order.push(id);
+                }
+            }
+        }
+    }
+    order
+}
+
+/// `Some((|c|, factors))` for a product `c * factors...` with a negative number `c`.
+fn negative_product(g: &Graph, id: Id) -> Option<(f64, &[Id])> {
+    if g.op(id) != Op::Mul {
+        return None;
+    }
+    let c = g.as_num(g.args(id)[0])?;
+    (c < 0.0).then(|| (-c, &g.args(id)[1..]))
+}
+
+fn make_isa(small: bool) -> Result<OwnedTargetIsa, JitError> {
+    let mut flags = settings::builder();
+    let mut set = |k: &str, v: &str| flags.set(k, v).map_err(codegen);
+    set("opt_level", if small { "speed" } else { "none" })?;
+    set("regalloc_algorithm", if small { "backtracking" } else { "single_pass" })?;
+    set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    set("use_colocated_libcalls", "false")?;
+    set("is_pic", "false")?;
+    cranelift_native::builder()
+        .map_err(|m| JitError::Host(m.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(codegen)
+}
+
+/// Compiles `groups` (the outputs, in one or two groups of one array each) as functions of
+/// `inputs`.
+pub fn compile(
+    g: &Graph,
+    inputs: &[Id],
+    groups: &[&[Id]],
+    opts: &CompileOptions,
+) -> Result<CompiledFunction, JitError> {
+    assert!((1..=2).contains(&groups.len()), "one or two output groups");
+    for n in std::iter::once(inputs.len()).chain(groups.iter().map(|g| g.len())) {
+        if n > MAX_ARRAY {
+            return Err(JitError::TooLarge(n));
+        }
+    }
+    let start = Instant::now();
+    let plan = Plan::new(g, inputs, groups)?;
+    let n = plan.order.len();
+    let small = n <= SMALL;
+    let bounds: Vec<(usize, usize)> = if small {
+        vec![(0, n)]
+    } else {
+        (0..n.div_ceil(CHUNK)).map(|c| (c * CHUNK, ((c + 1) * CHUNK).min(n))).collect()
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |p| p.get()).min(bounds.len());
+    // Each worker compiles chunks taken from a shared counter into a module of its own, so
+    // the cores stay busy even when chunks differ in cost.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |_: usize| -> Result<Finished, JitError> {
+        let mut unit = Unit::new(small)?;
+        loop {
+            let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(lo, hi)) = bounds.get(c) else { break };
+            unit.add_chunk(&plan, c, lo, hi, opts.keep_ir)?;
+        }
+        unit.finish()
+    };
+    let results: Vec<Result<Finished, JitError>> = if workers <= 1 {
+        vec![work(0)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|w| s.spawn(move || work(w).map(SendModule))).collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(r) => r.map(|m| m.0),
+                    Err(_) => Err(JitError::Codegen("a compiler thread panicked".into())),
+                })
+                .collect()
+        })
+    };
+    let mut modules = Vec::new();
+    let mut numbered: Vec<(usize, *const u8)> = Vec::new();
+    let mut irs = Vec::new();
+    for r in results {
+        let (m, codes, text) = r?;
+        modules.push(m);
+        numbered.extend(codes);
+        irs.push(text);
+    }
+    numbered.sort_by_key(|&(c, _)| c);
+    let chunks: Vec<*const u8> = numbered.into_iter().map(|(_, code)| code).collect();
+    let ir = irs.concat();
+    let stats = Stats {
+        nodes: n,
+        chunks: chunks.len(),
+        spilled: plan.slots,
+        compile_time: start.elapsed(),
+        allocator: if small { "backtracking" } else { "single_pass" },
+    };
+    Ok(CompiledFunction {
+        modules,
+        chunks,
+        inputs: inputs.len(),
+        groups: groups.iter().map(|g| g.len()).collect(),
+        scratch: plan.slots,
+        ir: opts.keep_ir.then_some(ir),
+        stats,
+    })
+}
+
+/// A worker's result: its module, the chunks in it (by number) and their IR text.
+type Finished = (JITModule, Vec<(usize, *const u8)>, String);
+
+/// A finished module moving from a compiler thread to the caller.
+struct SendModule(Finished);
+// SAFETY: the module was finalized and is not used by the thread that made it any more; the
+// pointers are addresses of its (immutable) code.
+unsafe impl Send for SendModule {}
+
+/// One worker's module and the chunks compiled into it.
+struct Unit {
+    module: JITModule,
+    ctx: cranelift_codegen::Context,
+    fbc: FunctionBuilderContext,
+    /// (chunk number, function)
+    ids: Vec<(usize, cranelift_module::FuncId)>,
+    ir: String,
+}
+
+impl Unit {
+    fn new(small: bool) -> Result<Unit, JitError> {
+        let mut jb = JITBuilder::with_isa(make_isa(small)?, default_libcall_names());
+        for (name, ptr) in runtime::symbols() {
+            jb.symbol(name, ptr);
+        }
+        let module = JITModule::new(jb);
+        let ctx = module.make_context();
+        Ok(Unit { module, ctx, fbc: FunctionBuilderContext::new(), ids: Vec::new(), ir: String::new() })
+    }
+
+    fn add_chunk(
+        &mut self,
+        plan: &Plan<'_>,
+        c: usize,
+        lo: usize,
+        hi: usize,
+        keep_ir: bool,
+    ) -> Result<(), JitError> {
+        let ptr_ty = self.module.target_config().pointer_type();
+        // inputs, one pointer per output group, scratch
+        for _ in 0..plan.groups.len() + 2 {
+            self.ctx.func.signature.params.push(AbiParam::new(ptr_ty));
+        }
+        let fid = self.module.declare_anonymous_function(&self.ctx.func.signature).map_err(codegen)?;
+        let store_outputs = hi == plan.order.len();
+        lower_chunk(plan, lo, hi, store_outputs, &mut self.module, &mut self.ctx.func, &mut self.fbc)?;
+        if keep_ir {
+            self.ir += &format!("; chunk {c}: nodes {lo}..{hi}\n{}\n", self.ctx.func.display());
+        }
+        self.module.define_function(fid, &mut self.ctx).map_err(|e| codegen(format!("{e:?}")))?;
+        self.module.clear_context(&mut self.ctx);
+        self.ids.push((c, fid));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Finished, JitError> {
+        self.module.finalize_definitions().map_err(codegen)?;
+        let codes = self.ids.iter().map(|&(c, id)| (c, self.module.get_finalized_function(id))).collect();
+        Ok((self.module, codes, self.ir))
+    }
+}
+
+/// Emits the nodes at positions `lo..hi` (and the output stores, in the last chunk).
+fn lower_chunk(
+    plan: &Plan<'_>,
+    lo: usize,
+    hi: usize,
+    store_outputs: bool,
+    module: &mut JITModule,
+    func: &mut cranelift_codegen::ir::Function,
+    fbc: &mut FunctionBuilderContext,
+) -> Result<(), JitError> {
+    let g = plan.g;
+    let mut b = FunctionBuilder::new(func, fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let scratch = params[plan.groups.len() + 1];
+    let mut em = Emitter { b, module, calls: HashMap::new() };
+    let read_only = MemFlagsData::trusted().with_readonly().with_can_move();
+    // The SSA value of each node used in this chunk, with the window it may be used in.
+    let mut values: HashMap<usize, (usize, Value)> = HashMap::with_capacity(2 * (hi - lo));
+    // A node's value for use in `window`: its own SSA value if computed there, otherwise
+    // recomputed (numbers), reloaded from the inputs (variables) or from scratch.
+    let fetch =
+        |em: &mut Emitter, values: &mut HashMap<usize, (usize, Value)>, k: usize, window: usize| -> Value {
+            if let Some(&(w, v)) = values.get(&k)
+                && w == window
+            {
+                return v;
+            }
+            let a = plan.order[k];
+            let v = match g.op(a) {
+                Op::Num(bits) => em.b.ins().f64const(f64::from_bits(bits)),
+                Op::Const(c) => em.b.ins().f64const(c.value()),
+                Op::Var(_) => em.b.ins().load(types::F64, read_only, params[0], plan.input_offset(a)),
+                _ => em.b.ins().load(types::F64, MemFlagsData::trusted(), scratch, plan.slot(k)),
+            };
+            values.insert(k, (window, v));
+            v
+        };
+    let mut args: Vec<Value> = Vec::new();
+    for p in lo..hi {
+        let id = plan.order[p];
+        // Numbers and inputs are materialized where they are used (`fetch`); absorbed
+        // products inside the sums that use them.
+        if plan.absorbed[p] || matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
+            continue;
+        }
+        let window = p / WINDOW;
+        let v = match g.op(id) {
+            Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
+            Op::Add => {
+                let mut acc: Option<Value> = None;
+                for a in g.args(id) {
+                    let k = plan.pos(*a);
+                    if plan.absorbed[k] {
+                        // acc - |c|*factors (exactly acc + c*factors)
+                        let (c, factors) =
+                            negative_product(g, *a).expect("absorbed nodes are negative products");
+                        let mut m = if c == 1.0 { None } else { Some(em.b.ins().f64const(c)) };
+                        for f in factors {
+                            let x = fetch(&mut em, &mut values, plan.pos(*f), window);
+                            m = Some(match m {
+                                None => x,
+                                Some(m) => em.b.ins().fmul(m, x),
+                            });
+                        }
+                        let m = m.expect("a product has factors");
+                        acc = Some(match acc {
+                            None => em.b.ins().fneg(m),
+                            Some(acc) => em.b.ins().fsub(acc, m),
+                        });
+                    } else {
+                        let x = fetch(&mut em, &mut values, k, window);
+                        acc = Some(match acc {
+                            None => x,
+                            Some(acc) => em.b.ins().fadd(acc, x),
+                        });
+                    }
+                }
+                acc.expect("a sum has terms")
+            }
+            Op::Mul => {
+                args.clear();
+                for a in g.args(id) {
+                    args.push(fetch(&mut em, &mut values, plan.pos(*a), window));
+                }
+                if let Some((1.0, _)) = negative_product(g, id) {
+                    // -(f1*f2*...), exactly (-1*f1)*f2*...
+                    let mut acc = args[1];
+                    for &x in &args[2..] {
+                        acc = em.b.ins().fmul(acc, x);
+                    }
+                    em.b.ins().fneg(acc)
+                } else {
+                    let mut acc = args[0];
+                    for &x in &args[1..] {
+                        acc = em.b.ins().fmul(acc, x);
+                    }
+                    acc
+                }
+            }
+            Op::Pow => {
+                let b = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
+                let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window);
+                em.pow(b, e, g.as_num(g.args(id)[1]))?
+            }
+            Op::Func(f) => {
+                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
+                em.func(f, x)?
+            }
+        };
+        if plan.spilled(p) {
+            em.b.ins().store(MemFlagsData::trusted(), v, scratch, plan.slot(p));
+        }
+        values.insert(p, (window, v));
+    }
+    if store_outputs {
+        // The stores count as uses after the last node (see `Plan::new`).
+        let end = plan.order.len() / WINDOW;
+        for (k, group) in plan.groups.iter().enumerate() {
+            for (j, id) in group.iter().enumerate() {
+                let v = fetch(&mut em, &mut values, plan.pos(*id), end);
+                em.b.ins().store(MemFlagsData::trusted(), v, params[1 + k], (8 * j) as i32);
+            }
+        }
+    }
+    em.b.ins().return_(&[]);
+    let config = em.module.target_config();
+    em.b.finalize(config);
+    Ok(())
+}
+
+struct Emitter<'a> {
+    b: FunctionBuilder<'a>,
+    module: &'a mut JITModule,
+    /// Host functions already declared in this function.
+    calls: HashMap<&'static str, FuncRef>,
+}
+
+impl Emitter<'_> {
+    fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
+        let fref = match self.calls.get(symbol) {
+            Some(&f) => f,
+            None => {
+                let mut sig = self.module.make_signature();
+                for _ in args {
+                    sig.params.push(AbiParam::new(types::F64));
+                }
+                sig.returns.push(AbiParam::new(types::F64));
+                let fid = self
+                    .module
+                    .declare_function(symbol, Linkage::Import, &sig)
+                    .map_err(|e| JitError::Codegen(e.to_string()))?;
+                let f = self.module.declare_func_in_func(fid, self.b.func);
+                self.calls.insert(symbol, f);
+                f
+            }
+        };
+        let inst = self.b.ins().call(fref, args);
+        Ok(self.b.inst_results(inst)[0])
+    }
+
+    /// `b^e`, exactly as `graph::eval::pow` computes it.
+    fn pow(&mut self, b: Value, e: Value, exponent: Option<f64>) -> Result<Value, JitError> {
+        let Some(x) = exponent else { return self.call("sd_pow", &[b, e]) };
+        let one = || 1.0f64;
+        Ok(if x == 2.0 {
+            self.b.ins().fmul(b, b)
+        } else if x == -1.0 {
+            let c = self.b.ins().f64const(one());
+            self.b.ins().fdiv(c, b)
+        } else if x == 0.5 {
+            self.b.ins().sqrt(b)
+        } else if x == -0.5 {
+            let s = self.b.ins().sqrt(b);
+            let c = self.b.ins().f64const(one());
+            self.b.ins().fdiv(c, s)
+        } else if x.fract() == 0.0 && x.abs() <= 64.0 {
+            // Square-and-multiply in the order of `graph::eval::powi`.
+            let mut n = x.abs() as u32;
+            let mut result: Option<Value> = None;
+            let mut base = b;
+            while n > 0 {
+                if n & 1 == 1 {
+                    result = Some(match result {
+                        None => base,
+                        Some(r) => self.b.ins().fmul(r, base),
+                    });
+                }
+                n >>= 1;
+                if n > 0 {
+                    base = self.b.ins().fmul(base, base);
+                }
+            }
+            let p = result.unwrap_or_else(|| self.b.ins().f64const(1.0));
+            if x < 0.0 {
+                let c = self.b.ins().f64const(one());
+                self.b.ins().fdiv(c, p)
+            } else {
+                p
+            }
+        } else {
+            return self.call("sd_pow", &[b, e]);
+        })
+    }
+
+    fn func(&mut self, f: Func, x: Value) -> Result<Value, JitError> {
+        let b = &mut self.b;
+        Ok(match f {
+            Func::Abs => b.ins().fabs(x),
+            Func::Relu => {
+                // x if x > 0 or x is NaN, else 0 (as the interpreter).
+                let zero = b.ins().f64const(0.0);
+                let keep = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, x, zero);
+                b.ins().select(keep, x, zero)
+            }
+            Func::Step => {
+                let zero = b.ins().f64const(0.0);
+                let one = b.ins().f64const(1.0);
+                let pos = b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                let s = b.ins().select(pos, one, zero);
+                let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+                b.ins().select(nan, x, s)
+            }
+            Func::Sign => {
+                let zero = b.ins().f64const(0.0);
+                let one = b.ins().f64const(1.0);
+                let minus = b.ins().f64const(-1.0);
+                let pos = b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                let s = b.ins().select(pos, one, x);
+                let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+                b.ins().select(neg, minus, s)
+            }
+            other => match runtime::symbol_of(other) {
+                Some(symbol) => self.call(symbol, &[x])?,
+                None => return Err(JitError::Codegen(format!("no host function for {}", other.name()))),
+            },
+        })
+    }
+}

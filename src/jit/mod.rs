@@ -1,0 +1,20 @@
+//! Stage 4: native code. Lowers a DAG with several outputs to one Cranelift function and
+//! JIT-compiles it.
+//!
+//! **Architecture Invariant:** `jit` never decides semantics. The interpreter
+//! (`graph::eval`) is the definition; compiled code computes the same operations in the same
+//! order (left folds for sums and products, square-and-multiply for integer powers, the same
+//! Rust functions for transcendentals), and the tests hold it to that.
+//!
+//! The generated function has the C signature
+//! `fn(inputs: *const f64, out_0: *mut f64, ..., out_k: *mut f64)`: one input array and one
+//! pointer per output group (a gradient has two groups: the value and the partials).
+//! It reads inputs, computes every node once in id order (a topological order), and stores
+//! each group's outputs. It does not allocate, branch on data (except inside host calls), or
+//! check domains: evaluation errors are the interpreter's business.
+
+pub mod export;
+mod lower;
+mod runtime;
+
+pub use lower::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};
