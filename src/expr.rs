@@ -75,6 +75,16 @@ impl Expr {
         Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
+    /// Parses `src` into the graph `self` lives in, so that combining the two (with
+    /// [`substitute`](Self::substitute), say) shares nodes instead of copying them.
+    pub fn parse_with(&self, src: &str) -> Result<Expr> {
+        let (ast, root) = syntax::parse_formula(src)?;
+        let functions = HashMap::new();
+        let scope = Scope { src, ast: &ast, functions: &functions, derive };
+        let id = scope.lower(&mut self.graph(), root)?;
+        Ok(self.derived(id))
+    }
+
     pub(crate) fn graph(&self) -> MutexGuard<'_, Graph> {
         // The graph is append-only, so a panic elsewhere cannot leave it half-changed.
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
@@ -133,20 +143,29 @@ impl Expr {
 
     /// `self` with `value` in place of every occurrence of the variable `var` (composition).
     pub fn substitute(&self, var: &str, value: &Expr) -> Expr {
-        let id = if Arc::ptr_eq(&self.graph, &value.graph) {
-            let mut g = self.graph();
+        self.substitute_all(&[(var, value)])
+    }
+
+    /// `self` with every `(var, value)` substituted at once: `x*y` with `x := y, y := x` is
+    /// `y*x`. Costs in proportion to `self`'s DAG, not the values' (values from another graph
+    /// are copied in first).
+    pub fn substitute_all(&self, pairs: &[(&str, &Expr)]) -> Expr {
+        let foreign: Vec<Option<Graph>> = pairs
+            .iter()
+            .map(|(_, v)| (!Arc::ptr_eq(&self.graph, &v.graph)).then(|| v.graph().clone()))
+            .collect();
+        let mut g = self.graph();
+        let mut map: HashMap<Id, Id> = HashMap::new();
+        for ((var, value), copy) in pairs.iter().zip(&foreign) {
             let v = g.var(var);
-            let map: HashMap<Id, Id> = [(v, value.id)].into_iter().collect();
-            graph::substitute(&mut g, self.id, &map)
-        } else {
-            // Two graphs: copy `value` over first (lock one graph at a time).
-            let copy = value.graph().clone();
-            let mut g = self.graph();
-            let vid = graph::lower::import(&mut g, &copy, value.id);
-            let v = g.var(var);
-            let map: HashMap<Id, Id> = [(v, vid)].into_iter().collect();
-            graph::substitute(&mut g, self.id, &map)
-        };
+            let image = match copy {
+                Some(other) => graph::lower::import(&mut g, other, value.id),
+                None => value.id,
+            };
+            map.insert(v, image);
+        }
+        let id = graph::substitute(&mut g, self.id, &map);
+        drop(g);
         self.derived(id)
     }
 

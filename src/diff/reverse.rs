@@ -23,54 +23,50 @@
 use smallvec::SmallVec;
 
 use super::rules::partial;
-use crate::graph::{Graph, Id};
+use crate::graph::{Graph, Id, NodeMap};
 
 /// `[∂output/∂inputs[0], ∂output/∂inputs[1], ...]`.
 pub fn gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Id> {
     let order = g.reachable(&[output]);
-    // Every forward node has an id at most `output`'s, so dense arrays indexed by id work.
-    let size = output.index() + 1;
     // Forward: which nodes depend on a requested input.
-    let mut depends = vec![false; size];
+    let mut depends = NodeMap::new(&order, false);
     for &i in inputs {
-        if i.index() < size {
-            depends[i.index()] = true;
-        }
+        depends.set(i, true);
     }
     for &id in &order {
-        if g.args(id).iter().any(|a| depends[a.index()]) {
-            depends[id.index()] = true;
+        if g.args(id).iter().any(|a| *depends.get(*a)) {
+            depends.set(id, true);
         }
     }
     // Backward: accumulate contributions, one n-ary sum per node.
-    let mut contributions: Vec<SmallVec<[Id; 2]>> = vec![SmallVec::new(); size];
-    let mut adjoint: Vec<Option<Id>> = vec![None; size];
+    let mut contributions: NodeMap<SmallVec<[Id; 2]>> = NodeMap::new(&order, SmallVec::new());
+    let mut adjoint: NodeMap<Option<Id>> = NodeMap::new(&order, None);
     let one = g.num(1.0);
-    contributions[output.index()].push(one);
+    contributions.get_mut(output).push(one);
     for &id in order.iter().rev() {
-        if !depends[id.index()] || contributions[id.index()].is_empty() {
+        if !*depends.get(id) || contributions.get(id).is_empty() {
             continue;
         }
-        let parts = std::mem::take(&mut contributions[id.index()]);
+        let parts = std::mem::take(contributions.get_mut(id));
         let adj = g.add(&parts);
-        adjoint[id.index()] = Some(adj);
+        adjoint.set(id, Some(adj));
         if g.is_num(adj, 0.0) {
             continue;
         }
         let n = g.args(id).len();
         for i in 0..n {
             let a = g.args(id)[i];
-            if !depends[a.index()] {
+            if !*depends.get(a) {
                 continue;
             }
             let p = partial(g, id, i);
             let c = g.mul(&[adj, p]);
             if !g.is_num(c, 0.0) {
-                contributions[a.index()].push(c);
+                contributions.get_mut(a).push(c);
             }
         }
     }
-    inputs.iter().map(|i| adjoint.get(i.index()).copied().flatten().unwrap_or_else(|| g.num(0.0))).collect()
+    inputs.iter().map(|&i| adjoint.get(i).unwrap_or_else(|| g.num(0.0))).collect()
 }
 
 /// The Jacobian of `outputs` (rows) with respect to `inputs` (columns): one reverse sweep

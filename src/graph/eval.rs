@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::func::Func;
-use super::node::{Graph, Id, Op};
+use super::node::{Graph, Id, NodeMap, Op};
 use super::print::{Style, format_number, print};
 
 /// What went wrong during evaluation.
@@ -60,10 +60,7 @@ fn quote(g: &Graph, id: Id) -> String {
 /// Evaluates `roots` with variable values given by `value_of` (by variable name).
 pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> Result<Vec<f64>, EvalError> {
     let order = g.reachable(roots);
-    let Some(&last) = order.last() else {
-        return Ok(Vec::new());
-    };
-    let mut v = vec![0.0f64; last.index() + 1];
+    let mut v = Values(NodeMap::new(&order, 0.0f64));
     for &id in &order {
         let args = g.args(id);
         let x = match g.op(id) {
@@ -76,10 +73,10 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
                     message: format!("variable `{name}` has no value"),
                 })?
             }
-            Op::Add => args.iter().map(|a| v[a.index()]).sum(),
-            Op::Mul => args.iter().map(|a| v[a.index()]).product(),
+            Op::Add => args.iter().map(|a| v[*a]).sum(),
+            Op::Mul => args.iter().map(|a| v[*a]).product(),
             Op::Pow => {
-                let (b, e) = (v[args[0].index()], v[args[1].index()]);
+                let (b, e) = (v[args[0]], v[args[1]]);
                 if b == 0.0 && e < 0.0 {
                     return Err(EvalError {
                         kind: EvalErrorKind::DivisionByZero,
@@ -122,7 +119,7 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
                 pow(b, e)
             }
             Op::Func(f) => {
-                let a = v[args[0].index()];
+                let a = v[args[0]];
                 if let Some((ok, wording)) = f.def().domain
                     && !ok(a)
                     && !a.is_nan()
@@ -156,9 +153,9 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
             let kind = if x.is_nan() { EvalErrorKind::NotANumber } else { EvalErrorKind::Overflow };
             return Err(EvalError { kind, message });
         }
-        v[id.index()] = x;
+        v.0.set(id, x);
     }
-    Ok(roots.iter().map(|r| v[r.index()]).collect())
+    Ok(roots.iter().map(|r| v[*r]).collect())
 }
 
 /// `b^e` as the interpreter (and the JIT) define it: exact special cases first.
@@ -195,4 +192,14 @@ pub fn powi(b: f64, mut n: u32) -> f64 {
         }
     }
     result
+}
+
+/// Values by node, indexable as `v[id]`.
+struct Values(NodeMap<f64>);
+
+impl std::ops::Index<Id> for Values {
+    type Output = f64;
+    fn index(&self, id: Id) -> &f64 {
+        self.0.get(id)
+    }
 }

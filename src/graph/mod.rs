@@ -17,5 +17,5 @@ pub mod simplify;
 pub use eval::{EvalError, EvalErrorKind, eval};
 pub use func::Func;
 pub use lower::{FnDef, Scope, substitute};
-pub use node::{Graph, Id, Op};
+pub use node::{Graph, Id, NodeMap, Op};
 pub use print::{Style, print};

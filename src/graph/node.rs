@@ -191,22 +191,86 @@ impl Graph {
     }
 
     /// The nodes reachable from `roots`, in increasing id order (a topological order).
-    /// Iterative: an explicit stack marking a dense bit per id, then one scan of the marks.
+    ///
+    /// Iterative (an explicit stack). The visited set starts as a hash set, so a small walk
+    /// in a large graph costs in proportion to the walk; once the walk covers a sizable part of
+    /// the ids below its largest root it switches to a dense bit per id, and the result is
+    /// then read off the bits in order instead of sorted.
     pub fn reachable(&self, roots: &[Id]) -> Vec<Id> {
         let Some(top) = roots.iter().max() else { return Vec::new() };
-        let mut seen = vec![false; top.index() + 1];
+        let mut sparse: hashbrown::HashSet<Id> = hashbrown::HashSet::new();
+        let mut dense: Option<Vec<bool>> = None;
         let mut stack: Vec<Id> = roots.to_vec();
-        let mut count = 0;
+        let mut count = 0usize;
         while let Some(id) = stack.pop() {
-            if !seen[id.index()] {
-                seen[id.index()] = true;
-                count += 1;
-                stack.extend_from_slice(self.args(id));
+            let fresh = match &mut dense {
+                Some(d) => !std::mem::replace(&mut d[id.index()], true),
+                None => sparse.insert(id),
+            };
+            if !fresh {
+                continue;
+            }
+            count += 1;
+            stack.extend_from_slice(self.args(id));
+            if dense.is_none() && count * 16 > top.index() + 64 {
+                let mut d = vec![false; top.index() + 1];
+                for v in sparse.drain() {
+                    d[v.index()] = true;
+                }
+                dense = Some(d);
             }
         }
-        let mut out = Vec::with_capacity(count);
-        out.extend(seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| Id(i as u32)));
-        out
+        match dense {
+            Some(d) => d.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| Id(i as u32)).collect(),
+            None => {
+                let mut v: Vec<Id> = sparse.into_iter().collect();
+                v.sort_unstable();
+                v
+            }
+        }
+    }
+}
+
+/// Data attached to the nodes of one walk (`order`, from [`Graph::reachable`] or similar):
+/// a dense array indexed by id when the walk covers a good part of the ids below its largest
+/// one, a hash map otherwise. Either way a walk costs in proportion to its own size, not to
+/// the size of the graph it is part of.
+pub struct NodeMap<T> {
+    dense: Vec<T>,
+    sparse: hashbrown::HashMap<Id, T>,
+    default: T,
+}
+
+impl<T: Clone> NodeMap<T> {
+    /// A map for the nodes of `order`, every entry `default`.
+    pub fn new(order: &[Id], default: T) -> NodeMap<T> {
+        let top = order.iter().max().map_or(0, |m| m.index() + 1);
+        let dense = if top <= 8 * order.len() + 4096 { vec![default.clone(); top] } else { Vec::new() };
+        NodeMap { dense, sparse: hashbrown::HashMap::new(), default }
+    }
+
+    /// The entry of `id` (the default if never set).
+    pub fn get(&self, id: Id) -> &T {
+        if !self.dense.is_empty() {
+            return self.dense.get(id.index()).unwrap_or(&self.default);
+        }
+        self.sparse.get(&id).unwrap_or(&self.default)
+    }
+
+    /// The entry of `id`, for changing it.
+    pub fn get_mut(&mut self, id: Id) -> &mut T {
+        if !self.dense.is_empty() {
+            if id.index() >= self.dense.len() {
+                self.dense.resize(id.index() + 1, self.default.clone());
+            }
+            return &mut self.dense[id.index()];
+        }
+        self.sparse.entry(id).or_insert_with(|| self.default.clone())
+    }
+
+    /// Sets the entry of `id`.
+    pub fn set(&mut self, id: Id, value: T) {
+        *self.get_mut(id) = value;
     }
 }
 

@@ -17,10 +17,12 @@
 //!    inputs reloaded from the input array. No SSA value lives much longer than a window.
 //! 2. **Chunks.** Functions of more than [`SMALL`] nodes are split into chunks of [`CHUNK`]
 //!    nodes (whole windows), each its own Cranelift function; values cross chunk boundaries
-//!    through the scratch slots anyway. The chunks are compiled on all cores in parallel, with
-//!    the single-pass register allocator and without the e-graph optimizer (the graph is
-//!    already hash-consed and simplified, so the optimizer finds little). A call runs the
-//!    chunks in order.
+//!    through the scratch slots anyway. The chunks are compiled on all cores in parallel,
+//!    without the e-graph optimizer (the graph is already hash-consed and simplified, so the
+//!    optimizer finds little; and its value numbering would merge the per-window copies of
+//!    numbers back into long-lived values). Up to [`MEDIUM`] nodes the chunks keep the
+//!    backtracking allocator (linear thanks to the windows, and about twice as fast code);
+//!    beyond, the single-pass allocator halves compile time. A call runs the chunks in order.
 //! 3. **Small functions** (one chunk of at most [`SMALL`] nodes) get the backtracking allocator
 //!    and `opt_level=speed`: best code where compile time is small anyway.
 //!
@@ -42,7 +44,7 @@ use cranelift_module::{Linkage, Module, default_libcall_names};
 use hashbrown::HashMap;
 
 use super::runtime;
-use crate::graph::{Func, Graph, Id, Op};
+use crate::graph::{Func, Graph, Id, NodeMap, Op};
 
 /// Nodes per window (see the module doc).
 pub const WINDOW: usize = 256;
@@ -53,6 +55,10 @@ pub const CHUNK: usize = 32 * WINDOW;
 /// Functions of at most this many nodes are compiled as one function with the best
 /// (backtracking) register allocator and the optimizer.
 pub const SMALL: usize = 2_000;
+
+/// Functions of at most this many nodes keep the backtracking allocator in their chunks:
+/// about twice the compile time of the single-pass one, and about twice as fast code.
+pub const MEDIUM: usize = 50_000;
 
 /// Most inputs or outputs in one group: offsets must fit Cranelift's 32-bit immediates.
 const MAX_ARRAY: usize = (i32::MAX / 8) as usize;
@@ -219,10 +225,10 @@ impl CompiledFunction {
 struct Plan<'g> {
     g: &'g Graph,
     order: Vec<Id>,
-    /// Position in `order` of each node, indexed by id (`u32::MAX` if unreached).
-    pos_of: Vec<u32>,
-    /// Input index of each variable node, indexed by id.
-    input_of: Vec<u32>,
+    /// Position in `order` of each node (`u32::MAX` if unreached).
+    pos_of: NodeMap<u32>,
+    /// Input index of each variable node.
+    input_of: NodeMap<u32>,
     /// A product with a negative coefficient whose every use is a sum: never emitted, the
     /// sums subtract it (see the module doc).
     absorbed: Vec<bool>,
@@ -240,23 +246,20 @@ impl<'g> Plan<'g> {
         // value (usually a sum over everything) comes last and reuses it.
         let dfs_roots: Vec<Id> = groups.iter().rev().flat_map(|g| g.iter().copied()).collect();
         let order = schedule(g, &dfs_roots);
-        let size = roots.iter().max().map_or(0, |l| l.index() + 1);
-        let mut pos_of = vec![u32::MAX; size];
+        let mut pos_of = NodeMap::new(&order, u32::MAX);
         for (p, id) in order.iter().enumerate() {
-            pos_of[id.index()] = p as u32;
+            pos_of.set(*id, p as u32);
         }
-        let mut input_of = vec![u32::MAX; size];
+        let mut input_of = NodeMap::new(&order, u32::MAX);
         for (i, v) in inputs.iter().enumerate() {
-            if v.index() < size {
-                input_of[v.index()] = i as u32;
-            }
+            input_of.set(*v, i as u32);
         }
         if let Some(v) =
-            order.iter().find(|id| matches!(g.op(**id), Op::Var(_)) && input_of[id.index()] == u32::MAX)
+            order.iter().find(|id| matches!(g.op(**id), Op::Var(_)) && *input_of.get(**id) == u32::MAX)
         {
             return Err(JitError::NotAnInput(g.var_name(*v).unwrap_or("?").to_owned()));
         }
-        let pos = |id: &Id| pos_of[id.index()] as usize;
+        let pos = |id: &Id| *pos_of.get(*id) as usize;
         let n = order.len();
         // Absorbed negative products: every user is a sum, and it is not an output.
         let mut absorbed: Vec<bool> = order.iter().map(|&id| negative_product(g, id).is_some()).collect();
@@ -306,12 +309,12 @@ impl<'g> Plan<'g> {
     }
 
     fn pos(&self, id: Id) -> usize {
-        self.pos_of[id.index()] as usize
+        *self.pos_of.get(id) as usize
     }
 
     /// Byte offset of variable `id` in the input array.
     fn input_offset(&self, id: Id) -> i32 {
-        (8 * self.input_of[id.index()]) as i32
+        (8 * *self.input_of.get(id)) as i32
     }
 
     fn spilled(&self, p: usize) -> bool {
@@ -327,13 +330,12 @@ impl<'g> Plan<'g> {
 /// node comes soon after its arguments (a sum right after its terms, rather than after every
 /// node with a smaller id). Fewer values then cross windows, so fewer are spilled.
 fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
-    let size = roots.iter().max().map_or(0, |l| l.index() + 1);
-    let mut done = vec![false; size];
+    let mut done = NodeMap::new(&g.reachable(roots), false);
     let mut order = Vec::new();
     // (node, index of the next argument to visit)
     let mut stack: Vec<(Id, usize)> = Vec::new();
     for &r in roots {
-        if done[r.index()] {
+        if *done.get(r) {
             continue;
         }
         stack.push((r, 0));
@@ -342,13 +344,13 @@ fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
             if *next < args.len() {
                 let a = args[*next];
                 *next += 1;
-                if !done[a.index()] {
+                if !*done.get(a) {
                     stack.push((a, 0));
                 }
             } else {
                 stack.pop();
-                if !done[id.index()] {
-                    done[id.index()] = true;
+                if !*done.get(id) {
+                    done.set(id, true);
                     order.push(id);
                 }
             }
@@ -366,11 +368,41 @@ fn negative_product(g: &Graph, id: Id) -> Option<(f64, &[Id])> {
     (c < 0.0).then(|| (-c, &g.args(id)[1..]))
 }
 
-fn make_isa(small: bool) -> Result<OwnedTargetIsa, JitError> {
+/// How a function is compiled, by size (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// One function, backtracking allocator, e-graph optimizer.
+    Small,
+    /// Chunks, backtracking allocator (the windows keep it linear), no optimizer.
+    Medium,
+    /// Chunks, single-pass allocator, no optimizer: fastest to compile.
+    Large,
+}
+
+impl Tier {
+    fn of(nodes: usize) -> Tier {
+        if nodes <= SMALL {
+            Tier::Small
+        } else if nodes <= MEDIUM {
+            Tier::Medium
+        } else {
+            Tier::Large
+        }
+    }
+
+    fn allocator(self) -> &'static str {
+        match self {
+            Tier::Small | Tier::Medium => "backtracking",
+            Tier::Large => "single_pass",
+        }
+    }
+}
+
+fn make_isa(tier: Tier) -> Result<OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     let mut set = |k: &str, v: &str| flags.set(k, v).map_err(codegen);
-    set("opt_level", if small { "speed" } else { "none" })?;
-    set("regalloc_algorithm", if small { "backtracking" } else { "single_pass" })?;
+    set("opt_level", if tier == Tier::Small { "speed" } else { "none" })?;
+    set("regalloc_algorithm", tier.allocator())?;
     set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
     set("use_colocated_libcalls", "false")?;
     set("is_pic", "false")?;
@@ -397,7 +429,8 @@ pub fn compile(
     let start = Instant::now();
     let plan = Plan::new(g, inputs, groups)?;
     let n = plan.order.len();
-    let small = n <= SMALL;
+    let tier = Tier::of(n);
+    let small = tier == Tier::Small;
     let bounds: Vec<(usize, usize)> = if small {
         vec![(0, n)]
     } else {
@@ -408,7 +441,7 @@ pub fn compile(
     // the cores stay busy even when chunks differ in cost.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = |_: usize| -> Result<Finished, JitError> {
-        let mut unit = Unit::new(small)?;
+        let mut unit = Unit::new(tier)?;
         loop {
             let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(&(lo, hi)) = bounds.get(c) else { break };
@@ -447,7 +480,7 @@ pub fn compile(
         chunks: chunks.len(),
         spilled: plan.slots,
         compile_time: start.elapsed(),
-        allocator: if small { "backtracking" } else { "single_pass" },
+        allocator: tier.allocator(),
     };
     Ok(CompiledFunction {
         modules,
@@ -480,8 +513,8 @@ struct Unit {
 }
 
 impl Unit {
-    fn new(small: bool) -> Result<Unit, JitError> {
-        let mut jb = JITBuilder::with_isa(make_isa(small)?, default_libcall_names());
+    fn new(tier: Tier) -> Result<Unit, JitError> {
+        let mut jb = JITBuilder::with_isa(make_isa(tier)?, default_libcall_names());
         for (name, ptr) in runtime::symbols() {
             jb.symbol(name, ptr);
         }

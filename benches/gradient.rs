@@ -1,0 +1,247 @@
+//! Gradient benchmarks (criterion), with a ratio summary at the end of the run.
+//!
+//! `cargo bench --bench gradient` measures, for the extended Rosenbrock function with
+//! n = 10, 100, 1,000 and 10,000 variables: building the gradient graph, compiling it, and
+//! one evaluation of value + gradient, against the interpreter and a hand-written Rust
+//! gradient in this same binary; the function alone (for the cheap-gradient ratio); the
+//! swell case (10th derivative of sin^7); and a 100,000-operation random DAG. The summary
+//! reads criterion's estimates back and prints every comparison as a ratio measured in this
+//! run. `cargo bench --bench gradient -- --quick` is a faster, rougher pass.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion};
+use symdiff::{Expr, compile, compile_gradient};
+
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+
+fn rosenbrock(n: usize) -> String {
+    (0..n - 1).map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1)).collect::<Vec<_>>().join(" + ")
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("x{i}")).collect()
+}
+
+fn point(n: usize) -> Vec<f64> {
+    (0..n).map(|i| 0.5 + 0.3 * (i as f64 * 0.7).sin()).collect()
+}
+
+/// The analytic gradient, written by hand: the "hand-written native code" baseline.
+fn rosenbrock_by_hand(x: &[f64], g: &mut [f64]) -> f64 {
+    let n = x.len();
+    let mut f = 0.0;
+    g.fill(0.0);
+    for i in 0..n - 1 {
+        let t = x[i + 1] - x[i] * x[i];
+        let u = 1.0 - x[i];
+        f += 100.0 * t * t + u * u;
+        g[i] += -400.0 * x[i] * t - 2.0 * u;
+        g[i + 1] += 200.0 * t;
+    }
+    f
+}
+
+fn rosenbrock_benches(c: &mut Criterion) {
+    for n in SIZES {
+        let src = rosenbrock(n);
+        let vars = names(n);
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let x = point(n);
+        let mut group = c.benchmark_group(format!("rosenbrock/{n}"));
+        if n >= 1_000 {
+            group.sample_size(10).measurement_time(Duration::from_secs(4));
+        }
+        // Building the gradient graph (reverse mode) on a freshly parsed function.
+        group.bench_function("build", |b| {
+            b.iter_batched(
+                || Expr::parse(&src).unwrap(),
+                |f| black_box(f.gradient(&vars)),
+                BatchSize::PerIteration,
+            )
+        });
+        // Build + compile, end to end.
+        group.bench_function("build+compile", |b| {
+            b.iter_batched(
+                || Expr::parse(&src).unwrap(),
+                |f| black_box(compile_gradient(&f, &vars).unwrap()),
+                BatchSize::PerIteration,
+            )
+        });
+        let f = Expr::parse(&src).unwrap();
+        let g = compile_gradient(&f, &vars).unwrap();
+        let mut grad = vec![0.0; n];
+        group.bench_function("eval-compiled", |b| b.iter(|| g.eval(black_box(&x), &mut grad)));
+        group.bench_function("eval-by-hand", |b| b.iter(|| rosenbrock_by_hand(black_box(&x), &mut grad)));
+        let value_only = compile(std::slice::from_ref(&f), &vars).unwrap();
+        let mut out = [0.0];
+        group.bench_function("eval-function-only", |b| b.iter(|| value_only.eval(black_box(&x), &mut out)));
+        if n <= 1_000 {
+            let grads = f.gradient(&vars);
+            let at: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+            group.bench_function("eval-interpreter", |b| {
+                b.iter(|| {
+                    let v = f.eval(black_box(&at)).unwrap();
+                    for gk in &grads {
+                        black_box(gk.eval(&at).unwrap());
+                    }
+                    v
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn swell_benches(c: &mut Criterion) {
+    let src = "sin(sin(sin(sin(sin(sin(sin(x)))))))";
+    let mut group = c.benchmark_group("swell");
+    group.sample_size(10);
+    group.bench_function("build-10th-derivative", |b| {
+        b.iter_batched(
+            || Expr::parse(src).unwrap(),
+            |f| black_box(f.nth_diff("x", 10)),
+            BatchSize::PerIteration,
+        )
+    });
+    let d10 = Expr::parse(src).unwrap().nth_diff("x", 10);
+    eprintln!("swell: the 10th derivative has {} DAG nodes", d10.node_count());
+    group.bench_function("compile-10th-derivative", |b| {
+        b.iter(|| black_box(compile(std::slice::from_ref(&d10), &["x"]).unwrap()))
+    });
+    let compiled = compile(std::slice::from_ref(&d10), &["x"]).unwrap();
+    let mut out = [0.0];
+    group.bench_function("eval-10th-derivative", |b| b.iter(|| compiled.eval(black_box(&[0.3]), &mut out)));
+    group.finish();
+}
+
+/// A random DAG of `ops` operations over 100 variables: each node combines two earlier
+/// nodes (mostly recent ones, as real programs do) with + - * / or a function. Everything
+/// lives in one graph, so sharing is real: a DAG, not a tree.
+fn random_dag(ops: usize) -> (Expr, Vec<String>) {
+    let vars: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    let base = Expr::parse(&vars.join(" + ")).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut nodes: Vec<Expr> = vars.iter().map(|v| base.parse_with(v).unwrap()).collect();
+    let templates = ["a + b", "a*b", "a - b", "sin(a) + b", "a*exp(-b^2)", "tanh(a)*b", "a/(1 + b^2)"];
+    let templates: Vec<Expr> = templates.iter().map(|t| base.parse_with(t).unwrap()).collect();
+    while nodes.len() < ops {
+        let k = nodes.len();
+        let pick = |r: u64| {
+            if r.is_multiple_of(4) { ((r >> 8) as usize) % k } else { k - ((r % 64) as usize + 1).min(k) }
+        };
+        let (a, b) = (pick(next()), pick(next()));
+        let t = &templates[(next() % templates.len() as u64) as usize];
+        let e = t.substitute_all(&[("a", &nodes[a]), ("b", &nodes[b])]);
+        nodes.push(e);
+    }
+    // The output: the sum of the last 100 nodes.
+    let plus = base.parse_with("acc + term").unwrap();
+    let mut out = nodes[nodes.len() - 1].clone();
+    for n in nodes.iter().rev().skip(1).take(99) {
+        out = plus.substitute_all(&[("acc", &out), ("term", n)]);
+    }
+    (out, vars)
+}
+
+fn random_dag_benches(c: &mut Criterion) {
+    let (f, vars) = random_dag(100_000);
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    eprintln!("random DAG: {} nodes", f.node_count());
+    let mut group = c.benchmark_group("random-dag-100k");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group.bench_function("build+compile", |b| b.iter(|| black_box(compile_gradient(&f, &vars).unwrap())));
+    let g = compile_gradient(&f, &vars).unwrap();
+    let x: Vec<f64> = (0..vars.len()).map(|i| 0.1 + 0.01 * i as f64).collect();
+    let mut grad = vec![0.0; vars.len()];
+    group.bench_function("eval-compiled", |b| b.iter(|| g.eval(black_box(&x), &mut grad)));
+    let value_only = compile(std::slice::from_ref(&f), &vars).unwrap();
+    let mut out = [0.0];
+    group.bench_function("eval-function-only", |b| b.iter(|| value_only.eval(black_box(&x), &mut out)));
+    group.finish();
+}
+
+/// The median criterion measured for `id`, from its estimates file.
+fn median(id: &str) -> Option<f64> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn fmt(ns: f64) -> String {
+    match ns {
+        x if x >= 1e9 => format!("{:.2} s", x / 1e9),
+        x if x >= 1e6 => format!("{:.2} ms", x / 1e6),
+        x if x >= 1e3 => format!("{:.2} µs", x / 1e3),
+        x => format!("{x:.0} ns"),
+    }
+}
+
+fn summary() {
+    println!("\nSummary (medians from this run; ratios of times measured in this run)\n");
+    println!(
+        "| n | build | build+compile | eval compiled | by hand | compiled/hand | interpreter/compiled | gradient/function |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in SIZES {
+        let get = |what: &str| median(&format!("rosenbrock_{n}/{what}"));
+        let (Some(build), Some(bc), Some(ev), Some(hand), Some(func)) = (
+            get("build"),
+            get("build+compile"),
+            get("eval-compiled"),
+            get("eval-by-hand"),
+            get("eval-function-only"),
+        ) else {
+            continue;
+        };
+        let interp = get("eval-interpreter").map_or("-".to_owned(), |i| format!("{:.0}x", i / ev));
+        println!(
+            "| {n} | {} | {} | {} | {} | {:.2}x | {interp} | {:.2}x |",
+            fmt(build),
+            fmt(bc),
+            fmt(ev),
+            fmt(hand),
+            ev / hand,
+            ev / func
+        );
+    }
+    if let (Some(b), Some(c), Some(e)) = (
+        median("swell/build-10th-derivative"),
+        median("swell/compile-10th-derivative"),
+        median("swell/eval-10th-derivative"),
+    ) {
+        println!("\nswell (10th derivative of sin^7): build {}, compile {}, eval {}", fmt(b), fmt(c), fmt(e));
+    }
+    if let (Some(bc), Some(e), Some(f)) = (
+        median("random-dag-100k/build+compile"),
+        median("random-dag-100k/eval-compiled"),
+        median("random-dag-100k/eval-function-only"),
+    ) {
+        println!(
+            "random DAG (100k ops): build+compile {}, eval {}, gradient/function {:.2}x",
+            fmt(bc),
+            fmt(e),
+            e / f
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    rosenbrock_benches(&mut c);
+    swell_benches(&mut c);
+    random_dag_benches(&mut c);
+    c.final_summary();
+    summary();
+}
