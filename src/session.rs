@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
+use ndarray::ArrayD;
 
 use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
@@ -38,7 +39,8 @@ What a line can be:
   grad EXPR [wrt x, y]       all first partials; grad f for a defined f
   hessian EXPR [wrt x, y]    all second partials
   f(x, y) = EXPR             define a function
-  a = 3   let a = 3          give a variable a value
+  a = 3   let a = 3          give a name a value (w = [[1], [2]] a tensor);
+                             with variables, `a = EXPR` names the expression
   ... at x = 4, y = 2        evaluate any of the above at a point
   :vars  :funcs              list values and functions
   :latex  :text              switch the output format
@@ -54,8 +56,36 @@ Functions: exp log sqrt sin cos tan asin acos atan sinh cosh tanh abs sigmoid so
 pub struct Session {
     g: Graph,
     functions: HashMap<String, FnDef>,
-    values: BTreeMap<String, f64>,
+    values: BTreeMap<String, Value>,
     style: Style,
+}
+
+/// The value of a name: a number or a tensor (`w = [[1], [2]]`).
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(f64),
+    Tensor(ArrayD<f64>),
+}
+
+/// A tensor as nested brackets: `[[10], [20]]`.
+fn show_tensor(t: &ArrayD<f64>) -> String {
+    fn rec(t: ndarray::ArrayViewD<'_, f64>, out: &mut String) {
+        if t.ndim() == 0 {
+            out.push_str(&graph::print::decimal(t.iter().next().copied().unwrap_or(0.0)));
+            return;
+        }
+        out.push('[');
+        for (i, sub) in t.outer_iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            rec(sub, out);
+        }
+        out.push(']');
+    }
+    let mut out = String::new();
+    rec(t.view(), &mut out);
+    out
 }
 
 /// A value given with `at` (already evaluated), and where it was written.
@@ -98,6 +128,12 @@ impl Session {
                 }
                 let id = self.lower(&cx, *expr)?;
                 self.check_at(&cx, &at, &[id])?;
+                if self.has_tensors(id) {
+                    return Err(cx
+                        .err(var.span, "`d/dx` differentiates scalar expressions")
+                        .with_help("for tensors, use `grad EXPR wrt NAME`")
+                        .into());
+                }
                 let v = self.g.var(&var.text);
                 let d = diff::nth_derivative(&mut self.g, id, v, *order);
                 self.finish(d, &at)
@@ -108,6 +144,16 @@ impl Session {
                 self.check_at(&cx, &at, &[body])?;
                 let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
                 let mut out = Vec::new();
+                let tensors = self.has_tensors(body);
+                if tensors && !self.g.is_scalar(body) {
+                    return Err(cx
+                        .err(line.span, "a gradient needs a scalar expression; this one is a tensor")
+                        .with_help("reduce it first, as in `sum(...)`")
+                        .into());
+                }
+                if hessian && tensors {
+                    return Err(cx.err(line.span, "`hessian` works on scalar expressions of scalars").into());
+                }
                 if hessian {
                     let h = diff::hessian(&mut self.g, body, &var_ids);
                     for i in 0..vars.len() {
@@ -121,7 +167,13 @@ impl Session {
                         }
                     }
                 } else {
-                    let grad = diff::gradient(&mut self.g, body, &var_ids);
+                    // Forward mode prints the textbook forms for scalar formulas; reverse mode
+                    // handles tensors.
+                    let grad = if tensors {
+                        diff::reverse::gradient(&mut self.g, body, &var_ids)
+                    } else {
+                        diff::gradient(&mut self.g, body, &var_ids)
+                    };
                     for (v, d) in vars.iter().zip(grad) {
                         out.push(format!("d{label}/d{v} = {}", self.finish(d, &at)?));
                     }
@@ -149,7 +201,10 @@ impl Session {
             "vars" => Ok(self
                 .values
                 .iter()
-                .map(|(k, v)| format!("{k} = {}", graph::print::decimal(*v)))
+                .map(|(k, v)| match v {
+                    Value::Scalar(x) => format!("{k} = {}", graph::print::decimal(*x)),
+                    Value::Tensor(t) => format!("{k} = {}", show_tensor(t)),
+                })
                 .collect::<Vec<_>>()
                 .join("\n")),
             "funcs" => {
@@ -212,8 +267,56 @@ impl Session {
         if let Some(v) = unbound.first() {
             return Err(cx.err(span, format!("`{v}` has no value here")).into());
         }
-        let lookup = |n: &str| self.values.get(n).copied();
+        if let Some(v) = variables(&self.g, &[id])
+            .into_iter()
+            .find(|v| matches!(self.values.get(v), Some(Value::Tensor(_))))
+        {
+            return Err(cx.err(span, format!("`{v}` is a tensor; a value here must be a number")).into());
+        }
+        let lookup = |n: &str| self.scalar(n);
         Ok(graph::eval(&self.g, &[id], &lookup)?[0])
+    }
+
+    /// The value of `name` if it is a number.
+    fn scalar(&self, name: &str) -> Option<f64> {
+        match self.values.get(name) {
+            Some(Value::Scalar(x)) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// Whether `id` involves tensors anywhere.
+    fn has_tensors(&self, id: Id) -> bool {
+        self.g.reachable(&[id]).iter().any(|&n| !self.g.is_scalar(n))
+    }
+
+    /// Evaluates `id` with every variable bound (by `at` or by a value).
+    fn evaluate(&self, id: Id, at: &[AtValue]) -> Result<String> {
+        if !self.has_tensors(id) {
+            let lookup =
+                |n: &str| at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.scalar(n));
+            let v = graph::eval(&self.g, &[id], &lookup)?[0];
+            return Ok(graph::print::decimal(v));
+        }
+        let mut inputs: HashMap<Id, ArrayD<f64>> = HashMap::new();
+        for name in variables(&self.g, &[id]) {
+            let Some(v) = self.g.find_var(&name) else { continue };
+            let value = match (at.iter().find(|a| a.name == name), self.values.get(&name)) {
+                (Some(a), _) => ArrayD::from_elem(ndarray::IxDyn(&[]), a.value),
+                (None, Some(Value::Scalar(x))) => ArrayD::from_elem(ndarray::IxDyn(&[]), *x),
+                (None, Some(Value::Tensor(t))) => t.clone(),
+                (None, None) => continue,
+            };
+            inputs.insert(v, value);
+        }
+        let out = graph::tensor::eval_tensors::<f64>(&self.g, &[id], &|v| inputs.get(&v).map(|a| a.view()))?;
+        let t = &out[0];
+        if let Some(bad) = t.iter().find(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the result has a non-finite element ({bad}); evaluate its parts to find where it comes from"
+            )));
+        }
+        Ok(show_tensor(t))
     }
 
     /// Every `at` name must occur in what it applies to (a misspelt name would be silently
@@ -247,11 +350,7 @@ impl Session {
         let vars = variables(&self.g, &[id]);
         let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
         if all_bound {
-            let lookup = |n: &str| {
-                at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.values.get(n).copied())
-            };
-            let v = graph::eval(&self.g, &[id], &lookup)?[0];
-            return Ok(graph::print::decimal(v));
+            return self.evaluate(id, at);
         }
         let r = substitute(&mut self.g, id, &map);
         Ok(graph::print(&self.g, r, self.style))
@@ -289,22 +388,92 @@ impl Session {
         Ok((label, body, vars))
     }
 
+    /// Gives `name` a value (its variable node takes the value's shape).
+    fn set_value(&mut self, cx: &Cx<'_>, name: &str, span: Span, value: Value) -> Result<()> {
+        let shape: Vec<usize> = match &value {
+            Value::Scalar(_) => Vec::new(),
+            Value::Tensor(t) => t.shape().to_vec(),
+        };
+        self.g.var_shaped(name, &shape).map_err(|e| {
+            cx.err(span, e.0).with_help("a name keeps one shape for the session; use another name, or :clear")
+        })?;
+        self.functions.remove(name);
+        self.values.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// A tensor literal `[[1, 2], [3, 4]]`: every element a constant, every row as long as
+    /// its siblings.
+    fn literal(&mut self, cx: &Cx<'_>, e: AstId) -> Result<ArrayD<f64>> {
+        // Walk the nesting breadth-first, level by level, checking the shape as we go.
+        let mut shape = Vec::new();
+        let mut level = vec![e];
+        loop {
+            let lists: Vec<&Vec<AstId>> = level
+                .iter()
+                .filter_map(|&n| match &cx.ast.node(n).kind {
+                    AstKind::List(items) => Some(items),
+                    _ => None,
+                })
+                .collect();
+            if lists.is_empty() {
+                break;
+            }
+            if lists.len() != level.len() {
+                return Err(cx
+                    .err(cx.ast.span(e), "a tensor literal mixes numbers and rows at the same depth")
+                    .into());
+            }
+            let width = lists[0].len();
+            if width == 0 {
+                return Err(cx.err(cx.ast.span(e), "a tensor literal cannot have an empty row").into());
+            }
+            if let Some((k, _)) = lists.iter().enumerate().find(|(_, l)| l.len() != width) {
+                return Err(cx
+                    .err(
+                        cx.ast.span(level[k]),
+                        format!("this row has {} elements, its first sibling {width}", lists[k].len()),
+                    )
+                    .into());
+            }
+            shape.push(width);
+            level = lists.into_iter().flat_map(|l| l.iter().copied()).collect();
+        }
+        let mut data = Vec::with_capacity(level.len());
+        for n in level {
+            let id = self.lower(cx, n)?;
+            if let Some(v) = variables(&self.g, &[id]).first() {
+                return Err(cx
+                    .err(cx.ast.span(n), format!("tensor elements must be numbers; `{v}` is a variable"))
+                    .into());
+            }
+            data.push(graph::eval(&self.g, &[id], &|_| None)?[0]);
+        }
+        ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
     fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &[AtValue]) -> Result<String> {
         check_definable(cx, name, span)?;
+        if matches!(cx.ast.node(rhs).kind, AstKind::List(_)) {
+            let t = self.literal(cx, rhs)?;
+            let value = if t.ndim() == 0 {
+                Value::Scalar(t.iter().copied().next().unwrap_or(0.0))
+            } else {
+                Value::Tensor(t)
+            };
+            self.set_value(cx, name, span, value)?;
+            return Ok(String::new());
+        }
         let id = self.lower(cx, rhs)?;
         self.check_at(cx, at, &[id])?;
         let vars = variables(&self.g, &[id]);
         if vars.iter().any(|v| v == name) {
             return Err(cx.err(span, format!("`{name}` cannot be defined in terms of itself")).into());
         }
-        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
-        if all_bound {
-            let lookup = |n: &str| {
-                at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.values.get(n).copied())
-            };
-            let v = graph::eval(&self.g, &[id], &lookup)?[0];
-            self.functions.remove(name);
-            self.values.insert(name.to_owned(), v);
+        if vars.is_empty() {
+            // A constant: a value.
+            let v = graph::eval(&self.g, &[id], &|_| None)?[0];
+            self.set_value(cx, name, span, Value::Scalar(v))?;
         } else {
             // A named expression: a function of no parameters, inlined where it is used.
             self.values.remove(name);
@@ -366,6 +535,9 @@ impl Session {
         };
         let at = self.at_values(&cx, &line.at)?;
         let (_, body, vars) = self.target(&cx, e, &[])?;
+        if self.has_tensors(body) {
+            return Err(cx.err(line.span, "`:ir` and `:time` compile scalar functions").into());
+        }
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
         let grad = diff::reverse::gradient(&mut self.g, body, &var_ids);
         let code = jit::compile(&self.g, &var_ids, &[&[body], &grad], &CompileOptions { keep_ir })?;
@@ -391,9 +563,7 @@ impl Session {
         let compile = t.elapsed();
         let x: Vec<f64> = vars
             .iter()
-            .map(|v| {
-                at.iter().find(|a| &a.name == v).map(|a| a.value).or_else(|| self.values.get(v).copied())
-            })
+            .map(|v| at.iter().find(|a| &a.name == v).map(|a| a.value).or_else(|| self.scalar(v)))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| {
                 Error::Invalid(format!("give every variable a value: `:time {src} at {} = ...`", vars[0]))
@@ -437,7 +607,7 @@ impl Session {
 
 /// Built-in function names and constants cannot be redefined.
 fn check_definable(cx: &Cx<'_>, name: &str, span: Span) -> Result<()> {
-    if graph::Func::from_name(name).is_some() || ["sqrt", "ln", "pow", "diff"].contains(&name) {
+    if graph::Func::from_name(name).is_some() || graph::lower::BUILTINS.contains(&name) {
         return Err(cx.err(span, format!("`{name}` is a built-in function and cannot be redefined")).into());
     }
     if name == "pi" || name == "e" {

@@ -22,11 +22,22 @@
 
 use smallvec::SmallVec;
 
-use super::rules::partial;
+use super::rules::vjp;
 use crate::graph::{Graph, Id, NodeMap};
 
 /// `[∂output/∂inputs[0], ∂output/∂inputs[1], ...]`.
 pub fn gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Id> {
+    gradient_with_adjoints(g, output, inputs, &[]).0
+}
+
+/// [`gradient`], also returning the adjoints `∂output/∂node` of the nodes in `keep` (`None`
+/// for a node that does not lie between the inputs and the output).
+pub fn gradient_with_adjoints(
+    g: &mut Graph,
+    output: Id,
+    inputs: &[Id],
+    keep: &[Id],
+) -> (Vec<Id>, Vec<Option<Id>>) {
     let order = g.reachable(&[output]);
     // Forward: which nodes depend on a requested input.
     let mut depends = NodeMap::new(&order, false);
@@ -50,7 +61,7 @@ pub fn gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Id> {
         let parts = std::mem::take(contributions.get_mut(id));
         let adj = g.add(&parts);
         adjoint.set(id, Some(adj));
-        if g.is_num(adj, 0.0) {
+        if g.is_zero(adj) {
             continue;
         }
         let n = g.args(id).len();
@@ -59,14 +70,24 @@ pub fn gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Id> {
             if !*depends.get(a) {
                 continue;
             }
-            let p = partial(g, id, i);
-            let c = g.mul(&[adj, p]);
-            if !g.is_num(c, 0.0) {
+            let c = vjp(g, id, i, adj);
+            if !g.is_zero(c) {
                 contributions.get_mut(a).push(c);
             }
         }
     }
-    inputs.iter().map(|&i| adjoint.get(i).unwrap_or_else(|| g.num(0.0))).collect()
+    let grads = inputs
+        .iter()
+        .map(|&i| match adjoint.get(i) {
+            Some(a) => *a,
+            None => {
+                let zero = g.num(0.0);
+                let s = g.shape_id_of(i);
+                g.broadcast(zero, s)
+            }
+        })
+        .collect();
+    (grads, keep.iter().map(|&k| *adjoint.get(k)).collect())
 }
 
 /// The Jacobian of `outputs` (rows) with respect to `inputs` (columns): one reverse sweep
@@ -90,4 +111,108 @@ pub fn hessian(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Vec<Id>> {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reverse mode over tensor operators against central finite differences, in f64.
+    //! Each case is `sum(R * f(inputs))` for a fixed random weight tensor `R`, so every
+    //! element of `f`'s output is checked, not just their sum.
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::gradient;
+    use crate::graph::tensor::eval_tensors;
+    use crate::graph::{Func, Graph, Id};
+
+    /// Deterministic pseudo-random values in (-1, 1).
+    fn fill(shape: &[usize], seed: u64) -> ArrayD<f64> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ArrayD::from_shape_fn(IxDyn(shape), |_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+    }
+
+    /// Builds `f` over variables of the given shapes, weights its output and checks the
+    /// reverse-mode gradient of every input against finite differences.
+    fn check(name: &str, shapes: &[&[usize]], f: impl Fn(&mut Graph, &[Id]) -> Id) {
+        let mut g = Graph::new();
+        let vars: Vec<Id> =
+            shapes.iter().enumerate().map(|(i, s)| g.var_shaped(&format!("v{i}"), s).unwrap()).collect();
+        let out = f(&mut g, &vars);
+        let out_shape = g.shape(out).to_vec();
+        let r = g.var_shaped("weights", &out_shape).unwrap();
+        let weighted = g.mul(&[r, out]);
+        let loss = g.sum(weighted, None);
+        let grads = gradient(&mut g, loss, &vars);
+        let mut values: Vec<ArrayD<f64>> =
+            shapes.iter().enumerate().map(|(i, s)| fill(s, i as u64 + 1)).collect();
+        if name.contains("labels") {
+            values[1] = ArrayD::from_shape_fn(IxDyn(shapes[1]), |i| (i[0] % 3) as f64);
+        }
+        let weights = fill(&out_shape, 99);
+        let eval = |g: &Graph, vals: &[ArrayD<f64>], roots: &[Id]| {
+            eval_tensors::<f64>(g, roots, &|v| {
+                if v == r {
+                    return Some(weights.view());
+                }
+                vars.iter().position(|&x| x == v).map(|k| vals[k].view())
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let got = eval(&g, &values, &grads);
+        for (k, grad) in got.iter().enumerate() {
+            if name.contains("labels") && k == 1 {
+                continue; // labels are data
+            }
+            assert_eq!(grad.shape(), shapes[k], "{name}: gradient {k} has the wrong shape");
+            for idx in 0..values[k].len() {
+                let h = 1e-6;
+                let mut plus = values.clone();
+                let mut minus = values.clone();
+                plus[k].as_slice_mut().unwrap()[idx] += h;
+                minus[k].as_slice_mut().unwrap()[idx] -= h;
+                let fd = (eval(&g, &plus, &[loss])[0].sum() - eval(&g, &minus, &[loss])[0].sum()) / (2.0 * h);
+                let an = grad.iter().nth(idx).copied().unwrap_or(f64::NAN);
+                assert!(
+                    (fd - an).abs() <= 1e-6 * fd.abs().max(1.0),
+                    "{name}: d/dv{k}[{idx}] = {an}, finite difference {fd}"
+                );
+            }
+        }
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn tensor_operators_against_finite_differences() {
+        check("matmul", &[&[3, 4], &[4, 2]], |g, v| g.matmul(v[0], v[1]));
+        check("bias broadcast", &[&[3, 4], &[4]], |g, v| g.add(&[v[0], v[1]]));
+        check("column broadcast", &[&[3, 4], &[3, 1]], |g, v| g.mul(&[v[0], v[1]]));
+        check("scalar broadcast", &[&[3, 4], &[]], |g, v| { let two = g.num_id(2.0); let p = g.pow(v[0], two); g.mul(&[p, v[1]]) });
+        check("sum axis 0", &[&[3, 4]], |g, v| g.sum(v[0], Some(0)));
+        check("sum axis 1", &[&[3, 4]], |g, v| g.sum(v[0], Some(1)));
+        check("sum all", &[&[3, 4]], |g, v| g.sum(v[0], None));
+        check("transpose", &[&[3, 4]], |g, v| g.transpose(v[0]));
+        check("reshape", &[&[3, 4]], |g, v| { let s = g.shape_id(&[2, 6]); g.reshape(v[0], s) });
+        check("broadcast op", &[&[4]], |g, v| { let s = g.shape_id(&[3, 4]); g.broadcast(v[0], s) });
+        check("logsoftmax", &[&[3, 5]], |g, v| g.log_softmax(v[0]));
+        check("functions", &[&[3, 4]], |g, v| {
+            let t = g.func(Func::Tanh, v[0]);
+            let s = g.func(Func::Sigmoid, v[0]);
+            let sp = g.func(Func::Softplus, t);
+            g.mul(&[s, sp])
+        });
+        check("cross-entropy with labels", &[&[4, 3], &[4]], |g, v| {
+            let lp = g.log_softmax(v[0]);
+            let oh = g.one_hot(v[1], 3);
+            let picked = g.mul(&[lp, oh]);
+            g.sum(picked, Some(1))
+        });
+        check("dense layer", &[&[5, 4], &[4, 3], &[3]], |g, v| {
+            let z = g.matmul(v[0], v[1]);
+            let z = g.add(&[z, v[2]]);
+            g.func(Func::Tanh, z)
+        });
+    }
 }

@@ -12,10 +12,25 @@
 //! | `a * b * ...`   | product        | product of the other factors          |
 //! | `b ^ e`         | power          | `e * b^(e-1)` (base), `b^e * log(b)` (exponent) |
 //! | `f(u)`          | table function | `FUNCS[f].deriv(u)`                   |
+//!
+//! Tensor operators are not elementwise, so reverse mode needs their vector-Jacobian
+//! products instead of partials; they sit in [`vjp`], one line each, beside what the
+//! operator computes:
+//!
+//! | node                | meaning                     | contribution of adjoint `Ā` to the argument |
+//! |---------------------|-----------------------------|---------------------------------------------|
+//! | elementwise `f(a…)` | broadcasting `+ * ^ f`      | `Ā * ∂f/∂a`, summed back to `a`'s shape     |
+//! | `a @ b`             | matrix product              | `Ā @ bᵀ` to `a`, `aᵀ @ Ā` to `b`            |
+//! | `sum(a, k)`         | sum over axis `k`           | `Ā` broadcast back over axis `k`            |
+//! | `broadcast(a)`      | repeat along new axes       | `Ā` summed back to `a`'s shape              |
+//! | `reshape(a)`        | same elements, new shape    | `Ā` reshaped back                           |
+//! | `transpose(a)`      | swap the two axes           | `transpose(Ā)`                              |
+//! | `logsoftmax(a)`     | `a - logsumexp(a)` per row  | `Ā - softmax(a) * sum(Ā, last)`             |
+//! | `onehot(l, k)`      | labels to one-hot rows      | nothing (labels are data)                   |
 
-use crate::graph::{Graph, Id, Op};
+use crate::graph::{ALL_AXES, Func, Graph, Id, Op};
 
-/// `∂node/∂args(node)[i]`.
+/// `∂node/∂args(node)[i]`, for elementwise operators (scalars included).
 pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
     match g.op(node) {
         Op::Add => g.num(1.0),
@@ -43,7 +58,103 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
             (f.def().deriv)(g, u)
         }
         Op::Num(_) | Op::Const(_) | Op::Var(_) => g.num(0.0),
+        Op::MatMul
+        | Op::Sum(_)
+        | Op::Broadcast(_)
+        | Op::Reshape(_)
+        | Op::Transpose
+        | Op::LogSoftmax
+        | Op::OneHot(_) => {
+            debug_assert!(false, "partial of a tensor operator; reverse mode uses vjp");
+            g.num(0.0)
+        }
     }
+}
+
+/// What `node` passes back to its argument `i` when its adjoint is `adj`: the
+/// vector-Jacobian product (for elementwise operators, `adj * partial` summed back to the
+/// argument's shape).
+pub fn vjp(g: &mut Graph, node: Id, i: usize, adj: Id) -> Id {
+    let a = g.args(node)[i];
+    match g.op(node) {
+        Op::Add | Op::Mul | Op::Pow | Op::Func(_) => {
+            let p = partial(g, node, i);
+            let c = g.mul(&[adj, p]);
+            unbroadcast(g, c, a)
+        }
+        Op::MatMul => {
+            let [x, w] = [g.args(node)[0], g.args(node)[1]];
+            if i == 0 {
+                let wt = g.transpose(w);
+                g.matmul(adj, wt)
+            } else {
+                let xt = g.transpose(x);
+                g.matmul(xt, adj)
+            }
+        }
+        Op::Sum(axis) => {
+            let target = g.shape_id_of(a);
+            if axis == ALL_AXES {
+                return g.broadcast(adj, target);
+            }
+            let mut kept = g.shape(a).to_vec();
+            kept[axis as usize] = 1;
+            let kept = g.shape_id(&kept);
+            let r = g.reshape(adj, kept);
+            g.broadcast(r, target)
+        }
+        Op::Broadcast(_) => unbroadcast(g, adj, a),
+        Op::Reshape(_) => {
+            let s = g.shape_id_of(a);
+            g.reshape(adj, s)
+        }
+        Op::Transpose => g.transpose(adj),
+        Op::LogSoftmax => {
+            // y = a - logsumexp(a): ā = ȳ - softmax(a) * sum(ȳ) per row, softmax(a) = exp(y).
+            let softmax = g.func(Func::Exp, node);
+            let last = g.shape(node).len() - 1;
+            let total = g.sum(adj, Some(last));
+            let mut kept = g.shape(node).to_vec();
+            kept[last] = 1;
+            let kept = g.shape_id(&kept);
+            let total = g.reshape(total, kept);
+            let full = g.shape_id_of(node);
+            let total = g.broadcast(total, full);
+            let t = g.mul(&[softmax, total]);
+            g.sub(adj, t)
+        }
+        Op::OneHot(_) | Op::Num(_) | Op::Const(_) | Op::Var(_) => {
+            let zero = g.num(0.0);
+            let s = g.shape_id_of(a);
+            g.broadcast(zero, s)
+        }
+    }
+}
+
+/// `c` summed down to the shape of `a`, undoing numpy broadcasting: leading axes `a` lacks are
+/// summed away, axes where `a` has size 1 are summed and kept.
+pub fn unbroadcast(g: &mut Graph, c: Id, a: Id) -> Id {
+    let target = g.shape(a).to_vec();
+    if g.shape(c) == target.as_slice() {
+        return c;
+    }
+    if target.is_empty() {
+        return g.sum(c, None);
+    }
+    let mut cur = c;
+    while g.shape(cur).len() > target.len() {
+        cur = g.sum(cur, Some(0));
+    }
+    for (k, &t) in target.iter().enumerate() {
+        if t == 1 && g.shape(cur)[k] != 1 {
+            let s = g.sum(cur, Some(k));
+            let mut kept = g.shape(cur).to_vec();
+            kept[k] = 1;
+            let kept = g.shape_id(&kept);
+            cur = g.reshape(s, kept);
+        }
+    }
+    cur
 }
 
 /// `d(b^e)` when both `b` and `e` vary, with derivatives `db` and `de`:

@@ -25,6 +25,8 @@ pub enum EvalErrorKind {
     Overflow,
     /// A NaN appeared (only possible when an input value is NaN or infinite).
     NotANumber,
+    /// A tensor operation reached the scalar interpreter (use the tensor interpreter).
+    Tensor,
 }
 
 /// An evaluation failure, with the subexpression where it happened.
@@ -117,6 +119,18 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
                     });
                 }
                 pow(b, e)
+            }
+            Op::MatMul
+            | Op::Sum(_)
+            | Op::Broadcast(_)
+            | Op::Reshape(_)
+            | Op::Transpose
+            | Op::LogSoftmax
+            | Op::OneHot(_) => {
+                return Err(EvalError {
+                    kind: EvalErrorKind::Tensor,
+                    message: format!("{} is a tensor expression; it needs tensor values", quote(g, id)),
+                });
             }
             Op::Func(f) => {
                 let a = v[args[0]];

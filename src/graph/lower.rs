@@ -14,7 +14,7 @@
 use hashbrown::HashMap;
 
 use super::func::Func;
-use super::node::{Constant, Graph, Id, Op};
+use super::node::{ALL_AXES, Constant, Graph, Id, Op, broadcast_shapes};
 use crate::syntax::{Ast, AstId, AstKind, BinOp, Diagnostic, Span};
 
 /// A user-defined function `f(x, y) = body`. The body is a node over the parameters'
@@ -39,9 +39,13 @@ pub struct Scope<'a> {
     pub derive: Derive,
 }
 
+/// Built-in functions that are not in the function table.
+pub const BUILTINS: &[&str] =
+    &["sqrt", "ln", "pow", "diff", "sum", "mean", "transpose", "logsoftmax", "onehot"];
+
 /// Every built-in name a call may use, for "did you mean" suggestions.
 fn builtin_names() -> impl Iterator<Item = &'static str> {
-    super::func::FUNCS.iter().map(|d| d.name).chain(["sqrt", "ln", "pow", "diff"])
+    super::func::FUNCS.iter().map(|d| d.name).chain(BUILTINS.iter().copied())
 }
 
 impl Scope<'_> {
@@ -102,20 +106,26 @@ impl Scope<'_> {
                 AstKind::Name(name) => self.name(g, name, node.span)?,
                 AstKind::Neg(a) => g.neg(get(&ids, a)),
                 AstKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, ..) => {
-                    self.chain(g, AstId(i as u32), &ids)
+                    self.chain(g, AstId(i as u32), &ids)?
                 }
-                AstKind::Binary(BinOp::Pow, a, b) => g.pow(get(&ids, a), get(&ids, b)),
-                AstKind::Binary(BinOp::MatMul, ..) => {
-                    return Err(self
-                        .err(node.span, "`@` (matrix product) needs tensor operands")
-                        .with_help("formulas over scalars multiply with `*`"));
+                AstKind::Binary(BinOp::Pow, a, b) => {
+                    let (a, b) = (get(&ids, a), get(&ids, b));
+                    self.check(g, Op::Pow, &[a, b], node.span)?;
+                    g.pow(a, b)
+                }
+                AstKind::Binary(BinOp::MatMul, a, b) => {
+                    let (a, b) = (get(&ids, a), get(&ids, b));
+                    self.check(g, Op::MatMul, &[a, b], node.span)?;
+                    g.matmul(a, b)
                 }
                 AstKind::Call { name, name_span, args } => {
                     let vals: Vec<Id> = args.iter().map(|a| get(&ids, a)).collect();
                     self.call(g, name, *name_span, node.span, args, &vals)?
                 }
                 AstKind::List(_) => {
-                    return Err(self.err(node.span, "tensor literals are not allowed in a scalar formula"));
+                    return Err(self
+                        .err(node.span, "a tensor literal can only be given to a name")
+                        .with_help("write `w = [[1], [2]]`, then use `w`"));
                 }
             };
             ids[i] = Some(id);
@@ -125,7 +135,7 @@ impl Scope<'_> {
 
     /// Lowers the chain of `+ -` (or `* /`) whose top is `top`: walk down the left spine
     /// collecting right operands, then build one n-ary node.
-    fn chain(&self, g: &mut Graph, top: AstId, ids: &[Option<Id>]) -> Id {
+    fn chain(&self, g: &mut Graph, top: AstId, ids: &[Option<Id>]) -> Result<Id, Diagnostic> {
         let additive = matches!(self.ast.node(top).kind, AstKind::Binary(BinOp::Add | BinOp::Sub, ..));
         let mut items = Vec::new();
         let mut cur = top;
@@ -149,7 +159,37 @@ impl Scope<'_> {
             }
         }
         items.reverse();
-        if additive { g.add(&items) } else { g.mul(&items) }
+        let op = if additive { Op::Add } else { Op::Mul };
+        self.check(g, op, &items, self.ast.span(top))?;
+        Ok(if additive { g.add(&items) } else { g.mul(&items) })
+    }
+
+    /// Errors, at `span`, if `op` does not accept arguments of these shapes.
+    fn check(&self, g: &Graph, op: Op, args: &[Id], span: Span) -> Result<Vec<usize>, Diagnostic> {
+        let shapes: Vec<&[usize]> = args.iter().map(|a| g.shape(*a)).collect();
+        g.result_shape(op, &shapes).map_err(|e| self.err(span, e.0))
+    }
+
+    /// A whole number from a constant argument, within `range`.
+    fn integer(
+        &self,
+        g: &Graph,
+        arg: Id,
+        at: AstId,
+        what: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<usize, Diagnostic> {
+        match g.as_num(arg) {
+            Some(k) if k.fract() == 0.0 && k >= range.start as f64 && k < range.end as f64 => Ok(k as usize),
+            _ => Err(self.err(
+                self.ast.span(at),
+                format!(
+                    "{what} must be a whole number from {} to {}",
+                    range.start,
+                    range.end.saturating_sub(1)
+                ),
+            )),
+        }
     }
 
     fn name(&self, g: &mut Graph, name: &str, span: Span) -> Result<Id, Diagnostic> {
@@ -195,8 +235,14 @@ impl Scope<'_> {
     ) -> Result<Id, Diagnostic> {
         if let Some(def) = self.functions.get(name) {
             self.arity(name, span, &[def.params.len()], args.len())?;
-            let map: HashMap<Id, Id> =
-                def.params.iter().map(|p| g.var(p)).zip(args.iter().copied()).collect();
+            let params: Vec<Id> = def.params.iter().map(|p| g.var(p)).collect();
+            if args.iter().any(|a| !g.is_scalar(*a)) {
+                let bind: HashMap<Id, Vec<usize>> =
+                    params.iter().zip(args).map(|(&p, &a)| (p, g.shape(a).to_vec())).collect();
+                g.shape_under(def.body, &bind)
+                    .map_err(|e| self.err(span, format!("in `{name}`: {}", e.0)))?;
+            }
+            let map: HashMap<Id, Id> = params.into_iter().zip(args.iter().copied()).collect();
             return Ok(substitute(g, def.body, &map));
         }
         if let Some(f) = Func::from_name(name).or(if name == "ln" { Some(Func::Log) } else { None }) {
@@ -210,10 +256,52 @@ impl Scope<'_> {
             }
             "pow" => {
                 self.arity(name, span, &[2], args.len())?;
+                self.check(g, Op::Pow, args, span)?;
                 Ok(g.pow(args[0], args[1]))
+            }
+            "sum" | "mean" => {
+                self.arity(name, span, &[1, 2], args.len())?;
+                let rank = g.shape(args[0]).len();
+                if args.len() == 2 && rank == 0 {
+                    return Err(self.err(span, format!("a scalar has no axes; write `{name}(x)`")));
+                }
+                let axis = match (args.get(1), arg_asts.get(1)) {
+                    (Some(&k), Some(&at)) => Some(self.integer(g, k, at, "the axis", 0..rank)?),
+                    _ => None,
+                };
+                let total = g.sum(args[0], axis);
+                if name == "sum" {
+                    return Ok(total);
+                }
+                let count: usize = match axis {
+                    Some(k) => g.shape(args[0])[k],
+                    None => g.shape(args[0]).iter().product(),
+                };
+                let inv = g.num(1.0 / count.max(1) as f64);
+                Ok(g.mul(&[inv, total]))
+            }
+            "transpose" => {
+                self.arity(name, span, &[1], args.len())?;
+                self.check(g, Op::Transpose, args, span)?;
+                Ok(g.transpose(args[0]))
+            }
+            "logsoftmax" => {
+                self.arity(name, span, &[1], args.len())?;
+                self.check(g, Op::LogSoftmax, args, span)?;
+                Ok(g.log_softmax(args[0]))
+            }
+            "onehot" => {
+                self.arity(name, span, &[2], args.len())?;
+                let k = self.integer(g, args[1], arg_asts[1], "the number of classes", 1..1 << 24)?;
+                Ok(g.one_hot(args[0], k))
             }
             "diff" => {
                 self.arity(name, span, &[2, 3], args.len())?;
+                if !g.is_scalar(args[0]) {
+                    return Err(self
+                        .err(self.ast.span(arg_asts[0]), "`diff` differentiates scalar expressions")
+                        .with_help("for tensors, use `grad EXPR wrt NAME`"));
+                }
                 let var = args[1];
                 if !matches!(g.op(var), Op::Var(_)) {
                     return Err(self.err(
@@ -253,15 +341,35 @@ fn get(ids: &[Option<Id>], a: &AstId) -> Id {
     ids[a.0 as usize].expect("children are lowered before their parents")
 }
 
-/// Rebuilds `op` over new arguments through the simplifying constructors.
+/// Rebuilds `id`'s operator over new arguments through the simplifying constructors.
 pub fn rebuild(g: &mut Graph, id: Id, args: &[Id]) -> Id {
-    match g.op(id) {
-        Op::Num(_) | Op::Const(_) | Op::Var(_) => id,
+    let op = g.op(id);
+    rebuild_op(g, op, args).unwrap_or(id)
+}
+
+/// Builds `op` over `args` through the simplifying constructors (`None` for leaves). A
+/// broadcast keeps its target unless its argument grew past it (substituting a tensor for a
+/// scalar variable).
+fn rebuild_op(g: &mut Graph, op: Op, args: &[Id]) -> Option<Id> {
+    Some(match op {
+        Op::Num(_) | Op::Const(_) | Op::Var(_) => return None,
         Op::Add => g.add(args),
         Op::Mul => g.mul(args),
         Op::Pow => g.pow(args[0], args[1]),
         Op::Func(f) => g.func(f, args[0]),
-    }
+        Op::MatMul => g.matmul(args[0], args[1]),
+        Op::Sum(axis) => g.sum(args[0], (axis != ALL_AXES).then_some(axis as usize)),
+        Op::Broadcast(s) => {
+            let target =
+                broadcast_shapes(g.shape_of(s), g.shape(args[0])).unwrap_or_else(|_| g.shape_of(s).to_vec());
+            let t = g.shape_id(&target);
+            g.broadcast(args[0], t)
+        }
+        Op::Reshape(s) => g.reshape(args[0], s),
+        Op::Transpose => g.transpose(args[0]),
+        Op::LogSoftmax => g.log_softmax(args[0]),
+        Op::OneHot(k) => g.one_hot(args[0], k as usize),
+    })
 }
 
 /// `root` with every node in `map` replaced by its image (simultaneously), re-simplified.
@@ -323,20 +431,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Copies the expression `root` of graph `from` into `to` (through the simplifying
 /// constructors; variables are matched by name) and returns its id there.
 pub fn import(to: &mut Graph, from: &Graph, root: Id) -> Id {
+    import_with(to, from, root, HashMap::new())
+}
+
+/// [`import`], with the nodes of `from` in `map` replaced by nodes of `to` (applying a
+/// function defined in one graph to values of another).
+pub fn import_with(to: &mut Graph, from: &Graph, root: Id, map: HashMap<Id, Id>) -> Id {
     let order = from.reachable(&[root]);
-    let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
+    let mut new: HashMap<Id, Id> = map;
     let mut args = Vec::new();
     for &id in &order {
+        if new.contains_key(&id) {
+            continue;
+        }
         args.clear();
         args.extend(from.args(id).iter().map(|a| new[a]));
-        let image = match from.op(id) {
+        // Shape ids are per graph: translate them.
+        let op = match from.op(id) {
+            Op::Broadcast(s) => Op::Broadcast(to.shape_id(from.shape_of(s))),
+            Op::Reshape(s) => Op::Reshape(to.shape_id(from.shape_of(s))),
+            other => other,
+        };
+        let image = match op {
             Op::Num(bits) => to.num(f64::from_bits(bits)),
             Op::Const(c) => to.constant(c),
-            Op::Var(_) => to.var(from.var_name(id).unwrap_or("?")),
-            Op::Add => to.add(&args),
-            Op::Mul => to.mul(&args),
-            Op::Pow => to.pow(args[0], args[1]),
-            Op::Func(f) => to.func(f, args[0]),
+            Op::Var(_) => {
+                let name = from.var_name(id).unwrap_or("?");
+                to.var_shaped(name, from.shape(id)).unwrap_or_else(|_| to.var(name))
+            }
+            op => rebuild_op(to, op, &args).unwrap_or(id),
         };
         new.insert(id, image);
     }

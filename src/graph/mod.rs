@@ -13,9 +13,10 @@ pub mod lower;
 pub mod node;
 pub mod print;
 pub mod simplify;
+pub mod tensor;
 
 pub use eval::{EvalError, EvalErrorKind, eval};
 pub use func::Func;
 pub use lower::{FnDef, Scope, substitute};
-pub use node::{Graph, Id, NodeMap, Op};
-pub use print::{Style, print};
+pub use node::{ALL_AXES, Graph, Id, NodeMap, Op, show_shape};
+pub use print::{Style, print, print_named};

@@ -17,6 +17,12 @@
 //! (common subexpressions are shared for free) and equality of canonical expressions is
 //! equality of ids. Nodes are never mutated or removed.
 //!
+//! **Shapes.** Every node has a shape: `[]` for scalars, `[2, 3]` for a 2×3 matrix. It is a
+//! function of the operator and the arguments' shapes (numpy broadcasting for elementwise
+//! operators), computed once when the node is interned; shapes are interned too, so a node
+//! carries only a small [`ShapeId`]. Callers that build from user input check shapes first
+//! (`lower.rs`, the model builder); inside the library, nodes are built shape-correct.
+//!
 //! Nothing in this module recurses: deep expressions are long vectors, not deep call stacks.
 
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -77,8 +83,34 @@ pub enum Op {
     Mul,
     /// `base ^ exponent`.
     Pow,
-    /// A unary function from the function table.
+    /// A unary function from the function table (elementwise on tensors).
     Func(Func),
+    /// Matrix product of two 2-D tensors: `[m, k] @ [k, n]` is `[m, n]`.
+    MatMul,
+    /// Sum over one axis (removing it), or over all axes when the axis is [`ALL_AXES`].
+    Sum(u8),
+    /// Broadcast to the given shape (numpy rules).
+    Broadcast(ShapeId),
+    /// The same elements in another shape.
+    Reshape(ShapeId),
+    /// Transpose of a 2-D tensor.
+    Transpose,
+    /// `log(softmax(x))` over the last axis, computed stably.
+    LogSoftmax,
+    /// Integer labels to one-hot rows of the given width (no gradient).
+    OneHot(u32),
+}
+
+/// `Op::Sum(ALL_AXES)` sums every element.
+pub const ALL_AXES: u8 = u8::MAX;
+
+/// Index of an interned shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShapeId(pub(crate) u32);
+
+impl ShapeId {
+    /// The scalar shape `[]`.
+    pub const SCALAR: ShapeId = ShapeId(0);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,10 +118,11 @@ struct Node {
     op: Op,
     start: u32,
     len: u32,
+    shape: ShapeId,
 }
 
-/// The arena. See the module doc for its two invariants.
-#[derive(Clone, Default)]
+/// The arena. See the module doc for its invariants.
+#[derive(Clone)]
 pub struct Graph {
     nodes: Vec<Node>,
     /// All argument lists, concatenated; a node's arguments are `args[start..start+len]`.
@@ -98,9 +131,70 @@ pub struct Graph {
     /// stored with the key's hash so that growing the table never rehashes a key.
     memo: HashTable<(u64, Id)>,
     hasher: DefaultHashBuilder,
-    /// Variable names, indexed by `Op::Var`.
-    vars: Vec<String>,
+    /// Variable names and shapes, indexed by `Op::Var`.
+    vars: Vec<(String, ShapeId)>,
     var_ids: hashbrown::HashMap<String, Id>,
+    /// Interned shapes; `shapes[0]` is the scalar shape.
+    shapes: Vec<Box<[usize]>>,
+    shape_ids: hashbrown::HashMap<Box<[usize]>, ShapeId>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph({} nodes)", self.nodes.len())
+    }
+}
+
+impl Default for Graph {
+    fn default() -> Graph {
+        let scalar: Box<[usize]> = Box::new([]);
+        Graph {
+            nodes: Vec::new(),
+            args: Vec::new(),
+            memo: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            vars: Vec::new(),
+            var_ids: hashbrown::HashMap::new(),
+            shapes: vec![scalar.clone()],
+            shape_ids: [(scalar, ShapeId::SCALAR)].into_iter().collect(),
+        }
+    }
+}
+
+/// Why two shapes do not combine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeError(pub String);
+
+/// `2x3`, or `scalar` for `[]`.
+pub fn show_shape(shape: &[usize]) -> String {
+    if shape.is_empty() {
+        "scalar".to_owned()
+    } else {
+        shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+    }
+}
+
+/// The numpy broadcast of two shapes, if they are compatible.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeError> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(ShapeError(format!(
+                    "shapes {} and {} do not broadcast together",
+                    show_shape(a),
+                    show_shape(b)
+                )));
+            }
+        };
+    }
+    Ok(out)
 }
 
 /// Most nodes a graph may hold: ids are `u32` and a few bits stay free.
@@ -132,10 +226,41 @@ impl Graph {
         self.as_num(id) == Some(value)
     }
 
+    /// The shape of node `id`.
+    pub fn shape(&self, id: Id) -> &[usize] {
+        &self.shapes[self.nodes[id.index()].shape.0 as usize]
+    }
+
+    /// The interned id of the shape of node `id`.
+    pub fn shape_id_of(&self, id: Id) -> ShapeId {
+        self.nodes[id.index()].shape
+    }
+
+    /// Whether node `id` is a scalar.
+    pub fn is_scalar(&self, id: Id) -> bool {
+        self.nodes[id.index()].shape == ShapeId::SCALAR
+    }
+
+    /// The shape behind an interned id.
+    pub fn shape_of(&self, s: ShapeId) -> &[usize] {
+        &self.shapes[s.0 as usize]
+    }
+
+    /// Interns `shape`.
+    pub fn shape_id(&mut self, shape: &[usize]) -> ShapeId {
+        if let Some(&s) = self.shape_ids.get(shape) {
+            return s;
+        }
+        let s = ShapeId(self.shapes.len() as u32);
+        self.shapes.push(shape.into());
+        self.shape_ids.insert(shape.into(), s);
+        s
+    }
+
     /// The name of variable node `id`, if it is one.
     pub fn var_name(&self, id: Id) -> Option<&str> {
         match self.op(id) {
-            Op::Var(v) => Some(&self.vars[v as usize]),
+            Op::Var(v) => Some(&self.vars[v as usize].0),
             _ => None,
         }
     }
@@ -145,13 +270,33 @@ impl Graph {
         self.var_ids.get(name).copied()
     }
 
-    /// The variable node `name` (created on first use).
+    /// The variable node `name` (created as a scalar on first use).
     pub fn var(&mut self, name: &str) -> Id {
         if let Some(&id) = self.var_ids.get(name) {
             return id;
         }
+        self.new_var(name, ShapeId::SCALAR)
+    }
+
+    /// The variable node `name` with shape `shape`; an error if `name` already has another.
+    pub fn var_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Id, ShapeError> {
+        let s = self.shape_id(shape);
+        if let Some(&id) = self.var_ids.get(name) {
+            if self.shape_id_of(id) != s {
+                return Err(ShapeError(format!(
+                    "`{name}` is {} here but was {} before",
+                    show_shape(shape),
+                    show_shape(self.shape(id))
+                )));
+            }
+            return Ok(id);
+        }
+        Ok(self.new_var(name, s))
+    }
+
+    fn new_var(&mut self, name: &str, shape: ShapeId) -> Id {
         let index = self.vars.len() as u32;
-        self.vars.push(name.to_owned());
+        self.vars.push((name.to_owned(), shape));
         let id = self.intern(Op::Var(index), &[]);
         self.var_ids.insert(name.to_owned(), id);
         id
@@ -184,10 +329,129 @@ impl Graph {
         assert!(nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
         debug_assert!(args.iter().all(|a| a.index() < nodes.len()), "children before parents");
         let id = Id(nodes.len() as u32);
-        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32 });
+        let shape = self.infer_shape(op, args);
+        let Graph { nodes, args: all_args, memo, .. } = self;
+        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape });
         all_args.extend_from_slice(args);
         memo.insert_unique(hash, (hash, id), |&(h, _)| h);
         id
+    }
+
+    /// The shape of a new node: a function of its operator and its arguments' shapes.
+    /// Arguments are assumed compatible (see the module doc); an incompatible combination
+    /// is a bug in the caller, caught here in debug builds.
+    fn infer_shape(&mut self, op: Op, args: &[Id]) -> ShapeId {
+        match op {
+            Op::Num(_) | Op::Const(_) => return ShapeId::SCALAR,
+            Op::Var(v) => return self.vars[v as usize].1,
+            Op::Func(_) | Op::LogSoftmax => return self.shape_id_of(args[0]),
+            Op::Broadcast(s) | Op::Reshape(s) => return s,
+            _ if args.iter().all(|a| self.is_scalar(*a)) && matches!(op, Op::Add | Op::Mul | Op::Pow) => {
+                return ShapeId::SCALAR;
+            }
+            _ => {}
+        }
+        let shapes: Vec<&[usize]> = args.iter().map(|&a| self.shape(a)).collect();
+        let shape = self.result_shape(op, &shapes);
+        debug_assert!(shape.is_ok(), "{op:?}: {shape:?}");
+        let shape = shape.unwrap_or_default();
+        self.shape_id(&shape)
+    }
+
+    /// The shape `op` gives to arguments of shapes `args`, or why they do not fit. Builders
+    /// of user input call this first, and report the error where the user wrote the operator.
+    pub fn result_shape(&self, op: Op, args: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
+        let fail = |m: String| Err(ShapeError(m));
+        match op {
+            Op::Num(_) | Op::Const(_) => Ok(Vec::new()),
+            Op::Var(v) => Ok(self.shape_of(self.vars[v as usize].1).to_vec()),
+            Op::Func(_) => Ok(args[0].to_vec()),
+            Op::Add | Op::Mul | Op::Pow => {
+                let mut out: Vec<usize> = Vec::new();
+                for a in args {
+                    out = broadcast_shapes(&out, a)?;
+                }
+                Ok(out)
+            }
+            Op::MatMul => match (args[0], args[1]) {
+                ([m, k], [k2, n]) if k == k2 => Ok(vec![*m, *n]),
+                (a, b) => fail(format!(
+                    "`@` needs an m×k and a k×n matrix; here {} @ {}",
+                    show_shape(a),
+                    show_shape(b)
+                )),
+            },
+            Op::Sum(axis) => {
+                let mut s = args[0].to_vec();
+                if axis == ALL_AXES {
+                    return Ok(Vec::new());
+                }
+                if axis as usize >= s.len() {
+                    return fail(format!("axis {axis} does not exist in a {} tensor", show_shape(args[0])));
+                }
+                s.remove(axis as usize);
+                Ok(s)
+            }
+            Op::Broadcast(t) => {
+                let t = self.shape_of(t);
+                match broadcast_shapes(args[0], t) {
+                    Ok(b) if b == t => Ok(b),
+                    _ => fail(format!("{} does not broadcast to {}", show_shape(args[0]), show_shape(t))),
+                }
+            }
+            Op::Reshape(t) => {
+                let t = self.shape_of(t);
+                if t.iter().product::<usize>() == args[0].iter().product::<usize>() {
+                    Ok(t.to_vec())
+                } else {
+                    fail(format!("cannot reshape {} into {}", show_shape(args[0]), show_shape(t)))
+                }
+            }
+            Op::Transpose => match args[0] {
+                [m, n] => Ok(vec![*n, *m]),
+                [] => fail("transpose needs a matrix, not a scalar".to_owned()),
+                a => fail(format!("transpose needs a matrix, not a {} tensor", show_shape(a))),
+            },
+            Op::LogSoftmax => {
+                if args[0].is_empty() {
+                    fail("logsoftmax needs a vector or a matrix, not a scalar".to_owned())
+                } else {
+                    Ok(args[0].to_vec())
+                }
+            }
+            Op::OneHot(k) => {
+                let mut s = args[0].to_vec();
+                s.push(k as usize);
+                Ok(s)
+            }
+        }
+    }
+
+    /// The shape `root` would have if every variable in `bind` had the given shape instead
+    /// (checking every operator on the way): used before substituting tensors into a
+    /// function defined over scalars.
+    pub fn shape_under(
+        &self,
+        root: Id,
+        bind: &hashbrown::HashMap<Id, Vec<usize>>,
+    ) -> Result<Vec<usize>, ShapeError> {
+        let order = self.reachable(&[root]);
+        let mut shapes: NodeMap<Vec<usize>> = NodeMap::new(&order, Vec::new());
+        for &id in &order {
+            let s = match bind.get(&id) {
+                Some(s) => s.clone(),
+                None if self.args(id).is_empty() => self.shape(id).to_vec(),
+                None => {
+                    let args: Vec<&[usize]> =
+                        self.args(id).iter().map(|a| shapes.get(*a).as_slice()).collect();
+                    let args: Vec<Vec<usize>> = args.into_iter().map(|a| a.to_vec()).collect();
+                    let refs: Vec<&[usize]> = args.iter().map(|a| a.as_slice()).collect();
+                    self.result_shape(self.op(id), &refs)?
+                }
+            };
+            shapes.set(id, s);
+        }
+        Ok(shapes.get(root).clone())
     }
 
     /// The nodes reachable from `roots`, in increasing id order (a topological order).

@@ -55,6 +55,17 @@ pub fn print(g: &Graph, root: Id, style: Style) -> String {
     Printer::new(g, &[root], style).render(root)
 }
 
+/// Prints `root` with the nodes in `names` (other than `root` itself) written as those names:
+/// equations over named intermediates, as `symdiff show` prints a model.
+pub fn print_named(g: &Graph, root: Id, style: Style, names: &HashMap<Id, String>) -> String {
+    let mut p = Printer::new(g, &[root], style);
+    p.names = names.clone();
+    p.bound.clear();
+    let mut out = String::new();
+    p.emit(root, &mut out);
+    out
+}
+
 /// A formatted number: integers exactly, long decimals as small fractions when exact.
 pub fn format_number(x: f64) -> String {
     match fraction(x, false) {
@@ -84,6 +95,11 @@ fn fraction(x: f64, unit: bool) -> Option<(i64, i64)> {
         let s = format!("{x:e}");
         s.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count() > 6
     };
+    if unit && (1.0 / x).fract() == 0.0 && (1.0 / x).abs() <= 1e9 && 1.0 / (1.0 / x) == x {
+        // A unit fraction: coefficients print `x/32`, not `0.03125*x`.
+        let q = (1.0 / x).abs() as i64;
+        return Some((x.signum() as i64, q));
+    }
     for q in 2..=16i64 {
         let p = (x * q as f64).round();
         let r = p / q as f64;
@@ -129,12 +145,11 @@ impl<'g> Printer<'g> {
                     (d, _) if d == f64::NEG_INFINITY => f64::NEG_INFINITY,
                     _ => 0.0,
                 },
-                Op::Func(_) => {
-                    if degree[&args[0]] == f64::NEG_INFINITY {
-                        f64::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
+                Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => degree[&args[0]],
+                // A matrix product is a product: `x @ w + b` keeps its written order.
+                Op::MatMul => args.iter().map(|a| degree[a]).filter(|d: &f64| d.is_finite()).sum(),
+                Op::Func(_) | Op::Sum(_) | Op::LogSoftmax | Op::OneHot(_) => {
+                    if args.iter().all(|a| degree[a] == f64::NEG_INFINITY) { f64::NEG_INFINITY } else { 0.0 }
                 }
             };
             degree.insert(id, d);
@@ -181,6 +196,7 @@ impl<'g> Printer<'g> {
 
     /// Numerical sign of how a node prints: `-x`, `-2*y`, `-3` are negative.
     fn negative(&self, id: Id) -> bool {
+        let id = self.see(id);
         match self.g.op(id) {
             Op::Num(_) => self.g.as_num(id).is_some_and(|x| x < 0.0),
             Op::Mul => self.g.as_num(self.g.args(id)[0]).is_some_and(|x| x < 0.0),
@@ -188,12 +204,28 @@ impl<'g> Printer<'g> {
         }
     }
 
+    /// A broadcast prints as what it broadcasts.
+    fn see(&self, mut id: Id) -> Id {
+        while matches!(self.g.op(id), Op::Broadcast(_)) && !self.names.contains_key(&id) {
+            id = self.g.args(id)[0];
+        }
+        id
+    }
+
     fn class(&self, id: Id, neg: bool) -> Class {
+        let id = self.see(id);
         if self.names.contains_key(&id) {
             return Class::Atom;
         }
         let g = self.g;
         match g.op(id) {
+            Op::MatMul => Class::Product,
+            Op::Sum(_)
+            | Op::Reshape(_)
+            | Op::Transpose
+            | Op::LogSoftmax
+            | Op::OneHot(_)
+            | Op::Broadcast(_) => Class::Atom,
             Op::Num(_) => {
                 let x = g.as_num(id).unwrap_or(0.0);
                 let x = if neg { -x } else { x };
@@ -260,7 +292,66 @@ impl<'g> Printer<'g> {
 
     fn expand(&self, id: Id, neg: bool, pieces: &mut Vec<Item>) {
         let g = self.g;
+        let latex = self.latex();
+        let call = |pieces: &mut Vec<Item>, name: &'static str, arg: Id, extra: Option<String>| {
+            if latex {
+                pieces.push(Item::Own(format!("\\operatorname{{{name}}}\\left(")));
+            } else {
+                pieces.push(Item::Str(name));
+                pieces.push(Item::Str("("));
+            }
+            pieces.push(Item::Node(arg, false));
+            if let Some(e) = extra {
+                pieces.push(Item::Own(format!(", {e}")));
+            }
+            pieces.push(Item::Str(if latex { "\\right)" } else { ")" }));
+        };
         match g.op(id) {
+            Op::Broadcast(_) => {
+                let inner = g.args(id)[0];
+                self.expand(inner, neg, pieces);
+            }
+            Op::MatMul => {
+                if neg {
+                    pieces.push(Item::Str("-"));
+                }
+                let [a, b] = [g.args(id)[0], g.args(id)[1]];
+                self.group(pieces, a, false, self.class(a, false) < Class::Product);
+                pieces.push(Item::Str(if latex { " \\mathbin{@} " } else { " @ " }));
+                self.group(pieces, b, false, self.class(b, false) <= Class::Product);
+            }
+            Op::Sum(axis) => {
+                if neg {
+                    pieces.push(Item::Str("-"));
+                }
+                let extra = (axis != super::node::ALL_AXES).then(|| axis.to_string());
+                call(pieces, "sum", g.args(id)[0], extra);
+            }
+            Op::Reshape(s) => {
+                if neg {
+                    pieces.push(Item::Str("-"));
+                }
+                call(pieces, "reshape", g.args(id)[0], Some(super::node::show_shape(g.shape_of(s))));
+            }
+            Op::Transpose => {
+                if neg {
+                    pieces.push(Item::Str("-"));
+                }
+                if latex {
+                    let a = g.args(id)[0];
+                    self.group(pieces, a, false, self.class(a, false) != Class::Atom);
+                    pieces.push(Item::Str("^{\\top}"));
+                } else {
+                    call(pieces, "transpose", g.args(id)[0], None);
+                }
+            }
+            Op::LogSoftmax => {
+                if neg {
+                    pieces.push(Item::Str("-"));
+                }
+                call(pieces, "logsoftmax", g.args(id)[0], None);
+            }
+            Op::OneHot(k) => call(pieces, "onehot", g.args(id)[0], Some(k.to_string())),
             Op::Num(_) => {
                 let x = g.as_num(id).unwrap_or(0.0);
                 let x = if neg { -x } else { x };

@@ -26,7 +26,7 @@
 use smallvec::SmallVec;
 
 use super::func::Func;
-use super::node::{Constant, Graph, Id, Op};
+use super::node::{ALL_AXES, Constant, Graph, Id, Op, ShapeId, broadcast_shapes};
 
 /// One simplification identity, with an example checked by the tests.
 pub struct Rule {
@@ -131,13 +131,52 @@ impl Graph {
         }
     }
 
+    /// The broadcast shape of `ids` (scalar when all are scalars).
+    fn broadcast_of(&mut self, ids: &[Id]) -> ShapeId {
+        if ids.iter().all(|&a| self.is_scalar(a)) {
+            return ShapeId::SCALAR;
+        }
+        let mut out: Vec<usize> = Vec::new();
+        for &a in ids {
+            out = broadcast_shapes(&out, self.shape(a)).unwrap_or(out);
+        }
+        self.shape_id(&out)
+    }
+
+    /// `r` with shape `shape`: simplification can turn `x*0` (a tensor) into the scalar `0`,
+    /// which must still have `x`'s shape.
+    fn fit(&mut self, r: Id, shape: ShapeId) -> Id {
+        if self.shape_id_of(r) == shape { r } else { self.broadcast(r, shape) }
+    }
+
     /// `terms[0] + terms[1] + ...` in canonical form.
     pub fn add(&mut self, terms: &[Id]) -> Id {
+        let shape = self.broadcast_of(terms);
+        let r = self.add_elementwise(terms);
+        self.fit(r, shape)
+    }
+
+    /// `factors[0] * factors[1] * ...` in canonical form.
+    pub fn mul(&mut self, factors: &[Id]) -> Id {
+        let shape = self.broadcast_of(factors);
+        let r = self.mul_elementwise(factors);
+        self.fit(r, shape)
+    }
+
+    /// `base ^ exp` in canonical form.
+    pub fn pow(&mut self, base: Id, exp: Id) -> Id {
+        let shape = self.broadcast_of(&[base, exp]);
+        let r = self.pow_elementwise(base, exp);
+        self.fit(r, shape)
+    }
+
+    fn add_elementwise(&mut self, terms: &[Id]) -> Id {
         // add-flatten, add-fold: split numbers from the rest, one level of nested sums.
         let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
         let mut rest: SmallVec<[Term; 8]> = SmallVec::new();
         let push = |g: &Graph, t: Id, numbers: &mut SmallVec<[f64; 4]>, rest: &mut SmallVec<[Term; 8]>| {
-            if let Some(x) = g.as_num(t) {
+            // A broadcast number is a number here: `add` restores the sum's shape at the end.
+            if let Some(x) = g.as_num(t).or_else(|| g.broadcast_num(t)) {
                 numbers.push(x);
             } else if g.op(t) == Op::Mul {
                 let (coef, skip) = match g.as_num(g.args(t)[0]) {
@@ -211,8 +250,7 @@ impl Graph {
         }
     }
 
-    /// `factors[0] * factors[1] * ...` in canonical form.
-    pub fn mul(&mut self, factors: &[Id]) -> Id {
+    fn mul_elementwise(&mut self, factors: &[Id]) -> Id {
         // mul-flatten, mul-fold, mul-zero.
         let mut coef = 1.0;
         let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
@@ -220,6 +258,14 @@ impl Graph {
         let mut powers: SmallVec<[(Id, Option<Id>, Id); 8]> = SmallVec::new();
         let mut stack: SmallVec<[Id; 8]> = factors.iter().rev().copied().collect();
         while let Some(f) = stack.pop() {
+            if let Some(x) = self.broadcast_num(f) {
+                // A broadcast number is a number here: `mul` restores the shape at the end.
+                if x == 0.0 {
+                    return self.num(0.0);
+                }
+                numbers.push(x);
+                continue;
+            }
             match self.op(f) {
                 Op::Num(bits) => {
                     let x = f64::from_bits(bits);
@@ -292,8 +338,7 @@ impl Graph {
         }
     }
 
-    /// `base ^ exp` in canonical form.
-    pub fn pow(&mut self, base: Id, exp: Id) -> Id {
+    fn pow_elementwise(&mut self, base: Id, exp: Id) -> Id {
         let (b, e) = (self.as_num(base), self.as_num(exp));
         match (b, e) {
             (_, Some(0.0)) => return self.num(1.0),                  // pow-zero
@@ -351,6 +396,134 @@ impl Graph {
             _ => {}
         }
         self.intern(Op::Func(f), &[arg])
+    }
+
+    /// `a` broadcast to `shape` (numpy rules; the caller checked they are compatible).
+    pub fn broadcast(&mut self, a: Id, shape: ShapeId) -> Id {
+        if self.shape_id_of(a) == shape {
+            return a;
+        }
+        let inner = if matches!(self.op(a), Op::Broadcast(_)) { self.args(a)[0] } else { a };
+        self.intern(Op::Broadcast(shape), &[inner])
+    }
+
+    /// `a` with the same elements in shape `shape` (the caller checked the sizes agree).
+    pub fn reshape(&mut self, a: Id, shape: ShapeId) -> Id {
+        if self.shape_id_of(a) == shape {
+            return a;
+        }
+        if self.is_num(a, 0.0)
+            || matches!(self.op(a), Op::Broadcast(_)) && self.as_num(self.args(a)[0]).is_some()
+        {
+            // A constant tensor stays a broadcast number.
+            let n = if self.as_num(a).is_some() { a } else { self.args(a)[0] };
+            return self.broadcast(n, shape);
+        }
+        let inner = if matches!(self.op(a), Op::Reshape(_)) { self.args(a)[0] } else { a };
+        if self.shape_id_of(inner) == shape {
+            return inner;
+        }
+        self.intern(Op::Reshape(shape), &[inner])
+    }
+
+    /// The matrix product of two 2-D tensors (the caller checked the inner sizes agree).
+    pub fn matmul(&mut self, a: Id, b: Id) -> Id {
+        if self.is_zero(a) || self.is_zero(b) {
+            let (m, n) = (self.shape(a)[0], self.shape(b)[1]);
+            let zero = self.num(0.0);
+            let s = self.shape_id(&[m, n]);
+            return self.broadcast(zero, s);
+        }
+        self.intern(Op::MatMul, &[a, b])
+    }
+
+    /// The number a `Broadcast(Num)` node spreads, if `a` is one.
+    pub fn broadcast_num(&self, a: Id) -> Option<f64> {
+        match self.op(a) {
+            Op::Broadcast(_) => self.as_num(self.args(a)[0]),
+            _ => None,
+        }
+    }
+
+    /// Whether `a` is `0` or a broadcast `0`.
+    pub fn is_zero(&self, a: Id) -> bool {
+        self.is_num(a, 0.0) || matches!(self.op(a), Op::Broadcast(_)) && self.is_num(self.args(a)[0], 0.0)
+    }
+
+    /// Sum over `axis` (removing it), or over everything with `None`.
+    pub fn sum(&mut self, a: Id, axis: Option<usize>) -> Id {
+        if self.is_scalar(a) {
+            return a;
+        }
+        let op = Op::Sum(axis.map_or(ALL_AXES, |k| k as u8));
+        if self.is_zero(a) {
+            let zero = self.num(0.0);
+            let shape = {
+                let mut s = self.shape(a).to_vec();
+                match axis {
+                    Some(k) => {
+                        s.remove(k);
+                    }
+                    None => s.clear(),
+                }
+                self.shape_id(&s)
+            };
+            return self.broadcast(zero, shape);
+        }
+        if self.op(a) == Op::Mul
+            && let Some(c) = self.as_num(self.args(a)[0]).or_else(|| self.broadcast_num(self.args(a)[0]))
+        {
+            // sum-coef: sum(c*x) is c*sum(x).
+            let rest: SmallVec<[Id; 8]> = self.args(a)[1..].iter().copied().collect();
+            let shape = self.shape_id_of(a);
+            let x = self.mul(&rest);
+            let x = self.fit(x, shape);
+            let s = self.sum(x, axis);
+            let c = self.num(c);
+            return self.mul(&[c, s]);
+        }
+        if let (Op::OneHot(_), Some(k)) = (self.op(a), axis)
+            && k + 1 == self.shape(a).len()
+        {
+            // onehot-rowsum: every one-hot row sums to 1.
+            let one = self.num(1.0);
+            let s: Vec<usize> = self.shape(a)[..k].to_vec();
+            let s = self.shape_id(&s);
+            return self.broadcast(one, s);
+        }
+        self.intern(op, &[a])
+    }
+
+    /// The transpose of a 2-D tensor (`transpose(transpose(x))` is `x`).
+    pub fn transpose(&mut self, a: Id) -> Id {
+        if self.shape(a).len() < 2 {
+            return a;
+        }
+        if self.op(a) == Op::Transpose {
+            return self.args(a)[0];
+        }
+        if self.is_zero(a) {
+            let s: Vec<usize> = self.shape(a).iter().rev().copied().collect();
+            let s = self.shape_id(&s);
+            let zero = self.num(0.0);
+            return self.broadcast(zero, s);
+        }
+        self.intern(Op::Transpose, &[a])
+    }
+
+    /// `log(softmax(a))` over the last axis.
+    pub fn log_softmax(&mut self, a: Id) -> Id {
+        self.intern(Op::LogSoftmax, &[a])
+    }
+
+    /// One-hot rows of width `classes` for the integer labels `a`.
+    pub fn one_hot(&mut self, a: Id, classes: usize) -> Id {
+        self.intern(Op::OneHot(classes as u32), &[a])
+    }
+
+    /// The number node `x` (a shorthand for tests and builders).
+    pub fn num_id(&mut self, x: f64) -> Id {
+        self.num(x)
     }
 
     pub fn neg(&mut self, a: Id) -> Id {

@@ -96,6 +96,14 @@ pub fn emit(
                 }
                 call(f, &t(args[0]), lang)
             }
+            // Callers check that exported functions are scalar.
+            Op::MatMul
+            | Op::Sum(_)
+            | Op::Broadcast(_)
+            | Op::Reshape(_)
+            | Op::Transpose
+            | Op::LogSoftmax
+            | Op::OneHot(_) => "0.0 /* tensor operation: not exportable */".to_owned(),
         };
         body.push(format!("    {decl} {} = {rhs};", t(id)));
     }

@@ -72,6 +72,9 @@ pub enum JitError {
     /// An output depends on a variable that is not among the inputs.
     #[error("`{0}` is not one of the function's inputs")]
     NotAnInput(String),
+    /// A tensor operation in a function compiled for scalars.
+    #[error("`{0}` is a tensor operation; scalar functions are compiled from scalar expressions")]
+    Tensor(String),
     /// Too many inputs or outputs for one function.
     #[error("too many values for one compiled function ({0}); the limit is {MAX_ARRAY}")]
     TooLarge(usize),
@@ -666,6 +669,15 @@ fn lower_chunk(
             Op::Func(f) => {
                 let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
                 em.func(f, x)?
+            }
+            Op::MatMul
+            | Op::Sum(_)
+            | Op::Broadcast(_)
+            | Op::Reshape(_)
+            | Op::Transpose
+            | Op::LogSoftmax
+            | Op::OneHot(_) => {
+                return Err(JitError::Tensor(crate::graph::print(g, id, crate::graph::Style::Text)));
             }
         };
         if plan.spilled(p) {
