@@ -24,8 +24,12 @@ mod diff;
 mod expr;
 mod graph;
 mod jit;
+#[doc(hidden)]
+pub mod model;
 mod session;
 mod syntax;
+#[doc(hidden)]
+pub mod train;
 
 pub use compiled::{
     Compiled, CompiledGradient, compile, compile_gradient, compile_gradient_with, compile_hessian,

@@ -3,10 +3,12 @@
 //! Exit codes: 0 success, 1 a symdiff error (bad formula, evaluation failure, bad values),
 //! 2 a usage error (clap). Errors go to stderr; results to stdout.
 
+mod model;
 mod repl;
 
 use std::process::ExitCode;
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -73,17 +75,81 @@ enum Command {
         #[arg(long, default_value = "f")]
         name: String,
     },
-    /// Print the value of a formula at a point.
+    /// Print the value of a formula at a point; or, with --weights, a model's test accuracy.
     Eval {
-        /// The formula ('-' reads it from stdin).
+        /// The formula ('-' reads it from stdin), or a model file with --weights.
         #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4 (every variable needs a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
-        /// Print JSON: {"value":...}.
+        /// Weights of the model (a .safetensors file from `train --save`).
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Train a model file (the data set is fetched on first use).
+    Train {
+        /// The model file, e.g. examples/mnist.model.
+        file: PathBuf,
+        /// Override the file's epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// One JSON object per epoch and a final one with the test accuracy.
+        #[arg(long)]
+        json: bool,
+        /// Save the trained weights (safetensors).
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
+        /// Draw loss and accuracy per epoch into an SVG file.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+    },
+    /// Print a model's forward equations and the backward equations reverse mode derived.
+    Show {
+        /// The model file.
+        file: PathBuf,
+        /// Print the training graph as Graphviz DOT instead.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Classify the images of an IDX file with a trained model.
+    Predict {
+        /// The model file.
+        file: PathBuf,
+        /// The trained weights.
+        #[arg(long, value_name = "FILE", required = true)]
+        weights: PathBuf,
+        /// Images (IDX, raw or gzip).
+        images: PathBuf,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage data sets.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Download and verify a data set (`mnist`) into the cache, or into --dir.
+    Fetch {
+        /// The data set.
+        name: String,
+        /// Where to put it (default: the per-user cache).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -122,7 +188,23 @@ pub fn main() -> ExitCode {
         Some(Command::Diff { expr, wrt, at, format, json }) => diff(&expr, &wrt, &at, format, json),
         Some(Command::Grad { expr, at, json, interp, timings }) => grad(&expr, &at, json, interp, timings),
         Some(Command::Export { expr, lang, name }) => export(&expr, lang, &name),
-        Some(Command::Eval { expr, at, json }) => eval(&expr, &at, json),
+        Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
+            return finish(model::evaluate(Path::new(&expr), &w, data.as_deref(), json));
+        }
+        Some(Command::Eval { expr, at, json, .. }) => eval(&expr, &at, json),
+        Some(Command::Train { file, epochs, data, json, save, plot }) => {
+            return finish(
+                model::train(model::TrainArgs { file, epochs, data, json, save, plot })
+                    .map(|()| String::new()),
+            );
+        }
+        Some(Command::Predict { file, weights, images, json }) => {
+            return finish(model::predict(&file, &weights, &images, json));
+        }
+        Some(Command::Show { file, dot }) => return finish(model::show(&file, dot)),
+        Some(Command::Data { action: DataAction::Fetch { name, dir } }) => {
+            return finish(model::fetch(&name, dir.as_deref()));
+        }
     };
     match result {
         Ok(out) => {
@@ -131,6 +213,22 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             eprint!("{}", render(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a model command's result or failure, and the exit code.
+fn finish(r: Result<String, model::Failure>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(model::Failure(message)) => {
+            eprint!("{message}");
             ExitCode::FAILURE
         }
     }

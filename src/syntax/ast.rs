@@ -114,3 +114,49 @@ pub struct Line {
     pub at: Vec<Binding>,
     pub span: Span,
 }
+
+/// A value in a model file: after `=` in an option, or inside `leaky_relu(0.2)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Num(f64),
+    Word(String),
+    Dims(Vec<usize>),
+}
+
+/// A value with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// One word of a model line after its head: `128`, `relu`, `28x28`, `lr=0.001`,
+/// `leaky_relu(0.2)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Value(Spanned<Value>),
+    Option { name: Name, value: Spanned<Value> },
+    Call { name: Name, args: Vec<Spanned<Value>>, span: Span },
+}
+
+impl Item {
+    /// Where the item was written.
+    pub fn span(&self) -> Span {
+        match self {
+            Item::Value(v) => v.span,
+            Item::Option { name, value } => Span::new(name.span.start, value.span.end),
+            Item::Call { span, .. } => *span,
+        }
+    }
+}
+
+/// One line of a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelLine {
+    /// `dense 128 relu l2=0.001`, `leaky_relu(0.2)`, `optimizer adam lr=0.001`.
+    Statement { head: Name, args: Vec<Spanned<Value>>, items: Vec<Item>, span: Span },
+    /// `activation swish(x) = x * sigmoid(x)`.
+    Define { head: Name, name: Name, params: Vec<Spanned<Value>>, body: AstId, span: Span },
+    /// `loss = mean(...)`, `regularizer = 0.001 * sum(dense_1_kernel^2)`.
+    Formula { head: Name, body: AstId, span: Span },
+}

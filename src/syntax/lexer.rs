@@ -33,6 +33,9 @@ pub enum Tok {
     #[regex(r"d/d[A-Za-z_][A-Za-z0-9_]*", deriv_first)]
     #[regex(r"d\^[0-9]+/d[A-Za-z_][A-Za-z0-9_]*\^[0-9]+", deriv_order)]
     Deriv((String, u32)),
+    /// `28x28`, `3x32x32`: sizes in a model file.
+    #[regex(r"[0-9]+(x[0-9]+)+", dims)]
+    Dims(Vec<usize>),
     #[token("let")]
     Let,
     #[token("grad")]
@@ -72,6 +75,10 @@ pub enum Tok {
     Newline,
 }
 
+fn dims(lex: &mut logos::Lexer<Tok>) -> Option<Vec<usize>> {
+    lex.slice().split('x').map(|d| d.parse().ok()).collect()
+}
+
 fn deriv_first(lex: &mut logos::Lexer<Tok>) -> (String, u32) {
     (lex.slice()[3..].to_owned(), 1)
 }
@@ -93,6 +100,9 @@ impl std::fmt::Display for Tok {
             Tok::Ident(s) => write!(f, "name `{s}`"),
             Tok::Deriv((v, 1)) => write!(f, "`d/d{v}`"),
             Tok::Deriv((v, n)) => write!(f, "`d^{n}/d{v}^{n}`"),
+            Tok::Dims(d) => {
+                write!(f, "size `{}`", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x"))
+            }
             Tok::Newline => f.write_str("end of line"),
             other => write!(f, "`{}`", other.text()),
         }
@@ -121,7 +131,7 @@ impl Tok {
             Tok::Comma => ",",
             Tok::Eq => "=",
             Tok::Newline => "\\n",
-            Tok::Num(_) | Tok::Ident(_) | Tok::Deriv(_) => "",
+            Tok::Num(_) | Tok::Ident(_) | Tok::Deriv(_) | Tok::Dims(_) => "",
         }
     }
 }

@@ -12,8 +12,8 @@ pub mod lexer;
 
 use lalrpop_util::ParseError;
 
-pub use ast::{Ast, AstId, AstKind, BinOp, Binding, Line, Name, Stmt};
-pub use diagnostic::{Diagnostic, Span};
+pub use ast::{Ast, AstId, AstKind, BinOp, Binding, Item, Line, ModelLine, Name, Spanned, Stmt, Value};
+pub use diagnostic::{Diagnostic, Span, line_col};
 use lexer::{LexError, Tok};
 
 lalrpop_util::lalrpop_mod!(
@@ -40,6 +40,15 @@ pub fn parse_line(src: &str) -> Result<(Ast, Line), Diagnostic> {
         .parse(&mut ast, lexer::tokens(src, false))
         .map_err(|e| diagnose(src, e))?;
     Ok((ast, line))
+}
+
+/// Parses a model file (newlines are statement separators; `#` starts a comment).
+pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
+    let mut ast = Ast::default();
+    let lines = grammar::ModelParser::new()
+        .parse(&mut ast, lexer::tokens(src, true))
+        .map_err(|e| diagnose(src, e))?;
+    Ok((ast, lines))
 }
 
 /// Parses `x = 4, y = 2`.
@@ -128,6 +137,7 @@ fn expected_words(expected: &[String]) -> String {
                 "name" => "a name".to_owned(),
                 "newline" => "end of line".to_owned(),
                 "d/dx" => "`d/dx`".to_owned(),
+                "size" => "a size like `28x28`".to_owned(),
                 other => format!("`{other}`"),
             }
         })

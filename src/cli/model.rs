@@ -1,0 +1,214 @@
+//! Model commands: `train`, model `eval`, `predict`, `show` and `data fetch`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+use symdiff::model::ModelSpec;
+use symdiff::train::data::{self, Mnist};
+use symdiff::train::trainer::{Dataset, Trainer};
+use symdiff::train::{EpochStats, plot, weights};
+
+/// A failed command: the message to print (already rendered).
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(format!("error: {e}\n"))
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// Reads and validates a model file.
+pub fn load_spec(path: &Path) -> Result<ModelSpec> {
+    let text =
+        std::fs::read(path).map_err(|e| Failure(format!("error: cannot read {}: {e}\n", path.display())))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        Failure(format!(
+            "error: {}: not UTF-8 text (at byte {})\n",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    ModelSpec::parse(&text, &path.display().to_string()).map_err(|d| Failure(d.render()))
+}
+
+fn load_data(dir: Option<&Path>) -> Result<Mnist> {
+    let dir = data::resolve_mnist(dir, &mut |m| eprintln!("{m}"))?;
+    Ok(data::load_mnist(&dir)?)
+}
+
+fn train_set(m: &Mnist) -> Dataset<'_> {
+    Dataset { images: &m.train_images, labels: &m.train_labels, sample: vec![m.rows, m.cols] }
+}
+
+fn test_set(m: &Mnist) -> Dataset<'_> {
+    Dataset { images: &m.test_images, labels: &m.test_labels, sample: vec![m.rows, m.cols] }
+}
+
+/// Options of `symdiff train`.
+pub struct TrainArgs {
+    pub file: PathBuf,
+    pub epochs: Option<usize>,
+    pub data: Option<PathBuf>,
+    pub json: bool,
+    pub save: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let mut spec = load_spec(&args.file)?;
+    if let Some(e) = args.epochs {
+        if e == 0 {
+            return Err(Failure("error: --epochs must be at least 1\n".into()));
+        }
+        spec.train.epochs = e;
+    }
+    let mnist = load_data(args.data.as_deref())?;
+    let (train, test) = (train_set(&mnist), test_set(&mnist));
+    let epochs = spec.train.epochs;
+    let params = spec.parameter_count();
+    let mut trainer = Trainer::new(spec)?;
+    if !args.json {
+        eprintln!(
+            "training {} ({params} parameters) on {} samples, validating on {}",
+            args.file.display(),
+            train.len(),
+            test.len()
+        );
+    }
+    let bar = !args.json && std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut history: Vec<EpochStats> = Vec::new();
+    for epoch in 1..=epochs {
+        let t = Instant::now();
+        let pb = bar.then(|| {
+            let pb = indicatif::ProgressBar::new(train.len().div_ceil(trainer.spec.train.batch) as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} {pos}/{len} [{bar:30}] {elapsed} - ETA {eta} - {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(format!("Epoch {epoch}/{epochs}"));
+            pb
+        });
+        let (loss, accuracy) = trainer.train_epoch(&train, epoch, &mut |p| {
+            if let Some(pb) = &pb
+                && (p.step % 25 == 0 || p.step == p.steps)
+            {
+                pb.set_position(p.step as u64);
+                pb.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.loss, p.accuracy));
+            }
+        })?;
+        let (val_loss, val_accuracy) = trainer.evaluate(&test)?;
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let stats = EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds };
+        if args.json {
+            println!(
+                "{}",
+                json!({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+                       "val_accuracy": val_accuracy, "seconds": seconds})
+            );
+        } else {
+            println!(
+                "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4} - val_loss: {val_loss:.4} - val_accuracy: {val_accuracy:.4}"
+            );
+        }
+        history.push(stats);
+    }
+    let fit = start.elapsed().as_secs_f64();
+    let (test_loss, test_accuracy) = trainer.evaluate(&test)?;
+    if args.json {
+        println!("{}", json!({"test_loss": test_loss, "test_accuracy": test_accuracy, "fit_seconds": fit}));
+    } else {
+        println!("test: loss {test_loss:.4} - accuracy {test_accuracy:.4} ({fit:.1}s for {epochs} epochs)");
+    }
+    if let Some(path) = &args.save {
+        let meta = [("model".to_owned(), args.file.display().to_string())].into_iter().collect();
+        weights::save(path, &trainer.named_tensors(), meta)?;
+        if !args.json {
+            eprintln!("saved weights to {}", path.display());
+        }
+    }
+    if let Some(path) = &args.plot {
+        plot::plot(path, &history)
+            .map_err(|e| Failure(format!("error: cannot draw {}: {e}\n", path.display())))?;
+        if !args.json {
+            eprintln!("drew training curves in {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn trainer_with_weights(file: &Path, weights_path: &Path) -> Result<Trainer> {
+    let spec = load_spec(file)?;
+    let mut trainer = Trainer::new(spec)?;
+    let layout = trainer.tensor_layout();
+    let tensors = weights::load(weights_path, &layout)?;
+    trainer.set_tensors(tensors);
+    Ok(trainer)
+}
+
+/// `symdiff eval FILE.model --weights W`: test loss and accuracy.
+pub fn evaluate(file: &Path, weights_path: &Path, data_dir: Option<&Path>, json_out: bool) -> Result<String> {
+    let mut trainer = trainer_with_weights(file, weights_path)?;
+    let mnist = load_data(data_dir)?;
+    let (loss, accuracy) = trainer.evaluate(&test_set(&mnist))?;
+    Ok(if json_out {
+        json!({"test_loss": loss, "test_accuracy": accuracy}).to_string()
+    } else {
+        format!("test: loss {loss:.4} - accuracy {accuracy:.4}")
+    })
+}
+
+/// `symdiff predict FILE.model --weights W IMAGES.idx`: one class per image.
+pub fn predict(file: &Path, weights_path: &Path, images: &Path, json_out: bool) -> Result<String> {
+    let mut trainer = trainer_with_weights(file, weights_path)?;
+    let idx = data::read_idx(images)?;
+    let sample = &trainer.spec.input;
+    if idx.dims.len() != sample.len() + 1 || idx.dims[1..] != sample[..] {
+        return Err(Failure(format!(
+            "error: {}: images are {:?}, the model takes N×{}\n",
+            images.display(),
+            idx.dims,
+            sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+        )));
+    }
+    let labels = vec![0u8; idx.dims[0]];
+    let set = Dataset { images: &idx.data, labels: &labels, sample: sample.clone() };
+    let classes = trainer.predict(&set)?;
+    Ok(if json_out {
+        json!(classes).to_string()
+    } else {
+        classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n")
+    })
+}
+
+/// `symdiff data fetch mnist [--dir DIR]`.
+pub fn fetch(dataset: &str, dir: Option<&Path>) -> Result<String> {
+    if dataset != "mnist" {
+        return Err(Failure(format!("error: unknown data set `{dataset}`; symdiff knows `mnist`\n")));
+    }
+    let target = match dir {
+        Some(d) => d.to_path_buf(),
+        None => data::default_cache_dir().ok_or_else(|| {
+            Failure("error: no cache directory (set HOME or XDG_CACHE_HOME), or pass --dir DIR\n".into())
+        })?,
+    };
+    let path = data::fetch_mnist(&target, &mut |m| eprintln!("{m}"))?;
+    Ok(format!("MNIST is in {}", path.display()))
+}
+
+/// `symdiff show FILE.model [--dot]`.
+pub fn show(file: &Path, dot: bool) -> Result<String> {
+    let spec = load_spec(file)?;
+    let text = if dot { symdiff::model::show::dot(&spec) } else { symdiff::model::show::equations(&spec) };
+    text.map(|t| t.trim_end().to_owned()).map_err(|d| Failure(d.render()))
+}

@@ -1,0 +1,828 @@
+//! Stage 5: the model language. A model file says what to train and how:
+//!
+//! ```text
+//! data      mnist                 # the data set
+//! input     28x28                 # one sample's shape
+//! flatten
+//! dense     128 relu              # units, activation, options (l2=0.001)
+//! dropout   0.2
+//! dense     10
+//! loss      softmax_cross_entropy
+//! optimizer adam lr=0.001
+//! train     epochs=5 batch=32 seed=1
+//! ```
+//!
+//! This module owns the meaning of every line ([`ModelSpec::parse`], with positioned errors
+//! and "did you mean" for misspelt names) and the lowering of a spec to a graph
+//! (`build.rs`): layers, losses and user-defined activations all become ordinary nodes of
+//! the one expression graph, so reverse mode differentiates them like any formula.
+//!
+//! **Architecture Invariant:** every option the file can say is validated here, with the
+//! line it came from; nothing downstream re-parses text or falls back to a silent default.
+
+pub mod build;
+pub mod show;
+#[cfg(test)]
+mod tests;
+
+use hashbrown::HashMap;
+
+use crate::graph::lower::suggest;
+use crate::graph::{FnDef, Graph, Scope};
+use crate::syntax::{self, Ast, Diagnostic, Item, ModelLine, Name, Span, Spanned, Value};
+
+/// An elementwise activation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` for `x > 0`, `alpha*x` otherwise.
+    LeakyRelu(f64),
+    /// `x` for `x > 0`, `alpha*(exp(x) - 1)` otherwise.
+    Elu(f64),
+    /// The logistic function.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `log(1 + exp(x))`.
+    Softplus,
+    /// A formula defined in the file with `activation name(x) = ...`.
+    Custom(String),
+}
+
+impl Activation {
+    /// How the activation is written in a model file.
+    pub fn name(&self) -> String {
+        match self {
+            Activation::Relu => "relu".into(),
+            Activation::LeakyRelu(a) => format!("leaky_relu({a})"),
+            Activation::Elu(a) => format!("elu({a})"),
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::Tanh => "tanh".into(),
+            Activation::Softplus => "softplus".into(),
+            Activation::Custom(n) => n.clone(),
+        }
+    }
+}
+
+/// A layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// Merge all axes but the batch axis.
+    Flatten,
+    /// `x @ kernel + bias`, then the activation; `l2` adds `l2 * sum(kernel^2)` to the loss.
+    Dense { units: usize, activation: Option<Activation>, l2: f64 },
+    /// An activation on its own.
+    Activation(Activation),
+    /// Zero each unit with probability `rate` in training (scaling the rest by `1/(1-rate)`).
+    Dropout { rate: f64 },
+    /// Batch normalisation over the batch axis (Keras' defaults: momentum 0.99, epsilon 1e-3).
+    BatchNorm { momentum: f64, epsilon: f64 },
+}
+
+/// The loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loss {
+    /// Mean over the batch of `-log softmax(logits)[label]` (integer labels, logits in).
+    SoftmaxCrossEntropy,
+    /// Mean over the batch and the classes of `(logits - onehot(label))^2`.
+    Mse,
+    /// A formula over `logits`, `labels` and the parameters (`loss = ...`).
+    Formula(syntax::AstId),
+}
+
+/// The optimizer, with Keras' defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Optimizer {
+    /// Stochastic gradient descent, with optional (heavy-ball) momentum.
+    Sgd { lr: f64, momentum: f64, nesterov: bool },
+    /// Adam (Kingma and Ba), in Keras' form.
+    Adam { lr: f64, beta1: f64, beta2: f64, epsilon: f64 },
+}
+
+/// The `train` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// A parsed, validated model file.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The file's name, for messages.
+    pub origin: String,
+    /// The file's text (formulas in it are lowered from here).
+    pub source: String,
+    /// The data set (`mnist`).
+    pub data: String,
+    /// One sample's shape.
+    pub input: Vec<usize>,
+    /// Number of classes of the data set.
+    pub classes: usize,
+    pub layers: Vec<Layer>,
+    pub loss: Loss,
+    /// Extra loss terms written as formulas (`regularizer = ...`).
+    pub regularizers: Vec<syntax::AstId>,
+    pub optimizer: Optimizer,
+    pub train: TrainSettings,
+    /// User-defined activations: the body over one scalar parameter, in `activations`.
+    pub activation_defs: HashMap<String, FnDef>,
+    /// The graph holding the activation definitions.
+    pub activations: Graph,
+    /// The syntax tree of every formula in the file.
+    pub ast: Ast,
+}
+
+const LAYERS: &[&str] =
+    &["flatten", "dense", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "dropout", "batchnorm"];
+const SETTINGS: &[&str] = &["data", "input", "loss", "optimizer", "train", "activation", "regularizer"];
+const BUILTIN_ACTIVATIONS: &[&str] = &["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"];
+
+/// Largest number of parameters (and optimizer state) a model may ask for, in bytes, before
+/// anything is allocated: a model that needs more is refused with the size it would need.
+pub fn memory_budget() -> u64 {
+    // Half of the machine's available memory, when the system says; else 8 GiB.
+    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    avail.map_or(8 << 30, |b| b / 2)
+}
+
+/// What a data set provides: sample shape and number of classes.
+fn data_shape(name: &str) -> Option<(Vec<usize>, usize)> {
+    match name {
+        "mnist" => Some((vec![28, 28], 10)),
+        _ => None,
+    }
+}
+
+struct Ctx<'a> {
+    src: &'a str,
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.src, span, message).with_origin(self.origin)
+    }
+
+    fn unknown(&self, what: &str, name: &Name, candidates: &[&str]) -> Diagnostic {
+        let mut d = self.err(name.span, format!("unknown {what} `{}`", name.text));
+        if let Some(s) = suggest(&name.text, candidates.iter().map(|c| c.to_string())) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        } else {
+            d = d.with_help(format!("expected one of: {}", candidates.join(", ")));
+        }
+        d
+    }
+
+    fn number(&self, v: &Spanned<Value>, what: &str) -> Result<f64, Diagnostic> {
+        match &v.value {
+            Value::Num(x) => Ok(*x),
+            _ => Err(self.err(v.span, format!("{what} must be a number"))),
+        }
+    }
+
+    /// A number in `lo..=hi` (or `lo..hi` when `open_hi`).
+    fn ranged(
+        &self,
+        v: &Spanned<Value>,
+        what: &str,
+        lo: f64,
+        hi: f64,
+        open_hi: bool,
+    ) -> Result<f64, Diagnostic> {
+        let x = self.number(v, what)?;
+        let ok = x >= lo && if open_hi { x < hi } else { x <= hi };
+        if ok {
+            Ok(x)
+        } else {
+            let bracket = if open_hi { ")" } else { "]" };
+            Err(self.err(v.span, format!("{what} must be in [{lo}, {hi}{bracket}, not {x}")))
+        }
+    }
+
+    fn positive(&self, v: &Spanned<Value>, what: &str) -> Result<f64, Diagnostic> {
+        let x = self.number(v, what)?;
+        if x > 0.0 && x.is_finite() {
+            Ok(x)
+        } else {
+            Err(self.err(v.span, format!("{what} must be positive, not {x}")))
+        }
+    }
+
+    fn count(&self, v: &Spanned<Value>, what: &str, max: u64) -> Result<usize, Diagnostic> {
+        let x = self.number(v, what)?;
+        if x.fract() == 0.0 && x >= 1.0 && x <= max as f64 {
+            Ok(x as usize)
+        } else {
+            Err(self.err(v.span, format!("{what} must be a whole number from 1 to {max}, not {x}")))
+        }
+    }
+}
+
+/// Options of one line: `name=value` pairs, each allowed once, each checked against the
+/// line's list of known options.
+struct Options<'a> {
+    found: Vec<(&'a Name, &'a Spanned<Value>)>,
+}
+
+impl<'a> Options<'a> {
+    fn take(
+        cx: &Ctx<'_>,
+        items: &'a [Item],
+        allowed: &[&str],
+        line: &str,
+    ) -> Result<(Options<'a>, Vec<&'a Item>), Diagnostic> {
+        let mut found: Vec<(&Name, &Spanned<Value>)> = Vec::new();
+        let mut rest = Vec::new();
+        for item in items {
+            match item {
+                Item::Option { name, value } => {
+                    if !allowed.contains(&name.text.as_str()) {
+                        let mut d = cx.err(name.span, format!("`{line}` has no option `{}`", name.text));
+                        d = match suggest(&name.text, allowed.iter().map(|a| a.to_string())) {
+                            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                            None if allowed.is_empty() => d.with_help(format!("`{line}` takes no options")),
+                            None => d.with_help(format!("options of `{line}`: {}", allowed.join(", "))),
+                        };
+                        return Err(d);
+                    }
+                    if found.iter().any(|(n, _)| n.text == name.text) {
+                        return Err(cx.err(name.span, format!("option `{}` is given twice", name.text)));
+                    }
+                    found.push((name, value));
+                }
+                other => rest.push(other),
+            }
+        }
+        Ok((Options { found }, rest))
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Spanned<Value>> {
+        self.found.iter().find(|(n, _)| n.text == name).map(|(_, v)| *v)
+    }
+}
+
+/// A file-level setting seen once, with where.
+struct Once<T> {
+    value: Option<(T, Span)>,
+}
+
+impl<T> Once<T> {
+    fn set(&mut self, cx: &Ctx<'_>, what: &str, value: T, span: Span) -> Result<(), Diagnostic> {
+        if let Some((_, first)) = &self.value {
+            let (line, _) = crate::syntax::line_col(cx.src, first.start);
+            return Err(cx.err(span, format!("`{what}` is given twice (first on line {line})")));
+        }
+        self.value = Some((value, span));
+        Ok(())
+    }
+}
+
+impl ModelSpec {
+    /// Parses and validates a model file. `origin` names it in messages.
+    pub fn parse(src: &str, origin: &str) -> Result<ModelSpec, Diagnostic> {
+        let cx = Ctx { src, origin };
+        let (ast, lines) = syntax::parse_model(src).map_err(|d| d.with_origin(origin))?;
+        let mut data = Once { value: None };
+        let mut input = Once { value: None };
+        let mut loss = Once { value: None };
+        let mut optimizer = Once { value: None };
+        let mut train = Once { value: None };
+        let mut layers: Vec<(Layer, Span)> = Vec::new();
+        let mut regularizers = Vec::new();
+        let mut activations = Graph::new();
+        let mut activation_defs: HashMap<String, FnDef> = HashMap::new();
+        let mut activation_spans: HashMap<String, Span> = HashMap::new();
+        for line in &lines {
+            match line {
+                ModelLine::Define { head, name, params, body, span } => {
+                    if head.text != "activation" {
+                        return Err(cx
+                            .err(
+                                head.span,
+                                format!("only activations are defined with `(x) = ...`, not `{}`", head.text),
+                            )
+                            .with_help("write `activation swish(x) = x * sigmoid(x)`"));
+                    }
+                    if BUILTIN_ACTIVATIONS.contains(&name.text.as_str())
+                        || LAYERS.contains(&name.text.as_str())
+                    {
+                        return Err(
+                            cx.err(name.span, format!("`{}` is built in and cannot be redefined", name.text))
+                        );
+                    }
+                    if activation_defs.contains_key(&name.text) {
+                        return Err(cx.err(name.span, format!("activation `{}` is defined twice", name.text)));
+                    }
+                    let param = match params.as_slice() {
+                        [Spanned { value: Value::Word(p), .. }] => p.clone(),
+                        _ => {
+                            return Err(cx
+                                .err(*span, "an activation takes exactly one parameter")
+                                .with_help(format!("write `activation {}(x) = ...`", name.text)));
+                        }
+                    };
+                    let functions = HashMap::new();
+                    let scope = Scope { src, ast: &ast, functions: &functions, derive: crate::expr::derive };
+                    let id = scope.lower(&mut activations, *body).map_err(|d| d.with_origin(origin))?;
+                    let vars = crate::expr::variables(&activations, &[id]);
+                    if let Some(v) = vars.iter().find(|v| **v != param) {
+                        return Err(cx.err(
+                            ast.span(*body),
+                            format!("the activation uses `{v}`, which is not its parameter `{param}`"),
+                        ));
+                    }
+                    activation_defs.insert(name.text.clone(), FnDef { params: vec![param], body: id });
+                    activation_spans.insert(name.text.clone(), name.span);
+                }
+                ModelLine::Formula { head, body, span } => match head.text.as_str() {
+                    "regularizer" => regularizers.push(*body),
+                    "loss" => loss.set(&cx, "loss", Loss::Formula(*body), *span)?,
+                    _ => {
+                        return Err(cx
+                            .err(head.span, format!("`{} = ...` is not a model line", head.text))
+                            .with_help(
+                                "formulas are given as `regularizer = ...` or `activation name(x) = ...`",
+                            ));
+                    }
+                },
+                ModelLine::Statement { head, args, items, span } => {
+                    let word = head.text.as_str();
+                    if !args.is_empty() && !matches!(word, "leaky_relu" | "elu") {
+                        return Err(cx.err(*span, format!("`{word}` takes no arguments in parentheses")));
+                    }
+                    match word {
+                        "data" => {
+                            let (_, rest) = Options::take(&cx, items, &[], word)?;
+                            let name = match rest.as_slice() {
+                                [Item::Value(Spanned { value: Value::Word(w), span })] => (w.clone(), *span),
+                                _ => {
+                                    return Err(cx.err(
+                                        *span,
+                                        "`data` takes the name of a data set, as in `data mnist`",
+                                    ));
+                                }
+                            };
+                            if data_shape(&name.0).is_none() {
+                                let n = Name { text: name.0.clone(), span: name.1 };
+                                return Err(cx.unknown("data set", &n, &["mnist"]));
+                            }
+                            data.set(&cx, "data", name.0, *span)?;
+                        }
+                        "input" => {
+                            let (_, rest) = Options::take(&cx, items, &[], word)?;
+                            let shape = match rest.as_slice() {
+                                [Item::Value(Spanned { value: Value::Dims(d), .. })] => d.clone(),
+                                [Item::Value(Spanned { value: Value::Num(n), span: s })] => {
+                                    vec![cx.count(
+                                        &Spanned { value: Value::Num(*n), span: *s },
+                                        "the input size",
+                                        1 << 24,
+                                    )?]
+                                }
+                                _ => return Err(cx.err(*span, "`input` takes a shape, as in `input 28x28`")),
+                            };
+                            if shape.contains(&0) {
+                                return Err(cx.err(*span, "input sizes must be positive"));
+                            }
+                            input.set(&cx, "input", shape, *span)?;
+                        }
+                        "loss" => {
+                            let (_, rest) = Options::take(&cx, items, &[], word)?;
+                            let l = match rest.as_slice() {
+                                [Item::Value(Spanned { value: Value::Word(w), span: s })] => match w.as_str()
+                                {
+                                    "softmax_cross_entropy" | "sparse_categorical_crossentropy" => {
+                                        Loss::SoftmaxCrossEntropy
+                                    }
+                                    "mse" => Loss::Mse,
+                                    _ => {
+                                        let n = Name { text: w.clone(), span: *s };
+                                        return Err(cx.unknown(
+                                            "loss",
+                                            &n,
+                                            &["softmax_cross_entropy", "mse"],
+                                        ));
+                                    }
+                                },
+                                _ => {
+                                    return Err(cx.err(
+                                        *span,
+                                        "`loss` takes one name, as in `loss softmax_cross_entropy`",
+                                    ));
+                                }
+                            };
+                            loss.set(&cx, "loss", l, *span)?;
+                        }
+                        "optimizer" => {
+                            let (kind, items) = match items.split_first() {
+                                Some((Item::Value(Spanned { value: Value::Word(w), span: s }), rest)) => {
+                                    (Name { text: w.clone(), span: *s }, rest)
+                                }
+                                _ => {
+                                    return Err(cx.err(
+                                        *span,
+                                        "`optimizer` takes a name first, as in `optimizer adam lr=0.001`",
+                                    ));
+                                }
+                            };
+                            let opt = match kind.text.as_str() {
+                                "adam" => {
+                                    let (o, rest) = Options::take(
+                                        &cx,
+                                        items,
+                                        &["lr", "beta1", "beta2", "epsilon"],
+                                        "optimizer adam",
+                                    )?;
+                                    if let Some(extra) = rest.first() {
+                                        return Err(cx.err(
+                                            extra.span(),
+                                            "unexpected; options are written `name=value`",
+                                        ));
+                                    }
+                                    Optimizer::Adam {
+                                        lr: o
+                                            .get("lr")
+                                            .map(|v| cx.positive(v, "lr"))
+                                            .transpose()?
+                                            .unwrap_or(0.001),
+                                        beta1: o
+                                            .get("beta1")
+                                            .map(|v| cx.ranged(v, "beta1", 0.0, 1.0, true))
+                                            .transpose()?
+                                            .unwrap_or(0.9),
+                                        beta2: o
+                                            .get("beta2")
+                                            .map(|v| cx.ranged(v, "beta2", 0.0, 1.0, true))
+                                            .transpose()?
+                                            .unwrap_or(0.999),
+                                        epsilon: o
+                                            .get("epsilon")
+                                            .map(|v| cx.positive(v, "epsilon"))
+                                            .transpose()?
+                                            .unwrap_or(1e-7),
+                                    }
+                                }
+                                "sgd" => {
+                                    let (o, rest) = Options::take(
+                                        &cx,
+                                        items,
+                                        &["lr", "momentum", "nesterov"],
+                                        "optimizer sgd",
+                                    )?;
+                                    if let Some(extra) = rest.first() {
+                                        return Err(cx.err(
+                                            extra.span(),
+                                            "unexpected; options are written `name=value`",
+                                        ));
+                                    }
+                                    let nesterov = match o.get("nesterov") {
+                                        None => false,
+                                        Some(Spanned { value: Value::Word(w), span: s }) => {
+                                            match w.as_str() {
+                                                "true" => true,
+                                                "false" => false,
+                                                _ => return Err(cx.err(*s, "nesterov is `true` or `false`")),
+                                            }
+                                        }
+                                        Some(v) => {
+                                            return Err(cx.err(v.span, "nesterov is `true` or `false`"));
+                                        }
+                                    };
+                                    Optimizer::Sgd {
+                                        lr: o
+                                            .get("lr")
+                                            .map(|v| cx.positive(v, "lr"))
+                                            .transpose()?
+                                            .unwrap_or(0.01),
+                                        momentum: o
+                                            .get("momentum")
+                                            .map(|v| cx.ranged(v, "momentum", 0.0, 1.0, true))
+                                            .transpose()?
+                                            .unwrap_or(0.0),
+                                        nesterov,
+                                    }
+                                }
+                                _ => return Err(cx.unknown("optimizer", &kind, &["adam", "sgd"])),
+                            };
+                            optimizer.set(&cx, "optimizer", opt, *span)?;
+                        }
+                        "train" => {
+                            let (o, rest) = Options::take(&cx, items, &["epochs", "batch", "seed"], word)?;
+                            if let Some(extra) = rest.first() {
+                                return Err(cx.err(
+                                    extra.span(),
+                                    "unexpected; options are written `name=value`, as in `epochs=5`",
+                                ));
+                            }
+                            let t = TrainSettings {
+                                epochs: o
+                                    .get("epochs")
+                                    .map(|v| cx.count(v, "epochs", 100_000))
+                                    .transpose()?
+                                    .unwrap_or(5),
+                                batch: o
+                                    .get("batch")
+                                    .map(|v| cx.count(v, "batch", 1 << 20))
+                                    .transpose()?
+                                    .unwrap_or(32),
+                                seed: o
+                                    .get("seed")
+                                    .map(|v| cx.count(v, "seed", u32::MAX as u64))
+                                    .transpose()?
+                                    .map_or(1, |s| s as u64),
+                            };
+                            train.set(&cx, "train", t, *span)?;
+                        }
+                        _ => {
+                            let layer = layer(&cx, head, args, items, &activation_defs)?;
+                            layers.push((layer, *span));
+                        }
+                    }
+                }
+            }
+        }
+        let end = Span::new(src.len(), src.len());
+        let need = |what: &str, example: &str| {
+            cx.err(end, format!("the model has no `{what}` line")).with_help(format!("add `{example}`"))
+        };
+        let (data, _) = data.value.ok_or_else(|| need("data", "data mnist"))?;
+        let (data_sample, classes) = data_shape(&data).unwrap_or((Vec::new(), 0));
+        let (input, input_span) = input.value.ok_or_else(|| need("input", "input 28x28"))?;
+        if input != data_sample {
+            return Err(cx.err(
+                input_span,
+                format!(
+                    "`{data}` samples are {}, not {}",
+                    crate::graph::show_shape(&data_sample),
+                    crate::graph::show_shape(&input)
+                ),
+            ));
+        }
+        let (loss, _) = loss.value.ok_or_else(|| need("loss", "loss softmax_cross_entropy"))?;
+        let (optimizer, _) = optimizer.value.ok_or_else(|| need("optimizer", "optimizer adam lr=0.001"))?;
+        let train = train.value.map(|t| t.0).unwrap_or(TrainSettings { epochs: 5, batch: 32, seed: 1 });
+        let spec = ModelSpec {
+            origin: origin.to_owned(),
+            source: src.to_owned(),
+            data,
+            input,
+            classes,
+            layers: layers.iter().map(|(l, _)| l.clone()).collect(),
+            loss,
+            regularizers,
+            optimizer,
+            train,
+            activation_defs,
+            activations,
+            ast,
+        };
+        spec.check_shapes(&cx, &layers, input_span)?;
+        // Formulas (a loss, regularizers) are checked by building the graph once: names,
+        // shapes and scalar-ness are all checked there, with positions.
+        build::build(&spec, spec.train.batch, false)?;
+        Ok(spec)
+    }
+
+    /// Follows the shape through the layers: flat input for dense layers, the last layer
+    /// as wide as the number of classes, and the memory the parameters need.
+    fn check_shapes(
+        &self,
+        cx: &Ctx<'_>,
+        layers: &[(Layer, Span)],
+        input_span: Span,
+    ) -> Result<(), Diagnostic> {
+        let mut shape = self.input.clone();
+        let mut params: u64 = 0;
+        let mut last = input_span;
+        for (layer, span) in layers {
+            match layer {
+                Layer::Flatten => shape = vec![shape.iter().product()],
+                Layer::Dense { units, .. } => {
+                    if shape.len() != 1 {
+                        return Err(cx
+                            .err(
+                                *span,
+                                format!(
+                                    "`dense` needs a flat input, but it gets {}",
+                                    crate::graph::show_shape(&shape)
+                                ),
+                            )
+                            .with_help("add `flatten` before it"));
+                    }
+                    params = params.saturating_add((shape[0] as u64 + 1).saturating_mul(*units as u64));
+                    shape = vec![*units];
+                }
+                Layer::BatchNorm { .. } => {
+                    params = params.saturating_add(4 * shape.iter().product::<usize>() as u64)
+                }
+                Layer::Activation(_) | Layer::Dropout { .. } => {}
+            }
+            last = *span;
+        }
+        if shape != [self.classes] {
+            return Err(cx
+                .err(
+                    last,
+                    format!(
+                        "the model ends with {} values per sample, but `{}` has {} classes",
+                        crate::graph::show_shape(&shape),
+                        self.data,
+                        self.classes
+                    ),
+                )
+                .with_help(format!("end with `dense {}`", self.classes)));
+        }
+        // Parameters, gradients and two optimizer moments, in f32 (and activations per
+        // batch, which are small next to them for any model that fits).
+        let bytes = params.saturating_mul(4 * 4);
+        let budget = memory_budget();
+        if bytes > budget {
+            return Err(cx.err(
+                last,
+                format!(
+                    "this model has {params} parameters and would need {:.1} GiB for them, their gradients and the optimizer; {:.1} GiB is available",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    budget as f64 / (1u64 << 30) as f64
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        let mut width: usize = self.input.iter().product();
+        let mut n = 0;
+        for l in &self.layers {
+            match l {
+                Layer::Dense { units, .. } => {
+                    n += (width + 1) * units;
+                    width = *units;
+                }
+                Layer::BatchNorm { .. } => n += 2 * width,
+                _ => {}
+            }
+        }
+        n
+    }
+}
+
+/// One layer line.
+fn layer(
+    cx: &Ctx<'_>,
+    head: &Name,
+    args: &[Spanned<Value>],
+    items: &[Item],
+    defs: &HashMap<String, FnDef>,
+) -> Result<Layer, Diagnostic> {
+    let word = head.text.as_str();
+    let no_extra = |rest: &[&Item]| match rest.first() {
+        Some(extra) => Err(cx.err(extra.span(), format!("unexpected in a `{word}` line"))),
+        None => Ok(()),
+    };
+    Ok(match word {
+        "flatten" => {
+            let (_, rest) = Options::take(cx, items, &[], word)?;
+            no_extra(&rest)?;
+            Layer::Flatten
+        }
+        "dense" => {
+            let (o, rest) = Options::take(cx, items, &["l2", "activation"], word)?;
+            let units = match rest.first() {
+                Some(Item::Value(v @ Spanned { value: Value::Num(_), .. })) => {
+                    cx.count(v, "the number of units", 1 << 24)?
+                }
+                _ => return Err(cx.err(head.span, "`dense` needs a number of units, as in `dense 128 relu`")),
+            };
+            let mut activation = None;
+            for item in &rest[1..] {
+                if activation.is_some() {
+                    return Err(cx.err(item.span(), "a dense layer has one activation"));
+                }
+                activation = Some(activation_item(cx, item, defs)?);
+            }
+            if let Some(v) = o.get("activation") {
+                if activation.is_some() {
+                    return Err(cx.err(v.span, "the activation is given twice"));
+                }
+                activation = Some(activation_item(cx, &Item::Value(v.clone()), defs)?);
+            }
+            let l2 = o.get("l2").map(|v| cx.ranged(v, "l2", 0.0, 1e6, false)).transpose()?.unwrap_or(0.0);
+            Layer::Dense { units, activation, l2 }
+        }
+        "dropout" => {
+            let (o, rest) = Options::take(cx, items, &["rate"], word)?;
+            let rate = match (rest.as_slice(), o.get("rate")) {
+                ([Item::Value(v)], None) | ([], Some(v)) => {
+                    cx.ranged(v, "the dropout rate", 0.0, 1.0, true)?
+                }
+                _ => return Err(cx.err(head.span, "`dropout` takes a rate, as in `dropout 0.2`")),
+            };
+            Layer::Dropout { rate }
+        }
+        "batchnorm" => {
+            let (o, rest) = Options::take(cx, items, &["momentum", "epsilon"], word)?;
+            no_extra(&rest)?;
+            Layer::BatchNorm {
+                momentum: o
+                    .get("momentum")
+                    .map(|v| cx.ranged(v, "momentum", 0.0, 1.0, true))
+                    .transpose()?
+                    .unwrap_or(0.99),
+                epsilon: o.get("epsilon").map(|v| cx.positive(v, "epsilon")).transpose()?.unwrap_or(1e-3),
+            }
+        }
+        "relu" | "sigmoid" | "tanh" | "softplus" | "leaky_relu" | "elu" => {
+            let (o, rest) = Options::take(
+                cx,
+                items,
+                if word == "leaky_relu" || word == "elu" { &["alpha"] } else { &[] },
+                word,
+            )?;
+            no_extra(&rest)?;
+            let alpha = match (args, o.get("alpha")) {
+                ([v], None) | ([], Some(v)) => Some(cx.number(v, "alpha")?),
+                ([], None) => None,
+                _ => return Err(cx.err(head.span, "give alpha once")),
+            };
+            Layer::Activation(builtin_activation(cx, head, alpha)?)
+        }
+        _ if defs.contains_key(word) => {
+            let (_, rest) = Options::take(cx, items, &[], word)?;
+            no_extra(&rest)?;
+            Layer::Activation(Activation::Custom(word.to_owned()))
+        }
+        _ => {
+            let names: Vec<&str> =
+                LAYERS.iter().chain(SETTINGS).copied().chain(defs.keys().map(String::as_str)).collect();
+            return Err(cx.unknown("layer", head, &names));
+        }
+    })
+}
+
+fn builtin_activation(cx: &Ctx<'_>, name: &Name, alpha: Option<f64>) -> Result<Activation, Diagnostic> {
+    let no_alpha = || match alpha {
+        Some(_) => Err(cx.err(name.span, format!("`{}` takes no alpha", name.text))),
+        None => Ok(()),
+    };
+    Ok(match name.text.as_str() {
+        "relu" => {
+            no_alpha()?;
+            Activation::Relu
+        }
+        "sigmoid" => {
+            no_alpha()?;
+            Activation::Sigmoid
+        }
+        "tanh" => {
+            no_alpha()?;
+            Activation::Tanh
+        }
+        "softplus" => {
+            no_alpha()?;
+            Activation::Softplus
+        }
+        "leaky_relu" => Activation::LeakyRelu(alpha.unwrap_or(0.2)),
+        "elu" => Activation::Elu(alpha.unwrap_or(1.0)),
+        _ => return Err(cx.unknown("activation", name, BUILTIN_ACTIVATIONS)),
+    })
+}
+
+/// An activation written after `dense N`: a name, or `leaky_relu(0.2)`.
+fn activation_item(
+    cx: &Ctx<'_>,
+    item: &Item,
+    defs: &HashMap<String, FnDef>,
+) -> Result<Activation, Diagnostic> {
+    match item {
+        Item::Value(Spanned { value: Value::Word(w), span }) => {
+            if defs.contains_key(w) {
+                return Ok(Activation::Custom(w.clone()));
+            }
+            let name = Name { text: w.clone(), span: *span };
+            if !BUILTIN_ACTIVATIONS.contains(&w.as_str()) {
+                let names: Vec<&str> =
+                    BUILTIN_ACTIVATIONS.iter().copied().chain(defs.keys().map(String::as_str)).collect();
+                return Err(cx.unknown("activation", &name, &names));
+            }
+            builtin_activation(cx, &name, None)
+        }
+        Item::Call { name, args, .. } => {
+            let alpha = match args.as_slice() {
+                [v] => Some(cx.number(v, "alpha")?),
+                _ => return Err(cx.err(name.span, format!("`{}(...)` takes one number", name.text))),
+            };
+            builtin_activation(cx, name, alpha)
+        }
+        other => Err(cx.err(other.span(), "expected an activation, as in `relu` or `leaky_relu(0.2)`")),
+    }
+}

@@ -1,0 +1,20 @@
+//! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
+//! weight files and training curves.
+
+pub mod data;
+pub mod optimizer;
+pub mod plot;
+pub mod trainer;
+pub mod weights;
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+}

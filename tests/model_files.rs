@@ -1,0 +1,121 @@
+//! Model files: every category of mistake gets a positioned message (snapshot of the
+//! rendered reports), and the good files parse to what they say.
+
+use symdiff::model::{Activation, Layer, Loss, ModelSpec, Optimizer};
+
+const GOOD: &str = "data mnist\ninput 28x28\nflatten\ndense 128 relu\ndropout 0.2\ndense 10\nloss softmax_cross_entropy\noptimizer adam lr=0.001\ntrain epochs=5 batch=32 seed=1\n";
+
+/// `GOOD` with line `n` (1-based) replaced by `line` (or removed when `line` is empty).
+fn with_line(n: usize, line: &str) -> String {
+    GOOD.lines()
+        .enumerate()
+        .filter_map(|(i, l)| if i + 1 == n { (!line.is_empty()).then_some(line) } else { Some(l) })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `src` must fail at `line:col` with a message (or help) containing `msg`.
+fn check(src: &str, line: usize, col: usize, msg: &str) -> Result<String, String> {
+    let err = match ModelSpec::parse(src, "test.model") {
+        Ok(_) => return Err(format!("accepted:\n{src}")),
+        Err(e) => e,
+    };
+    if err.line_col() != (line, col) {
+        return Err(format!("at {:?}, expected {:?}:\n{}", err.line_col(), (line, col), err.render()));
+    }
+    if !(err.message.contains(msg) || err.help.as_deref().is_some_and(|h| h.contains(msg))) {
+        return Err(format!("`{msg}` not in\n{}", err.render()));
+    }
+    Ok(err.render())
+}
+
+#[rustfmt::skip]
+#[test]
+fn malformed_model_files() {
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        (with_line(4, "dense 128 relu"), 0, 0, ""), // placeholder replaced below
+        (with_line(4, "densee 128 relu"), 4, 1, "did you mean `dense`?"),
+        (with_line(4, "dense 128 rleu"), 4, 11, "did you mean `relu`?"),
+        (with_line(4, "dense 0 relu"), 4, 7, "the number of units must be a whole number from 1"),
+        (with_line(4, "dense 12.5 relu"), 4, 7, "whole number"),
+        (with_line(4, "dense relu"), 4, 1, "needs a number of units"),
+        (with_line(4, "dense 128 relu l3=0.1"), 4, 16, "options of `dense`: l2"),
+        (with_line(4, "dense 128 relu l22=0.1"), 4, 16, "did you mean `l2`?"),
+        (with_line(4, "dense 128 relu l2=-1"), 4, 19, "l2 must be in"),
+        (with_line(4, "dense 128 relu relu"), 4, 16, "one activation"),
+        (with_line(4, "dense 16000000"), 6, 1, "would need"),
+        (with_line(4, "dense 100000000"), 4, 7, "must be a whole number from 1 to 16777216"),
+        (with_line(5, "dropout 1.5"), 5, 9, "the dropout rate must be in [0, 1)"),
+        (with_line(5, "dropout"), 5, 1, "takes a rate"),
+        (with_line(5, "dropout abc"), 5, 9, "must be a number"),
+        (with_line(6, "dense 7"), 6, 1, "but `mnist` has 10 classes"),
+        (with_line(3, ""), 3, 1, "needs a flat input"),
+        (with_line(7, ""), 8, 31, "no `loss` line"),
+        (with_line(7, "loss hinge"), 7, 6, "unknown loss `hinge`"),
+        (with_line(7, "loss = foo + logits"), 7, 8, "unknown name `foo`"),
+        (with_line(7, "loss = logits"), 7, 8, "must be a number"),
+        (with_line(8, "optimizer adma"), 8, 11, "did you mean `adam`?"),
+        (with_line(8, "optimizer adam lr=0"), 8, 19, "lr must be positive"),
+        (with_line(8, "optimizer adam momentum=0.9"), 8, 16, "has no option `momentum`"),
+        (with_line(8, "optimizer sgd lr=0.1 momentum=1"), 8, 31, "momentum must be in [0, 1)"),
+        (with_line(8, "optimizer adam lr=0.001 lr=0.01"), 8, 25, "given twice"),
+        (with_line(9, "train epochs=0"), 9, 14, "epochs must be a whole number"),
+        (with_line(9, "train epoch=5"), 9, 7, "did you mean `epochs`?"),
+        (with_line(9, "train 5"), 9, 7, "options are written `name=value`"),
+        (with_line(1, "data cifar"), 1, 6, "unknown data set `cifar`"),
+        (with_line(1, ""), 8, 31, "no `data` line"),
+        (with_line(2, "input 32x32"), 2, 1, "`mnist` samples are 28x28"),
+        (with_line(2, "input 0x28"), 2, 1, "positive"),
+        (format!("{GOOD}loss mse\n"), 10, 1, "`loss` is given twice (first on line 7)"),
+        (with_line(4, "dense 128 relu $"), 4, 16, "unexpected character `$`"),
+        (with_line(4, "activation f(x, y) = x*y"), 4, 1, "exactly one parameter"),
+        (with_line(4, "activation g(x) = x*y"), 4, 19, "not its parameter"),
+        (with_line(4, "activation relu(x) = x"), 4, 12, "built in"),
+        (with_line(4, "dense 128 leaky_relu(0.1, 2)"), 4, 11, "takes one number"),
+        (with_line(4, "dense 128 sigmoid(2)"), 4, 11, "takes no alpha"),
+        (with_line(4, "dense(128)"), 4, 1, "takes no arguments"),
+        (with_line(4, "x = 3"), 4, 1, "is not a model line"),
+        (with_line(4, "dense 128 relu)"), 4, 15, "unexpected `)`"),
+    ];
+    let mut report = String::new();
+    let mut failures = Vec::new();
+    for (src, l, c, m) in cases.iter().skip(1) {
+        match check(src, *l, *c, m) {
+            Ok(r) => report += &format!("### {m}\n{r}\n"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n----\n"));
+    // The memory available differs between machines: keep the snapshot stable.
+    let report = match report.find(" GiB is available") {
+        Some(end) => {
+            let start = report[..end].rfind(' ').map_or(end, |s| s + 1);
+            format!("{}<N>{}", &report[..start], &report[end..])
+        }
+        None => report,
+    };
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn good_files_mean_what_they_say() {
+    let spec = ModelSpec::parse(GOOD, "good.model").unwrap();
+    assert_eq!(spec.input, vec![28, 28]);
+    assert_eq!(
+        spec.layers,
+        vec![
+            Layer::Flatten,
+            Layer::Dense { units: 128, activation: Some(Activation::Relu), l2: 0.0 },
+            Layer::Dropout { rate: 0.2 },
+            Layer::Dense { units: 10, activation: None, l2: 0.0 },
+        ]
+    );
+    assert_eq!(spec.loss, Loss::SoftmaxCrossEntropy);
+    assert_eq!(spec.optimizer, Optimizer::Adam { lr: 0.001, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 });
+    assert_eq!(spec.parameter_count(), 101_770);
+    for file in ["mnist", "mnist_leaky", "mnist_batchnorm", "mnist_l2", "mnist_swish"] {
+        let path = format!("{}/examples/{file}.model", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        ModelSpec::parse(&text, &path).unwrap_or_else(|d| panic!("{}", d.render()));
+    }
+}

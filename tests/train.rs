@@ -1,0 +1,135 @@
+//! Training end to end, through the `symdiff` binary, on the real MNIST files in
+//! `../shared/data/mnist` (or `$SYMDIFF_DATA`): the seed model reaches Keras' accuracy, the
+//! seed's variants come within a point of Keras, and weights, evaluation, prediction, curves
+//! and `show` work together.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn data_dir() -> PathBuf {
+    match std::env::var_os("SYMDIFF_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist")),
+    }
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn symdiff(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_symdiff")).args(args).output().expect("symdiff runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// Trains `model` with `--json` and returns the per-epoch records and the final one.
+fn train(model: &str, extra: &[&str]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let data = data_dir();
+    let mut args = vec!["train", model, "--json", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (out, err, code) = symdiff(&args);
+    assert_eq!(code, 0, "train {model} failed:\n{err}");
+    let mut lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = lines.pop().unwrap();
+    (lines, last)
+}
+
+#[test]
+fn seed_model_reaches_keras_accuracy_and_round_trips_its_weights() {
+    let dir = std::env::temp_dir().join(format!("symdiff-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join("w.safetensors");
+    let curves = dir.join("curves.svg");
+    let model = example("mnist.model");
+    let (epochs, last) =
+        train(&model, &["--save", weights.to_str().unwrap(), "--plot", curves.to_str().unwrap()]);
+    assert_eq!(epochs.len(), 5);
+    for (k, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"], k + 1);
+        for key in ["loss", "accuracy", "val_loss", "val_accuracy", "seconds"] {
+            assert!(e[key].as_f64().is_some(), "{key} missing in {e}");
+        }
+    }
+    // Training improves, and ends where Keras ends (97.6-98.0 %; the bar is 97.5 %).
+    assert!(epochs[4]["loss"].as_f64() < epochs[0]["loss"].as_f64());
+    let acc = last["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.975, "test accuracy {acc}");
+
+    // The saved weights evaluate to the same accuracy...
+    let data = data_dir();
+    let (out, err, code) = symdiff(&[
+        "eval",
+        &model,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(eval["test_accuracy"].as_f64().unwrap(), acc);
+    // ...and predict the test labels with that accuracy.
+    let images = data.join("t10k-images-idx3-ubyte.gz");
+    let (out, err, code) =
+        symdiff(&["predict", &model, "--weights", weights.to_str().unwrap(), images.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let predicted: Vec<u8> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let labels = symdiff::train::data::read_idx(&data.join("t10k-labels-idx1-ubyte.gz")).unwrap().data;
+    let right = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    assert_eq!(right as f64 / labels.len() as f64, acc);
+    // The curves are an SVG with both panels.
+    let svg = std::fs::read_to_string(&curves).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("accuracy") && svg.contains("loss"));
+    // Wrong weights for the model are refused with the tensor that does not fit.
+    let (_, err, code) = symdiff(&[
+        "eval",
+        &example("mnist_batchnorm.model"),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("batch_normalization_1.gamma"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn seed_variants_come_within_a_point_of_keras() {
+    // Keras after 5 epochs (../shared/anchors/mlp/RESULTS.md): 96.1 %, 97.0 %, 96.4 %.
+    for (model, keras) in
+        [("mnist_leaky.model", 0.961), ("mnist_batchnorm.model", 0.970), ("mnist_l2.model", 0.964)]
+    {
+        let (_, last) = train(&example(model), &[]);
+        let acc = last["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= keras - 0.01, "{model}: {acc} against Keras' {keras}");
+    }
+}
+
+#[test]
+fn show_prints_forward_and_backward_equations() {
+    let (out, err, code) = symdiff(&["show", &example("mnist.model")]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!(out);
+    let (dot, _, code) = symdiff(&["show", &example("mnist.model"), "--dot"]);
+    assert_eq!(code, 0);
+    assert!(dot.starts_with("digraph symdiff {") && dot.contains("->") && dot.contains("dense_1.kernel"));
+}
+
+#[test]
+fn missing_or_bad_inputs_are_explained() {
+    let (_, err, code) = symdiff(&["train", &example("mnist.model"), "--data", "/nonexistent/mnist"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/mnist") && err.contains("symdiff data fetch mnist"), "{err}");
+    let (_, err, code) = symdiff(&["train", "/nonexistent.model"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /nonexistent.model"), "{err}");
+    let (_, err, code) = symdiff(&["train", &example("mnist.model"), "--epochs", "0", "--data", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--epochs must be at least 1"), "{err}");
+}
