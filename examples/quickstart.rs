@@ -12,6 +12,12 @@ fn main() -> Result<(), symdiff::Error> {
     assert_eq!(grad[1].to_string(), "x^2 + x*cos(x*y)");
     assert_eq!(g.nth_diff("y", 2).to_string(), "-x^2*sin(x*y)");
 
+    // Compiled: reverse mode builds the gradient graph, Cranelift compiles value + gradient.
+    let compiled = symdiff::compile_gradient(&f, &["x"])?;
+    let mut grad = [0.0];
+    assert_eq!(compiled.eval(&[4.0], &mut grad), 97.0);
+    assert_eq!(grad, [64.0]);
+
     // Bad input is an error with a position, never a panic.
     let err = symdiff::Expr::parse("x^^2").unwrap_err();
     assert!(err.to_string().starts_with("formula:1:3:"));

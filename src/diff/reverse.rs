@@ -197,6 +197,8 @@ mod tests {
         check("reshape", &[&[3, 4]], |g, v| { let s = g.shape_id(&[2, 6]); g.reshape(v[0], s) });
         check("broadcast op", &[&[4]], |g, v| { let s = g.shape_id(&[3, 4]); g.broadcast(v[0], s) });
         check("logsoftmax", &[&[3, 5]], |g, v| g.log_softmax(v[0]));
+        check("max axis 1", &[&[3, 5]], |g, v| g.max(v[0], Some(1)));
+        check("max all", &[&[3, 5]], |g, v| g.max(v[0], None));
         check("functions", &[&[3, 4]], |g, v| {
             let t = g.func(Func::Tanh, v[0]);
             let s = g.func(Func::Sigmoid, v[0]);

@@ -60,6 +60,7 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
         Op::Num(_) | Op::Const(_) | Op::Var(_) => g.num(0.0),
         Op::MatMul
         | Op::Sum(_)
+        | Op::Max(_)
         | Op::Broadcast(_)
         | Op::Reshape(_)
         | Op::Transpose
@@ -103,6 +104,35 @@ pub fn vjp(g: &mut Graph, node: Id, i: usize, adj: Id) -> Id {
             let r = g.reshape(adj, kept);
             g.broadcast(r, target)
         }
+        Op::Max(axis) => {
+            // The adjoint goes to the maxima, split evenly between ties:
+            // is_max = 1 - sign(|a - max|), weight = is_max / (number of maxima).
+            let target = g.shape_id_of(a);
+            let kept = if axis == ALL_AXES {
+                ShapeIdOrScalar::Scalar
+            } else {
+                let mut k = g.shape(a).to_vec();
+                k[axis as usize] = 1;
+                ShapeIdOrScalar::Shape(g.shape_id(&k))
+            };
+            let spread = |g: &mut Graph, x: Id| match kept {
+                ShapeIdOrScalar::Scalar => g.broadcast(x, target),
+                ShapeIdOrScalar::Shape(k) => {
+                    let r = g.reshape(x, k);
+                    g.broadcast(r, target)
+                }
+            };
+            let m = spread(g, node);
+            let d = g.sub(a, m);
+            let ad = g.func(Func::Abs, d);
+            let sg = g.func(Func::Sign, ad);
+            let one = g.num(1.0);
+            let is_max = g.sub(one, sg);
+            let count = g.sum(is_max, (axis != ALL_AXES).then_some(axis as usize));
+            let share = g.div_by(adj, count);
+            let share = spread(g, share);
+            g.mul(&[is_max, share])
+        }
         Op::Broadcast(_) => unbroadcast(g, adj, a),
         Op::Reshape(_) => {
             let s = g.shape_id_of(a);
@@ -129,6 +159,11 @@ pub fn vjp(g: &mut Graph, node: Id, i: usize, adj: Id) -> Id {
             g.broadcast(zero, s)
         }
     }
+}
+
+enum ShapeIdOrScalar {
+    Scalar,
+    Shape(crate::graph::ShapeId),
 }
 
 /// `c` summed down to the shape of `a`, undoing numpy broadcasting: leading axes `a` lacks are

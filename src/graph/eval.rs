@@ -122,6 +122,7 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
             }
             Op::MatMul
             | Op::Sum(_)
+            | Op::Max(_)
             | Op::Broadcast(_)
             | Op::Reshape(_)
             | Op::Transpose

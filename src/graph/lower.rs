@@ -41,7 +41,7 @@ pub struct Scope<'a> {
 
 /// Built-in functions that are not in the function table.
 pub const BUILTINS: &[&str] =
-    &["sqrt", "ln", "pow", "diff", "sum", "mean", "transpose", "logsoftmax", "onehot"];
+    &["sqrt", "ln", "pow", "diff", "sum", "mean", "max", "logsumexp", "transpose", "logsoftmax", "onehot"];
 
 /// Every built-in name a call may use, for "did you mean" suggestions.
 fn builtin_names() -> impl Iterator<Item = &'static str> {
@@ -259,6 +259,42 @@ impl Scope<'_> {
                 self.check(g, Op::Pow, args, span)?;
                 Ok(g.pow(args[0], args[1]))
             }
+            "logsumexp" => {
+                // m + log(sum(exp(a - m))) with m the maximum over the axis: never overflows.
+                self.arity(name, span, &[1, 2], args.len())?;
+                let rank = g.shape(args[0]).len();
+                if rank == 0 {
+                    return Ok(args[0]);
+                }
+                let axis = match (args.get(1), arg_asts.get(1)) {
+                    (Some(&k), Some(&at)) => self.integer(g, k, at, "the axis", 0..rank)?,
+                    _ => rank - 1,
+                };
+                let m = g.max(args[0], Some(axis));
+                let mut kept = g.shape(args[0]).to_vec();
+                kept[axis] = 1;
+                let kept = g.shape_id(&kept);
+                let full = g.shape_id_of(args[0]);
+                let mk = g.reshape(m, kept);
+                let mb = g.broadcast(mk, full);
+                let d = g.sub(args[0], mb);
+                let e = g.func(Func::Exp, d);
+                let s = g.sum(e, Some(axis));
+                let l = g.func(Func::Log, s);
+                Ok(g.add(&[m, l]))
+            }
+            "max" => {
+                self.arity(name, span, &[1, 2], args.len())?;
+                let rank = g.shape(args[0]).len();
+                if args.len() == 2 && rank == 0 {
+                    return Err(self.err(span, "a scalar has no axes; write `max(x)`"));
+                }
+                let axis = match (args.get(1), arg_asts.get(1)) {
+                    (Some(&k), Some(&at)) => Some(self.integer(g, k, at, "the axis", 0..rank)?),
+                    _ => None,
+                };
+                Ok(g.max(args[0], axis))
+            }
             "sum" | "mean" => {
                 self.arity(name, span, &[1, 2], args.len())?;
                 let rank = g.shape(args[0]).len();
@@ -359,6 +395,7 @@ fn rebuild_op(g: &mut Graph, op: Op, args: &[Id]) -> Option<Id> {
         Op::Func(f) => g.func(f, args[0]),
         Op::MatMul => g.matmul(args[0], args[1]),
         Op::Sum(axis) => g.sum(args[0], (axis != ALL_AXES).then_some(axis as usize)),
+        Op::Max(axis) => g.max(args[0], (axis != ALL_AXES).then_some(axis as usize)),
         Op::Broadcast(s) => {
             let target =
                 broadcast_shapes(g.shape_of(s), g.shape(args[0])).unwrap_or_else(|_| g.shape_of(s).to_vec());

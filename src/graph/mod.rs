@@ -18,5 +18,5 @@ pub mod tensor;
 pub use eval::{EvalError, EvalErrorKind, eval};
 pub use func::Func;
 pub use lower::{FnDef, Scope, substitute};
-pub use node::{ALL_AXES, Graph, Id, NodeMap, Op, show_shape};
+pub use node::{ALL_AXES, Graph, Id, NodeMap, Op, ShapeId, show_shape};
 pub use print::{Style, print, print_named};

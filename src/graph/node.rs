@@ -89,6 +89,8 @@ pub enum Op {
     MatMul,
     /// Sum over one axis (removing it), or over all axes when the axis is [`ALL_AXES`].
     Sum(u8),
+    /// Maximum over one axis (removing it), or over all axes.
+    Max(u8),
     /// Broadcast to the given shape (numpy rules).
     Broadcast(ShapeId),
     /// The same elements in another shape.
@@ -381,7 +383,7 @@ impl Graph {
                     show_shape(b)
                 )),
             },
-            Op::Sum(axis) => {
+            Op::Sum(axis) | Op::Max(axis) => {
                 let mut s = args[0].to_vec();
                 if axis == ALL_AXES {
                     return Ok(Vec::new());

@@ -148,7 +148,7 @@ impl<'g> Printer<'g> {
                 Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => degree[&args[0]],
                 // A matrix product is a product: `x @ w + b` keeps its written order.
                 Op::MatMul => args.iter().map(|a| degree[a]).filter(|d: &f64| d.is_finite()).sum(),
-                Op::Func(_) | Op::Sum(_) | Op::LogSoftmax | Op::OneHot(_) => {
+                Op::Func(_) | Op::Sum(_) | Op::Max(_) | Op::LogSoftmax | Op::OneHot(_) => {
                     if args.iter().all(|a| degree[a] == f64::NEG_INFINITY) { f64::NEG_INFINITY } else { 0.0 }
                 }
             };
@@ -221,6 +221,7 @@ impl<'g> Printer<'g> {
         match g.op(id) {
             Op::MatMul => Class::Product,
             Op::Sum(_)
+            | Op::Max(_)
             | Op::Reshape(_)
             | Op::Transpose
             | Op::LogSoftmax
@@ -320,12 +321,13 @@ impl<'g> Printer<'g> {
                 pieces.push(Item::Str(if latex { " \\mathbin{@} " } else { " @ " }));
                 self.group(pieces, b, false, self.class(b, false) <= Class::Product);
             }
-            Op::Sum(axis) => {
+            Op::Sum(axis) | Op::Max(axis) => {
                 if neg {
                     pieces.push(Item::Str("-"));
                 }
                 let extra = (axis != super::node::ALL_AXES).then(|| axis.to_string());
-                call(pieces, "sum", g.args(id)[0], extra);
+                let name = if matches!(g.op(id), Op::Sum(_)) { "sum" } else { "max" };
+                call(pieces, name, g.args(id)[0], extra);
             }
             Op::Reshape(s) => {
                 if neg {

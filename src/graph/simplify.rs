@@ -494,6 +494,26 @@ impl Graph {
         self.intern(op, &[a])
     }
 
+    /// Maximum over `axis` (removing it), or over everything with `None`.
+    pub fn max(&mut self, a: Id, axis: Option<usize>) -> Id {
+        if self.is_scalar(a) {
+            return a;
+        }
+        if let Some(c) = self.broadcast_num(a) {
+            let mut s = self.shape(a).to_vec();
+            match axis {
+                Some(k) => {
+                    s.remove(k);
+                }
+                None => s.clear(),
+            }
+            let s = self.shape_id(&s);
+            let n = self.num(c);
+            return self.broadcast(n, s);
+        }
+        self.intern(Op::Max(axis.map_or(ALL_AXES, |k| k as u8)), &[a])
+    }
+
     /// The transpose of a 2-D tensor (`transpose(transpose(x))` is `x`).
     pub fn transpose(&mut self, a: Id) -> Id {
         if self.shape(a).len() < 2 {
@@ -529,6 +549,12 @@ impl Graph {
     pub fn neg(&mut self, a: Id) -> Id {
         let m = self.num(-1.0);
         self.mul(&[m, a])
+    }
+
+    /// `a / b`.
+    pub fn div_by(&mut self, a: Id, b: Id) -> Id {
+        let r = self.recip(b);
+        self.mul(&[a, r])
     }
 
     pub fn sub(&mut self, a: Id, b: Id) -> Id {

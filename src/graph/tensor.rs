@@ -134,6 +134,13 @@ pub fn eval_tensors<'a, T: Real>(
                     val(0).sum_axis(Axis(axis as usize))
                 }
             }
+            Op::Max(axis) => {
+                if axis == ALL_AXES {
+                    ArrayD::from_elem(IxDyn(&[]), val(0).iter().copied().fold(T::neg_infinity(), T::max))
+                } else {
+                    val(0).fold_axis(Axis(axis as usize), T::neg_infinity(), |&m, &x| m.max(x))
+                }
+            }
             Op::Broadcast(_) => match val(0).broadcast(IxDyn(shape)) {
                 Some(b) => b.to_owned(),
                 None => return Err(tensor_err(g, id, "cannot broadcast")),

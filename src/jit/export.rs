@@ -99,6 +99,7 @@ pub fn emit(
             // Callers check that exported functions are scalar.
             Op::MatMul
             | Op::Sum(_)
+            | Op::Max(_)
             | Op::Broadcast(_)
             | Op::Reshape(_)
             | Op::Transpose

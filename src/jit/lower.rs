@@ -672,6 +672,7 @@ fn lower_chunk(
             }
             Op::MatMul
             | Op::Sum(_)
+            | Op::Max(_)
             | Op::Broadcast(_)
             | Op::Reshape(_)
             | Op::Transpose

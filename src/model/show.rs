@@ -90,6 +90,8 @@ pub fn dot(spec: &ModelSpec) -> Result<String, Diagnostic> {
             Op::MatMul => "@".into(),
             Op::Sum(a) if a == crate::graph::ALL_AXES => "sum".into(),
             Op::Sum(a) => format!("sum axis {a}"),
+            Op::Max(a) if a == crate::graph::ALL_AXES => "max".into(),
+            Op::Max(a) => format!("max axis {a}"),
             Op::Broadcast(_) => "broadcast".into(),
             Op::Reshape(_) => "reshape".into(),
             Op::Transpose => "transpose".into(),
