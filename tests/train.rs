@@ -1,5 +1,5 @@
 //! Training end to end, through the `symdiff` binary, on the real MNIST files in
-//! `../shared/data/mnist` (or `$SYMDIFF_DATA`): the seed model reaches Keras' accuracy, the
+//! `../shared/data/mnist` (or `$SYMDIFF_TEST_DATA`): the seed model reaches Keras' accuracy, the
 //! seed's variants come within a point of Keras, and weights, evaluation, prediction, curves
 //! and `show` work together.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn data_dir() -> PathBuf {
-    match std::env::var_os("SYMDIFF_DATA") {
+    match std::env::var_os("SYMDIFF_TEST_DATA") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist")),
     }
@@ -74,12 +74,16 @@ fn seed_model_reaches_keras_accuracy_and_round_trips_its_weights() {
     let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(eval["test_accuracy"].as_f64().unwrap(), acc);
     // ...and predict the test labels with that accuracy.
-    let images = data.join("t10k-images-idx3-ubyte.gz");
+    let images = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"]
+        .map(|n| data.join(n))
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap();
     let (out, err, code) =
         symdiff(&["predict", &model, "--weights", weights.to_str().unwrap(), images.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let predicted: Vec<u8> = out.lines().map(|l| l.parse().unwrap()).collect();
-    let labels = symdiff::train::data::read_idx(&data.join("t10k-labels-idx1-ubyte.gz")).unwrap().data;
+    let labels = symdiff::train::data::load_mnist(&data).unwrap().test_labels;
     let right = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
     assert_eq!(right as f64 / labels.len() as f64, acc);
     // The curves are an SVG with both panels.
