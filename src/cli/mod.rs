@@ -112,6 +112,15 @@ enum Command {
         /// Draw loss and accuracy per epoch into an SVG file.
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
+        /// Train with the tensor interpreter instead of the compiled step.
+        #[arg(long)]
+        interp: bool,
+        /// Print the compile time and a per-kernel time breakdown of the training step.
+        #[arg(long)]
+        timings: bool,
+        /// Write each compiled kernel's Cranelift IR into DIR.
+        #[arg(long, value_name = "DIR")]
+        dump_ir: Option<PathBuf>,
     },
     /// Print a model's forward equations and the backward equations reverse mode derived.
     Show {
@@ -192,11 +201,9 @@ pub fn main() -> ExitCode {
             return finish(model::evaluate(Path::new(&expr), &w, data.as_deref(), json));
         }
         Some(Command::Eval { expr, at, json, .. }) => eval(&expr, &at, json),
-        Some(Command::Train { file, epochs, data, json, save, plot }) => {
-            return finish(
-                model::train(model::TrainArgs { file, epochs, data, json, save, plot })
-                    .map(|()| String::new()),
-            );
+        Some(Command::Train { file, epochs, data, json, save, plot, interp, timings, dump_ir }) => {
+            let args = model::TrainArgs { file, epochs, data, json, save, plot, interp, timings, dump_ir };
+            return finish(model::train(args).map(|()| String::new()));
         }
         Some(Command::Predict { file, weights, images, json }) => {
             return finish(model::predict(&file, &weights, &images, json));

@@ -56,6 +56,9 @@ pub struct TrainArgs {
     pub json: bool,
     pub save: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    pub interp: bool,
+    pub timings: bool,
+    pub dump_ir: Option<PathBuf>,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -71,9 +74,21 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let epochs = spec.train.epochs;
     let params = spec.parameter_count();
     let mut trainer = Trainer::new(spec)?;
+    let mut engine = "the tensor interpreter".to_owned();
+    if !args.interp {
+        match trainer.compile(args.dump_ir.is_some()) {
+            Ok(t) => {
+                engine = format!("a compiled step ({:.1} ms to compile)", t.as_secs_f64() * 1e3);
+                if args.timings {
+                    trainer.time_kernels();
+                }
+            }
+            Err(e) => eprintln!("warning: {e}; training with the interpreter"),
+        }
+    }
     if !args.json {
         eprintln!(
-            "training {} ({params} parameters) on {} samples, validating on {}",
+            "training {} ({params} parameters) on {} samples, validating on {}, with {engine}",
             args.file.display(),
             train.len(),
             test.len()
@@ -124,6 +139,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
         history.push(stats);
     }
     let fit = start.elapsed().as_secs_f64();
+    trainer.sync();
+    if let Some(dir) = &args.dump_ir {
+        let n = trainer
+            .dump_ir(dir)
+            .map_err(|e| Failure(format!("error: cannot write {}: {e}\n", dir.display())))?;
+        eprintln!("wrote the Cranelift IR of {n} kernels to {}", dir.display());
+    }
+    if let Some(kt) = &trainer.kernel_times {
+        eprintln!("per-kernel times of the training step over {} steps:\n{}", kt.steps, kt.report());
+    }
     let (test_loss, test_accuracy) = trainer.evaluate(&test)?;
     if args.json {
         println!("{}", json!({"test_loss": test_loss, "test_accuracy": test_accuracy, "fit_seconds": fit}));

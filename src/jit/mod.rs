@@ -14,7 +14,11 @@
 //! check domains: evaluation errors are the interpreter's business.
 
 pub mod export;
+pub mod fuse;
+mod kernel;
 mod lower;
 mod runtime;
+pub mod step;
+pub mod vecmath;
 
 pub use lower::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};

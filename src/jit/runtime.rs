@@ -52,5 +52,49 @@ pub fn symbol_of(f: Func) -> Option<&'static str> {
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     let mut v: Vec<(&'static str, *const u8)> = unary().into_iter().map(|(n, p, _)| (n, p)).collect();
     v.push(("sd_pow", sd_pow as extern "C" fn(f64, f64) -> f64 as *const u8));
+    type Gemm =
+        unsafe extern "C" fn(i64, i64, i64, *const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64);
+    v.push(("sd_sgemm", sd_sgemm as Gemm as *const u8));
     v
+}
+
+/// `c = a @ b` in f32 (`m×k` times `k×n`), every operand given by a pointer and its row and
+/// column strides in elements: the GEMM that compiled training steps call.
+///
+/// # Safety
+/// Every pointer must be valid for the elements its strides and sizes reach; `c` must not
+/// overlap `a` or `b`. Compiled steps only pass slices of their arena checked when planned.
+pub unsafe extern "C" fn sd_sgemm(
+    m: i64,
+    n: i64,
+    k: i64,
+    a: *const f32,
+    rsa: i64,
+    csa: i64,
+    b: *const f32,
+    rsb: i64,
+    csb: i64,
+    c: *mut f32,
+    rsc: i64,
+    csc: i64,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        matrixmultiply::sgemm(
+            m as usize,
+            k as usize,
+            n as usize,
+            1.0,
+            a,
+            rsa as isize,
+            csa as isize,
+            b,
+            rsb as isize,
+            csb as isize,
+            0.0,
+            c,
+            rsc as isize,
+            csc as isize,
+        )
+    }
 }

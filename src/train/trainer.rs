@@ -13,10 +13,17 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use std::time::Duration;
+
+use super::compiled::{
+    CompiledStep, InferenceCache, KernelTimes, compile_inference, compile_step, read, write,
+};
 use super::optimizer::{self, Slots};
 use crate::graph::Id;
 use crate::graph::tensor::eval_tensors;
+use crate::jit::fuse::Unsupported;
 use crate::model::ModelSpec;
+use crate::model::Optimizer;
 use crate::model::build::{Built, Init, build};
 
 /// Errors while training or evaluating.
@@ -98,6 +105,13 @@ pub struct Trainer {
     /// Optimizer steps taken.
     pub step: u64,
     rng: ChaCha8Rng,
+    /// The compiled step, when `compile` succeeded (the arena then holds the truth for
+    /// parameters, optimizer state and running statistics; `sync` copies them out).
+    compiled: Option<CompiledStep>,
+    inference: InferenceCache,
+    keep_ir: bool,
+    /// Per-kernel times, when asked for with `time_kernels`.
+    pub kernel_times: Option<KernelTimes>,
 }
 
 fn uniform(rng: &mut ChaCha8Rng) -> f32 {
@@ -142,7 +156,173 @@ impl Trainer {
             running,
             step: 0,
             rng,
+            compiled: None,
+            inference: InferenceCache::default(),
+            keep_ir: false,
+            kernel_times: None,
         })
+    }
+
+    /// Compiles the training step (and, on first use, inference) to native code; training then
+    /// runs there. `keep_ir` keeps every kernel's Cranelift IR (for `dump_ir`).
+    pub fn compile(&mut self, keep_ir: bool) -> Result<Duration, Unsupported> {
+        let step = compile_step(&self.spec, self.spec.train.batch, keep_ir)?;
+        let time = step.program.compile_time;
+        self.keep_ir = keep_ir;
+        self.compiled = Some(step);
+        self.unsync();
+        Ok(time)
+    }
+
+    /// Whether training runs compiled code.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
+    /// Starts timing every kernel of the compiled step.
+    pub fn time_kernels(&mut self) {
+        if let Some(c) = &self.compiled {
+            self.kernel_times = Some(KernelTimes {
+                names: c.program.info.iter().map(|k| k.name.clone()).collect(),
+                times: Vec::new(),
+                steps: 0,
+            });
+        }
+    }
+
+    /// Writes every compiled kernel's Cranelift IR into `dir`, one file each; returns how many.
+    pub fn dump_ir(&self, dir: &std::path::Path) -> std::io::Result<usize> {
+        std::fs::create_dir_all(dir)?;
+        let mut n = 0;
+        let programs = self
+            .compiled
+            .iter()
+            .map(|c| ("train", &c.program))
+            .chain(self.inference.programs.iter().map(|(_, c)| ("infer", &c.program)));
+        for (what, program) in programs {
+            for (k, info) in program.info.iter().enumerate() {
+                if info.ir.is_empty() {
+                    continue;
+                }
+                let name: String =
+                    info.name.chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' }).collect();
+                std::fs::write(
+                    dir.join(format!("{what}-{k:02}-{name}.clif")),
+                    format!("; {}\n{}", info.name, info.ir),
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Copies parameters, optimizer state and running statistics out of the compiled step's
+    /// arena (before saving or interpreting).
+    pub fn sync(&mut self) {
+        let Some(c) = &self.compiled else { return };
+        for (k, p) in c.built.params.iter().enumerate() {
+            read(&c.program, p.var, &mut self.params[k]);
+            for (j, &s) in c.state[k].iter().enumerate() {
+                read(&c.program, s, if j == 0 { &mut self.slots[k].m } else { &mut self.slots[k].v });
+            }
+        }
+        for (bn, (_, mean, var)) in c.built.batchnorms.iter().zip(&mut self.running) {
+            read(&c.program, bn.running_mean, mean);
+            read(&c.program, bn.running_var, var);
+        }
+    }
+
+    /// The inverse of `sync`: the interpreter's state into the arena.
+    fn unsync(&mut self) {
+        let Some(c) = &mut self.compiled else { return };
+        for (k, p) in c.built.params.iter().enumerate() {
+            write(&mut c.program, p.var, &self.params[k]);
+            for (j, &s) in c.state[k].iter().enumerate() {
+                write(&mut c.program, s, if j == 0 { &self.slots[k].m } else { &self.slots[k].v });
+            }
+        }
+        for (bn, (_, mean, var)) in c.built.batchnorms.iter().zip(&self.running) {
+            write(&mut c.program, bn.running_mean, mean);
+            write(&mut c.program, bn.running_var, var);
+        }
+    }
+
+    /// Draws the dropout masks of one step (the same stream in both engines).
+    fn masks(&mut self, shapes: &[(Vec<usize>, f64)]) -> Vec<ArrayD<f32>> {
+        shapes
+            .iter()
+            .map(|(shape, rate)| {
+                let keep = 1.0 - *rate as f32;
+                let scale = 1.0 / keep;
+                ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+                    if uniform(&mut self.rng) < keep { scale } else { 0.0 }
+                })
+            })
+            .collect()
+    }
+
+    /// One compiled step; `None` when there is no compiled step for a batch of this size.
+    fn compiled_step(
+        &mut self,
+        data: &Dataset<'_>,
+        idx: &[usize],
+        epoch: usize,
+        step: usize,
+    ) -> Option<Result<(f64, usize), TrainError>> {
+        let c = self.compiled.as_ref()?;
+        if idx.len() != c.built.batch {
+            return None;
+        }
+        let shapes: Vec<(Vec<usize>, f64)> =
+            c.built.dropouts.iter().map(|d| (d.shape.clone(), d.rate)).collect();
+        let masks = self.masks(&shapes);
+        let t = self.step + 1;
+        let c = self.compiled.as_mut()?;
+        let (input, labels) = (c.built.input, c.built.labels);
+        let s = data.sample_size();
+        if let Some(dst) = c.program.slot_mut(input) {
+            for (row, &i) in idx.iter().enumerate() {
+                for (d, &p) in dst[row * s..(row + 1) * s].iter_mut().zip(&data.images[i * s..(i + 1) * s]) {
+                    *d = p as f32 / 255.0;
+                }
+            }
+        }
+        if let Some(dst) = c.program.slot_mut(labels) {
+            for (d, &i) in dst.iter_mut().zip(idx) {
+                *d = data.labels[i] as f32;
+            }
+        }
+        for (d, m) in c.built.dropouts.iter().zip(&masks) {
+            write(&mut c.program, d.mask, m);
+        }
+        if let (Some(a), Optimizer::Adam { lr, beta1, beta2, .. }) = (c.alpha, &self.spec.optimizer) {
+            let alpha = (lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))) as f32;
+            if let Some(dst) = c.program.slot_mut(a) {
+                dst[0] = alpha;
+            }
+        }
+        match &mut self.kernel_times {
+            Some(kt) => {
+                c.program.run_timed(&mut kt.times);
+                kt.steps += 1;
+            }
+            None => c.program.run(),
+        }
+        let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
+        if !loss.is_finite() {
+            return Some(Err(TrainError::NotFinite { epoch, step, what: "the loss".into() }));
+        }
+        let classes = self.spec.classes;
+        let right = match c.program.slot(c.built.logits) {
+            Some(logits) => logits
+                .chunks(classes)
+                .zip(idx)
+                .filter(|(row, i)| argmax(row) == data.labels[**i] as usize)
+                .count(),
+            None => 0,
+        };
+        self.step = t;
+        Some(Ok((loss, right)))
     }
 
     fn graph(&mut self, batch: usize, training: bool) -> Result<&Built, TrainError> {
@@ -196,22 +376,38 @@ impl Trainer {
         epoch: usize,
         step: usize,
     ) -> Result<(f64, usize), TrainError> {
+        if let Some(r) = self.compiled_step(data, idx, epoch, step) {
+            return r;
+        }
+        // A batch of another size than the compiled one (the last of an epoch): interpret it,
+        // with the state moved out of the arena and back.
+        let compiled = self.compiled.is_some();
+        if compiled {
+            self.sync();
+        }
+        let r = self.interpret_step(data, idx, epoch, step);
+        if compiled {
+            self.unsync();
+        }
+        r
+    }
+
+    fn interpret_step(
+        &mut self,
+        data: &Dataset<'_>,
+        idx: &[usize],
+        epoch: usize,
+        step: usize,
+    ) -> Result<(f64, usize), TrainError> {
         let (x, y) = data.batch(idx);
         let b = idx.len();
         self.graph(b, true)?;
         let built = &self.train_graphs[&b];
         // Dropout masks: keep with probability 1 - rate, scaled by 1/(1 - rate).
-        let masks: Vec<ArrayD<f32>> = built
-            .dropouts
-            .iter()
-            .map(|d| {
-                let keep = 1.0 - d.rate as f32;
-                let scale = 1.0 / keep;
-                ArrayD::from_shape_simple_fn(IxDyn(&d.shape), || {
-                    if uniform(&mut self.rng) < keep { scale } else { 0.0 }
-                })
-            })
-            .collect();
+        let shapes: Vec<(Vec<usize>, f64)> =
+            built.dropouts.iter().map(|d| (d.shape.clone(), d.rate)).collect();
+        let masks = self.masks(&shapes);
+        let built = &self.train_graphs[&b];
         let mut inputs: HashMap<Id, ArrayViewD<'_, f32>> = HashMap::new();
         inputs.insert(built.input, x.view());
         inputs.insert(built.labels, y.view());
@@ -283,6 +479,9 @@ impl Trainer {
     }
 
     fn for_batches(&mut self, data: &Dataset<'_>, f: &mut BatchSink<'_>) -> Result<(), TrainError> {
+        if self.compiled.is_some() {
+            return self.for_batches_compiled(data, f);
+        }
         let batch = self.spec.train.batch;
         let n = data.len();
         let idx: Vec<usize> = (0..n).collect();
@@ -305,6 +504,61 @@ impl Trainer {
                     .map_err(|e| TrainError::Eval(e.to_string()))?;
             let loss = out[0].iter().next().copied().unwrap_or(f32::NAN) as f64;
             f(loss, &out[1], &y);
+        }
+        Ok(())
+    }
+
+    fn for_batches_compiled(&mut self, data: &Dataset<'_>, f: &mut BatchSink<'_>) -> Result<(), TrainError> {
+        self.sync();
+        let batch = self.spec.train.batch;
+        let n = data.len();
+        let s = data.sample_size();
+        let idx: Vec<usize> = (0..n).collect();
+        let mut loaded: Vec<usize> = Vec::new();
+        for chunk in idx.chunks(batch) {
+            let b = chunk.len();
+            if !self.inference.programs.contains_key(&b) {
+                let c = compile_inference(&self.spec, b, self.keep_ir)
+                    .map_err(|e| TrainError::Model(e.to_string()))?;
+                self.inference.programs.insert(b, c);
+            }
+            let c =
+                self.inference.programs.get_mut(&b).ok_or_else(|| TrainError::Model("inference".into()))?;
+            if !loaded.contains(&b) {
+                for (k, p) in c.built.params.iter().enumerate() {
+                    write(&mut c.program, p.var, &self.params[k]);
+                }
+                for (bn, (_, mean, var)) in c.built.batchnorms.iter().zip(&self.running) {
+                    write(&mut c.program, bn.running_mean, mean);
+                    write(&mut c.program, bn.running_var, var);
+                }
+                loaded.push(b);
+            }
+            if let Some(dst) = c.program.slot_mut(c.built.input) {
+                for (row, &i) in chunk.iter().enumerate() {
+                    for (d, &p) in
+                        dst[row * s..(row + 1) * s].iter_mut().zip(&data.images[i * s..(i + 1) * s])
+                    {
+                        *d = p as f32 / 255.0;
+                    }
+                }
+            }
+            let y =
+                ArrayD::from_shape_vec(IxDyn(&[b]), chunk.iter().map(|&i| data.labels[i] as f32).collect())
+                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[b])));
+            write(&mut c.program, c.built.labels, &y);
+            c.program.run();
+            let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
+            let classes = self.spec.classes;
+            let logits = c
+                .program
+                .slot(c.built.logits)
+                .map(|l| {
+                    ArrayD::from_shape_vec(IxDyn(&[b, classes]), l.to_vec())
+                        .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[b, classes])))
+                })
+                .unwrap_or_else(|| ArrayD::zeros(IxDyn(&[b, classes])));
+            f(loss, &logits, &y);
         }
         Ok(())
     }
@@ -342,6 +596,13 @@ impl Trainer {
     }
 }
 
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .0
+}
+
 fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
     logits
         .outer_iter()
@@ -356,4 +617,91 @@ fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
 
 fn correct(logits: &ArrayD<f32>, y: &ArrayD<f32>) -> usize {
     argmax_rows(logits).iter().zip(y.iter()).filter(|(p, l)| **p == **l as usize).count()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The compiled step against the interpreter: from the same weights, batch and dropout
+    //! masks, a few steps of each leave the same parameters, optimizer state and running
+    //! statistics (relative error ≤ 1e-5 against each tensor's largest element).
+
+    use super::*;
+
+    /// `skip`: parameters whose gradient is zero but for rounding (a bias before batch
+    /// normalisation), which Adam scales up to full steps of either sign in both engines; the
+    /// batch means after such a step differ too, so those cases take a single `steps`.
+    fn check_skipping(name: &str, body: &str, optimizer: &str, skip: &[&str], steps: usize) {
+        let src = format!("data mnist\ninput 28x28\n{body}\noptimizer {optimizer}\ntrain batch=8 seed=3\n");
+        let spec = ModelSpec::parse(&src, "test").unwrap_or_else(|e| panic!("{}", e.render()));
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let images: Vec<u8> = (0..40 * 784).map(|_| next() as u8).collect();
+        let labels: Vec<u8> = (0..40).map(|_| (next() % 10) as u8).collect();
+        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let mut interp = Trainer::new(spec.clone()).unwrap();
+        let mut compiled = Trainer::new(spec).unwrap();
+        compiled.compile(false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for step in 0..steps {
+            let idx: Vec<usize> = (0..8).map(|k| (k * 7 + step * 5) % 40).collect();
+            let a = interp.train_step(&data, &idx, 1, step + 1).unwrap();
+            let b = compiled.train_step(&data, &idx, 1, step + 1).unwrap();
+            assert!((a.0 - b.0).abs() <= 1e-5 * a.0.abs().max(1.0), "{name}: loss {} vs {}", a.0, b.0);
+            assert_eq!(a.1, b.1, "{name}: correct count");
+        }
+        compiled.sync();
+        let close = |what: &str, x: &ArrayD<f32>, y: &ArrayD<f32>, rel: f32| {
+            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let err = x.iter().zip(y).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= rel * scale, "{name}: {what} differs by {err} (scale {scale})");
+        };
+        for (k, (name_k, _)) in interp.param_info.iter().enumerate() {
+            if skip.contains(&name_k.as_str()) {
+                continue;
+            }
+            close(name_k, &interp.params[k], &compiled.params[k], 1e-5);
+            close(&format!("{name_k} m"), &interp.slots[k].m, &compiled.slots[k].m, 1e-5);
+            // Adam's second moment sums squared gradients: their relative error doubles.
+            close(&format!("{name_k} v"), &interp.slots[k].v, &compiled.slots[k].v, 2e-5);
+        }
+        for (a, b) in interp.running.iter().zip(&compiled.running) {
+            close(&a.0, &a.1, &b.1, 1e-5);
+            close(&a.0, &a.2, &b.2, 1e-5);
+        }
+    }
+
+    fn check(name: &str, body: &str, optimizer: &str) {
+        check_skipping(name, body, optimizer, &[], 3);
+    }
+
+    #[test]
+    fn compiled_steps_match_interpreted_steps() {
+        let sce = "loss softmax_cross_entropy";
+        check("seed", &format!("flatten\ndense 12 relu\ndropout 0.2\ndense 10\n{sce}"), "adam");
+        check("leaky", &format!("flatten\ndense 12\nleaky_relu(0.2)\ndropout 0.5\ndense 10\n{sce}"), "adam");
+        check("elu", &format!("flatten\ndense 12\nelu(0.7)\ndense 10\n{sce}"), "adam");
+        check("sigmoid", &format!("flatten\ndense 12 sigmoid\ndense 10\n{sce}"), "adam");
+        check("tanh", &format!("flatten\ndense 12 tanh\ndense 10\n{sce}"), "adam beta1=0.8");
+        check("softplus", &format!("flatten\ndense 12 softplus\ndense 10\n{sce}"), "adam");
+        let bn = format!("flatten\ndense 12\nbatchnorm\nrelu\ndropout 0.5\ndense 10\n{sce}");
+        check_skipping("bn", &bn, "adam", &["dense_1.bias"], 1);
+        check("l2", &format!("flatten\ndense 12 relu l2=0.001\ndense 10\n{sce}"), "adam");
+        check(
+            "swish",
+            &format!("activation swish(x) = x * sigmoid(x)\nflatten\ndense 12 swish\ndense 10\n{sce}"),
+            "adam",
+        );
+        check("mse", "flatten\ndense 12 relu\ndense 10\nloss mse", "sgd lr=0.1");
+        check("sgd", &format!("flatten\ndense 12 relu\ndense 10\n{sce}"), "sgd lr=0.1");
+        check("momentum", &format!("flatten\ndense 12 relu\ndense 10\n{sce}"), "sgd lr=0.1 momentum=0.9");
+        check(
+            "nesterov",
+            &format!("flatten\ndense 12 relu\ndense 10\n{sce}"),
+            "sgd lr=0.1 momentum=0.9 nesterov=true",
+        );
+    }
 }

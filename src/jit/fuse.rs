@@ -1,0 +1,367 @@
+//! Fusion: scheduling a tensor graph (a training step: forward pass, loss, gradients and the
+//! optimizer's update) into a few kernels over buffers planned once.
+//!
+//! The graph's nodes fall into four groups:
+//!
+//! * **Views** cost nothing: `reshape` and `transpose` of a materialized tensor are the same
+//!   buffer read with other strides; `broadcast` is a stride of 0; numbers are constants.
+//! * **Matrix products** are calls into a tuned GEMM, reading their operands through views
+//!   (so `xᵀ @ δ` needs no transposed copy).
+//! * **Reductions and row operators** (`sum`, `max` over an axis, `logsoftmax`) each get a
+//!   kernel that computes its operand's elementwise expression on the fly.
+//! * **Elementwise** nodes (`+ * ^`, functions, `onehot`) are inlined into whatever consumes
+//!   them: a chain like bias + relu + dropout mask, or activation-derivative × adjoint, is one
+//!   loop. An elementwise node is *materialized* (stored in a buffer) only when it is an
+//!   output, when several operators use it, when a matrix product reads it, or when a consumer
+//!   iterates over a larger shape (it would be recomputed per element otherwise). Materialized
+//!   elementwise nodes of the same shape, scheduled next to each other, share one loop.
+//!
+//! **Aliased outputs.** An optimizer update writes its new parameter over the old one. Each
+//! element of such an output depends only on the same element of its inputs, so the update
+//! loop may read and write one buffer; and it is scheduled after every other kernel, so nothing
+//! reads a parameter after it changed.
+//!
+//! **Buffers** are slices of one arena, assigned by liveness: a buffer is reused once its last
+//! reader has run. Inputs, parameters, optimizer state and outputs keep their own slices.
+
+use hashbrown::HashMap;
+
+use crate::graph::{Graph, Id, NodeMap, Op};
+
+/// A slice of the arena: `len` f32 values starting at `offset` (in elements, 16-aligned so
+/// that every buffer starts on a 64-byte boundary of an aligned arena).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// How a kernel reads a materialized tensor: its slot, the shape it is seen with, and the
+/// stride (in elements) of each axis of that shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub slot: Slot,
+    pub shape: Vec<usize>,
+    pub strides: Vec<isize>,
+}
+
+impl View {
+    fn contiguous(slot: Slot, shape: &[usize]) -> View {
+        let mut strides = vec![0isize; shape.len()];
+        let mut s = 1isize;
+        for k in (0..shape.len()).rev() {
+            strides[k] = s;
+            s *= shape[k] as isize;
+        }
+        View { slot, shape: shape.to_vec(), strides }
+    }
+
+    fn is_contiguous(&self) -> bool {
+        *self == View::contiguous(self.slot, &self.shape)
+    }
+
+    /// The strides with which element `index` of a `space`-shaped iteration reads this view,
+    /// broadcasting numpy-style (trailing axes aligned, size-1 and missing axes repeat).
+    pub fn strides_in(&self, space: &[usize]) -> Vec<isize> {
+        let mut out = vec![0isize; space.len()];
+        let off = space.len() - self.shape.len().min(space.len());
+        for (k, st) in out.iter_mut().enumerate().skip(off) {
+            let d = k - off;
+            if self.shape[d] != 1 {
+                *st = self.strides[d];
+            }
+        }
+        out
+    }
+}
+
+/// One step of the schedule.
+#[derive(Debug, Clone)]
+pub enum Instr {
+    /// `out = a @ b` (`m×k` times `k×n`), through views.
+    Gemm { m: usize, n: usize, k: usize, a: View, b: View, out: Slot },
+    /// One loop over `space` computing and storing every node of `outputs` (all of shape
+    /// `space`), each into its slot.
+    Map { space: Vec<usize>, outputs: Vec<(Id, Slot)> },
+    /// `sum`/`max` node `node`, its operand computed on the fly.
+    Reduce { node: Id, out: Slot },
+    /// `logsoftmax` node `node` over rows, its operand computed on the fly.
+    LogSoftmax { node: Id, out: Slot },
+}
+
+/// The compiled form of a graph's schedule.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub instrs: Vec<Instr>,
+    /// Arena size in f32 elements.
+    pub arena_len: usize,
+    /// Where every materialized node (and every input) lives.
+    pub slots: HashMap<Id, Slot>,
+    /// How kernels read a node that is a view of a materialized one (reshape, transpose,
+    /// broadcast chains), and materialized nodes themselves.
+    pub views: HashMap<Id, View>,
+}
+
+/// Why a graph cannot be fused (the caller falls back to the interpreter).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot compile this step: {0}")]
+pub struct Unsupported(pub String);
+
+/// What is being planned: the graph, its inputs (each gets a slot of its own), its outputs,
+/// and which outputs overwrite which inputs (optimizer updates).
+pub struct Request<'g> {
+    pub graph: &'g Graph,
+    pub inputs: Vec<Id>,
+    pub outputs: Vec<Id>,
+    /// `(output, input)`: the output is written into the input's slot, after everything else.
+    pub aliases: Vec<(Id, Id)>,
+    /// Reuse dead buffers (off only for tests that read every stored node after a run).
+    pub reuse: bool,
+}
+
+fn is_elementwise(op: Op) -> bool {
+    matches!(op, Op::Add | Op::Mul | Op::Pow | Op::Func(_) | Op::OneHot(_))
+}
+
+fn is_view(op: Op) -> bool {
+    matches!(op, Op::Reshape(_) | Op::Transpose | Op::Broadcast(_))
+}
+
+const ALIGN: usize = 16;
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Plans `req`: which nodes to store, in what order to compute them, and where.
+pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
+    let g = req.graph;
+    let order = g.reachable(&req.outputs);
+    // Users of every node.
+    let mut users: NodeMap<Vec<Id>> = NodeMap::new(&order, Vec::new());
+    for &id in &order {
+        for &a in g.args(id) {
+            let u = users.get_mut(a);
+            if !u.contains(&id) {
+                u.push(id);
+            }
+        }
+    }
+    for &id in &order {
+        if g.shape(id).len() > 2 && !matches!(g.op(id), Op::Var(_) | Op::Reshape(_)) {
+            return Err(Unsupported(format!(
+                "tensors of rank {} (only matrices are fused)",
+                g.shape(id).len()
+            )));
+        }
+        if matches!(g.op(id), Op::Var(_)) && !req.inputs.contains(&id) {
+            return Err(Unsupported(format!("`{}` is not an input", g.var_name(id).unwrap_or("?"))));
+        }
+    }
+    // Which nodes are stored.
+    let mut stored: NodeMap<bool> = NodeMap::new(&order, false);
+    for &o in &req.outputs {
+        stored.set(o, true);
+    }
+    for &id in &order {
+        let op = g.op(id);
+        match op {
+            Op::MatMul | Op::Sum(_) | Op::Max(_) | Op::LogSoftmax => stored.set(id, true),
+            _ if is_elementwise(op) => {
+                let us = users.get(id);
+                let several = us.len() >= 2;
+                let read_by_gemm = us.iter().any(|&u| reads_through_views(g, u, id, &users));
+                let shape = g.shape(id);
+                let wider =
+                    us.iter().any(|&u| g.shape(u) != shape && !matches!(g.op(u), Op::Sum(_) | Op::Max(_)));
+                if several || read_by_gemm || wider {
+                    stored.set(id, true);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Views over stored nodes: reshape/transpose of something that is not a stored node or a
+    // view of one cannot be read without storing it first.
+    for &id in &order {
+        if matches!(g.op(id), Op::Reshape(_) | Op::Transpose) {
+            let a = g.args(id)[0];
+            let base_ok = *stored.get(a) || matches!(g.op(a), Op::Var(_)) || is_view(g.op(a));
+            if !base_ok {
+                stored.set(a, true);
+            }
+        }
+    }
+    // Schedule: stored nodes in topological order; aliased outputs last.
+    let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
+    let mut seq: Vec<Id> = order
+        .iter()
+        .copied()
+        .filter(|&id| *stored.get(id) && !matches!(g.op(id), Op::Var(_) | Op::Num(_) | Op::Const(_)))
+        .collect();
+    seq.sort_by_key(|id| aliased.contains(id));
+    // Slots: inputs first (fixed), then liveness-planned intermediates, aliases share.
+    let mut slots: HashMap<Id, Slot> = HashMap::new();
+    let mut next = 0usize;
+    let mut fixed = |len: usize| {
+        let s = Slot { offset: next, len };
+        next += round_up(len.max(1));
+        s
+    };
+    for &i in &req.inputs {
+        let len = g.shape(i).iter().product::<usize>();
+        slots.insert(i, fixed(len));
+    }
+    for &o in &req.outputs {
+        if let Some((_, input)) = req.aliases.iter().find(|(out, _)| *out == o) {
+            let s = slots[input];
+            slots.insert(o, s);
+        } else if !slots.contains_key(&o) {
+            let len = g.shape(o).iter().product::<usize>();
+            slots.insert(o, fixed(len));
+        }
+    }
+    // Group the schedule: consecutive stored elementwise nodes of one shape share a loop.
+    let mut groups: Vec<Vec<Id>> = Vec::new();
+    for &id in &seq {
+        let op = g.op(id);
+        let joins = (is_elementwise(op) || is_view(op))
+            && groups.last().is_some_and(|grp| {
+                let h = grp[0];
+                (is_elementwise(g.op(h)) || is_view(g.op(h))) && g.shape(h) == g.shape(id)
+            });
+        match groups.last_mut() {
+            Some(grp) if joins => grp.push(id),
+            _ => groups.push(vec![id]),
+        }
+    }
+    // Liveness by group: a stored intermediate dies after the last group that reads it.
+    let group_of: HashMap<Id, usize> =
+        groups.iter().enumerate().flat_map(|(k, grp)| grp.iter().map(move |&id| (id, k))).collect();
+    let mut last: HashMap<Id, usize> = HashMap::new();
+    for (k, grp) in groups.iter().enumerate() {
+        for &id in grp {
+            for leaf in leaves(g, id, &stored) {
+                let e = last.entry(leaf).or_insert(k);
+                *e = (*e).max(k);
+            }
+        }
+    }
+    let mut dying: Vec<Vec<Id>> = vec![Vec::new(); groups.len()];
+    for (&id, &k) in &last {
+        if group_of.contains_key(&id) && !req.outputs.contains(&id) && !req.inputs.contains(&id) {
+            dying[k].push(id);
+        }
+    }
+    // Greedy reuse of freed slots of a fitting size. A group's outputs get their slots before
+    // the group's dying inputs are freed, so a loop never writes over what it still reads.
+    let mut free: Vec<Slot> = Vec::new();
+    for (k, grp) in groups.iter().enumerate() {
+        for &id in grp {
+            if slots.contains_key(&id) {
+                continue;
+            }
+            let len = g.shape(id).iter().product::<usize>();
+            let fit = if req.reuse {
+                free.iter().position(|f| f.len >= len && f.len <= 2 * round_up(len.max(1)))
+            } else {
+                None
+            };
+            let s = match fit {
+                Some(p) => Slot { offset: free.swap_remove(p).offset, len },
+                None => fixed(len),
+            };
+            slots.insert(id, s);
+        }
+        for d in &dying[k] {
+            if let Some(s) = slots.get(d) {
+                free.push(Slot { offset: s.offset, len: round_up(s.len.max(1)) });
+            }
+        }
+    }
+    // Views for every node kernels may read directly.
+    let mut views: HashMap<Id, View> = HashMap::new();
+    for &id in &order {
+        if let Some(&s) = slots.get(&id) {
+            views.insert(id, View::contiguous(s, g.shape(id)));
+            continue;
+        }
+        let op = g.op(id);
+        if !is_view(op) {
+            continue;
+        }
+        let a = g.args(id)[0];
+        let Some(v) = views.get(&a).cloned() else { continue };
+        let view = match op {
+            Op::Reshape(_) if v.is_contiguous() => View::contiguous(v.slot, g.shape(id)),
+            Op::Reshape(_) => continue,
+            Op::Transpose => View {
+                slot: v.slot,
+                shape: v.shape.iter().rev().copied().collect(),
+                strides: v.strides.iter().rev().copied().collect(),
+            },
+            _ => View { slot: v.slot, shape: g.shape(id).to_vec(), strides: v.strides_in(g.shape(id)) },
+        };
+        views.insert(id, view);
+    }
+    // Instructions, one per group.
+    let mut instrs: Vec<Instr> = Vec::new();
+    for grp in &groups {
+        let id = grp[0];
+        let op = g.op(id);
+        let out = slots[&id];
+        match op {
+            Op::MatMul => {
+                let [a, b] = [g.args(id)[0], g.args(id)[1]];
+                let (Some(va), Some(vb)) = (views.get(&a).cloned(), views.get(&b).cloned()) else {
+                    return Err(Unsupported("a matrix product of an unstored operand".into()));
+                };
+                let (m, k, n) = (g.shape(a)[0], g.shape(a)[1], g.shape(b)[1]);
+                instrs.push(Instr::Gemm { m, n, k, a: va, b: vb, out });
+            }
+            Op::Sum(_) | Op::Max(_) => instrs.push(Instr::Reduce { node: id, out }),
+            Op::LogSoftmax => {
+                if g.shape(id).len() != 2 {
+                    return Err(Unsupported("logsoftmax of a non-matrix".into()));
+                }
+                instrs.push(Instr::LogSoftmax { node: id, out });
+            }
+            _ if is_elementwise(op) || is_view(op) => instrs.push(Instr::Map {
+                space: g.shape(id).to_vec(),
+                outputs: grp.iter().map(|&n| (n, slots[&n])).collect(),
+            }),
+            other => return Err(Unsupported(format!("operator {other:?}"))),
+        }
+    }
+    Ok(Plan { instrs, arena_len: next, slots, views })
+}
+
+/// Whether `user` reads `node` as a matrix-product operand (possibly through views).
+fn reads_through_views(g: &Graph, user: Id, node: Id, users: &NodeMap<Vec<Id>>) -> bool {
+    match g.op(user) {
+        Op::MatMul => true,
+        op if is_view(op) && g.args(user)[0] == node => {
+            users.get(user).iter().any(|&u| reads_through_views(g, u, user, users))
+        }
+        _ => false,
+    }
+}
+
+/// The stored nodes (and inputs) an instruction computing `id` reads: its expression down to
+/// stored nodes, through views and inlined elementwise nodes.
+fn leaves(g: &Graph, id: Id, stored: &NodeMap<bool>) -> Vec<Id> {
+    let mut out = Vec::new();
+    let mut stack: Vec<Id> = g.args(id).to_vec();
+    let mut seen = hashbrown::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        if *stored.get(n) || matches!(g.op(n), Op::Var(_)) {
+            out.push(n);
+        } else {
+            stack.extend_from_slice(g.args(n));
+        }
+    }
+    out
+}

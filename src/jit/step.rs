@@ -1,0 +1,311 @@
+//! Compiled tensor programs: a planned schedule (`fuse.rs`) turned into native code
+//! (`kernel.rs`) over one arena, with a driver function that runs the whole program in one
+//! call. Used for training steps (forward, backward and optimizer update) and for inference.
+//!
+//! **Safety.** Every address the code touches is an arena offset fixed at compile time; the
+//! plan only hands out slots inside `arena_len`, and the arena is allocated with that length
+//! (plus alignment padding) before any code runs. Callers reach buffers only through
+//! [`Program::slot`], which checks the node belongs to the program.
+
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use hashbrown::HashMap;
+
+use super::fuse::{Instr, Plan, Request, Slot, Unsupported, plan};
+use super::kernel::Emitter;
+use super::runtime;
+use crate::graph::{Graph, Id};
+
+/// An f32 arena whose first element is 64-byte aligned.
+struct Arena {
+    storage: Vec<f32>,
+    start: usize,
+}
+
+impl Arena {
+    fn new(len: usize) -> Arena {
+        let storage = vec![0.0f32; len + 16];
+        let misalign = (storage.as_ptr() as usize % 64) / 4;
+        let start = if misalign == 0 { 0 } else { 16 - misalign };
+        Arena { storage, start }
+    }
+
+    fn ptr(&mut self) -> *mut f32 {
+        self.storage[self.start..].as_mut_ptr()
+    }
+
+    fn slice(&self, s: Slot) -> &[f32] {
+        &self.storage[self.start + s.offset..self.start + s.offset + s.len]
+    }
+
+    fn slice_mut(&mut self, s: Slot) -> &mut [f32] {
+        &mut self.storage[self.start + s.offset..self.start + s.offset + s.len]
+    }
+}
+
+/// What one kernel is, for timings and IR dumps.
+#[derive(Debug, Clone)]
+pub struct KernelInfo {
+    /// `gemm 32x784x128`, `map 32x128 (3 outputs)`, `sum 32x10`, ...
+    pub name: String,
+    /// Its Cranelift IR (empty for GEMM calls), when asked for.
+    pub ir: String,
+}
+
+/// A compiled program over its own arena.
+pub struct Program {
+    module: Option<JITModule>,
+    driver: *const u8,
+    /// One entry per instruction: a kernel's code (null for GEMM calls).
+    kernels: Vec<*const u8>,
+    plan: Plan,
+    arena: Arena,
+    /// Name and IR of each instruction.
+    pub info: Vec<KernelInfo>,
+    /// Time spent compiling.
+    pub compile_time: Duration,
+}
+
+// SAFETY: the code is immutable after finalization; the arena is owned and only reached
+// through `&mut self`.
+unsafe impl Send for Program {}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        self.kernels.clear();
+        if let Some(m) = self.module.take() {
+            // SAFETY: no pointer into the module's memory outlives `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+type Kernel = unsafe extern "C" fn(*mut f32);
+
+fn codegen(e: impl std::fmt::Display) -> Unsupported {
+    Unsupported(format!("code generation failed: {e}"))
+}
+
+impl Program {
+    /// Plans and compiles `req`. `keep_ir` keeps each kernel's Cranelift IR.
+    pub fn compile(req: &Request<'_>, keep_ir: bool) -> Result<Program, Unsupported> {
+        let start = Instant::now();
+        let plan = plan(req)?;
+        let g = req.graph;
+        let mut flags = settings::builder();
+        for (k, v) in [("opt_level", "speed"), ("is_pic", "false"), ("use_colocated_libcalls", "false")] {
+            flags.set(k, v).map_err(codegen)?;
+        }
+        flags
+            .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
+            .map_err(codegen)?;
+        let isa = cranelift_native::builder()
+            .map_err(|m| Unsupported(m.to_string()))?
+            .finish(settings::Flags::new(flags))
+            .map_err(codegen)?;
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        for (name, ptr) in runtime::symbols() {
+            jb.symbol(name, ptr);
+        }
+        let mut module = JITModule::new(jb);
+        let ptr = module.target_config().pointer_type();
+        let mut ctx = module.make_context();
+        let mut fbc = FunctionBuilderContext::new();
+        let mut ids: Vec<Option<FuncId>> = Vec::new();
+        let mut info = Vec::new();
+        for instr in &plan.instrs {
+            let name = describe(g, instr);
+            if let Instr::Gemm { .. } = instr {
+                ids.push(None);
+                info.push(KernelInfo { name, ir: String::new() });
+                continue;
+            }
+            ctx.func.signature.params.push(AbiParam::new(ptr));
+            let id = module.declare_anonymous_function(&ctx.func.signature).map_err(codegen)?;
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+                let entry = b.create_block();
+                b.append_block_params_for_function_params(entry);
+                b.switch_to_block(entry);
+                b.seal_block(entry);
+                let arena = b.block_params(entry)[0];
+                let mut em =
+                    Emitter { b: &mut b, module: &mut module, g, plan: &plan, arena, calls: HashMap::new() };
+                match instr {
+                    Instr::Map { space, outputs } => em.map(space, outputs)?,
+                    Instr::Reduce { node, out } => em.reduce(*node, out.offset)?,
+                    Instr::LogSoftmax { node, out } => em.log_softmax(*node, out.offset)?,
+                    Instr::Gemm { .. } => {}
+                }
+                em.b.ins().return_(&[]);
+                let config = module.target_config();
+                b.finalize(config);
+            }
+            let ir = if keep_ir { ctx.func.display().to_string() } else { String::new() };
+            module.define_function(id, &mut ctx).map_err(|e| codegen(format!("{e:?}")))?;
+            module.clear_context(&mut ctx);
+            ids.push(Some(id));
+            info.push(KernelInfo { name, ir });
+        }
+        // The driver: every instruction in order, in one call.
+        ctx.func.signature.params.push(AbiParam::new(ptr));
+        let driver_id =
+            module.declare_function("symdiff_step", Linkage::Local, &ctx.func.signature).map_err(codegen)?;
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let arena = b.block_params(entry)[0];
+            let mut gemm_sig = module.make_signature();
+            for _ in 0..12 {
+                gemm_sig.params.push(AbiParam::new(types::I64));
+            }
+            let gemm = module.declare_function("sd_sgemm", Linkage::Import, &gemm_sig).map_err(codegen)?;
+            let gemm = module.declare_func_in_func(gemm, b.func);
+            for (instr, id) in plan.instrs.iter().zip(&ids) {
+                match (instr, id) {
+                    (_, Some(id)) => {
+                        let f = module.declare_func_in_func(*id, b.func);
+                        b.ins().call(f, &[arena]);
+                    }
+                    (Instr::Gemm { m, n, k, a, b: bv, out }, None) => {
+                        let mut args = Vec::with_capacity(12);
+                        for x in [*m, *n, *k] {
+                            args.push(b.ins().iconst(types::I64, x as i64));
+                        }
+                        for (view, rs, cs) in [
+                            (a.slot.offset, a.strides[0], a.strides[1]),
+                            (bv.slot.offset, bv.strides[0], bv.strides[1]),
+                            (out.offset, *n as isize, 1),
+                        ] {
+                            args.push(b.ins().iadd_imm_s(arena, (view * 4) as i64));
+                            args.push(b.ins().iconst(types::I64, rs as i64));
+                            args.push(b.ins().iconst(types::I64, cs as i64));
+                        }
+                        b.ins().call(gemm, &args);
+                    }
+                    _ => {}
+                }
+            }
+            b.ins().return_(&[]);
+            let config = module.target_config();
+            b.finalize(config);
+        }
+        module.define_function(driver_id, &mut ctx).map_err(|e| codegen(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        module.finalize_definitions().map_err(codegen)?;
+        let driver = module.get_finalized_function(driver_id);
+        let kernels = ids
+            .iter()
+            .map(|id| id.map_or(std::ptr::null(), |id| module.get_finalized_function(id)))
+            .collect();
+        let arena = Arena::new(plan.arena_len);
+        Ok(Program {
+            module: Some(module),
+            driver,
+            kernels,
+            plan,
+            arena,
+            info,
+            compile_time: start.elapsed(),
+        })
+    }
+
+    /// The buffer of `node` (an input, an output, or any stored node), if it has one.
+    pub fn slot(&self, node: Id) -> Option<&[f32]> {
+        self.plan.slots.get(&node).map(|&s| self.arena.slice(s))
+    }
+
+    /// The buffer of `node`, for writing inputs.
+    pub fn slot_mut(&mut self, node: Id) -> Option<&mut [f32]> {
+        let s = *self.plan.slots.get(&node)?;
+        Some(self.arena.slice_mut(s))
+    }
+
+    /// Runs the program once.
+    pub fn run(&mut self) {
+        let p = self.arena.ptr();
+        // SAFETY: the driver and the kernels it calls touch only arena offsets below
+        // `plan.arena_len`, and the arena holds that many elements after `p` (module doc).
+        unsafe {
+            let f: Kernel = std::mem::transmute::<*const u8, Kernel>(self.driver);
+            f(p);
+        }
+    }
+
+    /// Runs the program once, instruction by instruction, adding each one's time to `times`.
+    pub fn run_timed(&mut self, times: &mut Vec<Duration>) {
+        times.resize(self.kernels.len(), Duration::ZERO);
+        let p = self.arena.ptr();
+        for (k, (instr, &code)) in self.plan.instrs.iter().zip(&self.kernels).enumerate() {
+            let t = Instant::now();
+            match instr {
+                Instr::Gemm { m, n, k: kk, a, b, out } => {
+                    // SAFETY: as in `run`; the views were planned inside the arena.
+                    unsafe {
+                        runtime::sd_sgemm(
+                            *m as i64,
+                            *n as i64,
+                            *kk as i64,
+                            p.add(a.slot.offset),
+                            a.strides[0] as i64,
+                            a.strides[1] as i64,
+                            p.add(b.slot.offset),
+                            b.strides[0] as i64,
+                            b.strides[1] as i64,
+                            p.add(out.offset),
+                            *n as i64,
+                            1,
+                        )
+                    }
+                }
+                // SAFETY: as in `run`.
+                _ => unsafe {
+                    let f: Kernel = std::mem::transmute::<*const u8, Kernel>(code);
+                    f(p);
+                },
+            }
+            times[k] += t.elapsed();
+        }
+    }
+
+    /// Every node with a buffer, in id order.
+    pub fn stored_nodes(&self) -> Vec<Id> {
+        let mut v: Vec<Id> = self.plan.slots.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Number of f32 elements in the arena.
+    pub fn arena_len(&self) -> usize {
+        self.plan.arena_len
+    }
+}
+
+fn describe(g: &Graph, instr: &Instr) -> String {
+    let shape = |s: &[usize]| crate::graph::show_shape(s);
+    match instr {
+        Instr::Gemm { m, n, k, .. } => format!("gemm {m}x{k} @ {k}x{n}"),
+        Instr::Map { space, outputs } => format!(
+            "map {} ({} output{})",
+            shape(space),
+            outputs.len(),
+            if outputs.len() == 1 { "" } else { "s" }
+        ),
+        Instr::Reduce { node, .. } => {
+            let what = match g.op(*node) {
+                crate::graph::Op::Max(_) => "max",
+                _ => "sum",
+            };
+            format!("{what} {} -> {}", shape(g.shape(g.args(*node)[0])), shape(g.shape(*node)))
+        }
+        Instr::LogSoftmax { node, .. } => format!("logsoftmax {}", shape(g.shape(*node))),
+    }
+}

@@ -1,0 +1,385 @@
+//! The compiled training step: the training graph, extended with the optimizer's update and
+//! the batch-normalisation running statistics, planned into fused kernels and compiled by
+//! Cranelift into one native function over buffers allocated once (`jit::step::Program`).
+//! Inference (validation, evaluation, prediction) is compiled the same way.
+//!
+//! The update is written as graph nodes, so the same fusion that handles the forward and
+//! backward passes turns it into one loop per parameter shape, writing each parameter and its
+//! optimizer state in place:
+//!
+//! ```text
+//! Adam:  m' = b1*m + (1-b1)*g      v' = b2*v + (1-b2)*g^2      p' = p - alpha*m'/(sqrt(v') + eps)
+//!        with alpha = lr*sqrt(1 - b2^t)/(1 - b1^t) an input of the step
+//! SGD:   p' = p - lr*g;  with momentum: u' = mu*u - lr*g,  p' = p + u'  (Nesterov: p + mu*u' - lr*g)
+//! ```
+//!
+//! The interpreter's optimizer (`optimizer.rs`) writes `m += (g - m)(1 - b1)`: the same
+//! number up to rounding; the tests hold the two to a relative 1e-5 after a step.
+
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use ndarray::ArrayD;
+
+use crate::graph::{Graph, Id};
+use crate::jit::fuse::{Request, Unsupported};
+use crate::jit::step::Program;
+use crate::model::build::{Built, build};
+use crate::model::{ModelSpec, Optimizer};
+
+/// The compiled training step and its node ids.
+pub struct CompiledStep {
+    pub program: Program,
+    pub built: Built,
+    /// Optimizer state inputs per parameter (Adam: m and v; SGD with momentum: velocity).
+    pub state: Vec<Vec<Id>>,
+    /// Adam's `alpha` for this step.
+    pub alpha: Option<Id>,
+}
+
+impl CompiledStep {
+    /// Every node the program stores (for tests).
+    #[cfg(test)]
+    fn program_nodes(&self) -> Vec<Id> {
+        self.program.stored_nodes()
+    }
+
+    /// Whether `node` is an input that the update overwrites (parameters and their state).
+    #[cfg(test)]
+    fn is_updated_input(&self, node: Id) -> bool {
+        self.built.params.iter().any(|p| p.var == node)
+            || self.state.iter().flatten().any(|&s| s == node)
+            || self.built.batchnorms.iter().any(|b| b.running_mean == node || b.running_var == node)
+    }
+}
+
+/// The compiled inference program for one batch size.
+pub struct CompiledInference {
+    pub program: Program,
+    pub built: Built,
+}
+
+fn var(g: &mut Graph, name: &str, shape: &[usize]) -> Result<Id, Unsupported> {
+    g.var_shaped(name, shape).map_err(|e| Unsupported(e.0))
+}
+
+/// Compiles the training step of `spec` for batches of `batch`.
+pub fn compile_step(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Result<CompiledStep, Unsupported> {
+    compile_step_with(spec, batch, keep_ir, true)
+}
+
+/// [`compile_step`], optionally without buffer reuse (so every stored node keeps its value).
+fn compile_step_with(
+    spec: &ModelSpec,
+    batch: usize,
+    keep_ir: bool,
+    reuse: bool,
+) -> Result<CompiledStep, Unsupported> {
+    let mut built = build(spec, batch, true).map_err(|d| Unsupported(d.message))?;
+    let g = &mut built.graph;
+    let mut outputs = vec![built.loss, built.logits];
+    let mut aliases = Vec::new();
+    let mut inputs = vec![built.input, built.labels];
+    let mut state = Vec::new();
+    let mut alpha = None;
+    for (p, &grad) in built.params.iter().zip(&built.grads) {
+        inputs.push(p.var);
+        let (new_p, st) = match spec.optimizer {
+            Optimizer::Adam { beta1, beta2, epsilon, .. } => {
+                let a = match alpha {
+                    Some(a) => a,
+                    None => {
+                        let a = var(g, "adam.alpha", &[])?;
+                        alpha = Some(a);
+                        a
+                    }
+                };
+                let m = var(g, &format!("{}.m", p.name), &p.shape)?;
+                let v = var(g, &format!("{}.v", p.name), &p.shape)?;
+                let (b1, c1) = (g.num(beta1), g.num(1.0 - beta1));
+                let t1 = g.mul(&[b1, m]);
+                let t2 = g.mul(&[c1, grad]);
+                let m_new = g.add(&[t1, t2]);
+                let (b2, c2) = (g.num(beta2), g.num(1.0 - beta2));
+                let g2 = g.square(grad);
+                let t3 = g.mul(&[b2, v]);
+                let t4 = g.mul(&[c2, g2]);
+                let v_new = g.add(&[t3, t4]);
+                let eps = g.num(epsilon);
+                let root = g.powi(v_new, 0.5);
+                let den = g.add(&[root, eps]);
+                let step = g.div_by(m_new, den);
+                let scaled = g.mul(&[a, step]);
+                let p_new = g.sub(p.var, scaled);
+                outputs.extend([m_new, v_new]);
+                aliases.extend([(m_new, m), (v_new, v)]);
+                (p_new, vec![m, v])
+            }
+            Optimizer::Sgd { lr, momentum, nesterov } => {
+                let lr_g = {
+                    let c = g.num(lr);
+                    g.mul(&[c, grad])
+                };
+                if momentum == 0.0 {
+                    (g.sub(p.var, lr_g), Vec::new())
+                } else {
+                    let u = var(g, &format!("{}.momentum", p.name), &p.shape)?;
+                    let mu = g.num(momentum);
+                    let mu_u = g.mul(&[mu, u]);
+                    let u_new = g.sub(mu_u, lr_g);
+                    let p_new = if nesterov {
+                        let mu_un = g.mul(&[mu, u_new]);
+                        let t = g.add(&[p.var, mu_un]);
+                        g.sub(t, lr_g)
+                    } else {
+                        g.add(&[p.var, u_new])
+                    };
+                    outputs.push(u_new);
+                    aliases.push((u_new, u));
+                    (p_new, vec![u])
+                }
+            }
+        };
+        outputs.push(new_p);
+        aliases.push((new_p, p.var));
+        state.push(st);
+    }
+    for s in state.iter().flatten() {
+        inputs.push(*s);
+    }
+    inputs.extend(alpha);
+    for d in &built.dropouts {
+        inputs.push(d.mask);
+    }
+    for bn in &built.batchnorms {
+        inputs.extend([bn.running_mean, bn.running_var]);
+        for (run, stat) in [(bn.running_mean, bn.batch_mean), (bn.running_var, bn.batch_var)] {
+            let Some(stat) = stat else { continue };
+            let m = g.num(bn.momentum);
+            let c = g.num(1.0 - bn.momentum);
+            let a = g.mul(&[m, run]);
+            let b = g.mul(&[c, stat]);
+            let new = g.add(&[a, b]);
+            outputs.push(new);
+            aliases.push((new, run));
+        }
+    }
+    let req = Request { graph: &built.graph, inputs, outputs, aliases, reuse };
+    let program = Program::compile(&req, keep_ir)?;
+    Ok(CompiledStep { program, built, state, alpha })
+}
+
+/// Compiles inference (loss and logits, no dropout, running statistics) for `batch`.
+pub fn compile_inference(
+    spec: &ModelSpec,
+    batch: usize,
+    keep_ir: bool,
+) -> Result<CompiledInference, Unsupported> {
+    let built = build(spec, batch, false).map_err(|d| Unsupported(d.message))?;
+    let mut inputs = vec![built.input, built.labels];
+    inputs.extend(built.params.iter().map(|p| p.var));
+    for bn in &built.batchnorms {
+        inputs.extend([bn.running_mean, bn.running_var]);
+    }
+    let req = Request {
+        graph: &built.graph,
+        inputs,
+        outputs: vec![built.loss, built.logits],
+        aliases: Vec::new(),
+        reuse: true,
+    };
+    let program = Program::compile(&req, keep_ir)?;
+    Ok(CompiledInference { program, built })
+}
+
+/// Copies `values` into `node`'s buffer.
+pub fn write(program: &mut Program, node: Id, values: &ArrayD<f32>) {
+    if let (Some(dst), Some(src)) = (program.slot_mut(node), values.as_slice()) {
+        dst.copy_from_slice(src);
+    } else if let Some(dst) = program.slot_mut(node) {
+        for (d, s) in dst.iter_mut().zip(values.iter()) {
+            *d = *s;
+        }
+    }
+}
+
+/// Copies `node`'s buffer into `values`.
+pub fn read(program: &Program, node: Id, values: &mut ArrayD<f32>) {
+    if let Some(src) = program.slot(node) {
+        for (d, s) in values.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+/// Per-kernel times gathered over an epoch, with the kernels' names.
+#[derive(Debug, Default, Clone)]
+pub struct KernelTimes {
+    pub names: Vec<String>,
+    pub times: Vec<Duration>,
+    pub steps: usize,
+}
+
+impl KernelTimes {
+    /// A table: kernel, total time, time per step, share.
+    pub fn report(&self) -> String {
+        let total: Duration = self.times.iter().sum();
+        let mut out = format!("{:<40} {:>10} {:>10} {:>6}\n", "kernel", "total", "per step", "share");
+        let steps = self.steps.max(1) as u32;
+        for (n, t) in self.names.iter().zip(&self.times) {
+            out += &format!(
+                "{:<40} {:>10.2?} {:>10.2?} {:>5.1}%\n",
+                n,
+                t,
+                *t / steps,
+                100.0 * t.as_secs_f64() / total.as_secs_f64().max(1e-12)
+            );
+        }
+        out += &format!("{:<40} {:>10.2?} {:>10.2?}\n", "all kernels", total, total / steps);
+        out
+    }
+}
+
+/// What compiled inference needs per batch size, cached.
+#[derive(Default)]
+pub struct InferenceCache {
+    pub programs: HashMap<usize, CompiledInference>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every node the compiled program stores agrees with the tensor interpreter; and one
+    //! compiled training step agrees with one interpreted step (relative error ≤ 1e-5).
+
+    use hashbrown::HashMap;
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::graph::tensor::eval_tensors;
+
+    fn fill(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        ArrayD::from_shape_fn(IxDyn(shape), |_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+    }
+
+    /// Runs `step` on random inputs and compares every stored node with the interpreter.
+    fn check_program(name: &str, step: &mut CompiledStep) {
+        let g = &step.built.graph;
+        let mut values: HashMap<Id, ArrayD<f32>> = HashMap::new();
+        let stored: Vec<Id> = step.program_nodes();
+        let vars: Vec<Id> = g
+            .reachable(&stored)
+            .into_iter()
+            .filter(|&id| matches!(g.op(id), crate::graph::Op::Var(_)))
+            .collect();
+        for (k, &v) in vars.iter().enumerate() {
+            let mut a = fill(g.shape(v), k as u64 + 3);
+            if v == step.built.labels {
+                a = a.mapv(|x| ((x + 1.0) * 4.99).floor());
+            }
+            if g.var_name(v).is_some_and(|n| n.ends_with(".v") || n.ends_with("running_var")) {
+                a = a.mapv(f32::abs);
+            }
+            if v == step.built.input {
+                a = a.mapv(|x| (x + 1.0) / 2.0);
+            }
+            values.insert(v, a);
+        }
+        for (&v, a) in &values {
+            write(&mut step.program, v, a);
+        }
+        let expect = eval_tensors::<f32>(g, &stored, &|v| values.get(&v).map(|a| a.view())).unwrap();
+        step.program.run();
+        for (node, want) in stored.iter().zip(&expect) {
+            let Some(got) = step.program.slot(*node) else { continue };
+            if step.is_updated_input(*node) {
+                continue; // overwritten in place by the update
+            }
+            // Relative to the tensor's largest element: sums run in another order (GEMM
+            // blocking, vector lanes), so elements that cancel to near zero differ in their
+            // last bits relative to the terms, not to themselves.
+            let scale = want.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            for (k, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{name}: node {} ({}) element {k}: compiled {a}, interpreted {b}",
+                    node.index(),
+                    crate::graph::print(g, *node, crate::graph::Style::Text)
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                );
+            }
+        }
+    }
+
+    fn model(body: &str, optimizer: &str) -> ModelSpec {
+        let src = format!("data mnist\ninput 28x28\n{body}\noptimizer {optimizer}\ntrain batch=8\n");
+        ModelSpec::parse(&src, "test").unwrap_or_else(|e| panic!("{}", e.render()))
+    }
+
+    /// Every layer kind, loss and optimizer, as (name, layers and loss, optimizer).
+    const CASES: &[(&str, &str, &str)] = &[
+        ("seed", "flatten\ndense 12 relu\ndropout 0.2\ndense 10\nloss softmax_cross_entropy", "adam"),
+        (
+            "leaky",
+            "flatten\ndense 12\nleaky_relu(0.2)\ndropout 0.5\ndense 10\nloss softmax_cross_entropy",
+            "adam",
+        ),
+        ("elu", "flatten\ndense 13\nelu(0.7)\ndense 10\nloss softmax_cross_entropy", "adam lr=0.01"),
+        ("sigmoid", "flatten\ndense 12 sigmoid\ndense 10\nloss softmax_cross_entropy", "adam"),
+        (
+            "tanh",
+            "flatten\ndense 12\ntanh\ndense 10\nloss softmax_cross_entropy",
+            "adam beta1=0.8 beta2=0.99",
+        ),
+        ("softplus", "flatten\ndense 9 softplus\ndense 10\nloss softmax_cross_entropy", "adam"),
+        (
+            "batchnorm",
+            "flatten\ndense 12\nbatchnorm momentum=0.9 epsilon=0.001\nrelu\ndropout 0.5\ndense 10\nloss softmax_cross_entropy",
+            "adam",
+        ),
+        (
+            "l2",
+            "flatten\ndense 12 relu l2=0.001\ndropout 0.5\ndense 10 l2=0.01\nloss softmax_cross_entropy",
+            "adam",
+        ),
+        (
+            "swish",
+            "activation swish(x) = x * sigmoid(x)\nflatten\ndense 12 swish\ndense 10\nloss softmax_cross_entropy",
+            "adam",
+        ),
+        (
+            "deep",
+            "flatten\ndense 16 relu\ndense 11 tanh\ndense 7 relu\ndense 10\nloss softmax_cross_entropy",
+            "adam",
+        ),
+        ("mse", "flatten\ndense 12 relu\ndense 10\nloss mse", "sgd lr=0.1"),
+        ("sgd", "flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy", "sgd lr=0.05"),
+        (
+            "momentum",
+            "flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy",
+            "sgd lr=0.05 momentum=0.9",
+        ),
+        (
+            "nesterov",
+            "flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy",
+            "sgd lr=0.05 momentum=0.9 nesterov=true",
+        ),
+    ];
+
+    #[test]
+    fn compiled_nodes_agree_with_the_interpreter() {
+        for &(name, body, optimizer) in CASES {
+            let spec = model(body, optimizer);
+            let mut step =
+                compile_step_with(&spec, 8, false, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+            check_program(name, &mut step);
+        }
+    }
+}
