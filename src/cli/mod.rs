@@ -122,6 +122,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dump_ir: Option<PathBuf>,
     },
+    /// Measure training: compile time, median step time at batch 32 and 256 (compiled, and
+    /// the interpreter as the baseline of the same run), the whole fit, GFLOP/s, peak memory.
+    Bench {
+        /// The model file, e.g. examples/mnist.model.
+        file: PathBuf,
+        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Override the file's epochs for the fit.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Steps timed per batch size (the median is reported).
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's forward equations and the backward equations reverse mode derived.
     Show {
         /// The model file.
@@ -209,6 +227,9 @@ pub fn main() -> ExitCode {
             return finish(model::predict(&file, &weights, &images, json));
         }
         Some(Command::Show { file, dot }) => return finish(model::show(&file, dot)),
+        Some(Command::Bench { file, data, epochs, steps, json }) => {
+            return finish(model::bench(&file, data.as_deref(), epochs, steps, json));
+        }
         Some(Command::Data { action: DataAction::Fetch { name, dir } }) => {
             return finish(model::fetch(&name, dir.as_deref()));
         }

@@ -237,3 +237,125 @@ pub fn show(file: &Path, dot: bool) -> Result<String> {
     let text = if dot { symdiff::model::show::dot(&spec) } else { symdiff::model::show::equations(&spec) };
     text.map(|t| t.trim_end().to_owned()).map_err(|d| Failure(d.render()))
 }
+
+/// The median of `times`, in microseconds.
+fn median_us(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN) * 1e6
+}
+
+/// Median time of `steps` training steps at `batch` (after a warm-up), compiled or not.
+fn time_steps(
+    spec: &ModelSpec,
+    data: &Dataset<'_>,
+    batch: usize,
+    steps: usize,
+    compiled: bool,
+) -> Result<f64> {
+    let mut spec = spec.clone();
+    spec.train.batch = batch;
+    let mut trainer = Trainer::new(spec)?;
+    if compiled {
+        trainer.compile(false)?;
+    }
+    let n = data.len();
+    let warm = (steps / 10).max(3);
+    let mut times = Vec::with_capacity(steps);
+    for s in 0..steps + warm {
+        let idx: Vec<usize> = (0..batch).map(|k| (s * batch + k) % n).collect();
+        let t = Instant::now();
+        trainer.train_step(data, &idx, 1, s + 1)?;
+        if s >= warm {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median_us(times))
+}
+
+/// Peak resident memory of this process, in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `symdiff bench`: see the command's help.
+pub fn bench(
+    file: &Path,
+    data_dir: Option<&Path>,
+    epochs: Option<usize>,
+    steps: usize,
+    json_out: bool,
+) -> Result<String> {
+    let mut spec = load_spec(file)?;
+    if let Some(e) = epochs {
+        spec.train.epochs = e.max(1);
+    }
+    let steps = steps.max(1);
+    let mnist = load_data(data_dir)?;
+    let (train, test) = (train_set(&mnist), test_set(&mnist));
+    let batch = spec.train.batch;
+    // Compile time: the median of five compilations of the training step.
+    let mut compiles = Vec::new();
+    for _ in 0..5 {
+        let mut t = Trainer::new(spec.clone())?;
+        compiles.push(t.compile(false)?.as_secs_f64());
+    }
+    let compile_ms = median_us(compiles) / 1e3;
+    let step32 = time_steps(&spec, &train, 32, steps, true)?;
+    let step256 = time_steps(&spec, &train, 256, (steps / 4).max(1), true)?;
+    let interp32 = time_steps(&spec, &train, 32, (steps / 10).max(5), false)?;
+    // The fit, as `symdiff train` runs it: compile, then every epoch with validation.
+    let start = Instant::now();
+    let mut trainer = Trainer::new(spec.clone())?;
+    trainer.compile(false)?;
+    for epoch in 1..=spec.train.epochs {
+        trainer.train_epoch(&train, epoch, &mut |_| {})?;
+        trainer.evaluate(&test)?;
+    }
+    let fit = start.elapsed().as_secs_f64();
+    let (_, accuracy) = trainer.evaluate(&test)?;
+    let train_flops = trainer.matmul_flops(batch, true)? as f64;
+    let infer_flops = trainer.matmul_flops(batch, false)? as f64;
+    let steps_per_epoch = train.len().div_ceil(batch) as f64;
+    let val_batches = test.len().div_ceil(batch) as f64;
+    let fit_flops = spec.train.epochs as f64 * (steps_per_epoch * train_flops + val_batches * infer_flops);
+    let flops32 = trainer.matmul_flops(32, true)? as f64;
+    let peak = peak_rss_mib();
+    if json_out {
+        return Ok(json!({
+            "model": file.display().to_string(),
+            "compile_ms": compile_ms,
+            "step32_us": step32,
+            "step256_us": step256,
+            "interp_step32_us": interp32,
+            "fit_seconds": fit,
+            "epochs": spec.train.epochs,
+            "test_accuracy": accuracy,
+            "fit_gflops": fit_flops / 1e9,
+            "fit_gflop_per_s": fit_flops / fit / 1e9,
+            "step32_gflop_per_s": flops32 / step32 / 1e3,
+            "peak_rss_mib": peak,
+        })
+        .to_string());
+    }
+    let mut out = format!("{}: batch {batch}, {} epochs\n", file.display(), spec.train.epochs);
+    out += &format!("  compile the training step   {compile_ms:>9.2} ms\n");
+    out += &format!(
+        "  step @32 (median)           {step32:>9.1} µs   {:.1} GFLOP/s   interpreter {interp32:.1} µs ({:.1}x)\n",
+        flops32 / step32 / 1e3,
+        interp32 / step32
+    );
+    out += &format!("  step @256 (median)          {step256:>9.1} µs\n");
+    out += &format!(
+        "  fit with validation         {fit:>9.2} s    {:.1} GFLOP of matmul, {:.1} GFLOP/s\n",
+        fit_flops / 1e9,
+        fit_flops / fit / 1e9
+    );
+    out += &format!("  test accuracy               {:>9.2} %\n", accuracy * 100.0);
+    if let Some(p) = peak {
+        out += &format!("  peak memory (RSS)           {p:>9.0} MiB");
+    }
+    Ok(out)
+}

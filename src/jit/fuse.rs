@@ -79,7 +79,8 @@ impl View {
 #[derive(Debug, Clone)]
 pub enum Instr {
     /// `out = a @ b` (`m×k` times `k×n`), through views.
-    Gemm { m: usize, n: usize, k: usize, a: View, b: View, out: Slot },
+    /// `sparse_lhs`: `a` is data (see `Request::data`), worth checking for zeros.
+    Gemm { m: usize, n: usize, k: usize, a: View, b: View, out: Slot, sparse_lhs: bool },
     /// One loop over `space` computing and storing every node of `outputs` (all of shape
     /// `space`), each into its slot.
     Map { space: Vec<usize>, outputs: Vec<(Id, Slot)> },
@@ -115,6 +116,9 @@ pub struct Request<'g> {
     pub outputs: Vec<Id>,
     /// `(output, input)`: the output is written into the input's slot, after everything else.
     pub aliases: Vec<(Id, Id)>,
+    /// Inputs that hold data rather than parameters (images, masks): a matrix product reading
+    /// one on the left may skip its zeros.
+    pub data: Vec<Id>,
     /// Reuse dead buffers (off only for tests that read every stored node after a run).
     pub reuse: bool,
 }
@@ -317,7 +321,12 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
                     return Err(Unsupported("a matrix product of an unstored operand".into()));
                 };
                 let (m, k, n) = (g.shape(a)[0], g.shape(a)[1], g.shape(b)[1]);
-                instrs.push(Instr::Gemm { m, n, k, a: va, b: vb, out });
+                let mut base = a;
+                while is_view(g.op(base)) {
+                    base = g.args(base)[0];
+                }
+                let sparse_lhs = req.data.contains(&base);
+                instrs.push(Instr::Gemm { m, n, k, a: va, b: vb, out, sparse_lhs });
             }
             Op::Sum(_) | Op::Max(_) => instrs.push(Instr::Reduce { node: id, out }),
             Op::LogSoftmax => {

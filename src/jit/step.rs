@@ -169,13 +169,17 @@ impl Program {
             }
             let gemm = module.declare_function("sd_sgemm", Linkage::Import, &gemm_sig).map_err(codegen)?;
             let gemm = module.declare_func_in_func(gemm, b.func);
+            let sparse = module
+                .declare_function("sd_sgemm_sparse_lhs", Linkage::Import, &gemm_sig)
+                .map_err(codegen)?;
+            let sparse = module.declare_func_in_func(sparse, b.func);
             for (instr, id) in plan.instrs.iter().zip(&ids) {
                 match (instr, id) {
                     (_, Some(id)) => {
                         let f = module.declare_func_in_func(*id, b.func);
                         b.ins().call(f, &[arena]);
                     }
-                    (Instr::Gemm { m, n, k, a, b: bv, out }, None) => {
+                    (Instr::Gemm { m, n, k, a, b: bv, out, sparse_lhs }, None) => {
                         let mut args = Vec::with_capacity(12);
                         for x in [*m, *n, *k] {
                             args.push(b.ins().iconst(types::I64, x as i64));
@@ -189,7 +193,7 @@ impl Program {
                             args.push(b.ins().iconst(types::I64, rs as i64));
                             args.push(b.ins().iconst(types::I64, cs as i64));
                         }
-                        b.ins().call(gemm, &args);
+                        b.ins().call(if *sparse_lhs { sparse } else { gemm }, &args);
                     }
                     _ => {}
                 }
@@ -247,10 +251,11 @@ impl Program {
         for (k, (instr, &code)) in self.plan.instrs.iter().zip(&self.kernels).enumerate() {
             let t = Instant::now();
             match instr {
-                Instr::Gemm { m, n, k: kk, a, b, out } => {
+                Instr::Gemm { m, n, k: kk, a, b, out, sparse_lhs } => {
+                    let f = if *sparse_lhs { runtime::sd_sgemm_sparse_lhs } else { runtime::sd_sgemm };
                     // SAFETY: as in `run`; the views were planned inside the arena.
                     unsafe {
-                        runtime::sd_sgemm(
+                        f(
                             *m as i64,
                             *n as i64,
                             *kk as i64,
@@ -292,7 +297,9 @@ impl Program {
 fn describe(g: &Graph, instr: &Instr) -> String {
     let shape = |s: &[usize]| crate::graph::show_shape(s);
     match instr {
-        Instr::Gemm { m, n, k, .. } => format!("gemm {m}x{k} @ {k}x{n}"),
+        Instr::Gemm { m, n, k, sparse_lhs, .. } => {
+            format!("gemm {m}x{k} @ {k}x{n}{}", if *sparse_lhs { " (zero-skipping)" } else { "" })
+        }
         Instr::Map { space, outputs } => format!(
             "map {} ({} output{})",
             shape(space),

@@ -164,7 +164,8 @@ fn compile_step_with(
             aliases.push((new, run));
         }
     }
-    let req = Request { graph: &built.graph, inputs, outputs, aliases, reuse };
+    let data = vec![built.input];
+    let req = Request { graph: &built.graph, inputs, outputs, aliases, data, reuse };
     let program = Program::compile(&req, keep_ir)?;
     Ok(CompiledStep { program, built, state, alpha })
 }
@@ -186,6 +187,7 @@ pub fn compile_inference(
         inputs,
         outputs: vec![built.loss, built.logits],
         aliases: Vec::new(),
+        data: vec![built.input],
         reuse: true,
     };
     let program = Program::compile(&req, keep_ir)?;
