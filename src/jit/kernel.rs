@@ -187,14 +187,35 @@ impl<'a, 'b> Emitter<'a, 'b> {
                 Op::Const(c) => self.constant(c.value() as f32, at.vector),
                 Op::Broadcast(_) => self.eval(g.args(node)[0], at, memo)?,
                 Op::Add | Op::Mul => {
+                    // In a product, factors `y^-1` that are not stored become divisions
+                    // (`x*y^-1` is `x/y`, one rounding and one instruction fewer).
+                    let inverse = |a: Id| -> Option<Id> {
+                        let inline = !self.plan.views.contains_key(&a) && !memo.contains_key(&a);
+                        (g.op(node) == Op::Mul
+                            && inline
+                            && g.op(a) == Op::Pow
+                            && g.as_num(g.args(a)[1]) == Some(-1.0))
+                        .then(|| g.args(a)[0])
+                    };
+                    let (dens, nums): (Vec<Id>, Vec<Id>) =
+                        g.args(node).iter().partition(|&&a| inverse(a).is_some());
+                    let dens: Vec<Id> = dens.into_iter().filter_map(inverse).collect();
                     let mut acc: Option<Value> = None;
-                    for &a in g.args(node) {
+                    for a in nums {
                         let x = self.eval(a, at, memo)?;
                         acc = Some(match (acc, g.op(node)) {
                             (None, _) => x,
                             (Some(p), Op::Add) => self.b.ins().fadd(p, x),
                             (Some(p), _) => self.b.ins().fmul(p, x),
                         });
+                    }
+                    for d in dens {
+                        let y = self.eval(d, at, memo)?;
+                        let x = match acc {
+                            Some(x) => x,
+                            None => self.constant(1.0, at.vector),
+                        };
+                        acc = Some(self.b.ins().fdiv(x, y));
                     }
                     acc.ok_or_else(|| Unsupported("an empty sum".into()))?
                 }
@@ -405,8 +426,45 @@ impl<'a, 'b> Emitter<'a, 'b> {
 
     /// Every output at the `lanes`-wide position `j` (a flat index when `i` is 0 and the
     /// loop is flat, a column otherwise).
-    fn map_at(&mut self, outputs: &[(Id, super::fuse::Slot)], at: At) -> Cg<()> {
+    /// Values that are the same at every position of a loop over `space`: the single-element
+    /// nodes the outputs read (a step size, a scalar input, their products), loaded and
+    /// splatted once before the loop instead of once per position (Cranelift does not hoist
+    /// loads out of loops: a store in the loop might alias them).
+    fn invariants(
+        &mut self,
+        space: &[usize],
+        outputs: &[(Id, super::fuse::Slot)],
+        vector: bool,
+    ) -> Cg<HashMap<Id, Value>> {
         let mut memo = HashMap::new();
+        let (rows, cols) = space2(space);
+        if rows * cols == 1 {
+            return Ok(memo);
+        }
+        let g = self.g;
+        let mut stack: Vec<Id> = outputs.iter().flat_map(|&(n, _)| g.args(n).iter().copied()).collect();
+        let mut seen = hashbrown::HashSet::new();
+        let mut scalars = Vec::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if g.shape(n).iter().product::<usize>() == 1 && !outputs.iter().any(|&(o, _)| o == n) {
+                scalars.push(n);
+            } else if !self.plan.views.contains_key(&n) {
+                stack.extend_from_slice(g.args(n));
+            }
+        }
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let at = At { rows, cols, i: zero, j: zero, vector };
+        for n in scalars {
+            self.eval(n, at, &mut memo)?;
+        }
+        Ok(memo)
+    }
+
+    fn map_at(&mut self, outputs: &[(Id, super::fuse::Slot)], at: At, base: &HashMap<Id, Value>) -> Cg<()> {
+        let mut memo = base.clone();
         for &(node, slot) in outputs {
             let v = self.eval_in(node, at, &mut memo, true)?;
             memo.insert(node, v);
@@ -423,6 +481,7 @@ impl<'a, 'b> Emitter<'a, 'b> {
     /// scalars. Otherwise it runs row by row, four columns at a time, then the columns left.
     pub fn map(&mut self, space: &[usize], outputs: &[(Id, super::fuse::Slot)]) -> Cg<()> {
         let (rows, cols) = space2(space);
+        let (v4, v1) = (self.invariants(space, outputs, true)?, self.invariants(space, outputs, false)?);
         if rows > 1 && self.flat(space, outputs) {
             let total = rows * cols;
             let i = self.b.ins().iconst(types::I64, 0);
@@ -431,26 +490,26 @@ impl<'a, 'b> Emitter<'a, 'b> {
                 let base = em.b.ins().imul_imm_s(jj, 16);
                 for u in 0..4 {
                     let j = em.b.ins().iadd_imm_s(base, 4 * u);
-                    em.map_at(outputs, At { rows, cols, i, j, vector: true })?;
+                    em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)?;
                 }
                 Ok(())
             })?;
             self.for_range(unrolled * 4, total / 4, |em, jv| {
                 let j = em.b.ins().imul_imm_s(jv, 4);
-                em.map_at(outputs, At { rows, cols, i, j, vector: true })
+                em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)
             })?;
             return self.for_range(total / 4 * 4, total, |em, j| {
-                em.map_at(outputs, At { rows, cols, i, j, vector: false })
+                em.map_at(outputs, At { rows, cols, i, j, vector: false }, &v1)
             });
         }
         let vec_cols = cols / 4;
         self.for_range(0, rows, |em, i| {
             em.for_range(0, vec_cols, |em, jv| {
                 let j = em.b.ins().imul_imm_s(jv, 4);
-                em.map_at(outputs, At { rows, cols, i, j, vector: true })
+                em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)
             })?;
             em.for_range(vec_cols * 4, cols, |em, j| {
-                em.map_at(outputs, At { rows, cols, i, j, vector: false })
+                em.map_at(outputs, At { rows, cols, i, j, vector: false }, &v1)
             })
         })
     }
