@@ -118,6 +118,25 @@ fn uniform(rng: &mut ChaCha8Rng) -> f32 {
     (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32
 }
 
+/// A dropout mask in place: each value kept (as `1/(1 - rate)`) with probability `1 - rate`.
+fn draw_mask(rng: &mut ChaCha8Rng, rate: f64, values: &mut [f32]) {
+    let keep = 1.0 - rate as f32;
+    let scale = 1.0 / keep;
+    for v in values {
+        *v = if uniform(rng) < keep { scale } else { 0.0 };
+    }
+}
+
+/// `PIXEL[p]` is `p / 255` as the interpreter's batches compute it, looked up instead of
+/// divided for every pixel of every compiled step.
+static PIXEL: std::sync::LazyLock<[f32; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = [0.0f32; 256];
+    for (p, v) in t.iter_mut().enumerate() {
+        *v = p as f32 / 255.0;
+    }
+    t
+});
+
 impl Trainer {
     /// A fresh model: graphs for the configured batch size, weights initialised (Glorot
     /// uniform kernels, zero biases, unit scales) from the seed.
@@ -252,11 +271,11 @@ impl Trainer {
         shapes
             .iter()
             .map(|(shape, rate)| {
-                let keep = 1.0 - *rate as f32;
-                let scale = 1.0 / keep;
-                ArrayD::from_shape_simple_fn(IxDyn(shape), || {
-                    if uniform(&mut self.rng) < keep { scale } else { 0.0 }
-                })
+                let mut mask = ArrayD::zeros(IxDyn(shape));
+                if let Some(values) = mask.as_slice_mut() {
+                    draw_mask(&mut self.rng, *rate, values);
+                }
+                mask
             })
             .collect()
     }
@@ -273,17 +292,21 @@ impl Trainer {
         if idx.len() != c.built.batch {
             return None;
         }
-        let shapes: Vec<(Vec<usize>, f64)> =
-            c.built.dropouts.iter().map(|d| (d.shape.clone(), d.rate)).collect();
-        let masks = self.masks(&shapes);
         let t = self.step + 1;
         let c = self.compiled.as_mut()?;
+        // Masks straight into their buffers, in the interpreter's order of draws.
+        for d in &c.built.dropouts {
+            if let Some(dst) = c.program.slot_mut(d.mask) {
+                draw_mask(&mut self.rng, d.rate, dst);
+            }
+        }
         let (input, labels) = (c.built.input, c.built.labels);
         let s = data.sample_size();
         if let Some(dst) = c.program.slot_mut(input) {
             for (row, &i) in idx.iter().enumerate() {
+                let pixel = &*PIXEL;
                 for (d, &p) in dst[row * s..(row + 1) * s].iter_mut().zip(&data.images[i * s..(i + 1) * s]) {
-                    *d = p as f32 / 255.0;
+                    *d = pixel[p as usize];
                 }
             }
         }
@@ -291,9 +314,6 @@ impl Trainer {
             for (d, &i) in dst.iter_mut().zip(idx) {
                 *d = data.labels[i] as f32;
             }
-        }
-        for (d, m) in c.built.dropouts.iter().zip(&masks) {
-            write(&mut c.program, d.mask, m);
         }
         if let (Some(a), Optimizer::Adam { lr, beta1, beta2, .. }) = (c.alpha, &self.spec.optimizer) {
             let alpha = (lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))) as f32;
