@@ -31,6 +31,9 @@ fn train(model: &str, extra: &[&str]) -> (Vec<serde_json::Value>, serde_json::Va
     let data = data_dir();
     let mut args = vec!["train", model, "--json", "--data", data.to_str().unwrap()];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--checkpoint") {
+        args.push("--no-checkpoint"); // tests run in parallel: no checkpoints beside the examples
+    }
     let (out, err, code) = symdiff(&args);
     assert_eq!(code, 0, "train {model} failed:\n{err}");
     let mut lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -136,4 +139,127 @@ fn missing_or_bad_inputs_are_explained() {
     let (_, err, code) = symdiff(&["train", &example("mnist.model"), "--epochs", "0", "--data", "x"]);
     assert_eq!(code, 1);
     assert!(err.contains("--epochs must be at least 1"), "{err}");
+}
+
+/// A small model (fast to train) in its own directory.
+fn small_model(dir: &std::path::Path, name: &str, hidden: usize) -> String {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "data mnist\ninput 28x28\nflatten\ndense {hidden} relu\ndropout 0.2\ndense 10\n\
+             loss softmax_cross_entropy\noptimizer adam lr=0.002\ntrain epochs=2 batch=64 seed=7\n"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("symdiff-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn resuming_ends_with_the_weights_of_an_uninterrupted_run() {
+    let dir = scratch("resume");
+    let model = small_model(&dir, "small.model", 64);
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let (_, err, code) = symdiff(&[&["train", &model, "--data", data], args].concat());
+        assert_eq!(code, 0, "{args:?}:\n{err}");
+        err
+    };
+    // Uninterrupted: two epochs.
+    run(&["--checkpoint", &path("a.ckpt"), "--save", &path("a.safetensors")]);
+    // Stopped after one epoch, then resumed to two.
+    run(&["--epochs", "1", "--checkpoint", &path("b.ckpt")]);
+    let err = run(&["--checkpoint", &path("b.ckpt"), "--resume", "--save", &path("b.safetensors")]);
+    assert!(err.contains("resuming from") && err.contains("after epoch 1"), "{err}");
+    let a = std::fs::read(path("a.safetensors")).unwrap();
+    assert_eq!(a, std::fs::read(path("b.safetensors")).unwrap(), "resumed weights differ");
+    // Killed (SIGKILL) early in the second epoch, with a half-written temporary checkpoint
+    // left beside the real one as a crash during a write would leave it; then resumed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["train", &model, "--data", data, "--checkpoint", &path("c.ckpt")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(&path("c.ckpt")).exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::write(dir.join(".c.ckpt.tmp-99999"), b"half a checkpoint").unwrap();
+    let err = run(&["--checkpoint", &path("c.ckpt"), "--resume", "--save", &path("c.safetensors")]);
+    assert!(err.contains("resuming from") && err.contains("after epoch 1"), "{err}");
+    assert_eq!(a, std::fs::read(path("c.safetensors")).unwrap(), "weights after kill -9 and resume differ");
+    // Ctrl-C (SIGINT) in the second epoch: a clear message naming the checkpoint, exit 1.
+    let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["train", &model, "--data", data, "--checkpoint", &path("d.ckpt")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(&path("d.ckpt")).exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted during epoch 2") && err.contains("--resume"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_checkpoints_are_refused_with_a_reason() {
+    let dir = scratch("ckpt-errors");
+    let model = small_model(&dir, "one.model", 8);
+    let other = small_model(&dir, "other.model", 9);
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let ckpt = dir.join("one.ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let check = |args: &[&str], want: &str| {
+        let (_, err, code) = symdiff(args);
+        assert_eq!(code, 1, "{args:?} should fail:\n{err}");
+        assert!(err.contains(want), "{args:?}: `{want}` not in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    check(&["train", &model, "--data", data, "--checkpoint", ckpt, "--resume"], "no checkpoint at");
+    let (_, err, code) = symdiff(&["train", &model, "--data", data, "--epochs", "1", "--checkpoint", ckpt]);
+    assert_eq!(code, 0, "{err}");
+    check(
+        &["train", &other, "--data", data, "--checkpoint", ckpt, "--resume"],
+        "belongs to another model file",
+    );
+    let bytes = std::fs::read(ckpt).unwrap();
+    std::fs::write(ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    check(&["train", &model, "--data", data, "--checkpoint", ckpt, "--resume"], "not a safetensors file");
+    std::fs::write(ckpt, b"").unwrap();
+    check(&["train", &model, "--data", data, "--checkpoint", ckpt, "--resume"], "not a safetensors file");
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, safetensors_without_metadata()).unwrap();
+    check(
+        &["train", &model, "--data", data, "--checkpoint", weights.to_str().unwrap(), "--resume"],
+        "not a symdiff checkpoint",
+    );
+}
+
+/// A valid safetensors file with one tensor and no metadata.
+fn safetensors_without_metadata() -> Vec<u8> {
+    let header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(&1.0f32.to_le_bytes());
+    out
 }

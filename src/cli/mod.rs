@@ -121,6 +121,17 @@ enum Command {
         /// Write each compiled kernel's Cranelift IR into DIR.
         #[arg(long, value_name = "DIR")]
         dump_ir: Option<PathBuf>,
+        /// Where to keep the checkpoint written after every epoch (default: the model file's
+        /// name with `.checkpoint.safetensors`).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Write no checkpoints.
+        #[arg(long, conflicts_with_all = ["checkpoint", "resume"])]
+        no_checkpoint: bool,
+        /// Continue from the checkpoint (same model file; ends with the same weights as an
+        /// uninterrupted run).
+        #[arg(long)]
+        resume: bool,
     },
     /// Measure training: compile time, median step time at batch 32 and 256 (compiled, and
     /// the interpreter as the baseline of the same run), the whole fit, GFLOP/s, peak memory.
@@ -219,8 +230,34 @@ pub fn main() -> ExitCode {
             return finish(model::evaluate(Path::new(&expr), &w, data.as_deref(), json));
         }
         Some(Command::Eval { expr, at, json, .. }) => eval(&expr, &at, json),
-        Some(Command::Train { file, epochs, data, json, save, plot, interp, timings, dump_ir }) => {
-            let args = model::TrainArgs { file, epochs, data, json, save, plot, interp, timings, dump_ir };
+        Some(Command::Train {
+            file,
+            epochs,
+            data,
+            json,
+            save,
+            plot,
+            interp,
+            timings,
+            dump_ir,
+            checkpoint,
+            no_checkpoint,
+            resume,
+        }) => {
+            let args = model::TrainArgs {
+                file,
+                epochs,
+                data,
+                json,
+                save,
+                plot,
+                interp,
+                timings,
+                dump_ir,
+                checkpoint,
+                no_checkpoint,
+                resume,
+            };
             return finish(model::train(args).map(|()| String::new()));
         }
         Some(Command::Predict { file, weights, images, json }) => {

@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::json;
 use symdiff::model::ModelSpec;
 use symdiff::train::data::{self, Mnist};
-use symdiff::train::trainer::{Dataset, Trainer};
-use symdiff::train::{EpochStats, plot, weights};
+use symdiff::train::trainer::{Dataset, TrainError, Trainer};
+use symdiff::train::{EpochStats, checkpoint, plot, weights};
 
 /// A failed command: the message to print (already rendered).
 pub struct Failure(pub String);
@@ -59,6 +59,22 @@ pub struct TrainArgs {
     pub interp: bool,
     pub timings: bool,
     pub dump_ir: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub no_checkpoint: bool,
+    pub resume: bool,
+}
+
+/// The default checkpoint of a model file: `mnist.model` → `mnist.checkpoint.safetensors`.
+pub fn default_checkpoint(file: &Path) -> PathBuf {
+    file.with_extension("checkpoint.safetensors")
+}
+
+/// SHA-256 of a model file's bytes, in hex (a checkpoint records the model it belongs to).
+fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure(format!("error: cannot read {}: {e}\n", path.display())))?;
+    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -69,11 +85,38 @@ pub fn train(args: TrainArgs) -> Result<()> {
         }
         spec.train.epochs = e;
     }
+    let model_sha = file_sha256(&args.file)?;
+    let ckpt_path = (!args.no_checkpoint)
+        .then(|| args.checkpoint.clone().unwrap_or_else(|| default_checkpoint(&args.file)));
+    if args.resume && ckpt_path.is_none() {
+        return Err(Failure("error: --resume needs a checkpoint; drop --no-checkpoint\n".into()));
+    }
     let mnist = load_data(args.data.as_deref())?;
     let (train, test) = (train_set(&mnist), test_set(&mnist));
     let epochs = spec.train.epochs;
     let params = spec.parameter_count();
     let mut trainer = Trainer::new(spec)?;
+    let mut history: Vec<EpochStats> = Vec::new();
+    let mut first_epoch = 1;
+    if let (true, Some(path)) = (args.resume, &ckpt_path) {
+        if !path.exists() {
+            return Err(Failure(format!(
+                "error: no checkpoint at {} to resume from (train without --resume to start)\n",
+                path.display()
+            )));
+        }
+        let resumed = checkpoint::load(path, &mut trainer, &model_sha)?;
+        eprintln!("resuming from {} after epoch {}", path.display(), resumed.epoch);
+        first_epoch = resumed.epoch + 1;
+        history = resumed.history;
+    }
+    // Ctrl-C stops training between two steps; the checkpoint of the last finished epoch stays.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed));
+    }
+    trainer.stop = Some(stop);
     let mut engine = "the tensor interpreter".to_owned();
     if !args.interp {
         match trainer.compile(args.dump_ir.is_some()) {
@@ -96,8 +139,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let bar = !args.json && std::io::stderr().is_terminal();
     let start = Instant::now();
-    let mut history: Vec<EpochStats> = Vec::new();
-    for epoch in 1..=epochs {
+    for epoch in first_epoch..=epochs {
         let t = Instant::now();
         let pb = bar.then(|| {
             let pb = indicatif::ProgressBar::new(train.len().div_ceil(trainer.spec.train.batch) as u64);
@@ -111,14 +153,34 @@ pub fn train(args: TrainArgs) -> Result<()> {
             pb.set_prefix(format!("Epoch {epoch}/{epochs}"));
             pb
         });
-        let (loss, accuracy) = trainer.train_epoch(&train, epoch, &mut |p| {
+        let done = trainer.train_epoch(&train, epoch, &mut |p| {
             if let Some(pb) = &pb
                 && (p.step % 25 == 0 || p.step == p.steps)
             {
                 pb.set_position(p.step as u64);
                 pb.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.loss, p.accuracy));
             }
-        })?;
+        });
+        let (loss, accuracy) = match done {
+            Err(TrainError::Interrupted { epoch, step }) => {
+                if let Some(pb) = pb {
+                    pb.finish_and_clear();
+                }
+                let kept = match (&ckpt_path, epoch) {
+                    (Some(p), e) if e > 1 && p.exists() => format!(
+                        "the checkpoint after epoch {} is in {}; `symdiff train {} --resume` continues from it",
+                        e - 1,
+                        p.display(),
+                        args.file.display()
+                    ),
+                    _ => "no epoch had finished, so there is no checkpoint".to_owned(),
+                };
+                return Err(Failure(format!(
+                    "error: interrupted during epoch {epoch} (step {step}); {kept}\n"
+                )));
+            }
+            other => other?,
+        };
         let (val_loss, val_accuracy) = trainer.evaluate(&test)?;
         if let Some(pb) = pb {
             pb.finish_and_clear();
@@ -137,6 +199,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
             );
         }
         history.push(stats);
+        if let Some(path) = &ckpt_path {
+            checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
+        }
     }
     let fit = start.elapsed().as_secs_f64();
     trainer.sync();

@@ -1,6 +1,7 @@
 //! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
 //! weight files and training curves.
 
+pub mod checkpoint;
 pub mod compiled;
 pub mod data;
 pub mod optimizer;

@@ -38,6 +38,9 @@ pub enum TrainError {
     NotFinite { epoch: usize, step: usize, what: String },
     #[error("{0}")]
     Data(String),
+    /// The stop flag was raised (Ctrl-C) before step `step` of epoch `epoch`.
+    #[error("interrupted during epoch {epoch}, before step {step}")]
+    Interrupted { epoch: usize, step: usize },
 }
 
 /// Samples: `images` are `len × sample_size` bytes, `labels` one byte each.
@@ -112,6 +115,8 @@ pub struct Trainer {
     keep_ir: bool,
     /// Per-kernel times, when asked for with `time_kernels`.
     pub kernel_times: Option<KernelTimes>,
+    /// Raised (by a Ctrl-C handler) to stop training between two steps.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn uniform(rng: &mut ChaCha8Rng) -> f32 {
@@ -179,6 +184,7 @@ impl Trainer {
             inference: InferenceCache::default(),
             keep_ir: false,
             kernel_times: None,
+            stop: None,
         })
     }
 
@@ -391,6 +397,9 @@ impl Trainer {
         let steps = n.div_ceil(batch);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for s in 0..steps {
+            if self.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(TrainError::Interrupted { epoch, step: s + 1 });
+            }
             let idx = &order[s * batch..((s + 1) * batch).min(n)];
             let (loss, right) = self.train_step(data, idx, epoch, s + 1)?;
             loss_sum += loss * idx.len() as f64;
@@ -630,6 +639,50 @@ impl Trainer {
     }
 
     /// The names and shapes `named_tensors` produces.
+    /// Every tensor of a checkpoint (the weight file's tensors, then each parameter's
+    /// optimizer state), copied out of the compiled step first.
+    pub fn checkpoint_tensors(&mut self) -> Vec<(String, &ArrayD<f32>)> {
+        self.sync();
+        let mut v = self.named_tensors();
+        for ((name, _), s) in self.param_info.iter().zip(&self.slots) {
+            v.push((format!("{name}.optimizer.m"), &s.m));
+            v.push((format!("{name}.optimizer.v"), &s.v));
+        }
+        v
+    }
+
+    /// Names and shapes of [`Self::checkpoint_tensors`].
+    pub fn checkpoint_layout(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = self.tensor_layout();
+        for (name, shape) in &self.param_info {
+            v.push((format!("{name}.optimizer.m"), shape.clone()));
+            v.push((format!("{name}.optimizer.v"), shape.clone()));
+        }
+        v
+    }
+
+    /// Where the random stream (shuffles, dropout masks) stands.
+    pub fn rng_word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Puts back a checkpoint's state: tensors in [`Self::checkpoint_layout`]'s order, the
+    /// optimizer's step count and the random stream's position.
+    pub fn restore(&mut self, tensors: Vec<ArrayD<f32>>, step: u64, word_pos: u128) {
+        let n = self.tensor_layout().len();
+        let mut it = tensors.into_iter();
+        self.set_tensors(it.by_ref().take(n).collect());
+        for s in &mut self.slots {
+            if let (Some(m), Some(v)) = (it.next(), it.next()) {
+                s.m = m;
+                s.v = v;
+            }
+        }
+        self.step = step;
+        self.rng.set_word_pos(word_pos);
+        self.unsync();
+    }
+
     pub fn tensor_layout(&self) -> Vec<(String, Vec<usize>)> {
         self.named_tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect()
     }

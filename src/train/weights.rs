@@ -107,3 +107,12 @@ pub fn load(path: &Path, wanted: &[(String, Vec<usize>)]) -> Result<Vec<ArrayD<f
     }
     Ok(out)
 }
+
+/// The metadata (string to string) of the safetensors file at `path`.
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| WeightsError::Io { path: p.clone(), source: e })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| WeightsError::Format { path: p.clone(), reason: e.to_string() })?;
+    Ok(meta.metadata().clone().unwrap_or_default().into_iter().collect())
+}
