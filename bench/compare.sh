@@ -73,7 +73,8 @@ for name, label in [("jax", "JAX, jitted step"), ("numpy", "NumPy + OpenBLAS"),
 print()
 print(f"{'':26} {'5-epoch fit':>12} {'step@32':>10} {'step@256':>10} {'compile*':>9} {'test acc':>9} {'peak RSS':>9}   fit ratio  step@32 ratio")
 for label, fit, s32, s256, comp, acc, rss in rows:
-    print(f"{label:26} {fit:>11.2f}s {s32:>8.0f}µs {s256:>8.0f}µs {comp:>8.3f}s {acc*100:>8.2f}% {rss or float('nan'):>7.0f}MiB"
+    comp = f"{comp:>8.3f}s" if comp == comp else f"{'-':>9}"
+    print(f"{label:26} {fit:>11.2f}s {s32:>8.0f}µs {s256:>8.0f}µs {comp} {acc*100:>8.2f}% {rss or float('nan'):>7.0f}MiB"
           f"   {fit / rows[0][1]:>8.1f}x  {s32 / rows[0][2]:>12.1f}x")
 print("\nratios: peer time / symdiff time in this run (higher means symdiff is faster)")
 print("* compile: symdiff's step compilation; JAX's ahead-of-time lower + compile of the step;")

@@ -184,16 +184,7 @@ fn resuming_ends_with_the_weights_of_an_uninterrupted_run() {
     assert_eq!(a, std::fs::read(path("b.safetensors")).unwrap(), "resumed weights differ");
     // Killed (SIGKILL) early in the second epoch, with a half-written temporary checkpoint
     // left beside the real one as a crash during a write would leave it; then resumed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
-        .args(["train", &model, "--data", data, "--checkpoint", &path("c.ckpt")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !std::path::Path::new(&path("c.ckpt")).exists() && start.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut child = train_until_checkpoint(&model, data, &path("c.ckpt"));
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::write(dir.join(".c.ckpt.tmp-99999"), b"half a checkpoint").unwrap();
@@ -201,16 +192,7 @@ fn resuming_ends_with_the_weights_of_an_uninterrupted_run() {
     assert!(err.contains("resuming from") && err.contains("after epoch 1"), "{err}");
     assert_eq!(a, std::fs::read(path("c.safetensors")).unwrap(), "weights after kill -9 and resume differ");
     // Ctrl-C (SIGINT) in the second epoch: a clear message naming the checkpoint, exit 1.
-    let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
-        .args(["train", &model, "--data", data, "--checkpoint", &path("d.ckpt")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !std::path::Path::new(&path("d.ckpt")).exists() && start.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let child = train_until_checkpoint(&model, data, &path("d.ckpt"));
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
@@ -218,6 +200,22 @@ fn resuming_ends_with_the_weights_of_an_uninterrupted_run() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("interrupted during epoch 2") && err.contains("--resume"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Starts training `model` in the background and returns once its first checkpoint exists
+/// (the second epoch has then just begun).
+fn train_until_checkpoint(model: &str, data: &str, ckpt: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["train", model, "--data", data, "--checkpoint", ckpt])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(ckpt).exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
 }
 
 #[test]
@@ -262,4 +260,43 @@ fn safetensors_without_metadata() -> Vec<u8> {
     out.extend_from_slice(header);
     out.extend_from_slice(&1.0f32.to_le_bytes());
     out
+}
+
+#[test]
+fn divergence_stops_training_and_names_the_first_tensor() {
+    let dir = scratch("nan");
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let model = |name: &str, body: &str, optimizer: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "data mnist\ninput 28x28\n{body}\nloss softmax_cross_entropy\noptimizer {optimizer}\n\
+                 train epochs=1 batch=32 seed=1\n"
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let check = |file: &str, extra: &[&str], want: &str| {
+        let ckpt = format!("{file}.ckpt");
+        let (_, err, code) =
+            symdiff(&[&["train", file, "--data", data, "--checkpoint", &ckpt], extra].concat());
+        assert_eq!(code, 1, "{file} {extra:?} should fail:\n{err}");
+        assert!(err.contains("training diverged at epoch 1, step"), "{err}");
+        assert!(err.contains(want), "`{want}` not in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!std::path::Path::new(&ckpt).exists(), "a diverged run wrote a checkpoint");
+    };
+    // A step size that makes the weights so large that a product overflows at the next step.
+    let huge = model("huge.model", "flatten\ndense 16 relu\ndense 10", "sgd lr=1e30");
+    for engine in [&[][..], &["--interp"][..]] {
+        check(&huge, engine, "@ dense_2.kernel` (computed from finite values)");
+    }
+    // An activation with no value for negative inputs: the first NaN comes from finite values.
+    let log = model("log.model", "activation bad(x) = log(x)\nflatten\ndense 16 bad\ndense 10", "adam");
+    for engine in [&[][..], &["--interp"][..]] {
+        check(&log, engine, "log(");
+    }
 }

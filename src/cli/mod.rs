@@ -94,45 +94,7 @@ enum Command {
         json: bool,
     },
     /// Train a model file (the data set is fetched on first use).
-    Train {
-        /// The model file, e.g. examples/mnist.model.
-        file: PathBuf,
-        /// Override the file's epochs.
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
-        #[arg(long, value_name = "DIR")]
-        data: Option<PathBuf>,
-        /// One JSON object per epoch and a final one with the test accuracy.
-        #[arg(long)]
-        json: bool,
-        /// Save the trained weights (safetensors).
-        #[arg(long, value_name = "FILE")]
-        save: Option<PathBuf>,
-        /// Draw loss and accuracy per epoch into an SVG file.
-        #[arg(long, value_name = "FILE")]
-        plot: Option<PathBuf>,
-        /// Train with the tensor interpreter instead of the compiled step.
-        #[arg(long)]
-        interp: bool,
-        /// Print the compile time and a per-kernel time breakdown of the training step.
-        #[arg(long)]
-        timings: bool,
-        /// Write each compiled kernel's Cranelift IR into DIR.
-        #[arg(long, value_name = "DIR")]
-        dump_ir: Option<PathBuf>,
-        /// Where to keep the checkpoint written after every epoch (default: the model file's
-        /// name with `.checkpoint.safetensors`).
-        #[arg(long, value_name = "FILE")]
-        checkpoint: Option<PathBuf>,
-        /// Write no checkpoints.
-        #[arg(long, conflicts_with_all = ["checkpoint", "resume"])]
-        no_checkpoint: bool,
-        /// Continue from the checkpoint (same model file; ends with the same weights as an
-        /// uninterrupted run).
-        #[arg(long)]
-        resume: bool,
-    },
+    Train(model::TrainArgs),
     /// Measure training: compile time, median step time at batch 32 and 256 (compiled, and
     /// the interpreter as the baseline of the same run), the whole fit, GFLOP/s, peak memory.
     Bench {
@@ -230,34 +192,7 @@ pub fn main() -> ExitCode {
             return finish(model::evaluate(Path::new(&expr), &w, data.as_deref(), json));
         }
         Some(Command::Eval { expr, at, json, .. }) => eval(&expr, &at, json),
-        Some(Command::Train {
-            file,
-            epochs,
-            data,
-            json,
-            save,
-            plot,
-            interp,
-            timings,
-            dump_ir,
-            checkpoint,
-            no_checkpoint,
-            resume,
-        }) => {
-            let args = model::TrainArgs {
-                file,
-                epochs,
-                data,
-                json,
-                save,
-                plot,
-                interp,
-                timings,
-                dump_ir,
-                checkpoint,
-                no_checkpoint,
-                resume,
-            };
+        Some(Command::Train(args)) => {
             return finish(model::train(args).map(|()| String::new()));
         }
         Some(Command::Predict { file, weights, images, json }) => {

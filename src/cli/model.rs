@@ -49,18 +49,44 @@ fn test_set(m: &Mnist) -> Dataset<'_> {
 }
 
 /// Options of `symdiff train`.
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// The model file, e.g. examples/mnist.model.
     pub file: PathBuf,
+    /// Override the file's epochs.
+    #[arg(long)]
     pub epochs: Option<usize>,
+    /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// One JSON object per epoch and a final one with the test accuracy.
+    #[arg(long)]
     pub json: bool,
+    /// Save the trained weights (safetensors).
+    #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Draw loss and accuracy per epoch into an SVG file.
+    #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Train with the tensor interpreter instead of the compiled step.
+    #[arg(long)]
     pub interp: bool,
+    /// Print the compile time and a per-kernel time breakdown of the training step.
+    #[arg(long)]
     pub timings: bool,
+    /// Write each compiled kernel's Cranelift IR into DIR.
+    #[arg(long, value_name = "DIR")]
     pub dump_ir: Option<PathBuf>,
+    /// Where to keep the checkpoint written after every epoch (default: the model file's
+    /// name with `.checkpoint.safetensors`).
+    #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
+    /// Write no checkpoints.
+    #[arg(long, conflicts_with_all = ["checkpoint", "resume"])]
     pub no_checkpoint: bool,
+    /// Continue from the checkpoint (same model file; ends with the same weights as an
+    /// uninterrupted run).
+    #[arg(long)]
     pub resume: bool,
 }
 

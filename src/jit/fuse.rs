@@ -119,6 +119,10 @@ pub struct Request<'g> {
     /// Inputs that hold data rather than parameters (images, masks): a matrix product reading
     /// one on the left may skip its zeros.
     pub data: Vec<Id>,
+    /// A single-element output (the loss) that must be finite for the aliased updates to run:
+    /// when it is NaN or infinite the step stops before overwriting any input, so the
+    /// parameters stay as they were and the caller can find where the fault came from.
+    pub guard: Option<Id>,
     /// Reuse dead buffers (off only for tests that read every stored node after a run).
     pub reuse: bool,
 }

@@ -2,6 +2,11 @@
 //! (`kernel.rs`) over one arena, with a driver function that runs the whole program in one
 //! call. Used for training steps (forward, backward and optimizer update) and for inference.
 //!
+//! **Guard.** A training step checks its loss before the first instruction that overwrites an
+//! input (the optimizer's updates are scheduled last): if the loss is NaN or infinite the step
+//! returns there, leaving parameters and optimizer state as the step found them, so the
+//! trainer can replay the step on the interpreter and name the first non-finite tensor.
+//!
 //! **Safety.** Every address the code touches is an arena offset fixed at compile time; the
 //! plan only hands out slots inside `arena_len`, and the arena is allocated with that length
 //! (plus alignment padding) before any code runs. Callers reach buffers only through
@@ -69,6 +74,8 @@ pub struct Program {
     pub info: Vec<KernelInfo>,
     /// Time spent compiling.
     pub compile_time: Duration,
+    /// The instruction before which the guard's slot must hold a finite value.
+    guard: Option<(usize, Slot)>,
 }
 
 // SAFETY: the code is immutable after finalization; the arena is owned and only reached
@@ -152,6 +159,17 @@ impl Program {
             ids.push(Some(id));
             info.push(KernelInfo { name, ir });
         }
+        // The guard: checked before the first instruction that overwrites an input (the
+        // updates come last).
+        let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
+        let first_update = plan.instrs.iter().position(|instr| match instr {
+            Instr::Map { outputs, .. } => outputs.iter().any(|(n, _)| aliased.contains(n)),
+            _ => false,
+        });
+        let guard = match (req.guard, first_update) {
+            (Some(node), Some(first)) => plan.slots.get(&node).map(|&slot| (first, slot)),
+            _ => None,
+        };
         // The driver: every instruction in order, in one call.
         ctx.func.signature.params.push(AbiParam::new(ptr));
         let driver_id =
@@ -173,7 +191,23 @@ impl Program {
                 .declare_function("sd_sgemm_sparse_lhs", Linkage::Import, &gemm_sig)
                 .map_err(codegen)?;
             let sparse = module.declare_func_in_func(sparse, b.func);
-            for (instr, id) in plan.instrs.iter().zip(&ids) {
+            let exit = b.create_block();
+            for (k, (instr, id)) in plan.instrs.iter().zip(&ids).enumerate() {
+                if let Some((first, slot)) = guard
+                    && k == first
+                {
+                    // Stop before the updates unless the guard is finite (x - x is 0 exactly
+                    // when x is finite).
+                    let flags = cranelift_codegen::ir::MemFlagsData::new().with_notrap();
+                    let x = b.ins().load(types::F32, flags, arena, (slot.offset * 4) as i32);
+                    let d = b.ins().fsub(x, x);
+                    let zero = b.ins().f32const(0.0);
+                    let finite = b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, d, zero);
+                    let go = b.create_block();
+                    b.ins().brif(finite, go, &[], exit, &[]);
+                    b.seal_block(go);
+                    b.switch_to_block(go);
+                }
                 match (instr, id) {
                     (_, Some(id)) => {
                         let f = module.declare_func_in_func(*id, b.func);
@@ -198,6 +232,9 @@ impl Program {
                     _ => {}
                 }
             }
+            b.ins().jump(exit, &[]);
+            b.seal_block(exit);
+            b.switch_to_block(exit);
             b.ins().return_(&[]);
             let config = module.target_config();
             b.finalize(config);
@@ -219,6 +256,7 @@ impl Program {
             arena,
             info,
             compile_time: start.elapsed(),
+            guard,
         })
     }
 
@@ -249,6 +287,12 @@ impl Program {
         times.resize(self.kernels.len(), Duration::ZERO);
         let p = self.arena.ptr();
         for (k, (instr, &code)) in self.plan.instrs.iter().zip(&self.kernels).enumerate() {
+            if let Some((first, slot)) = self.guard
+                && k == first
+                && !self.arena.slice(slot)[0].is_finite()
+            {
+                return;
+            }
             let t = Instant::now();
             match instr {
                 Instr::Gemm { m, n, k: kk, a, b, out, sparse_lhs } => {

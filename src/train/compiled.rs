@@ -165,7 +165,8 @@ fn compile_step_with(
         }
     }
     let data = vec![built.input];
-    let req = Request { graph: &built.graph, inputs, outputs, aliases, data, reuse };
+    let guard = Some(built.loss);
+    let req = Request { graph: &built.graph, inputs, outputs, aliases, data, guard, reuse };
     let program = Program::compile(&req, keep_ir)?;
     Ok(CompiledStep { program, built, state, alpha })
 }
@@ -188,6 +189,7 @@ pub fn compile_inference(
         outputs: vec![built.loss, built.logits],
         aliases: Vec::new(),
         data: vec![built.input],
+        guard: None,
         reuse: true,
     };
     let program = Program::compile(&req, keep_ir)?;

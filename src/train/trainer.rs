@@ -336,7 +336,21 @@ impl Trainer {
         }
         let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
         if !loss.is_finite() {
-            return Some(Err(TrainError::NotFinite { epoch, step, what: "the loss".into() }));
+            // The compiled step stopped before its updates (its guard), so the state is the one
+            // this step started from: replay the step on the interpreter to find the culprit.
+            let masks: Vec<ArrayD<f32>> = c
+                .built
+                .dropouts
+                .iter()
+                .map(|d| {
+                    let mut m = ArrayD::zeros(IxDyn(&d.shape));
+                    read(&c.program, d.mask, &mut m);
+                    m
+                })
+                .collect();
+            self.sync();
+            let what = self.first_non_finite(data, idx, &masks).unwrap_or_else(|| "the loss".into());
+            return Some(Err(TrainError::NotFinite { epoch, step, what }));
         }
         let classes = self.spec.classes;
         let right = match c.program.slot(c.built.logits) {
@@ -349,6 +363,36 @@ impl Trainer {
         };
         self.step = t;
         Some(Ok((loss, right)))
+    }
+
+    /// The first tensor, in the order the step computes them, that holds a NaN or an
+    /// infinity when the training graph runs on the samples `idx` with dropout `masks` from
+    /// the current state: a parameter or running statistic (say which), or an expression of
+    /// the forward pass (printed, shortened). `None` if every tensor is finite.
+    fn first_non_finite(
+        &mut self,
+        data: &Dataset<'_>,
+        idx: &[usize],
+        masks: &[ArrayD<f32>],
+    ) -> Option<String> {
+        let (x, y) = data.batch(idx);
+        self.graph(idx.len(), true).ok()?;
+        let built = &self.train_graphs[&idx.len()];
+        let inputs = step_inputs(built, &x, &y, &self.params, masks, &self.running);
+        let g = &built.graph;
+        let nodes = g.reachable(&[built.loss]);
+        let values = eval_tensors::<f32>(g, &nodes, &|v| inputs.get(&v).cloned()).ok()?;
+        let (node, _) = nodes.iter().zip(&values).find(|(_, v)| v.iter().any(|x| !x.is_finite()))?;
+        if let Some(p) = built.params.iter().find(|p| p.var == *node) {
+            return Some(format!("the parameter `{}`", p.name));
+        }
+        if let Some(name) = g.var_name(*node) {
+            return Some(format!("the input `{name}`"));
+        }
+        let text = crate::graph::print(g, *node, crate::graph::Style::Text);
+        let short: String = text.chars().take(100).collect();
+        let more = if short.len() < text.len() { "…" } else { "" };
+        Some(format!("`{short}{more}` (computed from finite values)"))
     }
 
     /// Floating-point operations of the matrix products in one step on `batch` samples (the
@@ -456,19 +500,7 @@ impl Trainer {
             built.dropouts.iter().map(|d| (d.shape.clone(), d.rate)).collect();
         let masks = self.masks(&shapes);
         let built = &self.train_graphs[&b];
-        let mut inputs: HashMap<Id, ArrayViewD<'_, f32>> = HashMap::new();
-        inputs.insert(built.input, x.view());
-        inputs.insert(built.labels, y.view());
-        for (p, v) in built.params.iter().zip(&self.params) {
-            inputs.insert(p.var, v.view());
-        }
-        for (d, m) in built.dropouts.iter().zip(&masks) {
-            inputs.insert(d.mask, m.view());
-        }
-        for (bn, (_, mean, var)) in built.batchnorms.iter().zip(&self.running) {
-            inputs.insert(bn.running_mean, mean.view());
-            inputs.insert(bn.running_var, var.view());
-        }
+        let inputs = step_inputs(built, &x, &y, &self.params, &masks, &self.running);
         let mut roots = vec![built.loss, built.logits];
         roots.extend(&built.grads);
         for bn in &built.batchnorms {
@@ -480,7 +512,8 @@ impl Trainer {
         drop(inputs);
         let loss = out[0].iter().next().copied().unwrap_or(f32::NAN) as f64;
         if !loss.is_finite() {
-            return Err(TrainError::NotFinite { epoch, step, what: "the loss".into() });
+            let what = self.first_non_finite(data, idx, &masks).unwrap_or_else(|| "the loss".into());
+            return Err(TrainError::NotFinite { epoch, step, what });
         }
         let grads = &out[2..2 + built.params.len()];
         for (p, g) in built.params.iter().zip(grads) {
@@ -686,6 +719,32 @@ impl Trainer {
     pub fn tensor_layout(&self) -> Vec<(String, Vec<usize>)> {
         self.named_tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect()
     }
+}
+
+/// The values of a training graph's inputs for one step: the batch, the parameters, the
+/// dropout masks and the running statistics.
+fn step_inputs<'a>(
+    built: &Built,
+    x: &'a ArrayD<f32>,
+    y: &'a ArrayD<f32>,
+    params: &'a [ArrayD<f32>],
+    masks: &'a [ArrayD<f32>],
+    running: &'a [(String, ArrayD<f32>, ArrayD<f32>)],
+) -> HashMap<Id, ArrayViewD<'a, f32>> {
+    let mut inputs: HashMap<Id, ArrayViewD<'a, f32>> = HashMap::new();
+    inputs.insert(built.input, x.view());
+    inputs.insert(built.labels, y.view());
+    for (p, v) in built.params.iter().zip(params) {
+        inputs.insert(p.var, v.view());
+    }
+    for (d, m) in built.dropouts.iter().zip(masks) {
+        inputs.insert(d.mask, m.view());
+    }
+    for (bn, (_, mean, var)) in built.batchnorms.iter().zip(running) {
+        inputs.insert(bn.running_mean, mean.view());
+        inputs.insert(bn.running_var, var.view());
+    }
+    inputs
 }
 
 fn argmax(row: &[f32]) -> usize {
