@@ -235,22 +235,7 @@ impl<'a, 'b> Emitter<'a, 'b> {
                             self.b.ins().fdiv(one, s)
                         }
                         Some(e) if e.fract() == 0.0 && e.abs() <= 16.0 => {
-                            let mut n = e.abs() as u32;
-                            let mut result: Option<Value> = None;
-                            let mut base = x;
-                            while n > 0 {
-                                if n & 1 == 1 {
-                                    result = Some(match result {
-                                        None => base,
-                                        Some(r) => self.b.ins().fmul(r, base),
-                                    });
-                                }
-                                n >>= 1;
-                                if n > 0 {
-                                    base = self.b.ins().fmul(base, base);
-                                }
-                            }
-                            let p = match result {
+                            let p = match super::square_and_multiply(self.b, x, e.abs() as u32) {
                                 Some(p) => p,
                                 None => self.constant(1.0, at.vector),
                             };

@@ -748,23 +748,8 @@ impl Emitter<'_> {
             let c = self.b.ins().f64const(one());
             self.b.ins().fdiv(c, s)
         } else if x.fract() == 0.0 && x.abs() <= 64.0 {
-            // Square-and-multiply in the order of `graph::eval::powi`.
-            let mut n = x.abs() as u32;
-            let mut result: Option<Value> = None;
-            let mut base = b;
-            while n > 0 {
-                if n & 1 == 1 {
-                    result = Some(match result {
-                        None => base,
-                        Some(r) => self.b.ins().fmul(r, base),
-                    });
-                }
-                n >>= 1;
-                if n > 0 {
-                    base = self.b.ins().fmul(base, base);
-                }
-            }
-            let p = result.unwrap_or_else(|| self.b.ins().f64const(1.0));
+            let p = super::square_and_multiply(&mut self.b, b, x.abs() as u32)
+                .unwrap_or_else(|| self.b.ins().f64const(1.0));
             if x < 0.0 {
                 let c = self.b.ins().f64const(one());
                 self.b.ins().fdiv(c, p)

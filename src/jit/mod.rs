@@ -22,3 +22,28 @@ pub mod step;
 pub mod vecmath;
 
 pub use lower::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};
+
+/// `x^n` by square-and-multiply, in the order of `graph::eval::powi` (so scalar code matches
+/// the interpreter to the bit); `None` for `n = 0`. Works on any float or vector type.
+pub(crate) fn square_and_multiply(
+    b: &mut cranelift_frontend::FunctionBuilder<'_>,
+    x: cranelift_codegen::ir::Value,
+    mut n: u32,
+) -> Option<cranelift_codegen::ir::Value> {
+    use cranelift_codegen::ir::InstBuilder;
+    let mut result = None;
+    let mut base = x;
+    while n > 0 {
+        if n & 1 == 1 {
+            result = Some(match result {
+                None => base,
+                Some(r) => b.ins().fmul(r, base),
+            });
+        }
+        n >>= 1;
+        if n > 0 {
+            base = b.ins().fmul(base, base);
+        }
+    }
+    result
+}
