@@ -1,0 +1,290 @@
+//! The bad-input table: malformed input at every front door of the `symdiff` binary
+//! (formulas, evaluation domains, the REPL's stdin, model files, data files, weight files).
+//! Each row states the command, the exit code, the message category (a fragment of the
+//! message) and, for text, where the caret points; every run must also be free of panics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What went wrong where: exit code, message fragment, position (`origin:line:col`) if text.
+struct Expect {
+    code: i32,
+    message: &'static str,
+    at: Option<&'static str>,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("symdiff runs");
+    let mut input = child.stdin.take().expect("stdin");
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().expect("symdiff finishes");
+    writer.join().expect("stdin written");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn check(what: &str, args: &[&str], stdin: &[u8], e: &Expect) {
+    let (code, text) = run(args, stdin);
+    assert!(!text.contains("panicked"), "{what}: panicked:\n{text}");
+    assert_eq!(code, e.code, "{what}: exit code\n{text}");
+    assert!(text.contains(e.message), "{what}: `{}` not in\n{text}", e.message);
+    if let Some(at) = e.at {
+        assert!(text.contains(&format!("--> {at}")), "{what}: no `--> {at}` in\n{text}");
+    }
+}
+
+const fn err(message: &'static str, at: Option<&'static str>) -> Expect {
+    Expect { code: 1, message, at }
+}
+
+#[rustfmt::skip]
+const FORMULAS: &[(&str, Expect)] = &[
+    ("(x + 1",        err("unexpected end of input; expected `)`", Some("formula:1:7"))),
+    ("x + 1)",        err("unexpected `)`", Some("formula:1:6"))),
+    ("2**",           err("unexpected end of input", Some("formula:1:4"))),
+    ("x^^2",          err("unexpected `^`", Some("formula:1:3"))),
+    ("",              err("empty input", Some("formula:1:1"))),
+    ("sinn(x)",       err("unknown function `sinn`", Some("formula:1:1"))),
+    ("sin(x, y)",     err("`sin` takes 1 argument, but 2 were given", Some("formula:1:1"))),
+    ("log(x, 2, 3)",  err("`log` takes 1 argument, but 3 were given", Some("formula:1:1"))),
+    ("x × 2",         err("unexpected character '×' (U+00D7)", Some("formula:1:3"))),
+    ("x\u{1}",        err("unexpected character '\\u{1}'", Some("formula:1:2"))),
+    ("1e999 * x",     err("too large for f64", Some("formula:1:1"))),
+    ("f(,)",          err("unexpected `,`", Some("formula:1:3"))),
+    ("x y",           err("unexpected name `y`", Some("formula:1:3"))),
+    ("2 $ 3",         err("unexpected character `$`", Some("formula:1:3"))),
+    ("diff(x^2, 3)",  err("must be a variable name", Some("formula:1:11"))),
+];
+
+#[rustfmt::skip]
+const DOMAINS: &[(&str, &str, Expect)] = &[
+    ("log(x)",  "x=-1",     err("domain error in `log(x)`", None)),
+    ("sqrt(x)", "x=-1",     err("square root of a negative number", None)),
+    ("1/x",     "x=0",      err("division by zero in `1/x`", None)),
+    ("exp(x)",  "x=1000",   err("overflow: `exp(x)` is too large for f64", None)),
+    ("asin(x)", "x=2",      err("asin(x) is defined for -1 <= x <= 1", None)),
+    ("x^x",     "x=0",      err("needs a positive base", None)),
+    ("x*y",     "z=1",      err("`z` does not occur in the expression", Some("--at:1:1"))),
+    ("x",       "x=",       err("unexpected end of input", Some("--at:1:3"))),
+    ("x",       "x=abc",    err("a value cannot use the variable `abc`", Some("--at:1:3"))),
+    ("x",       "=1",       err("unexpected `=`", Some("--at:1:1"))),
+];
+
+#[test]
+fn formulas_and_domains() {
+    for (src, e) in FORMULAS {
+        check(src, &["diff", src], b"", e);
+    }
+    for (src, at, e) in DOMAINS {
+        check(src, &["eval", src, "--at", at], b"", e);
+    }
+}
+
+#[test]
+fn hostile_repl_input() {
+    let deep_open = "(".repeat(1_000_000);
+    check(
+        "1 MB of `(`",
+        &["repl"],
+        format!("{deep_open}\n").as_bytes(),
+        &err("unexpected end of input", Some("<stdin>:1:1000001")),
+    );
+    check("non-UTF-8", &["repl"], b"x + \xff\n", &err("<stdin>:1:5: the line is not valid UTF-8", None));
+    // Deep but well-formed input and a 1 MB sum work.
+    let deep = format!("{}x{}\n", "(".repeat(100_000), ")".repeat(100_000));
+    let (code, out) = run(&["repl"], deep.as_bytes());
+    assert_eq!((code, out.trim()), (0, "x"));
+    let sum = format!("{}x\n", "x+".repeat(500_000));
+    let (code, out) = run(&["repl"], sum.as_bytes());
+    assert_eq!((code, out.trim()), (0, "500001*x"));
+}
+
+const GOOD: &str = "data mnist\ninput 28x28\nflatten\ndense 128 relu\ndropout 0.2\ndense 10\n\
+                    loss softmax_cross_entropy\noptimizer adam lr=0.001\ntrain epochs=5 batch=32 seed=1\n";
+
+/// (replace this line of GOOD, with this, expected) — `@` in `at` is the model file's path.
+#[rustfmt::skip]
+const MODELS: &[(&str, &str, &str, &str)] = &[
+    ("dense 128 relu", "dens 128 relu",            "unknown layer `dens`", "4:1"),
+    ("dense 128 relu", "dense 0",                  "the number of units must be a whole number from 1 to 16777216, not 0", "4:7"),
+    ("dense 128 relu", "dense -3",                 "not -3", "4:7"),
+    ("dense 128 relu", "dense 1000000000",         "not 1000000000", "4:7"),
+    ("dense 128 relu", "dense 128 relu l2=-1",     "l2 must be in [0, 1000000], not -1", "4:19"),
+    ("dense 128 relu", "dense 128 rleu",           "unknown activation `rleu`", "4:11"),
+    ("dense 128 relu", "dense 100000 relu\ndense 100000", "would need 150.2 GiB", "7:1"),
+    ("dropout 0.2",    "dropout 1.5",              "the dropout rate must be in [0, 1), not 1.5", "5:9"),
+    ("dropout 0.2",    "dropout -0.1",             "not -0.1", "5:9"),
+    ("dropout 0.2",    "batchnorm momentum=2",     "momentum must be in [0, 1), not 2", "5:20"),
+    ("optimizer adam lr=0.001", "optimizer adam lr=-1",          "lr must be positive, not -1", "8:19"),
+    ("optimizer adam lr=0.001", "optimizer adam lr=abc",         "lr must be a number", "8:19"),
+    ("optimizer adam lr=0.001", "optimizer adm",                 "unknown optimizer `adm`", "8:11"),
+    ("optimizer adam lr=0.001", "optimizer adam lr=0.1 lr=0.2",  "option `lr` is given twice", "8:23"),
+    ("optimizer adam lr=0.001", "optimizer adam foo=1",          "`optimizer adam` has no option `foo`", "8:16"),
+    ("optimizer adam lr=0.001", "optimizer sgd momentum=1.5",    "momentum must be in [0, 1), not 1.5", "8:24"),
+    ("optimizer adam lr=0.001", "optimizer sgd nesterov=maybe",  "nesterov is `true` or `false`", "8:24"),
+    ("train epochs=5 batch=32 seed=1", "train epochs=0 batch=32 seed=1", "epochs must be a whole number from 1 to 100000, not 0", "9:14"),
+    ("train epochs=5 batch=32 seed=1", "train epochs=5 batch=0 seed=1",  "batch must be a whole number from 1 to 1048576, not 0", "9:22"),
+    ("train epochs=5 batch=32 seed=1", "train epochs=5 batch=abc",       "batch must be a number", "9:22"),
+    ("input 28x28",    "input 0x28",               "input sizes must be positive", "2:1"),
+    ("input 28x28",    "input 27x28",              "`mnist` samples are 28x28, not 27x28", "2:1"),
+    ("data mnist",     "data cifar",               "unknown data set `cifar`", "1:6"),
+    ("loss softmax_cross_entropy", "loss hinge",   "unknown loss `hinge`", "7:6"),
+    ("loss softmax_cross_entropy", "",             "the model has no `loss` line", "10:1"),
+    ("dense 10",       "dense 11",                 "ends with 11 values per sample, but `mnist` has 10 classes", "6:1"),
+    ("flatten",        "activation swish(x) = x * sigmoidd(x)\nflatten", "unknown function `sigmoidd`", "3:27"),
+    ("flatten",        "activation act(x, y) = x*y\nflatten",            "an activation takes exactly one parameter", "3:1"),
+    ("data mnist\n",   "",                         "the model has no `data` line", "9:1"),
+];
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("symdiff-bad-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn model_files() {
+    let dir = scratch("models");
+    for (k, (line, with, message, at)) in MODELS.iter().enumerate() {
+        assert!(GOOD.contains(line), "{line}");
+        let path = dir.join(format!("m{k}.model"));
+        std::fs::write(&path, GOOD.replacen(line, with, 1)).expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let (code, text) = run(&["show", p], b"");
+        assert!(!text.contains("panicked"), "{with}: panicked:\n{text}");
+        assert_eq!(code, 1, "{with}: exit code\n{text}");
+        assert!(text.contains(message), "{with}: `{message}` not in\n{text}");
+        assert!(text.contains(&format!("--> {p}:{at}")), "{with}: not at {at}:\n{text}");
+    }
+    let empty = dir.join("empty.model");
+    std::fs::write(&empty, "").expect("write");
+    check("empty model", &["show", empty.to_str().unwrap()], b"", &err("the model has no `data` line", None));
+    let binary = dir.join("binary.model");
+    std::fs::write(&binary, b"data mnist\ninput 28x28\xff\n").expect("write");
+    check(
+        "non-UTF-8 model",
+        &["show", binary.to_str().unwrap()],
+        b"",
+        &err("not UTF-8 text (at byte 22)", None),
+    );
+    check(
+        "missing model",
+        &["show", dir.join("none.model").to_str().unwrap()],
+        b"",
+        &err("cannot read", None),
+    );
+}
+
+fn idx(dims: &[u32], data: &[u8], code: u8) -> Vec<u8> {
+    let mut out = vec![0, 0, code, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// A tiny but valid MNIST-shaped data set of three samples.
+fn synthetic(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let images = vec![7u8; 3 * 784];
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx(&[3, 28, 28], &images, 8)),
+        ("train-labels-idx1-ubyte", idx(&[3], &[0, 1, 2], 8)),
+        ("t10k-images-idx3-ubyte", idx(&[3, 28, 28], &images, 8)),
+        ("t10k-labels-idx1-ubyte", idx(&[3], &[0, 1, 2], 8)),
+    ] {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[test]
+fn data_and_weight_files() {
+    let root = scratch("data");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mnist.model");
+    let noise: Vec<u8> = (0..2352u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut noisy = idx(&[3, 28, 28], &noise, 8);
+    noisy.truncate(16 + 2352);
+    let zipped = gzip(&noisy);
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("magic",     "train-images-idx3-ubyte", b"GIF89a-not-idx".to_vec(),           "byte 0: not an IDX file: magic is 47 49 46 38"),
+        ("truncated", "train-images-idx3-ubyte", idx(&[3, 28, 28], &[7; 100], 8),      "header says 3×28×28 = 2352 bytes, file has 100 after the header"),
+        ("count",     "train-labels-idx1-ubyte", idx(&[4], &[1, 2, 3, 4], 8),          "has 3 images but"),
+        ("label",     "train-labels-idx1-ubyte", idx(&[3], &[1, 2, 10], 8),            "is 10; MNIST labels are 0 to 9"),
+        ("dims",      "t10k-images-idx3-ubyte",  idx(&[3, 27, 28], &[0; 2268], 8),     "expected N×28×28 images with N ≥ 1, found 3×27×28"),
+        ("empty",     "train-labels-idx1-ubyte", Vec::new(),                           "truncated header: 4 bytes needed for the magic number, file has 0"),
+        ("type",      "train-labels-idx1-ubyte", idx(&[3], &[0; 12], 0x0c),            "IDX element type 0x0c (32-bit integer) is not supported"),
+        ("zero",      "train-images-idx3-ubyte", idx(&[0, 28, 28], &[], 8),            "found 0×28×28"),
+        ("absurd",    "train-images-idx3-ubyte", idx(&[4_000_000_000, 28, 28], &[], 8), "more than the limit of 2147483648; refusing to allocate"),
+        ("gz garbage", "t10k-labels-idx1-ubyte.gz", b"\x1f\x8bgarbage".to_vec(),       "bad gzip stream"),
+        ("gz cut",    "train-images-idx3-ubyte.gz", zipped[..zipped.len() / 2].to_vec(), "bad gzip stream"),
+        ("gz no trailer", "train-images-idx3-ubyte.gz", zipped[..zipped.len() - 4].to_vec(), "bad gzip stream"),
+    ];
+    for (tag, file, bytes, message) in &cases {
+        let dir = root.join(tag);
+        synthetic(&dir);
+        if let Some(raw) = file.strip_suffix(".gz") {
+            std::fs::remove_file(dir.join(raw)).expect("remove");
+        }
+        std::fs::write(dir.join(file), bytes).expect("write");
+        let d = dir.to_str().unwrap();
+        check(
+            tag,
+            &["train", model, "--data", d, "--epochs", "1", "--no-checkpoint"],
+            b"",
+            &err(message, None),
+        );
+    }
+    let missing = root.join("missing");
+    synthetic(&missing);
+    std::fs::remove_file(missing.join("t10k-images-idx3-ubyte")).expect("remove");
+    check(
+        "missing file",
+        &["train", model, "--data", missing.to_str().unwrap(), "--no-checkpoint"],
+        b"",
+        &err("missing t10k-images-idx3-ubyte", None),
+    );
+    // Weight files.
+    let good = root.join("magic");
+    let junk = root.join("junk.safetensors");
+    std::fs::write(&junk, b"nonsense").expect("write");
+    let (junk, good) = (junk.to_str().unwrap(), good.to_str().unwrap());
+    check(
+        "junk weights",
+        &["eval", model, "--weights", junk, "--data", good],
+        b"",
+        &err("not a safetensors file", None),
+    );
+    check(
+        "missing weights",
+        &["eval", model, "--weights", "/nonexistent/w.safetensors", "--data", good],
+        b"",
+        &err("No such file", None),
+    );
+    let images = root.join("count").join("train-images-idx3-ubyte");
+    check(
+        "predict with junk weights",
+        &["predict", model, "--weights", junk, images.to_str().unwrap()],
+        b"",
+        &err("not a safetensors file", None),
+    );
+}
