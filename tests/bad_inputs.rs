@@ -64,6 +64,7 @@ const FORMULAS: &[(&str, Expect)] = &[
     ("x y",           err("unexpected name `y`", Some("formula:1:3"))),
     ("2 $ 3",         err("unexpected character `$`", Some("formula:1:3"))),
     ("diff(x^2, 3)",  err("must be a variable name", Some("formula:1:11"))),
+    ("diff(log(1 + x^x), x, 44)", err("the derivative of order 44 is too large", Some("formula:1:1"))),
 ];
 
 #[rustfmt::skip]

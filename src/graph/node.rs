@@ -207,6 +207,16 @@ impl Graph {
         Graph::default()
     }
 
+    /// Number of nodes in the arena (every id is below it).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// `true` before the first node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     pub fn op(&self, id: Id) -> Op {
         self.nodes[id.index()].op
     }
