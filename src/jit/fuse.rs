@@ -56,6 +56,23 @@ impl View {
         View { slot, shape: shape.to_vec(), strides }
     }
 
+    /// Whether every element the view can reach lies inside its slot: the furthest one is
+    /// `Σ (shape[d] - 1) * stride[d]` past the start (strides are never negative here).
+    pub fn fits(&self) -> bool {
+        let mut extent: usize = 0;
+        for (&n, &st) in self.shape.iter().zip(&self.strides) {
+            if n == 0 || st < 0 {
+                return n != 0 && st >= 0;
+            }
+            let reach = (n - 1).checked_mul(st as usize).and_then(|r| extent.checked_add(r));
+            match reach {
+                Some(e) => extent = e,
+                None => return false,
+            }
+        }
+        extent < self.slot.len.max(1)
+    }
+
     fn is_contiguous(&self) -> bool {
         *self == View::contiguous(self.slot, &self.shape)
     }
@@ -346,7 +363,66 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             other => return Err(Unsupported(format!("operator {other:?}"))),
         }
     }
-    Ok(Plan { instrs, arena_len: next, slots, views })
+    let plan = Plan { instrs, arena_len: next, slots, views };
+    check_bounds(&plan)?;
+    Ok(plan)
+}
+
+/// The bounds check done once, when a step is compiled, that makes every address the
+/// generated code computes lie inside the arena: each slot inside `arena_len`, each view
+/// inside its slot, each GEMM's operands and result inside theirs, each map's outputs the size
+/// of its iteration space.
+fn check_bounds(plan: &Plan) -> Result<(), Unsupported> {
+    let outside = |what: &str| Err(Unsupported(format!("internal error: {what} reaches outside its buffer")));
+    for s in plan.slots.values() {
+        if s.offset.checked_add(s.len).is_none_or(|end| end > plan.arena_len) {
+            return outside("a buffer");
+        }
+    }
+    if plan.views.values().any(|v| !v.fits()) {
+        return outside("a view");
+    }
+    for instr in &plan.instrs {
+        match instr {
+            Instr::Gemm { m, n, k, a, b, out, .. } => {
+                let ok =
+                    a.shape == [*m, *k] && b.shape == [*k, *n] && a.fits() && b.fits() && out.len == m * n;
+                if !ok {
+                    return outside("a matrix product");
+                }
+            }
+            Instr::Map { space, outputs } => {
+                let len: usize = space.iter().product();
+                if outputs.iter().any(|(_, s)| s.len != len) {
+                    return outside("a map's output");
+                }
+            }
+            Instr::Reduce { .. } | Instr::LogSoftmax { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, View};
+
+    fn check(len: usize, shape: &[usize], strides: &[isize], fits: bool) {
+        let v = View { slot: Slot { offset: 32, len }, shape: shape.to_vec(), strides: strides.to_vec() };
+        assert_eq!(v.fits(), fits, "{len} {shape:?} {strides:?}");
+    }
+
+    #[test]
+    fn views_must_fit_their_buffers() {
+        check(16, &[4, 4], &[4, 1], true);
+        check(15, &[4, 4], &[4, 1], false);
+        check(16, &[4, 4], &[1, 4], true); // a transpose
+        check(4, &[8, 4], &[0, 1], true); // a broadcast row
+        check(3, &[8, 4], &[0, 1], false);
+        check(1, &[], &[], true);
+        check(10, &[usize::MAX, 2], &[2, 1], false); // overflow is refused, not wrapped
+        check(10, &[2, 2], &[-1, 1], false);
+    }
 }
 
 /// Whether `user` reads `node` as a matrix-product operand (possibly through views).

@@ -196,15 +196,17 @@ pub fn compile_inference(
     Ok(CompiledInference { program, built })
 }
 
-/// Copies `values` into `node`'s buffer.
-pub fn write(program: &mut Program, node: Id, values: &ArrayD<f32>) {
-    if let (Some(dst), Some(src)) = (program.slot_mut(node), values.as_slice()) {
-        dst.copy_from_slice(src);
-    } else if let Some(dst) = program.slot_mut(node) {
-        for (d, s) in dst.iter_mut().zip(values.iter()) {
-            *d = *s;
-        }
+/// Copies `values` into `node`'s buffer. Refuses (returns `false`, writing nothing) a node
+/// without a buffer or values of another length.
+pub fn write(program: &mut Program, node: Id, values: &ArrayD<f32>) -> bool {
+    let Some(dst) = program.slot_mut(node) else { return false };
+    if dst.len() != values.len() {
+        return false;
     }
+    for (d, s) in dst.iter_mut().zip(values.iter()) {
+        *d = *s;
+    }
+    true
 }
 
 /// Copies `node`'s buffer into `values`.
@@ -295,7 +297,7 @@ mod tests {
             values.insert(v, a);
         }
         for (&v, a) in &values {
-            write(&mut step.program, v, a);
+            assert!(write(&mut step.program, v, a));
         }
         let expect = eval_tensors::<f32>(g, &stored, &|v| values.get(&v).map(|a| a.view())).unwrap();
         step.program.run();
@@ -376,6 +378,18 @@ mod tests {
             "sgd lr=0.05 momentum=0.9 nesterov=true",
         ),
     ];
+
+    #[test]
+    fn mismatched_buffers_are_refused() {
+        let spec = model("flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy", "adam");
+        let mut step = compile_step(&spec, 8, false).unwrap();
+        let kernel = step.built.params[0].var;
+        let before = step.program.slot(kernel).unwrap().to_vec();
+        assert!(!write(&mut step.program, kernel, &ArrayD::ones(IxDyn(&[784, 11]))));
+        assert!(!write(&mut step.program, kernel, &ArrayD::ones(IxDyn(&[5]))));
+        assert_eq!(step.program.slot(kernel).unwrap(), &before[..], "a refused write changed the buffer");
+        assert!(write(&mut step.program, kernel, &ArrayD::ones(IxDyn(&[784, 12]))));
+    }
 
     #[test]
     fn compiled_nodes_agree_with_the_interpreter() {
