@@ -403,28 +403,6 @@ fn check_bounds(plan: &Plan) -> Result<(), Unsupported> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Slot, View};
-
-    fn check(len: usize, shape: &[usize], strides: &[isize], fits: bool) {
-        let v = View { slot: Slot { offset: 32, len }, shape: shape.to_vec(), strides: strides.to_vec() };
-        assert_eq!(v.fits(), fits, "{len} {shape:?} {strides:?}");
-    }
-
-    #[test]
-    fn views_must_fit_their_buffers() {
-        check(16, &[4, 4], &[4, 1], true);
-        check(15, &[4, 4], &[4, 1], false);
-        check(16, &[4, 4], &[1, 4], true); // a transpose
-        check(4, &[8, 4], &[0, 1], true); // a broadcast row
-        check(3, &[8, 4], &[0, 1], false);
-        check(1, &[], &[], true);
-        check(10, &[usize::MAX, 2], &[2, 1], false); // overflow is refused, not wrapped
-        check(10, &[2, 2], &[-1, 1], false);
-    }
-}
-
 /// Whether `user` reads `node` as a matrix-product operand (possibly through views).
 fn reads_through_views(g: &Graph, user: Id, node: Id, users: &NodeMap<Vec<Id>>) -> bool {
     match g.op(user) {
@@ -453,4 +431,26 @@ fn leaves(g: &Graph, id: Id, stored: &NodeMap<bool>) -> Vec<Id> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, View};
+
+    fn check(len: usize, shape: &[usize], strides: &[isize], fits: bool) {
+        let v = View { slot: Slot { offset: 32, len }, shape: shape.to_vec(), strides: strides.to_vec() };
+        assert_eq!(v.fits(), fits, "{len} {shape:?} {strides:?}");
+    }
+
+    #[test]
+    fn views_must_fit_their_buffers() {
+        check(16, &[4, 4], &[4, 1], true);
+        check(15, &[4, 4], &[4, 1], false);
+        check(16, &[4, 4], &[1, 4], true); // a transpose
+        check(4, &[8, 4], &[0, 1], true); // a broadcast row
+        check(3, &[8, 4], &[0, 1], false);
+        check(1, &[], &[], true);
+        check(10, &[usize::MAX, 2], &[2, 1], false); // overflow is refused, not wrapped
+        check(10, &[2, 2], &[-1, 1], false);
+    }
 }
