@@ -65,6 +65,29 @@ impl Dataset<'_> {
         self.sample.iter().product()
     }
 
+    /// Asks the processor to start loading the images of samples `idx` into its caches, so
+    /// that a batch gathered later (while a step runs in between) does not wait for memory:
+    /// the data set is larger than the caches and a shuffled batch touches it at random.
+    fn prefetch(&self, idx: &[usize]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let s = self.sample_size();
+            for &i in idx {
+                let Some(image) = self.images.get(i * s..(i + 1) * s) else { continue };
+                for line in image.chunks(64) {
+                    // SAFETY: a prefetch is only a hint; the address is inside `images`.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            line.as_ptr() as *const i8
+                        )
+                    };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = idx;
+    }
+
     /// The batch of samples `idx`: images scaled to [0, 1] and labels as floats.
     fn batch(&self, idx: &[usize]) -> (ArrayD<f32>, ArrayD<f32>) {
         let s = self.sample_size();
@@ -445,6 +468,7 @@ impl Trainer {
                 return Err(TrainError::Interrupted { epoch, step: s + 1 });
             }
             let idx = &order[s * batch..((s + 1) * batch).min(n)];
+            data.prefetch(&order[((s + 1) * batch).min(n)..((s + 2) * batch).min(n)]);
             let (loss, right) = self.train_step(data, idx, epoch, s + 1)?;
             loss_sum += loss * idx.len() as f64;
             correct += right;
