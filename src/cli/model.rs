@@ -335,14 +335,17 @@ fn median_us(mut times: Vec<f64>) -> f64 {
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN) * 1e6
 }
 
-/// Median time of `steps` training steps at `batch` (after a warm-up), compiled or not.
+/// Median time of `steps` training steps at `batch` (after a warm-up), compiled or not, for
+/// each thread count of `threads` (`symdiff::set_threads`): the counts take turns in blocks
+/// of a few steps, so that a change in the machine's load affects them alike.
 fn time_steps(
     spec: &ModelSpec,
     data: &Dataset<'_>,
     batch: usize,
     steps: usize,
     compiled: bool,
-) -> Result<f64> {
+    threads: &[usize],
+) -> Result<Vec<f64>> {
     let mut spec = spec.clone();
     spec.train.batch = batch;
     let mut trainer = Trainer::new(spec)?;
@@ -351,16 +354,31 @@ fn time_steps(
     }
     let n = data.len();
     let warm = (steps / 10).max(3);
-    let mut times = Vec::with_capacity(steps);
-    for s in 0..steps + warm {
-        let idx: Vec<usize> = (0..batch).map(|k| (s * batch + k) % n).collect();
-        let t = Instant::now();
-        trainer.train_step(data, &idx, 1, s + 1)?;
-        if s >= warm {
-            times.push(t.elapsed().as_secs_f64());
+    let block = 10;
+    let mut times = vec![Vec::with_capacity(steps); threads.len()];
+    let mut s = 0;
+    let before = symdiff::set_threads(0);
+    while s < steps + warm {
+        for (k, &t) in threads.iter().enumerate() {
+            symdiff::set_threads(t);
+            for _ in 0..block {
+                let idx: Vec<usize> = (0..batch).map(|j| (s * batch + j) % n).collect();
+                let start = Instant::now();
+                let r = trainer.train_step(data, &idx, 1, s + 1);
+                let elapsed = start.elapsed().as_secs_f64();
+                if let Err(e) = r {
+                    symdiff::set_threads(before);
+                    return Err(e.into());
+                }
+                if s >= warm {
+                    times[k].push(elapsed);
+                }
+            }
         }
+        s += block;
     }
-    Ok(median_us(times))
+    symdiff::set_threads(before);
+    Ok(times.into_iter().map(median_us).collect())
 }
 
 /// Peak resident memory of this process, in MiB (Linux), if known.
@@ -394,9 +412,14 @@ pub fn bench(
         compiles.push(t.compile(false)?.as_secs_f64());
     }
     let compile_ms = median_us(compiles) / 1e3;
-    let step32 = time_steps(&spec, &train, 32, steps, true)?;
-    let step256 = time_steps(&spec, &train, 256, (steps / 4).max(1), true)?;
-    let interp32 = time_steps(&spec, &train, 32, (steps / 10).max(5), false)?;
+    // Every thread count the team has against one thread, taking turns.
+    let threads = symdiff::threads();
+    let configs: Vec<usize> = if threads > 1 { vec![threads, 1] } else { vec![1] };
+    let at32 = time_steps(&spec, &train, 32, steps, true, &configs)?;
+    let at256 = time_steps(&spec, &train, 256, (steps / 4).max(1), true, &configs)?;
+    let (step32, step256) = (at32[0], at256[0]);
+    let single = (threads > 1).then(|| (at32[1], at256[1]));
+    let interp32 = time_steps(&spec, &train, 32, (steps / 10).max(5), false, &[threads])?[0];
     // The fit, as `symdiff train` runs it: compile, then every epoch with validation.
     let start = Instant::now();
     let mut trainer = Trainer::new(spec.clone())?;
@@ -418,8 +441,11 @@ pub fn bench(
         return Ok(json!({
             "model": file.display().to_string(),
             "compile_ms": compile_ms,
+            "threads": threads,
             "step32_us": step32,
             "step256_us": step256,
+            "step32_one_thread_us": single.map(|s| s.0),
+            "step256_one_thread_us": single.map(|s| s.1),
             "interp_step32_us": interp32,
             "fit_seconds": fit,
             "epochs": spec.train.epochs,
@@ -439,6 +465,13 @@ pub fn bench(
         interp32 / step32
     );
     out += &format!("  step @256 (median)          {step256:>9.1} µs\n");
+    if let Some((one32, one256)) = single {
+        out += &format!(
+            "  on 1 of {threads} threads (interleaved)  step @32 {one32:.1} µs ({:.2}x), step @256 {one256:.1} µs ({:.2}x)\n",
+            one32 / step32,
+            one256 / step256
+        );
+    }
     out += &format!(
         "  fit with validation         {fit:>9.2} s    {:.1} GFLOP of matmul, {:.1} GFLOP/s\n",
         fit_flops / 1e9,

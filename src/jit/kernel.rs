@@ -1,9 +1,11 @@
 //! Code generation for fused tensor kernels: one Cranelift function per planned instruction
 //! (`fuse::Instr`), plus a driver that calls them and the GEMM in order.
 //!
-//! Every kernel has the signature `fn(arena: *mut f32)`: all buffers are at fixed offsets of
-//! one arena, known when compiling, so a kernel needs no other argument and the driver is a
-//! straight list of calls. Loops run over a kernel's iteration space, normalised to `[rows,
+//! Every kernel has the signature `fn(arena: *mut f32, from: i64, to: i64)`: all buffers are
+//! at fixed offsets of one arena, known when compiling, so a kernel needs no other argument
+//! than the range of its work to do (units of 16 elements or rows of a map, see
+//! [`Emitter::map`]; reductions and log-softmax do all their work whatever the range), and the
+//! driver is a straight list of calls. Loops run over a kernel's iteration space, normalised to `[rows,
 //! cols]`; the inner loop does four columns at a time in `f32x4` (Cranelift's widest vector,
 //! which it never creates by itself) and the remaining columns one at a time. Each operand is
 //! read according to its view: contiguous columns with one vector load, a broadcast value
@@ -458,20 +460,56 @@ impl<'a, 'b> Emitter<'a, 'b> {
         Ok(())
     }
 
-    /// The loop of a map instruction: every output at every position of `space`.
+    /// `for k in from..to { body(k) }` with bounds known only when the kernel runs.
+    fn for_dynamic(
+        &mut self,
+        from: Value,
+        to: Value,
+        mut body: impl FnMut(&mut Self, Value) -> Cg<()>,
+    ) -> Cg<()> {
+        let header = self.b.create_block();
+        let inside = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, types::I64);
+        self.b.ins().jump(header, &[from.into()]);
+        self.b.switch_to_block(header);
+        let k = self.b.block_params(header)[0];
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, k, to);
+        self.b.ins().brif(more, inside, &[], exit, &[]);
+        self.b.switch_to_block(inside);
+        self.b.seal_block(inside);
+        body(self, k)?;
+        let next = self.b.ins().iadd_imm_s(k, 1);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
+    /// The loop of a map instruction: every output at the positions of `space` that units
+    /// `from..to` cover (the kernel's two parameters after the arena), so that the driver can
+    /// share one map between threads. Returns the number of units of the whole space.
     ///
-    /// When the operands allow it ([`Self::flat`]) the loop runs over the flat index, 16
-    /// elements (four `f32x4`) per iteration so that the processor overlaps the independent
-    /// chains (an Adam update is a `sqrt` and a division deep); then single vectors; then
-    /// scalars. Otherwise it runs row by row, four columns at a time, then the columns left.
-    pub fn map(&mut self, space: &[usize], outputs: &[(Id, super::fuse::Slot)]) -> Cg<()> {
+    /// When the operands allow it ([`Self::flat`]) the loop runs over the flat index and a
+    /// unit is 16 elements (four `f32x4` per iteration, so that the processor overlaps the
+    /// independent chains: an Adam update is a `sqrt` and a division deep); the range that
+    /// ends at the last unit also does the remaining elements, as single vectors and then
+    /// scalars. Otherwise a unit is a row, done four columns at a time, then the columns left.
+    pub fn map(
+        &mut self,
+        space: &[usize],
+        outputs: &[(Id, super::fuse::Slot)],
+        from: Value,
+        to: Value,
+    ) -> Cg<usize> {
         let (rows, cols) = space2(space);
         let (v4, v1) = (self.invariants(space, outputs, true)?, self.invariants(space, outputs, false)?);
         if rows > 1 && self.flat(space, outputs) {
             let total = rows * cols;
             let i = self.b.ins().iconst(types::I64, 0);
             let unrolled = total / 16;
-            self.for_range(0, unrolled, |em, jj| {
+            self.for_dynamic(from, to, |em, jj| {
                 let base = em.b.ins().imul_imm_s(jj, 16);
                 for u in 0..4 {
                     let j = em.b.ins().iadd_imm_s(base, 4 * u);
@@ -479,16 +517,28 @@ impl<'a, 'b> Emitter<'a, 'b> {
                 }
                 Ok(())
             })?;
-            self.for_range(unrolled * 4, total / 4, |em, jv| {
-                let j = em.b.ins().imul_imm_s(jv, 4);
-                em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)
-            })?;
-            return self.for_range(total / 4 * 4, total, |em, j| {
-                em.map_at(outputs, At { rows, cols, i, j, vector: false }, &v1)
-            });
+            if total % 16 != 0 {
+                let tail = self.b.create_block();
+                let done = self.b.create_block();
+                let last = self.b.ins().icmp_imm_s(IntCC::Equal, to, unrolled as i64);
+                self.b.ins().brif(last, tail, &[], done, &[]);
+                self.b.switch_to_block(tail);
+                self.b.seal_block(tail);
+                self.for_range(unrolled * 4, total / 4, |em, jv| {
+                    let j = em.b.ins().imul_imm_s(jv, 4);
+                    em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)
+                })?;
+                self.for_range(total / 4 * 4, total, |em, j| {
+                    em.map_at(outputs, At { rows, cols, i, j, vector: false }, &v1)
+                })?;
+                self.b.ins().jump(done, &[]);
+                self.b.switch_to_block(done);
+                self.b.seal_block(done);
+            }
+            return Ok(unrolled);
         }
         let vec_cols = cols / 4;
-        self.for_range(0, rows, |em, i| {
+        self.for_dynamic(from, to, |em, i| {
             em.for_range(0, vec_cols, |em, jv| {
                 let j = em.b.ins().imul_imm_s(jv, 4);
                 em.map_at(outputs, At { rows, cols, i, j, vector: true }, &v4)
@@ -496,7 +546,8 @@ impl<'a, 'b> Emitter<'a, 'b> {
             em.for_range(vec_cols * 4, cols, |em, j| {
                 em.map_at(outputs, At { rows, cols, i, j, vector: false }, &v1)
             })
-        })
+        })?;
+        Ok(rows)
     }
 
     fn combine(&mut self, max: bool, a: Value, x: Value) -> Value {

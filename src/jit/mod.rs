@@ -18,7 +18,11 @@ pub mod fuse;
 mod kernel;
 mod lower;
 mod runtime;
+mod sparse;
 pub mod step;
+mod team;
+
+pub use team::{set_threads, threads};
 pub mod vecmath;
 
 pub use lower::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};

@@ -68,6 +68,8 @@ pub struct Program {
     driver: *const u8,
     /// One entry per instruction: a kernel's code (null for GEMM calls).
     kernels: Vec<*const u8>,
+    /// One entry per instruction: how its kernel is called.
+    launches: Vec<Launch>,
     plan: Plan,
     arena: Arena,
     /// Name and IR of each instruction.
@@ -92,7 +94,30 @@ impl Drop for Program {
     }
 }
 
-type Kernel = unsafe extern "C" fn(*mut f32);
+type Driver = unsafe extern "C" fn(*mut f32);
+
+/// How the driver calls a kernel: over units `0..units` of its work, directly (`chunks` 1)
+/// or cut into `chunks` ranges shared between threads (`runtime::sd_par_map`).
+#[derive(Debug, Clone, Copy)]
+struct Launch {
+    units: usize,
+    chunks: usize,
+}
+
+/// A map is shared between threads when it has at least this many elements (smaller ones
+/// take less time than handing them out costs), in about this many elements per range.
+const PARALLEL_ELEMENTS: usize = 16 * 1024;
+const ELEMENTS_PER_RANGE: usize = 4096;
+
+/// How a map over `elements` elements in `units` units runs with `threads` threads.
+fn launch(elements: usize, units: usize, threads: usize) -> Launch {
+    let chunks = if threads > 1 && elements >= PARALLEL_ELEMENTS && units >= 2 {
+        (elements / ELEMENTS_PER_RANGE).clamp(threads, units)
+    } else {
+        1
+    };
+    Launch { units, chunks }
+}
 
 fn codegen(e: impl std::fmt::Display) -> Unsupported {
     Unsupported(format!("code generation failed: {e}"))
@@ -125,14 +150,19 @@ impl Program {
         let mut fbc = FunctionBuilderContext::new();
         let mut ids: Vec<Option<FuncId>> = Vec::new();
         let mut info = Vec::new();
+        let mut launches = Vec::new();
+        let threads = super::team::threads();
         for instr in &plan.instrs {
             let name = describe(g, instr);
             if let Instr::Gemm { .. } = instr {
                 ids.push(None);
                 info.push(KernelInfo { name, ir: String::new() });
+                launches.push(Launch { units: 1, chunks: 1 });
                 continue;
             }
             ctx.func.signature.params.push(AbiParam::new(ptr));
+            ctx.func.signature.params.push(AbiParam::new(types::I64));
+            ctx.func.signature.params.push(AbiParam::new(types::I64));
             let id = module.declare_anonymous_function(&ctx.func.signature).map_err(codegen)?;
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -140,15 +170,25 @@ impl Program {
                 b.append_block_params_for_function_params(entry);
                 b.switch_to_block(entry);
                 b.seal_block(entry);
-                let arena = b.block_params(entry)[0];
+                let (arena, from, to) =
+                    (b.block_params(entry)[0], b.block_params(entry)[1], b.block_params(entry)[2]);
                 let mut em =
                     Emitter { b: &mut b, module: &mut module, g, plan: &plan, arena, calls: HashMap::new() };
-                match instr {
-                    Instr::Map { space, outputs } => em.map(space, outputs)?,
-                    Instr::Reduce { node, out } => em.reduce(*node, out.offset)?,
-                    Instr::LogSoftmax { node, out } => em.log_softmax(*node, out.offset)?,
-                    Instr::Gemm { .. } => {}
-                }
+                launches.push(match instr {
+                    Instr::Map { space, outputs } => {
+                        let units = em.map(space, outputs, from, to)?;
+                        launch(space.iter().product(), units, threads)
+                    }
+                    Instr::Reduce { node, out } => {
+                        em.reduce(*node, out.offset)?;
+                        Launch { units: 1, chunks: 1 }
+                    }
+                    Instr::LogSoftmax { node, out } => {
+                        em.log_softmax(*node, out.offset)?;
+                        Launch { units: 1, chunks: 1 }
+                    }
+                    Instr::Gemm { .. } => Launch { units: 1, chunks: 1 },
+                });
                 em.b.ins().return_(&[]);
                 let config = module.target_config();
                 b.finalize(config);
@@ -191,8 +231,15 @@ impl Program {
                 .declare_function("sd_sgemm_sparse_lhs", Linkage::Import, &gemm_sig)
                 .map_err(codegen)?;
             let sparse = module.declare_func_in_func(sparse, b.func);
+            let mut par_sig = module.make_signature();
+            for _ in 0..4 {
+                par_sig.params.push(AbiParam::new(types::I64));
+            }
+            let par_map =
+                module.declare_function("sd_par_map", Linkage::Import, &par_sig).map_err(codegen)?;
+            let par_map = module.declare_func_in_func(par_map, b.func);
             let exit = b.create_block();
-            for (k, (instr, id)) in plan.instrs.iter().zip(&ids).enumerate() {
+            for (k, ((instr, id), l)) in plan.instrs.iter().zip(&ids).zip(&launches).enumerate() {
                 if let Some((first, slot)) = guard
                     && k == first
                 {
@@ -211,7 +258,15 @@ impl Program {
                 match (instr, id) {
                     (_, Some(id)) => {
                         let f = module.declare_func_in_func(*id, b.func);
-                        b.ins().call(f, &[arena]);
+                        let units = b.ins().iconst(types::I64, l.units as i64);
+                        if l.chunks > 1 {
+                            let addr = b.ins().func_addr(ptr, f);
+                            let chunks = b.ins().iconst(types::I64, l.chunks as i64);
+                            b.ins().call(par_map, &[addr, arena, units, chunks]);
+                        } else {
+                            let zero = b.ins().iconst(types::I64, 0);
+                            b.ins().call(f, &[arena, zero, units]);
+                        }
                     }
                     (Instr::Gemm { m, n, k, a, b: bv, out, sparse_lhs }, None) => {
                         let mut args = Vec::with_capacity(12);
@@ -252,6 +307,7 @@ impl Program {
             module: Some(module),
             driver,
             kernels,
+            launches,
             plan,
             arena,
             info,
@@ -273,11 +329,12 @@ impl Program {
 
     /// Runs the program once.
     pub fn run(&mut self) {
+        let _run = super::sparse::begin_run();
         let p = self.arena.ptr();
         // SAFETY: the driver and the kernels it calls touch only arena offsets below
         // `plan.arena_len`, and the arena holds that many elements after `p` (module doc).
         unsafe {
-            let f: Kernel = std::mem::transmute::<*const u8, Kernel>(self.driver);
+            let f: Driver = std::mem::transmute::<*const u8, Driver>(self.driver);
             f(p);
         }
     }
@@ -285,8 +342,11 @@ impl Program {
     /// Runs the program once, instruction by instruction, adding each one's time to `times`.
     pub fn run_timed(&mut self, times: &mut Vec<Duration>) {
         times.resize(self.kernels.len(), Duration::ZERO);
+        let _run = super::sparse::begin_run();
         let p = self.arena.ptr();
-        for (k, (instr, &code)) in self.plan.instrs.iter().zip(&self.kernels).enumerate() {
+        for (k, ((instr, &code), l)) in
+            self.plan.instrs.iter().zip(&self.kernels).zip(&self.launches).enumerate()
+        {
             if let Some((first, slot)) = self.guard
                 && k == first
                 && !self.arena.slice(slot)[0].is_finite()
@@ -315,10 +375,14 @@ impl Program {
                         )
                     }
                 }
-                // SAFETY: as in `run`.
+                // SAFETY: as in `run`; the launch is the one the driver uses.
                 _ => unsafe {
-                    let f: Kernel = std::mem::transmute::<*const u8, Kernel>(code);
-                    f(p);
+                    let f = std::mem::transmute::<*const u8, runtime::MapKernel>(code);
+                    if l.chunks > 1 {
+                        runtime::sd_par_map(f, p, l.units as i64, l.chunks as i64);
+                    } else {
+                        f(p, 0, l.units as i64);
+                    }
                 },
             }
             times[k] += t.elapsed();
