@@ -22,6 +22,7 @@ mod sparse;
 pub mod step;
 mod team;
 
+pub(crate) use team::for_each as parallel_for;
 pub use team::{set_threads, threads};
 pub mod vecmath;
 
