@@ -105,6 +105,34 @@ pub enum Instr {
     Reduce { node: Id, out: Slot },
     /// `logsoftmax` node `node` over rows, its operand computed on the fly.
     LogSoftmax { node: Id, out: Slot },
+    /// One Adam update in place, by the host kernel `runtime::sd_adam` (see [`AdamUpdate`]).
+    Adam { shape: Vec<usize>, param: Slot, m: Slot, v: Slot, grad: Slot, alpha: Slot, coef: AdamCoefficients },
+}
+
+/// The constants of an Adam update: `m' = beta1*m + c1*g`, `v' = beta2*v + c2*g²`,
+/// `p' = p - alpha*(m' / (sqrt(v') + eps))`, with `c1 = 1 - beta1`, `c2 = 1 - beta2` as the
+/// graph's constants round them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamCoefficients {
+    pub beta1: f32,
+    pub c1: f32,
+    pub beta2: f32,
+    pub c2: f32,
+    pub eps: f32,
+}
+
+/// An Adam update done by a host kernel instead of graph nodes: parameter, moments and the
+/// gradient (which must be one of the request's outputs), all of one shape, and the scalar
+/// input `alpha` (the step size with both bias corrections). The update runs after every
+/// other instruction, in place, and only when the guard holds.
+#[derive(Debug, Clone)]
+pub struct AdamUpdate {
+    pub param: Id,
+    pub m: Id,
+    pub v: Id,
+    pub grad: Id,
+    pub alpha: Id,
+    pub coef: AdamCoefficients,
 }
 
 /// The compiled form of a graph's schedule.
@@ -142,6 +170,8 @@ pub struct Request<'g> {
     pub guard: Option<Id>,
     /// Reuse dead buffers (off only for tests that read every stored node after a run).
     pub reuse: bool,
+    /// Adam updates done by the host kernel, after everything else.
+    pub adam: Vec<AdamUpdate>,
 }
 
 fn is_elementwise(op: Op) -> bool {
@@ -363,6 +393,29 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             other => return Err(Unsupported(format!("operator {other:?}"))),
         }
     }
+    for u in &req.adam {
+        if !req.outputs.contains(&u.grad) {
+            return Err(Unsupported("internal error: an Adam gradient that is not an output".into()));
+        }
+        let shape = g.shape(u.param).to_vec();
+        let slot = |id: Id| {
+            slots.get(&id).copied().ok_or_else(|| Unsupported("internal error: Adam operand".into()))
+        };
+        if [u.m, u.v, u.grad].iter().any(|&x| g.shape(x) != shape.as_slice())
+            || g.shape(u.alpha).iter().product::<usize>() != 1
+        {
+            return Err(Unsupported("internal error: Adam operands of different shapes".into()));
+        }
+        instrs.push(Instr::Adam {
+            shape,
+            param: slot(u.param)?,
+            m: slot(u.m)?,
+            v: slot(u.v)?,
+            grad: slot(u.grad)?,
+            alpha: slot(u.alpha)?,
+            coef: u.coef,
+        });
+    }
     let plan = Plan { instrs, arena_len: next, slots, views };
     check_bounds(&plan)?;
     Ok(plan)
@@ -395,6 +448,12 @@ fn check_bounds(plan: &Plan) -> Result<(), Unsupported> {
                 let len: usize = space.iter().product();
                 if outputs.iter().any(|(_, s)| s.len != len) {
                     return outside("a map's output");
+                }
+            }
+            Instr::Adam { shape, param, m, v, grad, alpha, .. } => {
+                let len: usize = shape.iter().product();
+                if [param, m, v, grad].iter().any(|s| s.len != len) || alpha.len != 1 {
+                    return outside("an Adam update");
                 }
             }
             Instr::Reduce { .. } | Instr::LogSoftmax { .. } => {}

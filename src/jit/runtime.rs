@@ -57,7 +57,145 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
     v.push(("sd_sgemm", sd_sgemm as Gemm as *const u8));
     v.push(("sd_sgemm_sparse_lhs", sd_sgemm_sparse_lhs as Gemm as *const u8));
     v.push(("sd_par_map", sd_par_map as unsafe extern "C" fn(MapKernel, *mut f32, i64, i64) as *const u8));
+    v.push(("sd_adam", sd_adam as AdamKernel as *const u8));
     v
+}
+
+type AdamKernel =
+    unsafe extern "C" fn(i64, *mut f32, *mut f32, *mut f32, *const f32, *const f32, f32, f32, f32, f32, f32);
+
+/// One Adam update in place over `n` elements:
+///
+/// ```text
+/// m' = beta1*m + c1*g      v' = beta2*v + c2*g*g      p' = p - alpha*(m' / (sqrt(v') + eps))
+/// ```
+///
+/// `alpha` points at the step size (an input of the step). Why a host
+/// kernel: the update is a square root and a division per element, and the processor does
+/// those at the same rate per instruction whatever the vector width, so Cranelift's 128-bit
+/// vectors run it at half the speed of 256-bit ones (measured: 81 µs with 4 lanes, 43 µs with
+/// 8, for 100k parameters). Chunks of the elements are shared between the team's threads; the
+/// lanes use AVX2 when the processor has it, with the graph's operations in the graph's order
+/// (no fused multiply-adds), so lanes and tail compute the same numbers.
+///
+/// # Safety
+/// `p`, `m`, `v` and `g` hold `n` floats (`g` may not overlap the others), `alpha` one.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn sd_adam(
+    n: i64,
+    p: *mut f32,
+    m: *mut f32,
+    v: *mut f32,
+    g: *const f32,
+    alpha: *const f32,
+    beta1: f32,
+    c1: f32,
+    beta2: f32,
+    c2: f32,
+    eps: f32,
+) {
+    let n = n.max(0) as usize;
+    // SAFETY: as in the contract.
+    let alpha = unsafe { *alpha };
+    let c = [beta1, c1, beta2, c2, eps];
+    let chunks = if n >= 16 * 1024 { (n / 4096).clamp(1, super::team::MAX_CHUNKS) } else { 1 };
+    let (p, m, v, g) = (p as usize, m as usize, v as usize, g as usize);
+    let fast = avx2();
+    super::team::for_each(chunks, &|ch| {
+        // Chunk bounds on multiples of 8 so that only the last chunk has a scalar tail.
+        let (from, to) =
+            ((n / 8 * ch / chunks) * 8, if ch + 1 == chunks { n } else { (n / 8 * (ch + 1) / chunks) * 8 });
+        let at = |x: usize| (x as *mut f32).wrapping_add(from);
+        // SAFETY: chunks cover disjoint element ranges inside the buffers (contract).
+        unsafe { adam_range(to - from, at(p), at(m), at(v), at(g), alpha, c, fast) }
+    });
+}
+
+/// Whether AVX2 may be used.
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`sd_adam`] over `n` elements on one thread.
+///
+/// # Safety
+/// As `sd_adam`; `fast` only where AVX2 was detected.
+#[allow(clippy::too_many_arguments)]
+unsafe fn adam_range(
+    n: usize,
+    p: *mut f32,
+    m: *mut f32,
+    v: *mut f32,
+    g: *mut f32,
+    alpha: f32,
+    c: [f32; 5],
+    fast: bool,
+) {
+    let [beta1, c1, beta2, c2, eps] = c;
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: AVX2 detected; buffers as in the contract.
+        k = unsafe { adam_avx2(n, p, m, v, g, alpha, c) };
+    }
+    let _ = fast;
+    while k < n {
+        // SAFETY: `k < n` (contract).
+        unsafe {
+            let gk = *g.add(k);
+            let mk = beta1 * *m.add(k) + c1 * gk;
+            let vk = beta2 * *v.add(k) + c2 * (gk * gk);
+            *m.add(k) = mk;
+            *v.add(k) = vk;
+            *p.add(k) -= alpha * (mk / (vk.sqrt() + eps));
+        }
+        k += 1;
+    }
+}
+
+/// The lanes of [`adam_range`], eight at a time; returns how many elements it did.
+///
+/// # Safety
+/// As `adam_range`, on a processor with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_avx2(
+    n: usize,
+    p: *mut f32,
+    m: *mut f32,
+    v: *mut f32,
+    g: *mut f32,
+    alpha: f32,
+    c: [f32; 5],
+) -> usize {
+    use std::arch::x86_64::*;
+    let [beta1, c1, beta2, c2, eps] = c.map(|x| _mm256_set1_ps(x));
+    let alpha = _mm256_set1_ps(alpha);
+    let mut k = 0;
+    while k + 8 <= n {
+        // SAFETY: `k + 8 <= n` (contract).
+        unsafe {
+            let gk = _mm256_loadu_ps(g.add(k));
+            let mk = _mm256_add_ps(_mm256_mul_ps(beta1, _mm256_loadu_ps(m.add(k))), _mm256_mul_ps(c1, gk));
+            let vk = _mm256_add_ps(
+                _mm256_mul_ps(beta2, _mm256_loadu_ps(v.add(k))),
+                _mm256_mul_ps(c2, _mm256_mul_ps(gk, gk)),
+            );
+            _mm256_storeu_ps(m.add(k), mk);
+            _mm256_storeu_ps(v.add(k), vk);
+            let step = _mm256_div_ps(mk, _mm256_add_ps(_mm256_sqrt_ps(vk), eps));
+            _mm256_storeu_ps(p.add(k), _mm256_sub_ps(_mm256_loadu_ps(p.add(k)), _mm256_mul_ps(alpha, step)));
+        }
+        k += 8;
+    }
+    k
 }
 
 /// A compiled map kernel: `fn(arena, from, to)` over units `from..to` of its space.
@@ -158,5 +296,60 @@ pub unsafe extern "C" fn sd_sgemm_sparse_lhs(
     if !done {
         // SAFETY: as above.
         unsafe { sd_sgemm(m, n, k, a, rsa, csa, b, rsb, csb, c, rsc, csc) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Adam kernel (vector lanes, tails, chunks on several threads) against the formula
+    //! written out one element at a time: the same operations in the same order, so the same
+    //! bits.
+
+    use super::sd_adam;
+
+    fn check(n: usize) {
+        let mut s = 0x2545_f491_4f6c_dd1du64 ^ n as u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let p: Vec<f32> = (0..n).map(|_| next()).collect();
+        let m: Vec<f32> = (0..n).map(|_| next() * 0.1).collect();
+        let v: Vec<f32> = (0..n).map(|_| next().abs() * 0.01).collect();
+        let g: Vec<f32> = (0..n).map(|_| next()).collect();
+        let (alpha, beta1, beta2, eps) = (0.001f32, 0.9f32, 0.999f32, 1e-7f32);
+        let (c1, c2) = ((1.0 - 0.9f64) as f32, (1.0 - 0.999f64) as f32);
+        let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+        // SAFETY: every buffer holds `n` floats; `alpha` one.
+        unsafe {
+            sd_adam(
+                n as i64,
+                p2.as_mut_ptr(),
+                m2.as_mut_ptr(),
+                v2.as_mut_ptr(),
+                g.as_ptr(),
+                &alpha,
+                beta1,
+                c1,
+                beta2,
+                c2,
+                eps,
+            )
+        };
+        for k in 0..n {
+            let mk = beta1 * m[k] + c1 * g[k];
+            let vk = beta2 * v[k] + c2 * (g[k] * g[k]);
+            let pk = p[k] - alpha * (mk / (vk.sqrt() + eps));
+            assert_eq!((p2[k], m2[k], v2[k]), (pk, mk, vk), "n {n}, element {k}");
+        }
+    }
+
+    #[test]
+    fn adam_kernel_is_the_formula_to_the_bit() {
+        for n in [0, 1, 7, 8, 9, 100, 16 * 1024, 100_352, 70_001] {
+            check(n);
+        }
     }
 }

@@ -154,7 +154,7 @@ impl Program {
         let threads = super::team::threads();
         for instr in &plan.instrs {
             let name = describe(g, instr);
-            if let Instr::Gemm { .. } = instr {
+            if let Instr::Gemm { .. } | Instr::Adam { .. } = instr {
                 ids.push(None);
                 info.push(KernelInfo { name, ir: String::new() });
                 launches.push(Launch { units: 1, chunks: 1 });
@@ -187,7 +187,7 @@ impl Program {
                         em.log_softmax(*node, out.offset)?;
                         Launch { units: 1, chunks: 1 }
                     }
-                    Instr::Gemm { .. } => Launch { units: 1, chunks: 1 },
+                    Instr::Gemm { .. } | Instr::Adam { .. } => Launch { units: 1, chunks: 1 },
                 });
                 em.b.ins().return_(&[]);
                 let config = module.target_config();
@@ -204,6 +204,7 @@ impl Program {
         let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
         let first_update = plan.instrs.iter().position(|instr| match instr {
             Instr::Map { outputs, .. } => outputs.iter().any(|(n, _)| aliased.contains(n)),
+            Instr::Adam { .. } => true,
             _ => false,
         });
         let guard = match (req.guard, first_update) {
@@ -238,6 +239,15 @@ impl Program {
             let par_map =
                 module.declare_function("sd_par_map", Linkage::Import, &par_sig).map_err(codegen)?;
             let par_map = module.declare_func_in_func(par_map, b.func);
+            let mut adam_sig = module.make_signature();
+            for _ in 0..6 {
+                adam_sig.params.push(AbiParam::new(types::I64));
+            }
+            for _ in 0..5 {
+                adam_sig.params.push(AbiParam::new(types::F32));
+            }
+            let adam = module.declare_function("sd_adam", Linkage::Import, &adam_sig).map_err(codegen)?;
+            let adam = module.declare_func_in_func(adam, b.func);
             let exit = b.create_block();
             for (k, ((instr, id), l)) in plan.instrs.iter().zip(&ids).zip(&launches).enumerate() {
                 if let Some((first, slot)) = guard
@@ -283,6 +293,17 @@ impl Program {
                             args.push(b.ins().iconst(types::I64, cs as i64));
                         }
                         b.ins().call(if *sparse_lhs { sparse } else { gemm }, &args);
+                    }
+                    (Instr::Adam { shape, param, m, v, grad, alpha, coef }, None) => {
+                        let mut args =
+                            vec![b.ins().iconst(types::I64, shape.iter().product::<usize>() as i64)];
+                        for s in [param, m, v, grad, alpha] {
+                            args.push(b.ins().iadd_imm_s(arena, (s.offset * 4) as i64));
+                        }
+                        for x in [coef.beta1, coef.c1, coef.beta2, coef.c2, coef.eps] {
+                            args.push(b.ins().f32const(x));
+                        }
+                        b.ins().call(adam, &args);
                     }
                     _ => {}
                 }
@@ -375,6 +396,25 @@ impl Program {
                         )
                     }
                 }
+                Instr::Adam { shape, param, m, v, grad, alpha, coef } => {
+                    let at = |s: &super::fuse::Slot| p.wrapping_add(s.offset);
+                    // SAFETY: as in `run`; the slots were planned inside the arena.
+                    unsafe {
+                        runtime::sd_adam(
+                            shape.iter().product::<usize>() as i64,
+                            at(param),
+                            at(m),
+                            at(v),
+                            at(grad),
+                            at(alpha),
+                            coef.beta1,
+                            coef.c1,
+                            coef.beta2,
+                            coef.c2,
+                            coef.eps,
+                        )
+                    }
+                }
                 // SAFETY: as in `run`; the launch is the one the driver uses.
                 _ => unsafe {
                     let f = std::mem::transmute::<*const u8, runtime::MapKernel>(code);
@@ -422,5 +462,6 @@ fn describe(g: &Graph, instr: &Instr) -> String {
             format!("{what} {} -> {}", shape(g.shape(g.args(*node)[0])), shape(g.shape(*node)))
         }
         Instr::LogSoftmax { node, .. } => format!("logsoftmax {}", shape(g.shape(*node))),
+        Instr::Adam { shape: s, .. } => format!("adam {} (host kernel)", shape(s)),
     }
 }
