@@ -424,9 +424,12 @@ pub fn bench(
     let start = Instant::now();
     let mut trainer = Trainer::new(spec.clone())?;
     trainer.compile(false)?;
+    let mut validation = 0.0;
     for epoch in 1..=spec.train.epochs {
         trainer.train_epoch(&train, epoch, &mut |_| {})?;
+        let v = Instant::now();
         trainer.evaluate(&test)?;
+        validation += v.elapsed().as_secs_f64();
     }
     let fit = start.elapsed().as_secs_f64();
     let (_, accuracy) = trainer.evaluate(&test)?;
@@ -448,6 +451,7 @@ pub fn bench(
             "step256_one_thread_us": single.map(|s| s.1),
             "interp_step32_us": interp32,
             "fit_seconds": fit,
+            "validation_seconds": validation,
             "epochs": spec.train.epochs,
             "test_accuracy": accuracy,
             "fit_gflops": fit_flops / 1e9,
@@ -477,6 +481,7 @@ pub fn bench(
         fit_flops / 1e9,
         fit_flops / fit / 1e9
     );
+    out += &format!("    of which validation       {validation:>9.2} s\n");
     out += &format!("  test accuracy               {:>9.2} %\n", accuracy * 100.0);
     if let Some(p) = peak {
         out += &format!("  peak memory (RSS)           {p:>9.0} MiB");

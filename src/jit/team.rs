@@ -19,6 +19,10 @@
 //! finished. The generation in `claim` makes a stale worker's compare-and-swap fail instead
 //! of taking a chunk of the next job.
 //!
+//! A worker can lose its processor in the middle of a chunk when the machine is busy, and the
+//! caller then waits for it; a wait longer than [`STALL`] makes loops run on the caller alone
+//! for [`BACK_OFF`] before the team is tried again.
+//!
 //! Workers spin for [`SPIN`] after their last chunk, then park until the next job; a
 //! training loop hands out work every few tens of microseconds, so they stay awake while it
 //! runs and cost nothing once it stops. The team never allocates after it starts, and it
@@ -32,6 +36,14 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(500);
+
+/// A wait this long for the chunks other threads hold means one of them lost its processor
+/// (a chunk takes a few microseconds; the operating system's time slices are milliseconds)...
+const STALL: Duration = Duration::from_micros(100);
+
+/// ...and then loops run on the caller alone for this long before trying the team again, so
+/// that a machine whose other processors are busy costs at most one stall per period.
+const BACK_OFF: Duration = Duration::from_millis(50);
 
 /// The most threads a team has (the caller included).
 const MAX_THREADS: usize = 8;
@@ -79,6 +91,15 @@ static TEAM: OnceLock<Team> = OnceLock::new();
 
 /// The most threads a loop may use right now ([`set_threads`]); 0: all of the team.
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Until when (nanoseconds after [`epoch`]) loops run on the caller alone (see [`STALL`]).
+static SERIAL_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// The instant the team's clock counts from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// Lets the loops of compiled training steps use at most `n` threads from now on (1: the
 /// caller alone; 0 or more than there are: all), for comparing both in one run; returns the
@@ -208,6 +229,7 @@ pub fn for_each(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
     let t = team();
     if threads() == 1
         || chunks <= 1
+        || (epoch().elapsed().as_nanos() as u64) < SERIAL_UNTIL.load(Ordering::Relaxed)
         || chunks > MAX_CHUNKS
         || t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
     {
@@ -236,6 +258,7 @@ pub fn for_each(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
     // Wait for the chunks other threads hold; yield now and then in case one of them was
     // descheduled and needs this processor.
     let mut spins = 0u32;
+    let waiting = Instant::now();
     while shared.done.load(Ordering::Acquire) < chunks {
         spins += 1;
         if spins.is_multiple_of(1 << 12) {
@@ -243,6 +266,10 @@ pub fn for_each(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
         } else {
             std::hint::spin_loop();
         }
+    }
+    if waiting.elapsed() > STALL {
+        let until = epoch().elapsed() + BACK_OFF;
+        SERIAL_UNTIL.store(until.as_nanos() as u64, Ordering::Relaxed);
     }
     let panicked = shared.panicked.swap(false, Ordering::Relaxed);
     t.busy.store(false, Ordering::Release);
