@@ -390,6 +390,13 @@ mod tests {
             "flatten\ndense 16 relu\ndense 11 tanh\ndense 7 relu\ndense 10\nloss softmax_cross_entropy",
             "adam",
         ),
+        // Maps of 16k elements and more are shared between threads in ranges of units, the
+        // last range doing the flat tail (8 × 2101 = 16808 = 1050 × 16 + 8) or whole rows.
+        (
+            "wide",
+            "flatten\ndense 2101 relu\ndropout 0.3\ndense 10\nloss softmax_cross_entropy",
+            "sgd lr=0.05 momentum=0.9",
+        ),
         ("mse", "flatten\ndense 12 relu\ndense 10\nloss mse", "sgd lr=0.1"),
         ("sgd", "flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy", "sgd lr=0.05"),
         (
