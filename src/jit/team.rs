@@ -103,20 +103,20 @@ fn epoch() -> Instant {
 
 /// Lets the loops of compiled training steps use at most `n` threads from now on (1: the
 /// caller alone; 0 or more than there are: all), for comparing both in one run; returns the
-/// previous limit. The number of threads there are is `SYMDIFF_THREADS` if set, else the
-/// processors available, at most 8.
+/// previous limit. The number of threads there are is the processors available, at most 8,
+/// and at most `SYMDIFF_THREADS` if set.
 pub fn set_threads(n: usize) -> usize {
     LIMIT.swap(n, Ordering::Relaxed)
 }
 
-/// The number of threads: `SYMDIFF_THREADS` if set (1 runs everything on the caller), else
-/// the processors available to this process, at most [`MAX_THREADS`].
+/// The number of threads: the processors available to this process, at most
+/// [`MAX_THREADS`], and at most `SYMDIFF_THREADS` if that is set (1 runs everything on the
+/// caller). More threads than processors would only take turns spinning (measured: 8 threads
+/// on 2 processors train slower than 1).
 fn wanted_threads() -> usize {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     let from_env = std::env::var("SYMDIFF_THREADS").ok().and_then(|s| s.trim().parse::<usize>().ok());
-    let n = from_env
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, MAX_THREADS);
-    n.max(1)
+    from_env.unwrap_or(available).min(available).clamp(1, MAX_THREADS)
 }
 
 fn team() -> &'static Team {
