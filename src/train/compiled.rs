@@ -27,7 +27,7 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use ndarray::ArrayD;
 
-use crate::graph::{Graph, Id};
+use crate::graph::{Graph, Id, Op};
 use crate::jit::fuse::{AdamCoefficients, AdamUpdate, Request, Unsupported};
 use crate::jit::step::Program;
 use crate::model::build::{Built, build};
@@ -105,7 +105,10 @@ fn compile_step_with(
                 };
                 let m = var(g, &format!("{}.m", p.name), &p.shape)?;
                 let v = var(g, &format!("{}.v", p.name), &p.shape)?;
-                if host_adam {
+                // The host kernel reads the gradient from its buffer, so the gradient must be
+                // computed into one (not a constant or an input, which no instruction writes).
+                let computed = !matches!(g.op(grad), Op::Num(_) | Op::Const(_) | Op::Var(_));
+                if host_adam && computed {
                     let coef = AdamCoefficients {
                         beta1: beta1 as f32,
                         c1: (1.0 - beta1) as f32,
