@@ -91,10 +91,8 @@ impl Dataset<'_> {
     /// The batch of samples `idx`: images scaled to [0, 1] and labels as floats.
     fn batch(&self, idx: &[usize]) -> (ArrayD<f32>, ArrayD<f32>) {
         let s = self.sample_size();
-        let mut x = Vec::with_capacity(idx.len() * s);
-        for &i in idx {
-            x.extend(self.images[i * s..(i + 1) * s].iter().map(|&p| p as f32 / 255.0));
-        }
+        let mut x = vec![0.0f32; idx.len() * s];
+        scale_pixels(&mut x, self.images, idx, s);
         let mut shape = vec![idx.len()];
         shape.extend_from_slice(&self.sample);
         let x = ArrayD::from_shape_vec(IxDyn(&shape), x).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)));
@@ -169,8 +167,8 @@ fn draw_mask(rng: &mut ChaCha8Rng, rate: f64, values: &mut [f32]) {
 }
 
 /// The images of samples `idx` into `dst` (one row of `s` values each), scaled to [0, 1]
-/// by `p / 255` exactly as the interpreter's batches compute them; rows are shared between
-/// the threads of compiled steps, and the division runs eight lanes at a time where the
+/// by `p / 255`: the one scaling every batch gets, interpreted or compiled. Rows are shared
+/// between the team's threads, and the division runs eight lanes at a time where the
 /// processor has AVX2 (the same IEEE division, so the same values).
 fn scale_pixels(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
     fn rows(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
