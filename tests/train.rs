@@ -1,16 +1,16 @@
-//! Training end to end, through the `symdiff` binary, on the real MNIST files in
-//! `../shared/data/mnist` (or `$SYMDIFF_TEST_DATA`): the seed model reaches Keras' accuracy, the
+//! Training end to end, through the `symdiff` binary, on the real MNIST files (found as
+//! `symdiff train` finds them: `$SYMDIFF_DATA`, else the cache, fetched on first use): the seed model reaches Keras' accuracy, the
 //! seed's variants come within a point of Keras, and weights, evaluation, prediction, curves
 //! and `show` work together.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
+/// The real MNIST directory, found as `symdiff train` finds it (fetched on first use).
 fn data_dir() -> PathBuf {
-    match std::env::var_os("SYMDIFF_TEST_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist")),
-    }
+    common::mnist::mnist_dir()
 }
 
 fn example(name: &str) -> String {

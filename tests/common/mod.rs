@@ -1,7 +1,9 @@
 //! Shared test data: the golden formula table (used by the golden, compiled and reverse-mode
-//! tests).
+//! tests), and where the real MNIST files are (`mnist`).
 
 #![allow(dead_code)]
+
+pub mod mnist;
 
 /// `(formula, variable)`: polynomials, quotients, powers with variable exponents, exp/log,
 /// trigonometric and inverse, hyperbolic, nested, several variables, activations, constants.
