@@ -367,3 +367,18 @@ fn eval_of_a_model_file_without_weights_says_so() {
     assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), out.status.code()), ("2\n", Some(0)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_reports_every_figure_even_with_few_steps() {
+    let dir = scratch("bench");
+    let model = tiny_mnist(&dir, 40, "epochs=1 batch=16 seed=1");
+    let out = run(&["bench", &model, "--data", dir.to_str().unwrap(), "--steps", "1", "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // A warm-up that ended inside the only timed block left these NaN (null in JSON).
+    for key in ["step32_us", "step256_us", "interp_step32_us", "compile_ms", "fit_gflop_per_s"] {
+        assert!(report[key].as_f64().is_some_and(f64::is_finite), "{key}: {report}");
+    }
+    assert!(report["flop_counting"].as_str().unwrap().starts_with("dense-equivalent"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -473,8 +473,10 @@ fn time_steps(
         trainer.compile(false)?;
     }
     let n = data.len();
-    let warm = (steps / 10).max(3);
     let block = 10;
+    // Whole blocks: a block is timed or not as a whole, by where it starts (a warm-up that
+    // ended inside the last block timed nothing at all: `--steps 10` printed NaN µs).
+    let warm = (steps / 10).max(3).next_multiple_of(block);
     let mut times = vec![Vec::with_capacity(steps); threads.len()];
     let mut s = 0;
     let before = symdiff::set_threads(0);
@@ -629,7 +631,8 @@ impl BenchReport {
 
     fn text(&self) -> String {
         let r = self;
-        let mut out = format!("{}: batch {}, {} epochs\n", r.model, r.batch, r.epochs);
+        let s = if r.epochs == 1 { "" } else { "s" };
+        let mut out = format!("{}: batch {}, {} epoch{s}\n", r.model, r.batch, r.epochs);
         out += &format!("  compile the training step   {:>9.2} ms\n", r.compile_ms);
         out += &format!(
             "  step @32 (median)           {:>9.1} µs   {:.1} GFLOP/s*   interpreter {:.1} µs ({:.1}× slower)\n",
