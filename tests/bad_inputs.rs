@@ -289,3 +289,104 @@ fn data_and_weight_files() {
         &err("not a safetensors file", None),
     );
 }
+
+// ---- Numbers in weight files and checkpoints (issue 10): a checkpoint's `epoch`, `step` and
+// random-stream position out of range, and tensors holding NaN or infinity, in `eval`,
+// `predict` and `train --resume`. Each file is a copy of a good one with one thing changed.
+
+/// (metadata key, value written into a good checkpoint, message)
+#[rustfmt::skip]
+const CHECKPOINT_METADATA: &[(&str, &str, &str)] = &[
+    ("epoch", "18446744073709551615",   "`epoch` is 18446744073709551615, but `history` lists 1 epoch"),
+    ("epoch", "1180591620717411303424", "`epoch` must be the number of finished epochs (a whole number, at least 1), not `1180591620717411303424`"),
+    ("epoch", "0",                      "`epoch` must be the number of finished epochs (a whole number, at least 1), not `0`"),
+    ("epoch", "-1",                     "not `-1`"),
+    ("epoch", "2",                      "`epoch` is 2, but `history` lists 1 epoch"),
+    ("step", "18446744073709551616",    "`step` must be a whole number below 2^64, not `18446744073709551616`"),
+    ("history", r#"[{"epoch":2,"loss":1,"accuracy":0,"val_loss":1,"val_accuracy":0,"seconds":1}]"#, "`history` does not list epochs 1 to 1 in order"),
+    ("rng_word_pos", "295147905179352825856", "`rng_word_pos` must be a whole number below 2^68, not `295147905179352825856`"),
+];
+
+/// (tensor, value put into its first element, file: weights or checkpoint)
+#[rustfmt::skip]
+const NOT_FINITE: &[(&str, f32, &str)] = &[
+    ("dense_1.kernel",             f32::NAN,          "weights"),
+    ("dense_2.bias",               f32::INFINITY,     "weights"),
+    ("dense_1.bias",               f32::NEG_INFINITY, "weights"),
+    ("dense_2.kernel.optimizer.v", f32::NAN,          "checkpoint"),
+];
+
+/// A copy of the safetensors file `src` at `dst`, with metadata `key` set to `value` and
+/// the first element of tensor `poison` (if any) replaced.
+fn altered(src: &Path, dst: &Path, key: Option<(&str, &str)>, poison: Option<(&str, f32)>) {
+    use safetensors::tensor::{SafeTensors, TensorView};
+    let bytes = std::fs::read(src).expect("read");
+    let mut meta = symdiff::train::weights::metadata(src).expect("metadata");
+    if let Some((k, v)) = key {
+        meta.insert(k.to_owned(), v.to_owned());
+    }
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    if let Some((name, x)) = poison {
+        let t = owned.iter_mut().find(|t| t.0 == name).unwrap_or_else(|| panic!("no {name}"));
+        t.3[..4].copy_from_slice(&x.to_le_bytes());
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, data)| (n.clone(), TensorView::new(*d, s.clone(), data).expect("view")))
+        .collect();
+    std::fs::write(dst, safetensors::serialize(views, Some(meta)).expect("serialize")).expect("write");
+}
+
+/// Like `check` with exit code 1, for messages built at run time (they hold paths).
+fn refused(what: &str, args: &[&str], fragments: &[&str]) {
+    let (code, text) = run(args, b"");
+    assert!(!text.contains("panicked"), "{what}: panicked:\n{text}");
+    assert_eq!(code, 1, "{what}: exit code\n{text}");
+    for f in fragments {
+        assert!(text.contains(f), "{what}: `{f}` not in\n{text}");
+    }
+}
+
+#[test]
+fn checkpoint_and_weight_values() {
+    let root = scratch("values");
+    let data = root.join("data");
+    synthetic(&data);
+    let d = data.to_str().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mnist.model");
+    let (ckpt, weights) = (root.join("good.ckpt"), root.join("good.safetensors"));
+    let (c, w) = (ckpt.to_str().unwrap(), weights.to_str().unwrap());
+    let (code, text) =
+        run(&["train", model, "--data", d, "--epochs", "1", "--checkpoint", c, "--save", w], b"");
+    assert_eq!(code, 0, "{text}");
+    for (k, (key, value, message)) in CHECKPOINT_METADATA.iter().enumerate() {
+        let bad = root.join(format!("meta{k}.ckpt"));
+        altered(&ckpt, &bad, Some((key, value)), None);
+        let b = bad.to_str().unwrap();
+        let what = format!("checkpoint {key}={value}");
+        refused(&what, &["train", model, "--data", d, "--checkpoint", b, "--resume"], &[message, b]);
+    }
+    let images = data.join("t10k-images-idx3-ubyte");
+    let images = images.to_str().unwrap();
+    for (k, (tensor, x, file)) in NOT_FINITE.iter().enumerate() {
+        let what = format!("{tensor} = {x} in the {file}");
+        let message = format!("`{tensor}` holds a NaN or an infinity");
+        if *file == "weights" {
+            let bad = root.join(format!("nan{k}.safetensors"));
+            altered(&weights, &bad, None, Some((tensor, *x)));
+            let b = bad.to_str().unwrap();
+            refused(&what, &["eval", model, "--weights", b, "--data", d], &[&message, b]);
+            refused(&what, &["predict", model, "--weights", b, images], &[&message, b]);
+        } else {
+            let bad = root.join(format!("nan{k}.ckpt"));
+            altered(&ckpt, &bad, None, Some((tensor, *x)));
+            let b = bad.to_str().unwrap();
+            refused(&what, &["train", model, "--data", d, "--checkpoint", b, "--resume"], &[&message, b]);
+        }
+    }
+}

@@ -175,3 +175,210 @@ fn repl_ir_and_time() {
     assert!(out.stdout.contains("compiled: ") && out.stdout.contains("interpreter: "), "{}", out.stdout);
     assert!(out.stderr.contains("give every variable a value"), "{}", out.stderr);
 }
+
+/// A tiny MNIST-shaped data set (`n` samples of noise) in `dir`, and a small model file
+/// beside it; returns the model's path.
+fn tiny_mnist(dir: &std::path::Path, n: u32, train: &str) -> String {
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let pixels: Vec<u8> = (0..n * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
+        ("train-labels-idx1-ubyte", idx(&[n], &labels)),
+        ("t10k-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
+        ("t10k-labels-idx1-ubyte", idx(&[n], &labels)),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let model = dir.join("tiny.model");
+    std::fs::write(
+        &model,
+        format!(
+            "data mnist\ninput 28x28\nflatten\ndense 8 relu\ndense 10\nloss softmax_cross_entropy\n\
+             optimizer adam\ntrain {train}\n"
+        ),
+    )
+    .unwrap();
+    model.to_str().unwrap().to_owned()
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("symdiff-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Where stdout goes: a full disk (`/dev/full`), or a pipe whose reader is already gone.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    Full,
+    Closed,
+}
+
+/// Runs `args` with stdout into `sink`; returns the exit code and stderr.
+fn run_into(args: &[&str], sink: Sink) -> (Option<i32>, String) {
+    let stdout: Stdio = match sink {
+        Sink::Full => std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full").into(),
+        Sink::Closed => {
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader); // every write gets EPIPE
+            writer.into()
+        }
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("symdiff runs");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The `epoch` a checkpoint's metadata records.
+fn checkpoint_epoch(path: &std::path::Path) -> String {
+    symdiff::train::weights::metadata(path).unwrap()["epoch"].clone()
+}
+
+#[test]
+fn output_that_cannot_be_written() {
+    let dir = scratch("output");
+    let model = tiny_mnist(&dir, 40, "epochs=2 batch=16 seed=1");
+    let data = dir.to_str().unwrap();
+    let weights = dir.join("w.safetensors");
+    let w = weights.to_str().unwrap();
+    let out = run(&["train", &model, "--data", data, "--no-checkpoint", "--save", w], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let images = dir.join("t10k-images-idx3-ubyte");
+    let images = images.to_str().unwrap();
+    #[rustfmt::skip]
+    let commands: &[&[&str]] = &[
+        &["diff", "x^3 + 2*x^2 + 1"],
+        &["diff", "x^2*y", "--json"],
+        &["grad", "x^2*y", "--at", "x=1,y=2"],
+        &["eval", "2^10"],
+        &["export", "x^3 + 2*x^2 + 1", "--lang", "rust"],
+        &["show", &model],
+        &["show", &model, "--dot"],
+        &["eval", &model, "--weights", w, "--data", data],
+        &["predict", &model, "--weights", w, images, "--json"],
+        &["bench", &model, "--data", data, "--epochs", "1", "--steps", "1"],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in commands {
+        // A closed pipe ends quietly, with success; a full disk is an error.
+        let (code, err) = run_into(args, Sink::Closed);
+        assert_eq!((code, err.as_str()), (Some(0), ""), "{args:?} into a closed pipe");
+        let (code, err) = run_into(args, Sink::Full);
+        assert_eq!(code, Some(1), "{args:?} > /dev/full: {err}");
+        assert_eq!(err, "error: writing to stdout: No space left on device (os error 28)\n", "{args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn train_writes_the_checkpoint_before_the_line_that_cannot_be_printed() {
+    let dir = scratch("train-output");
+    let model = tiny_mnist(&dir, 40, "epochs=3 batch=16 seed=1");
+    let data = dir.to_str().unwrap();
+    for sink in [Sink::Closed, Sink::Full] {
+        for json in [&["--json"][..], &[]] {
+            let ckpt = dir.join(format!("{sink:?}-{}.ckpt", json.len()));
+            let c = ckpt.to_str().unwrap();
+            let args = [&["train", &model, "--data", data, "--checkpoint", c][..], json].concat();
+            let (code, err) = run_into(&args, sink);
+            // The first epoch's line fails: its checkpoint is on disk, and training stopped.
+            assert_eq!(checkpoint_epoch(&ckpt), "1", "{sink:?} {json:?}: {err}");
+            match sink {
+                // Quiet: no error, only the usual notes (the `training ...` line without --json).
+                Sink::Closed => {
+                    assert_eq!(code, Some(0), "{json:?}: {err}");
+                    assert!(!err.contains("error") && !err.contains("panicked"), "{json:?}: {err}");
+                }
+                Sink::Full => {
+                    assert_eq!(code, Some(1), "{err}");
+                    assert!(
+                        err.contains("error: writing to stdout: No space left on device")
+                            && err.contains(
+                                "training stopped after epoch 1; the checkpoint after epoch 1 is in"
+                            )
+                            && err
+                                .contains(&format!("`symdiff train {model} --data {data} --checkpoint {c}")),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
+    // `symdiff train M --json | head -1`: the reader takes one line and goes; training stops
+    // at the next line it cannot write, whose epoch's checkpoint is already written.
+    let ckpt = dir.join("head.ckpt");
+    let c = ckpt.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["train", &model, "--data", data, "--checkpoint", c, "--json", "--epochs", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"epoch\":1,"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
+    let epoch: usize = checkpoint_epoch(&ckpt).parse().unwrap();
+    assert!((2..100000).contains(&epoch), "stopped at epoch {epoch}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_of_a_model_file_without_weights_says_so() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mnist.model");
+    check_err(&["eval", model], "= help: `", 1);
+    check_err(
+        &["eval", model],
+        "is a model file, not a formula; to evaluate a trained model, give its weights",
+        1,
+    );
+    check_err(&["eval", "nowhere/m.model"], "`nowhere/m.model` is a model file", 1);
+    // An existing file without the extension, parsed as a formula that needs a value.
+    let dir = scratch("eval-file");
+    let file = dir.join("net");
+    std::fs::write(&file, "data mnist\n").unwrap();
+    let f = file.to_str().unwrap();
+    check_err(&["eval", f], "names a file, not a formula", 1);
+    // A formula that happens to name a file but evaluates is a formula.
+    let out = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["eval", "net", "--at", "net=2"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), out.status.code()), ("2\n", Some(0)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_reports_every_figure_even_with_few_steps() {
+    let dir = scratch("bench");
+    let model = tiny_mnist(&dir, 40, "epochs=1 batch=16 seed=1");
+    let out = run(&["bench", &model, "--data", dir.to_str().unwrap(), "--steps", "1", "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // A warm-up that ended inside the only timed block left these NaN (null in JSON).
+    for key in ["step32_us", "step256_us", "interp_step32_us", "compile_ms", "fit_gflop_per_s"] {
+        assert!(report[key].as_f64().is_some_and(f64::is_finite), "{key}: {report}");
+    }
+    assert!(report["flop_counting"].as_str().unwrap().starts_with("dense-equivalent"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -302,3 +302,154 @@ fn divergence_stops_training_and_names_the_first_tensor() {
         check(&log, engine, "log(");
     }
 }
+
+/// A synthetic MNIST-shaped data set of 2,000 noise samples in `dir` and, beside it, a model
+/// that the interpreter trains at about half a second per epoch (batch 1): slow enough to
+/// interrupt, fast enough to finish. No real data needed. Returns the model's path.
+fn slow_synthetic_model(dir: &std::path::Path) -> String {
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+    let n = 2000u32;
+    let pixels: Vec<u8> = (0..n * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
+        ("train-labels-idx1-ubyte", idx(&[n], &labels)),
+        ("t10k-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
+        ("t10k-labels-idx1-ubyte", idx(&[n], &labels)),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let model = dir.join("slow.model");
+    std::fs::write(
+        &model,
+        "data mnist\ninput 28x28\nflatten\ndense 64 relu\ndense 10\nloss softmax_cross_entropy\n\
+         optimizer adam\ntrain epochs=2 batch=1 seed=5\n",
+    )
+    .unwrap();
+    model.to_str().unwrap().to_owned()
+}
+
+/// Starts `symdiff args` in the background and returns once `ckpt` exists.
+fn spawn_until_checkpoint(args: &[&str], ckpt: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(ckpt).exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
+/// Sends `signal` to the child, and returns its exit code, stdout and stderr.
+fn signal(child: std::process::Child, signal: &str) -> (Option<i32>, String, String) {
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The command in backquotes after "is in CKPT; " in an interruption message.
+fn continuing_command(err: &str) -> Vec<String> {
+    let quoted = err.split('`').nth(1).unwrap_or_else(|| panic!("no command in {err}"));
+    assert!(err.contains(&format!("`{quoted}` continues from it")), "{err}");
+    quoted.split(' ').map(str::to_owned).collect()
+}
+
+#[test]
+fn sigterm_and_sighup_stop_training_between_steps_like_ctrl_c() {
+    let dir = scratch("signals");
+    let model = slow_synthetic_model(&dir);
+    let data = dir.to_str().unwrap();
+    for sig in ["TERM", "HUP", "INT"] {
+        let ckpt = dir.join(format!("{sig}.ckpt"));
+        let c = ckpt.to_str().unwrap();
+        let args = ["train", &model, "--data", data, "--checkpoint", c, "--interp", "--epochs", "1000"];
+        let child = spawn_until_checkpoint(&args, c);
+        let (code, _, err) = signal(child, sig);
+        assert_eq!(code, Some(1), "SIG{sig}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let done = symdiff::train::weights::metadata(&ckpt).unwrap()["epoch"].clone();
+        let next: usize = done.parse::<usize>().unwrap() + 1;
+        assert!(err.contains(&format!("error: interrupted during epoch {next} (step ")), "SIG{sig}: {err}");
+        assert!(err.contains(&format!("the checkpoint after epoch {done} is in {c}")), "SIG{sig}: {err}");
+        assert_eq!(
+            continuing_command(&err).join(" "),
+            format!("symdiff train {model} --epochs 1000 --data {data} --checkpoint {c} --interp --resume")
+        );
+    }
+}
+
+#[test]
+fn the_command_an_interruption_names_continues_the_run() {
+    let dir = scratch("continue");
+    let model = slow_synthetic_model(&dir); // the file says epochs=2
+    let data = dir.to_str().unwrap();
+    let ckpt = dir.join("run.ckpt");
+    let c = ckpt.to_str().unwrap();
+    let child = spawn_until_checkpoint(
+        &["train", &model, "--data", data, "--checkpoint", c, "--interp", "--epochs", "5"],
+        c,
+    );
+    let (code, _, err) = signal(child, "INT");
+    assert_eq!(code, Some(1), "{err}");
+    let command = continuing_command(&err);
+    assert!(command.windows(2).any(|w| w == ["--epochs", "5"]), "{command:?}");
+    // A temporary file of a writer that died, and one being written now (young): the first
+    // goes when the run starts, the second stays.
+    let stale = dir.join(".run.ckpt.tmp-4194399");
+    let young = dir.join(".run.ckpt.tmp-4194398");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(600))
+        .unwrap();
+    std::fs::write(&young, b"being written").unwrap();
+    // The command, as printed, runs the remaining epochs of the five.
+    assert_eq!(command[0], "symdiff");
+    let (out, err, code) = symdiff(&command[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let done = err.split("after epoch ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap();
+    let done: usize = done.parse().unwrap();
+    assert!(err.contains(&format!("resuming from {c} after epoch {done}")), "{err}");
+    assert!(out.contains("Epoch 5/5 - ") && !out.contains(&format!("Epoch {done}/5 ")), "{out}");
+    let trained = 5 - done;
+    assert!(out.contains(&format!("s for {trained} epoch")), "{out}");
+    if std::path::Path::new("/proc/self").exists() {
+        assert!(!stale.exists() && err.contains(&format!("removed {}", stale.display())), "{err}");
+    }
+    assert!(young.exists(), "a temporary file written a moment ago was removed");
+    // Again: nothing is left to train, and it says so.
+    let (out, err, code) = symdiff(&command[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the checkpoint is at epoch 5 of 5 (--epochs 5); nothing to train; pass --epochs N with N > 5 to train further"),
+        "{err}"
+    );
+    assert!(out.contains("s for 0 epochs)"), "{out}");
+    // Without --epochs, the model file's two epochs are behind the checkpoint: refused.
+    let (_, err, code) =
+        symdiff(&["train", &model, "--data", data, "--checkpoint", c, "--interp", "--resume"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {c}: the checkpoint is after epoch 5, beyond this run's last epoch, 2 (the model file's epochs=2); \
+             pass --epochs N with N > 5 to train further"
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

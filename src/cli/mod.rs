@@ -1,7 +1,34 @@
 //! The command line: argument parsing (clap), the one-shot commands and their output formats.
 //!
-//! Exit codes: 0 success, 1 a symdiff error (bad formula, evaluation failure, bad values),
-//! 2 a usage error (clap). Errors go to stderr; results to stdout.
+//! Exit codes: 0 success, 1 a symdiff error (bad formula, evaluation failure, bad values,
+//! standard output that cannot be written), 2 a usage error (clap). Errors go to stderr;
+//! results to stdout.
+//!
+//! Every result goes to stdout through one writer, [`Out`], whose errors propagate instead of
+//! panicking as `println!` does; it is flushed explicitly at the end, so a full disk is
+//! noticed. Two cases:
+//!
+//! * **stdout closed** (EPIPE: `symdiff show M | head`): the command ends quietly, with no
+//!   message and exit status 0, as ripgrep and most Unix filters do: the reader has all it
+//!   asked for. `train` stops at that point: the checkpoint of the epoch whose line could not
+//!   be written is already on disk (a checkpoint is written before anything is printed about
+//!   its epoch), so `symdiff train M --json | head -1` keeps epoch 2, and `--resume` continues
+//!   from it, as after Ctrl-C.
+//! * **any other write error** (ENOSPC on `> /dev/full`): `error: writing to stdout: ...`,
+//!   exit 1 (`train` also names its checkpoint).
+//!
+//! Messages on stderr go through [`note!`] and [`to_stderr`], which ignore a failed write:
+//! there is nowhere left to report it, and the exit code still tells.
+
+use std::io::Write as _;
+
+/// `eprintln!` that never panics: a write to a closed or full stderr is dropped.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod model;
 mod repl;
@@ -165,8 +192,87 @@ enum Format {
     Latex,
 }
 
+/// Standard output, the one way results leave the program: a locked handle whose write
+/// errors are returned, never panicked on.
+pub struct Out(std::io::StdoutLock<'static>);
+
+/// Standard output could not be written. (Deliberately not `Display`: it has its own path to
+/// the user, [`OutputError::exit`], and converts into `model::Failure` as itself.)
+#[derive(Debug)]
+pub struct OutputError(std::io::Error);
+
+impl OutputError {
+    /// The reader went away (EPIPE): not an error, the command just ends.
+    pub fn is_closed(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+
+    /// The message of a write error that is not a closed pipe.
+    pub fn message(&self) -> String {
+        format!("writing to stdout: {}", self.0)
+    }
+
+    /// Ends the program: quietly with 0 for a closed pipe, otherwise with the error and 1.
+    pub fn exit(&self) -> ExitCode {
+        if self.is_closed() {
+            ExitCode::SUCCESS
+        } else {
+            note!("error: {}", self.message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out(std::io::stdout().lock())
+    }
+
+    /// Writes `text` and a newline (stdout is line-buffered, so the line leaves at once).
+    pub fn line(&mut self, text: &str) -> Result<(), OutputError> {
+        self.0.write_all(text.as_bytes()).and_then(|()| self.0.write_all(b"\n")).map_err(OutputError)
+    }
+
+    /// Writes `text` as it is.
+    pub fn text(&mut self, text: &str) -> Result<(), OutputError> {
+        self.0.write_all(text.as_bytes()).map_err(OutputError)
+    }
+
+    /// Flushes what is buffered (a full disk may only show here).
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.0.flush().map_err(OutputError)
+    }
+}
+
+/// Writes an already rendered message (it ends with its own newline) to stderr, dropping a
+/// failed write like [`note!`].
+pub fn to_stderr(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Parses the command line. Help and `--version` go through `out` like every other result
+/// when stdout is not a terminal (clap would drop a write error and exit 0).
+fn parse_args(out: &mut Out) -> Result<Cli, ExitCode> {
+    use std::io::IsTerminal as _;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if e.use_stderr() || std::io::stdout().is_terminal() => e.exit(),
+        Err(e) => {
+            let code = ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1));
+            match out.text(&e.render().to_string()).and_then(|()| out.flush()) {
+                Ok(()) => Err(code),
+                Err(w) => Err(w.exit()),
+            }
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut out = Out::new();
+    let mut cli = match parse_args(&mut out) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if let Some(
         Command::Diff { expr, .. }
         | Command::Grad { expr, .. }
@@ -178,59 +284,54 @@ pub fn main() -> ExitCode {
         match read_stdin() {
             Ok(text) => *expr = text,
             Err(e) => {
-                eprintln!("error: {e}");
+                note!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    let formula = |r: Result<String, Error>| r.map_err(|e| model::Failure::Message(render(&e)));
     let result = match cli.command {
         None | Some(Command::Repl) => return repl::run(),
-        Some(Command::Diff { expr, wrt, at, format, json }) => diff(&expr, &wrt, &at, format, json),
-        Some(Command::Grad { expr, at, json, interp, timings }) => grad(&expr, &at, json, interp, timings),
-        Some(Command::Export { expr, lang, name }) => export(&expr, lang, &name),
-        Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
-            return finish(model::evaluate(Path::new(&expr), &w, data.as_deref(), json));
+        Some(Command::Diff { expr, wrt, at, format, json }) => formula(diff(&expr, &wrt, &at, format, json)),
+        Some(Command::Grad { expr, at, json, interp, timings }) => {
+            formula(grad(&expr, &at, json, interp, timings))
         }
-        Some(Command::Eval { expr, at, json, .. }) => eval(&expr, &at, json),
+        Some(Command::Export { expr, lang, name }) => formula(export(&expr, lang, &name)),
+        Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
+            model::evaluate(Path::new(&expr), &w, data.as_deref(), json)
+        }
+        Some(Command::Eval { expr, at, json, .. }) => {
+            eval(&expr, &at, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
+        }
         Some(Command::Train(args)) => {
-            return finish(model::train(args).map(|()| String::new()));
+            return finish(model::train(args, &mut out).and_then(|()| Ok(out.flush()?)));
         }
         Some(Command::Predict { file, weights, images, json }) => {
-            return finish(model::predict(&file, &weights, &images, json));
+            model::predict(&file, &weights, &images, json)
         }
-        Some(Command::Show { file, dot }) => return finish(model::show(&file, dot)),
+        Some(Command::Show { file, dot }) => model::show(&file, dot),
         Some(Command::Bench { file, data, epochs, steps, json }) => {
-            return finish(model::bench(&file, data.as_deref(), epochs, steps, json));
+            model::bench(&file, data.as_deref(), epochs, steps, json)
         }
         Some(Command::Data { action: DataAction::Fetch { name, dir } }) => {
-            return finish(model::fetch(&name, dir.as_deref()));
+            model::fetch(&name, dir.as_deref())
         }
     };
-    match result {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprint!("{}", render(&e));
-            ExitCode::FAILURE
-        }
-    }
+    finish(result.and_then(|text| {
+        out.line(&text)?;
+        Ok(out.flush()?)
+    }))
 }
 
-/// Prints a model command's result or failure, and the exit code.
-fn finish(r: Result<String, model::Failure>) -> ExitCode {
+/// The exit code of a command, after its failure (if any) is on stderr.
+fn finish(r: Result<(), model::Failure>) -> ExitCode {
     match r {
-        Ok(out) => {
-            if !out.is_empty() {
-                println!("{out}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(model::Failure(message)) => {
-            eprint!("{message}");
+        Ok(()) => ExitCode::SUCCESS,
+        Err(model::Failure::Message(message)) => {
+            to_stderr(&message);
             ExitCode::FAILURE
         }
+        Err(model::Failure::Output(e)) => e.exit(),
     }
 }
 
@@ -249,6 +350,26 @@ fn render(e: &Error) -> String {
     match e {
         Error::Parse(d) => d.render(),
         other => format!("error: {other}\n"),
+    }
+}
+
+/// A failed `eval` of a formula; when the "formula" is a model file's path (it ends in
+/// `.model` or names an existing file), the error says that `--weights` is what was missing.
+fn render_eval_error(e: Error, src: &str) -> String {
+    let path = Path::new(src.trim());
+    let is_model = path.extension().is_some_and(|x| x == "model");
+    if !is_model && !path.is_file() {
+        return render(&e);
+    }
+    let shown = path.display();
+    let what = if is_model { "is a model file" } else { "names a file" };
+    let hint = format!(
+        "`{shown}` {what}, not a formula; to evaluate a trained model, give its weights: \
+         `symdiff eval {shown} --weights W.safetensors`"
+    );
+    match e {
+        Error::Parse(d) => d.with_help(hint).render(),
+        other => format!("{}  = help: {hint}\n", render(&other)),
     }
 }
 
@@ -378,7 +499,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     }
     if timings {
         for (what, d) in &report {
-            eprintln!("{what:>34}: {d:?}");
+            note!("{what:>34}: {d:?}");
         }
     }
     if json_out {

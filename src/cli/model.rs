@@ -1,21 +1,40 @@
-//! Model commands: `train`, model `eval`, `predict`, `show` and `data fetch`.
+//! Model commands: `train`, model `eval`, `predict`, `show`, `bench` and `data fetch`.
+//!
+//! `train` prints one line per epoch through the CLI's writer ([`Out`]) and writes the
+//! epoch's checkpoint *before* its line, so no failure to print loses a finished epoch. Ctrl-C,
+//! SIGTERM and SIGHUP stop it between two steps; so does standard output closing (at the end
+//! of the epoch whose line could not be written). Each way out names the checkpoint and the
+//! exact command that continues from it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
+
+use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
 use symdiff::train::data::{self, Mnist};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
 use symdiff::train::{EpochStats, checkpoint, plot, weights};
 
-/// A failed command: the message to print (already rendered).
-pub struct Failure(pub String);
+/// A failed command.
+pub enum Failure {
+    /// The message to print on stderr (already rendered).
+    Message(String),
+    /// Standard output could not be written (quiet when it was closed).
+    Output(OutputError),
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Failure {
-        Failure(format!("error: {e}\n"))
+        Failure::Message(format!("error: {e}\n"))
+    }
+}
+
+impl From<OutputError> for Failure {
+    fn from(e: OutputError) -> Failure {
+        Failure::Output(e)
     }
 }
 
@@ -23,20 +42,20 @@ type Result<T> = std::result::Result<T, Failure>;
 
 /// Reads and validates a model file.
 pub fn load_spec(path: &Path) -> Result<ModelSpec> {
-    let text =
-        std::fs::read(path).map_err(|e| Failure(format!("error: cannot read {}: {e}\n", path.display())))?;
+    let text = std::fs::read(path)
+        .map_err(|e| Failure::Message(format!("error: cannot read {}: {e}\n", path.display())))?;
     let text = String::from_utf8(text).map_err(|e| {
-        Failure(format!(
+        Failure::Message(format!(
             "error: {}: not UTF-8 text (at byte {})\n",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
     })?;
-    ModelSpec::parse(&text, &path.display().to_string()).map_err(|d| Failure(d.render()))
+    ModelSpec::parse(&text, &path.display().to_string()).map_err(|d| Failure::Message(d.render()))
 }
 
 fn load_data(dir: Option<&Path>) -> Result<Mnist> {
-    let dir = data::resolve_mnist(dir, &mut |m| eprintln!("{m}"))?;
+    let dir = data::resolve_mnist(dir, &mut |m| note!("{m}"))?;
     Ok(data::load_mnist(&dir)?)
 }
 
@@ -98,16 +117,89 @@ pub fn default_checkpoint(file: &Path) -> PathBuf {
 /// SHA-256 of a model file's bytes, in hex (a checkpoint records the model it belongs to).
 fn file_sha256(path: &Path) -> Result<String> {
     use sha2::Digest;
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure(format!("error: cannot read {}: {e}\n", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Message(format!("error: cannot read {}: {e}\n", path.display())))?;
     Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub fn train(args: TrainArgs) -> Result<()> {
+/// Shell-quotes `arg` where it needs it (single quotes; `'` as `'\''`).
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
+}
+
+/// The command that continues an interrupted run: the same `symdiff train` command line, with
+/// every option the user gave (`--epochs`, `--checkpoint`, `--data`, `--save`, ...), and
+/// `--resume`.
+pub fn resume_command(args: &TrainArgs) -> String {
+    let path = |p: &Path| shell_word(&p.display().to_string());
+    let mut words = vec!["symdiff".to_owned(), "train".to_owned(), path(&args.file)];
+    let mut opt = |name: &str, value: Option<String>| {
+        words.push(name.to_owned());
+        words.extend(value);
+    };
+    if let Some(e) = args.epochs {
+        opt("--epochs", Some(e.to_string()));
+    }
+    for (name, value) in [
+        ("--data", &args.data),
+        ("--checkpoint", &args.checkpoint),
+        ("--save", &args.save),
+        ("--plot", &args.plot),
+        ("--dump-ir", &args.dump_ir),
+    ] {
+        if let Some(v) = value {
+            opt(name, Some(path(v)));
+        }
+    }
+    for (name, on) in [("--json", args.json), ("--interp", args.interp), ("--timings", args.timings)] {
+        if on {
+            opt(name, None);
+        }
+    }
+    opt("--resume", None);
+    words.join(" ")
+}
+
+/// What is kept when training stops early after `done` finished epochs: the checkpoint and
+/// the command that continues from it, or why there is none.
+fn kept(args: &TrainArgs, ckpt: Option<&Path>, done: usize) -> String {
+    match ckpt {
+        None => "checkpoints were off (--no-checkpoint), so the run cannot be resumed".to_owned(),
+        Some(p) if done >= 1 && p.exists() => format!(
+            "the checkpoint after epoch {done} is in {}; `{}` continues from it",
+            p.display(),
+            resume_command(args)
+        ),
+        Some(_) => "no epoch had finished, so there is no checkpoint".to_owned(),
+    }
+}
+
+/// The progress bar's layout: the figures first, then a bar as wide as the terminal leaves
+/// (indicatif's `wide_bar`), so that the line fits the terminal's width.
+const PROGRESS_TEMPLATE: &str = "{prefix} {pos}/{len} [{wide_bar}] {elapsed} - ETA {eta} - {msg}";
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(steps as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(PROGRESS_TEMPLATE)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(format!("Epoch {epoch}/{epochs}"));
+    pb
+}
+
+/// The progress bar's message: the running loss and accuracy.
+fn progress_message(loss: f64, accuracy: f64) -> String {
+    format!("loss: {loss:.4} - accuracy: {accuracy:.4}")
+}
+
+pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     let mut spec = load_spec(&args.file)?;
     if let Some(e) = args.epochs {
         if e == 0 {
-            return Err(Failure("error: --epochs must be at least 1\n".into()));
+            return Err(Failure::Message("error: --epochs must be at least 1\n".into()));
         }
         spec.train.epochs = e;
     }
@@ -115,7 +207,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let ckpt_path = (!args.no_checkpoint)
         .then(|| args.checkpoint.clone().unwrap_or_else(|| default_checkpoint(&args.file)));
     if args.resume && ckpt_path.is_none() {
-        return Err(Failure("error: --resume needs a checkpoint; drop --no-checkpoint\n".into()));
+        return Err(Failure::Message("error: --resume needs a checkpoint; drop --no-checkpoint\n".into()));
+    }
+    // Temporary files that a crashed writer left beside the checkpoint or the weights.
+    for target in ckpt_path.iter().chain(&args.save) {
+        for stale in weights::remove_stale_temps(target) {
+            note!("removed {}, a temporary file left by an interrupted write", stale.display());
+        }
     }
     let mnist = load_data(args.data.as_deref())?;
     let (train, test) = (train_set(&mnist), test_set(&mnist));
@@ -126,17 +224,37 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut first_epoch = 1;
     if let (true, Some(path)) = (args.resume, &ckpt_path) {
         if !path.exists() {
-            return Err(Failure(format!(
+            return Err(Failure::Message(format!(
                 "error: no checkpoint at {} to resume from (train without --resume to start)\n",
                 path.display()
             )));
         }
         let resumed = checkpoint::load(path, &mut trainer, &model_sha)?;
-        eprintln!("resuming from {} after epoch {}", path.display(), resumed.epoch);
+        let of_run = match args.epochs {
+            Some(_) => format!("--epochs {epochs}"),
+            None => format!("the model file's epochs={epochs}"),
+        };
+        if resumed.epoch > epochs {
+            return Err(Failure::Message(format!(
+                "error: {}: the checkpoint is after epoch {}, beyond this run's last epoch, {epochs} \
+                 ({of_run}); pass --epochs N with N > {} to train further\n",
+                path.display(),
+                resumed.epoch,
+                resumed.epoch
+            )));
+        }
+        note!("resuming from {} after epoch {}", path.display(), resumed.epoch);
+        if resumed.epoch == epochs {
+            note!(
+                "the checkpoint is at epoch {epochs} of {epochs} ({of_run}); nothing to train; \
+                 pass --epochs N with N > {epochs} to train further"
+            );
+        }
         first_epoch = resumed.epoch + 1;
         history = resumed.history;
     }
-    // Ctrl-C stops training between two steps; the checkpoint of the last finished epoch stays.
+    // Ctrl-C, SIGTERM and SIGHUP stop training between two steps; the checkpoint of the last
+    // finished epoch stays.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -152,11 +270,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
                     trainer.time_kernels();
                 }
             }
-            Err(e) => eprintln!("warning: {e}; training with the interpreter"),
+            Err(e) => note!("warning: {e}; training with the interpreter"),
         }
     }
     if !args.json {
-        eprintln!(
+        note!(
             "training {} ({params} parameters) on {} samples, validating on {}, with {engine}",
             args.file.display(),
             train.len(),
@@ -164,27 +282,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
         );
     }
     let bar = !args.json && std::io::stderr().is_terminal();
+    let steps = train.len().div_ceil(trainer.spec.train.batch);
     let start = Instant::now();
     for epoch in first_epoch..=epochs {
         let t = Instant::now();
-        let pb = bar.then(|| {
-            let pb = indicatif::ProgressBar::new(train.len().div_ceil(trainer.spec.train.batch) as u64);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} {pos}/{len} [{bar:30}] {elapsed} - ETA {eta} - {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            pb.set_prefix(format!("Epoch {epoch}/{epochs}"));
-            pb
-        });
+        let pb = bar.then(|| progress_bar(steps, epoch, epochs));
         let done = trainer.train_epoch(&train, epoch, &mut |p| {
             if let Some(pb) = &pb
                 && (p.step % 25 == 0 || p.step == p.steps)
             {
                 pb.set_position(p.step as u64);
-                pb.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.loss, p.accuracy));
+                pb.set_message(progress_message(p.loss, p.accuracy));
             }
         });
         let (loss, accuracy) = match done {
@@ -192,17 +300,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 if let Some(pb) = pb {
                     pb.finish_and_clear();
                 }
-                let kept = match (&ckpt_path, epoch) {
-                    (Some(p), e) if e > 1 && p.exists() => format!(
-                        "the checkpoint after epoch {} is in {}; `symdiff train {} --resume` continues from it",
-                        e - 1,
-                        p.display(),
-                        args.file.display()
-                    ),
-                    _ => "no epoch had finished, so there is no checkpoint".to_owned(),
-                };
-                return Err(Failure(format!(
-                    "error: interrupted during epoch {epoch} (step {step}); {kept}\n"
+                return Err(Failure::Message(format!(
+                    "error: interrupted during epoch {epoch} (step {step}); {}\n",
+                    kept(&args, ckpt_path.as_deref(), epoch - 1)
                 )));
             }
             other => other?,
@@ -212,55 +312,71 @@ pub fn train(args: TrainArgs) -> Result<()> {
             pb.finish_and_clear();
         }
         let seconds = t.elapsed().as_secs_f64();
-        let stats = EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds };
-        if args.json {
-            println!(
-                "{}",
-                json!({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
-                       "val_accuracy": val_accuracy, "seconds": seconds})
-            );
-        } else {
-            println!(
-                "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4} - val_loss: {val_loss:.4} - val_accuracy: {val_accuracy:.4}"
-            );
-        }
-        history.push(stats);
+        history.push(EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds });
+        // The checkpoint first: a line that cannot be printed must not lose the epoch.
         if let Some(path) = &ckpt_path {
             checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
         }
+        let line = if args.json {
+            json!({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+                   "val_accuracy": val_accuracy, "seconds": seconds})
+            .to_string()
+        } else {
+            format!(
+                "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4} - val_loss: {val_loss:.4} - val_accuracy: {val_accuracy:.4}"
+            )
+        };
+        if let Err(e) = out.line(&line) {
+            // Stop here, as after Ctrl-C: quietly if the reader went away.
+            return Err(if e.is_closed() {
+                Failure::Output(e)
+            } else {
+                Failure::Message(format!(
+                    "error: {}; training stopped after epoch {epoch}; {}\n",
+                    e.message(),
+                    kept(&args, ckpt_path.as_deref(), epoch)
+                ))
+            });
+        }
     }
     let fit = start.elapsed().as_secs_f64();
+    let trained = (epochs + 1).saturating_sub(first_epoch);
     trainer.sync();
     if let Some(dir) = &args.dump_ir {
         let n = trainer
             .dump_ir(dir)
-            .map_err(|e| Failure(format!("error: cannot write {}: {e}\n", dir.display())))?;
-        eprintln!("wrote the Cranelift IR of {n} kernels to {}", dir.display());
+            .map_err(|e| Failure::Message(format!("error: cannot write {}: {e}\n", dir.display())))?;
+        note!("wrote the Cranelift IR of {n} kernels to {}", dir.display());
     }
     if let Some(kt) = &trainer.kernel_times {
-        eprintln!("per-kernel times of the training step over {} steps:\n{}", kt.steps, kt.report());
+        note!("per-kernel times of the training step over {} steps:\n{}", kt.steps, kt.report());
     }
     let (test_loss, test_accuracy) = trainer.evaluate(&test)?;
-    if args.json {
-        println!("{}", json!({"test_loss": test_loss, "test_accuracy": test_accuracy, "fit_seconds": fit}));
+    let line = if args.json {
+        json!({"test_loss": test_loss, "test_accuracy": test_accuracy, "fit_seconds": fit}).to_string()
     } else {
-        println!("test: loss {test_loss:.4} - accuracy {test_accuracy:.4} ({fit:.1}s for {epochs} epochs)");
-    }
+        let plural = if trained == 1 { "" } else { "s" };
+        format!(
+            "test: loss {test_loss:.4} - accuracy {test_accuracy:.4} ({fit:.1}s for {trained} epoch{plural})"
+        )
+    };
+    // The weights and curves are written even if this last line cannot be.
+    let printed = out.line(&line);
     if let Some(path) = &args.save {
         let meta = [("model".to_owned(), args.file.display().to_string())].into_iter().collect();
         weights::save(path, &trainer.named_tensors(), meta)?;
         if !args.json {
-            eprintln!("saved weights to {}", path.display());
+            note!("saved weights to {}", path.display());
         }
     }
     if let Some(path) = &args.plot {
         plot::plot(path, &history)
-            .map_err(|e| Failure(format!("error: cannot draw {}: {e}\n", path.display())))?;
+            .map_err(|e| Failure::Message(format!("error: cannot draw {}: {e}\n", path.display())))?;
         if !args.json {
-            eprintln!("drew training curves in {}", path.display());
+            note!("drew training curves in {}", path.display());
         }
     }
-    Ok(())
+    Ok(printed?)
 }
 
 fn trainer_with_weights(file: &Path, weights_path: &Path) -> Result<Trainer> {
@@ -290,7 +406,7 @@ pub fn predict(file: &Path, weights_path: &Path, images: &Path, json_out: bool) 
     let idx = data::read_idx(images)?;
     let sample = &trainer.spec.input;
     if idx.dims.len() != sample.len() + 1 || idx.dims[1..] != sample[..] {
-        return Err(Failure(format!(
+        return Err(Failure::Message(format!(
             "error: {}: images are {:?}, the model takes N×{}\n",
             images.display(),
             idx.dims,
@@ -310,15 +426,19 @@ pub fn predict(file: &Path, weights_path: &Path, images: &Path, json_out: bool) 
 /// `symdiff data fetch mnist [--dir DIR]`.
 pub fn fetch(dataset: &str, dir: Option<&Path>) -> Result<String> {
     if dataset != "mnist" {
-        return Err(Failure(format!("error: unknown data set `{dataset}`; symdiff knows `mnist`\n")));
+        return Err(Failure::Message(format!(
+            "error: unknown data set `{dataset}`; symdiff knows `mnist`\n"
+        )));
     }
     let target = match dir {
         Some(d) => d.to_path_buf(),
         None => data::default_cache_dir().ok_or_else(|| {
-            Failure("error: no cache directory (set HOME or XDG_CACHE_HOME), or pass --dir DIR\n".into())
+            Failure::Message(
+                "error: no cache directory (set HOME or XDG_CACHE_HOME), or pass --dir DIR\n".into(),
+            )
         })?,
     };
-    let path = data::fetch_mnist(&target, &mut |m| eprintln!("{m}"))?;
+    let path = data::fetch_mnist(&target, &mut |m| note!("{m}"))?;
     Ok(format!("MNIST is in {}", path.display()))
 }
 
@@ -326,7 +446,7 @@ pub fn fetch(dataset: &str, dir: Option<&Path>) -> Result<String> {
 pub fn show(file: &Path, dot: bool) -> Result<String> {
     let spec = load_spec(file)?;
     let text = if dot { symdiff::model::show::dot(&spec) } else { symdiff::model::show::equations(&spec) };
-    text.map(|t| t.trim_end().to_owned()).map_err(|d| Failure(d.render()))
+    text.map(|t| t.trim_end().to_owned()).map_err(|d| Failure::Message(d.render()))
 }
 
 /// The median of `times`, in microseconds.
@@ -353,8 +473,10 @@ fn time_steps(
         trainer.compile(false)?;
     }
     let n = data.len();
-    let warm = (steps / 10).max(3);
     let block = 10;
+    // Whole blocks: a block is timed or not as a whole, by where it starts (a warm-up that
+    // ended inside the last block timed nothing at all: `--steps 10` printed NaN µs).
+    let warm = (steps / 10).max(3).next_multiple_of(block);
     let mut times = vec![Vec::with_capacity(steps); threads.len()];
     let mut s = 0;
     let before = symdiff::set_threads(0);
@@ -439,52 +561,240 @@ pub fn bench(
     let val_batches = test.len().div_ceil(batch) as f64;
     let fit_flops = spec.train.epochs as f64 * (steps_per_epoch * train_flops + val_batches * infer_flops);
     let flops32 = trainer.matmul_flops(32, true)? as f64;
-    let peak = peak_rss_mib();
-    if json_out {
-        return Ok(json!({
-            "model": file.display().to_string(),
-            "compile_ms": compile_ms,
-            "threads": threads,
-            "step32_us": step32,
-            "step256_us": step256,
-            "step32_one_thread_us": single.map(|s| s.0),
-            "step256_one_thread_us": single.map(|s| s.1),
-            "interp_step32_us": interp32,
-            "fit_seconds": fit,
-            "validation_seconds": validation,
-            "epochs": spec.train.epochs,
-            "test_accuracy": accuracy,
-            "fit_gflops": fit_flops / 1e9,
-            "fit_gflop_per_s": fit_flops / fit / 1e9,
-            "step32_gflop_per_s": flops32 / step32 / 1e3,
-            "peak_rss_mib": peak,
+    let report = BenchReport {
+        model: file.display().to_string(),
+        batch,
+        epochs: spec.train.epochs,
+        compile_ms,
+        threads,
+        step32,
+        step256,
+        single,
+        interp32,
+        fit,
+        validation,
+        accuracy,
+        fit_flops,
+        flops32,
+        peak: peak_rss_mib(),
+    };
+    Ok(if json_out { report.json() } else { report.text() })
+}
+
+/// What `symdiff bench` measured. Flop counts are dense-equivalent: `2*m*n*k` per matrix
+/// product with every zero counted, although the zero-skipping products on the pixels do less
+/// arithmetic than that; the rates say so.
+struct BenchReport {
+    model: String,
+    batch: usize,
+    epochs: usize,
+    compile_ms: f64,
+    threads: usize,
+    /// Median step times (µs) at batch 32 and 256 on every thread.
+    step32: f64,
+    step256: f64,
+    /// The same on one thread, when there are more.
+    single: Option<(f64, f64)>,
+    interp32: f64,
+    fit: f64,
+    validation: f64,
+    accuracy: f64,
+    /// Dense-equivalent flops of the fit and of one step at batch 32.
+    fit_flops: f64,
+    flops32: f64,
+    peak: Option<f64>,
+}
+
+impl BenchReport {
+    fn json(&self) -> String {
+        json!({
+            "model": self.model,
+            "compile_ms": self.compile_ms,
+            "threads": self.threads,
+            "step32_us": self.step32,
+            "step256_us": self.step256,
+            "step32_one_thread_us": self.single.map(|s| s.0),
+            "step256_one_thread_us": self.single.map(|s| s.1),
+            "interp_step32_us": self.interp32,
+            "fit_seconds": self.fit,
+            "validation_seconds": self.validation,
+            "epochs": self.epochs,
+            "test_accuracy": self.accuracy,
+            "flop_counting": "dense-equivalent: 2*m*n*k per matrix product, skipped zeros included",
+            "fit_gflops": self.fit_flops / 1e9,
+            "fit_gflop_per_s": self.fit_flops / self.fit / 1e9,
+            "step32_gflop_per_s": self.flops32 / self.step32 / 1e3,
+            "peak_rss_mib": self.peak,
         })
-        .to_string());
+        .to_string()
     }
-    let mut out = format!("{}: batch {batch}, {} epochs\n", file.display(), spec.train.epochs);
-    out += &format!("  compile the training step   {compile_ms:>9.2} ms\n");
-    out += &format!(
-        "  step @32 (median)           {step32:>9.1} µs   {:.1} GFLOP/s   interpreter {interp32:.1} µs ({:.1}x)\n",
-        flops32 / step32 / 1e3,
-        interp32 / step32
-    );
-    out += &format!("  step @256 (median)          {step256:>9.1} µs\n");
-    if let Some((one32, one256)) = single {
+
+    fn text(&self) -> String {
+        let r = self;
+        let s = if r.epochs == 1 { "" } else { "s" };
+        let mut out = format!("{}: batch {}, {} epoch{s}\n", r.model, r.batch, r.epochs);
+        out += &format!("  compile the training step   {:>9.2} ms\n", r.compile_ms);
         out += &format!(
-            "  on 1 of {threads} threads (interleaved)  step @32 {one32:.1} µs ({:.2}x), step @256 {one256:.1} µs ({:.2}x)\n",
-            one32 / step32,
-            one256 / step256
+            "  step @32 (median)           {:>9.1} µs   {:.1} GFLOP/s*   interpreter {:.1} µs ({:.1}× slower)\n",
+            r.step32,
+            r.flops32 / r.step32 / 1e3,
+            r.interp32,
+            r.interp32 / r.step32
+        );
+        out += &format!("  step @256 (median)          {:>9.1} µs\n", r.step256);
+        if let Some((one32, one256)) = r.single {
+            let t = r.threads;
+            out += &format!(
+                "  on 1 thread (interleaved)   step @32 {one32:.1} µs, step @256 {one256:.1} µs: \
+                 1 thread / {t} threads = {:.2}× and {:.2}× (higher is better for {t} threads)\n",
+                one32 / r.step32,
+                one256 / r.step256
+            );
+        }
+        out += &format!(
+            "  fit with validation         {:>9.2} s    {:.1} GFLOP* of matmul, {:.1} GFLOP/s*\n",
+            r.fit,
+            r.fit_flops / 1e9,
+            r.fit_flops / r.fit / 1e9
+        );
+        out += &format!("    of which validation       {:>9.2} s\n", r.validation);
+        out += &format!("  test accuracy               {:>9.2} %\n", r.accuracy * 100.0);
+        if let Some(p) = r.peak {
+            out += &format!("  peak memory (RSS)           {p:>9.0} MiB\n");
+        }
+        out += "  * dense-equivalent: 2·m·n·k per matrix product, zeros included; the zero-skipping \
+                products on the pixels do less arithmetic than is counted here";
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pure formatting: the resume command, the bench report, the progress bar's line.
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> TrainArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            train: TrainArgs,
+        }
+        Cli::parse_from([&["train"][..], extra].concat()).train
+    }
+
+    #[test]
+    fn the_resume_command_repeats_every_option() {
+        let check = |given: &[&str], want: &str| assert_eq!(resume_command(&args(given)), want, "{given:?}");
+        check(&["m.model"], "symdiff train m.model --resume");
+        check(&["m.model", "--epochs", "12"], "symdiff train m.model --epochs 12 --resume");
+        check(
+            &["dir/m.model", "--resume", "--checkpoint", "c.ckpt", "--epochs", "12", "--json", "--data", "d"],
+            "symdiff train dir/m.model --epochs 12 --data d --checkpoint c.ckpt --json --resume",
+        );
+        check(
+            &["my model.model", "--save", "it's.safetensors", "--plot", "p.svg", "--interp"],
+            "symdiff train 'my model.model' --save 'it'\\''s.safetensors' --plot p.svg --interp --resume",
         );
     }
-    out += &format!(
-        "  fit with validation         {fit:>9.2} s    {:.1} GFLOP of matmul, {:.1} GFLOP/s\n",
-        fit_flops / 1e9,
-        fit_flops / fit / 1e9
-    );
-    out += &format!("    of which validation       {validation:>9.2} s\n");
-    out += &format!("  test accuracy               {:>9.2} %\n", accuracy * 100.0);
-    if let Some(p) = peak {
-        out += &format!("  peak memory (RSS)           {p:>9.0} MiB");
+
+    fn report(single: Option<(f64, f64)>) -> BenchReport {
+        BenchReport {
+            model: "m.model".into(),
+            batch: 32,
+            epochs: 5,
+            compile_ms: 12.0,
+            threads: 4,
+            step32: 100.0,
+            step256: 500.0,
+            single,
+            interp32: 1000.0,
+            fit: 10.0,
+            validation: 1.0,
+            accuracy: 0.975,
+            fit_flops: 2e10,
+            flops32: 1e6,
+            peak: Some(200.0),
+        }
     }
-    Ok(out)
+
+    #[test]
+    fn bench_labels_its_flops_and_the_direction_of_its_ratios() {
+        let text = report(Some((180.0, 1000.0))).text();
+        assert!(text.contains("10.0 GFLOP/s*"), "{text}");
+        assert!(text.contains("20.0 GFLOP* of matmul, 2.0 GFLOP/s*"), "{text}");
+        assert!(text.contains("* dense-equivalent: 2·m·n·k per matrix product, zeros included"), "{text}");
+        assert!(
+            text.contains("1 thread / 4 threads = 1.80× and 2.00× (higher is better for 4 threads)"),
+            "{text}"
+        );
+        assert!(text.contains("interpreter 1000.0 µs (10.0× slower)"), "{text}");
+        assert!(!report(None).text().contains("1 thread /"));
+        let json: serde_json::Value = serde_json::from_str(&report(None).json()).unwrap();
+        assert!(json["flop_counting"].as_str().unwrap().starts_with("dense-equivalent"));
+        assert_eq!(json["fit_gflop_per_s"], 2.0);
+    }
+
+    /// A terminal of a given width that keeps what is drawn on it.
+    #[derive(Debug)]
+    struct Screen {
+        width: u16,
+        drawn: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.width
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            if !s.is_empty() {
+                self.drawn.lock().unwrap().push(s.to_owned());
+            }
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_progress_bar_fits_the_terminal_and_keeps_the_accuracy() {
+        for width in [72u16, 80, 100, 160] {
+            let drawn = std::sync::Arc::default();
+            let pb = progress_bar(1875, 3, 12);
+            let screen = Screen { width, drawn: std::sync::Arc::clone(&drawn) };
+            pb.set_draw_target(indicatif::ProgressDrawTarget::term_like(Box::new(screen)));
+            pb.set_position(1234);
+            pb.set_message(progress_message(0.123456, 0.987654));
+            pb.force_draw();
+            let drawn = drawn.lock().unwrap();
+            let line = drawn.iter().rev().find(|l| l.contains("Epoch")).expect("a drawn line");
+            let chars = line.chars().count();
+            assert!(chars <= width as usize, "width {width}: {chars} chars: {line}");
+            assert!(line.starts_with("Epoch 3/12 1234/1875 ["), "{line}");
+            assert!(line.trim_end().ends_with("loss: 0.1235 - accuracy: 0.9877"), "width {width}: {line}");
+            // The bar takes what is left: wider on a wider terminal.
+            let bar = line.split('[').nth(1).and_then(|b| b.split(']').next()).unwrap_or("");
+            assert!(bar.chars().count() + 70 >= width as usize, "width {width}: {line}");
+        }
+    }
 }

@@ -115,7 +115,10 @@ pub fn save(
 }
 
 /// Restores `trainer` from the checkpoint at `path`, which must belong to the model file whose
-/// SHA-256 is `model_sha256`.
+/// SHA-256 is `model_sha256`. Every number of the metadata is range-checked (`epoch` at least
+/// 1 and matching the history, `step` within 64 bits, the random stream's position within its
+/// 68), and every tensor must be finite; whether the epoch fits the run is the caller's
+/// question.
 pub fn load(path: &Path, trainer: &mut Trainer, model_sha256: &str) -> Result<Resumed, CheckpointError> {
     let shown = path.display().to_string();
     let format = |reason: &str| CheckpointError::Format { path: shown.clone(), reason: reason.to_owned() };
@@ -126,18 +129,31 @@ pub fn load(path: &Path, trainer: &mut Trainer, model_sha256: &str) -> Result<Re
     if meta.get("model_sha256").map(String::as_str) != Some(model_sha256) {
         return Err(CheckpointError::OtherModel { path: shown });
     }
-    let number = |k: &str| -> Result<u128, CheckpointError> {
-        meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| format(&format!("bad or missing `{k}`")))
-    };
-    let epoch = number("epoch")? as usize;
-    let step = number("step")? as u64;
-    let word_pos = number("rng_word_pos")?;
+    let value = |k: &str| meta.get(k).map(String::as_str).unwrap_or("");
+    let bad = |k: &str, want: &str| format(&format!("`{k}` must be {want}, not `{}`", value(k)));
+    let epoch = value("epoch")
+        .parse::<u64>()
+        .ok()
+        .and_then(|e| usize::try_from(e).ok())
+        .filter(|&e| e >= 1)
+        .ok_or_else(|| bad("epoch", "the number of finished epochs (a whole number, at least 1)"))?;
+    let step = value("step").parse::<u64>().map_err(|_| bad("step", "a whole number below 2^64"))?;
+    let word_pos = value("rng_word_pos")
+        .parse::<u128>()
+        .ok()
+        .filter(|&w| w < 1 << 68)
+        .ok_or_else(|| bad("rng_word_pos", "a whole number below 2^68"))?;
     let history = meta.get("history").and_then(|h| parse_stats(h)).ok_or_else(|| format("bad `history`"))?;
-    let tensors = weights::load(path, &trainer.checkpoint_layout())?;
-    if let Some(k) = tensors.iter().position(|t| t.iter().any(|x| !x.is_finite())) {
-        let name = trainer.checkpoint_layout().swap_remove(k).0;
-        return Err(format(&format!("`{name}` holds a NaN or an infinity")));
+    if history.len() != epoch {
+        let n = history.len();
+        let s = if n == 1 { "" } else { "s" };
+        return Err(format(&format!("`epoch` is {epoch}, but `history` lists {n} epoch{s}")));
     }
+    if history.iter().enumerate().any(|(k, s)| s.epoch != k + 1) {
+        return Err(format(&format!("`history` does not list epochs 1 to {epoch} in order")));
+    }
+    // Refuses NaN and infinity, naming the tensor.
+    let tensors = weights::load(path, &trainer.checkpoint_layout())?;
     trainer.restore(tensors, step, word_pos);
     Ok(Resumed { epoch, history })
 }

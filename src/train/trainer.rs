@@ -38,7 +38,7 @@ pub enum TrainError {
     NotFinite { epoch: usize, step: usize, what: String },
     #[error("{0}")]
     Data(String),
-    /// The stop flag was raised (Ctrl-C) before step `step` of epoch `epoch`.
+    /// The stop flag was raised (Ctrl-C, SIGTERM, SIGHUP) before step `step` of epoch `epoch`.
     #[error("interrupted during epoch {epoch}, before step {step}")]
     Interrupted { epoch: usize, step: usize },
 }
@@ -136,7 +136,7 @@ pub struct Trainer {
     keep_ir: bool,
     /// Per-kernel times, when asked for with `time_kernels`.
     pub kernel_times: Option<KernelTimes>,
-    /// Raised (by a Ctrl-C handler) to stop training between two steps.
+    /// Raised (by the handler of Ctrl-C, SIGTERM and SIGHUP) to stop training between two steps.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
