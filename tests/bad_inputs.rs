@@ -226,7 +226,7 @@ fn data_and_weight_files() {
     noisy.truncate(16 + 2352);
     let zipped = gzip(&noisy);
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+    let mut cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("magic",     "train-images-idx3-ubyte", b"GIF89a-not-idx".to_vec(),           "byte 0: not an IDX file: magic is 47 49 46 38"),
         ("truncated", "train-images-idx3-ubyte", idx(&[3, 28, 28], &[7; 100], 8),      "header says 3×28×28 = 2352 bytes, file has 100 after the header"),
         ("count",     "train-labels-idx1-ubyte", idx(&[4], &[1, 2, 3, 4], 8),          "has 3 images but"),
@@ -240,6 +240,16 @@ fn data_and_weight_files() {
         ("gz cut",    "train-images-idx3-ubyte.gz", zipped[..zipped.len() / 2].to_vec(), "bad gzip stream"),
         ("gz no trailer", "train-images-idx3-ubyte.gz", zipped[..zipped.len() - 4].to_vec(), "bad gzip stream"),
     ];
+    // A gzip bomb: a header for 3 images, then 20 MB of zeros (20 KB compressed). The stream is
+    // inflated no further than the header declares, and refused at the first extra byte.
+    let mut bomb = idx(&[3, 28, 28], &[], 8);
+    bomb.resize(16 + (20 << 20), 0);
+    cases.push((
+        "gz bomb",
+        "train-images-idx3-ubyte.gz",
+        gzip(&bomb),
+        "but the gzip stream holds more after the header (from byte 16): trailing bytes",
+    ));
     for (tag, file, bytes, message) in &cases {
         let dir = root.join(tag);
         synthetic(&dir);
