@@ -299,3 +299,53 @@ fn data_and_weight_files() {
         &err("not a safetensors file", None),
     );
 }
+
+/// An activation that simplifies to a number (`0*x`, `3`, `x - x`, `x/x`, `x^0`) panicked in
+/// `show`, `train` and `eval`: now its layer is that number at every unit. Every command runs
+/// such a model, and both engines train it to the same losses.
+#[test]
+fn constant_activations_run_everywhere() {
+    let root = scratch("constant-activations");
+    let data = root.join("data");
+    synthetic(&data);
+    let d = data.to_str().unwrap();
+    for (k, body) in ["0*x", "3", "x - x", "x/x", "x^0"].iter().enumerate() {
+        for (layer, with) in [("dense 128 relu", "dense 128 k"), ("dense 10\n", "dense 10 k\n")] {
+            let src = format!(
+                "activation k(x) = {body}\n{}",
+                GOOD.replacen(layer, with, 1).replace("batch=32", "batch=3")
+            );
+            let path = root.join(format!("k{k}-{}.model", with.trim().replace(' ', "-")));
+            std::fs::write(&path, src).expect("write");
+            let p = path.to_str().unwrap();
+            let weights = root.join(format!("k{k}.safetensors"));
+            let w = weights.to_str().unwrap();
+            let what = format!("{body} ({})", with.trim());
+            let (code, text) = run(&["show", p], b"");
+            assert!(code == 0 && !text.contains("panicked"), "{what}: show:\n{text}");
+            let train = |extra: &[&str]| {
+                let mut args = vec!["train", p, "--data", d, "--epochs", "1", "--no-checkpoint", "--json"];
+                args.extend_from_slice(extra);
+                let (code, text) = run(&args, b"");
+                assert!(code == 0 && !text.contains("panicked"), "{what}: train {extra:?}:\n{text}");
+                let epoch: serde_json::Value = text
+                    .lines()
+                    .find(|l| l.contains("\"epoch\""))
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .unwrap_or_else(|| panic!("{what}: no epoch line:\n{text}"));
+                ["loss", "accuracy", "val_loss", "val_accuracy"]
+                    .map(|k| epoch[k].as_f64().unwrap_or(f64::NAN))
+            };
+            let compiled = train(&["--save", w]);
+            let interpreted = train(&["--interp"]);
+            for (a, b) in compiled.iter().zip(&interpreted) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{what}: compiled {compiled:?}, interpreted {interpreted:?}"
+                );
+            }
+            let (code, text) = run(&["eval", p, "--weights", w, "--data", d], b"");
+            assert!(code == 0 && text.contains("test: loss"), "{what}: eval:\n{text}");
+        }
+    }
+}

@@ -76,6 +76,8 @@ fn malformed_model_files() {
         (with_line(4, "dense(128)"), 4, 1, "takes no arguments"),
         (with_line(4, "x = 3"), 4, 1, "is not a model line"),
         (with_line(4, "dense 128 relu)"), 4, 15, "unexpected `)`"),
+        // Activations are elementwise: one number per unit, from operators that do not mix units.
+        (with_line(4, "activation k(x) = onehot(x, 3)"), 4, 19, "applied to each unit on its own, but this uses onehot"),
     ];
     let mut report = String::new();
     let mut failures = Vec::new();
@@ -117,5 +119,30 @@ fn good_files_mean_what_they_say() {
         let path = format!("{}/examples/{file}.model", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         ModelSpec::parse(&text, &path).unwrap_or_else(|d| panic!("{}", d.render()));
+    }
+}
+
+/// An activation that does not read its parameter (`0*x`, `3`, `x - x`, `x/x`, `x^0` all
+/// simplify to numbers) is that number at every unit: every layer keeps its shape in the
+/// training and the inference graph, and `show` prints the model.
+#[test]
+fn constant_activations_keep_the_layer_shape() {
+    use symdiff::model::build::build;
+    for body in ["0*x", "3", "x - x", "x/x", "x^0"] {
+        for (layer, with) in [("dense 128 relu", "dense 128 k"), ("dense 10", "dense 10 k")] {
+            let src = format!("activation k(x) = {body}\n{}", GOOD.replacen(layer, with, 1));
+            let spec = ModelSpec::parse(&src, "k.model").unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+            for training in [true, false] {
+                let built = build(&spec, 32, training).unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+                for (name, id) in &built.layer_outputs {
+                    let shape = built.graph.shape(*id);
+                    assert!(shape.len() == 2 && shape[0] == 32, "{body} ({with}): {name} is {shape:?}");
+                }
+                assert_eq!(built.graph.shape(built.logits), &[32, 10], "{body} ({with})");
+            }
+            let text =
+                symdiff::model::show::equations(&spec).unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+            assert!(text.contains("[32x10]"), "{body} ({with}):\n{text}");
+        }
     }
 }

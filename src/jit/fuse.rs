@@ -236,6 +236,16 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             _ => {}
         }
     }
+    // A broadcast number (a layer whose activation is a constant) has no buffer to be a view
+    // of: where a matrix product or a reshape/transpose reads it, it is stored (filled by a map).
+    for &id in &order {
+        if matches!(g.op(id), Op::Broadcast(_))
+            && matches!(g.op(g.args(id)[0]), Op::Num(_) | Op::Const(_))
+            && users.get(id).iter().any(|&u| matches!(g.op(u), Op::MatMul | Op::Reshape(_) | Op::Transpose))
+        {
+            stored.set(id, true);
+        }
+    }
     // Views over stored nodes: reshape/transpose of something that is not a stored node or a
     // view of one cannot be read without storing it first.
     for &id in &order {

@@ -300,7 +300,13 @@ fn activate(spec: &ModelSpec, g: &mut Graph, h: Id, a: &Activation) -> Id {
             let def = &spec.activation_defs[name];
             let param = spec.activations.find_var(&def.params[0]);
             let map: HashMap<Id, Id> = param.map(|p| (p, h)).into_iter().collect();
-            import_with(g, &spec.activations, def.body, map)
+            let out = import_with(g, &spec.activations, def.body, map);
+            // A body that does not read its parameter (`3`; `0*x` and `x - x` simplify to
+            // numbers) is that number at every unit: the layer keeps its shape, and the
+            // derivative through it is zero. `ModelSpec::parse` checked the body is one number
+            // of elementwise operations, so it is either `h`'s shape or a scalar.
+            let shape = g.shape_id_of(h);
+            if g.shape_id_of(out) == shape { out } else { g.broadcast(out, shape) }
         }
     }
 }

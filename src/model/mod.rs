@@ -340,6 +340,7 @@ impl ModelSpec {
                             format!("the activation uses `{v}`, which is not its parameter `{param}`"),
                         ));
                     }
+                    elementwise(&cx, &activations, id, ast.span(*body))?;
                     activation_defs.insert(name.text.clone(), FnDef { params: vec![param], body: id });
                     activation_spans.insert(name.text.clone(), name.span);
                 }
@@ -674,6 +675,40 @@ impl ModelSpec {
         }
         n
     }
+}
+
+/// Checks that an activation's body, lowered over a scalar parameter, is a number built from
+/// elementwise operations only: a layer applies it to each unit on its own, so an operator
+/// that mixes units (a sum, a row operator, a one-hot) cannot mean what it says there. A body
+/// that does not read its parameter (`3`, `x - x`) is fine: the layer broadcasts it.
+fn elementwise(cx: &Ctx<'_>, g: &Graph, body: crate::graph::Id, span: Span) -> Result<(), Diagnostic> {
+    use crate::graph::Op;
+    for id in g.reachable(&[body]) {
+        let what = match g.op(id) {
+            Op::Num(_) | Op::Const(_) | Op::Var(_) | Op::Add | Op::Mul | Op::Pow | Op::Func(_) => continue,
+            Op::Sum(_) => "sum",
+            Op::Max(_) => "max",
+            Op::MatMul => "@",
+            Op::LogSoftmax => "logsoftmax",
+            Op::OneHot(_) => "onehot",
+            Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => "a change of shape",
+        };
+        return Err(cx
+            .err(span, format!("an activation is applied to each unit on its own, but this uses {what}"))
+            .with_help(
+                "write an elementwise formula of one number, as in `activation swish(x) = x * sigmoid(x)`",
+            ));
+    }
+    if !g.is_scalar(body) {
+        return Err(cx.err(
+            span,
+            format!(
+                "an activation must give one number per unit, but this is {}",
+                crate::graph::show_shape(g.shape(body))
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One layer line.

@@ -414,6 +414,69 @@ mod tests {
         ),
     ];
 
+    /// Trains `body` (layers and loss) for three steps from the same start on both engines
+    /// (the compiled step and the interpreter), then validates on both: every step's loss and
+    /// correct count, and the validation loss and accuracy (over batches of 8 and a tail of 4,
+    /// compiled as two inference programs), must agree.
+    fn engines_agree(name: &str, body: &str, optimizer: &str) {
+        use crate::train::trainer::{Dataset, Trainer};
+        let spec = model(body, optimizer);
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let images: Vec<u8> = (0..20 * 784).map(|_| if next() % 5 == 0 { next() as u8 } else { 0 }).collect();
+        let labels: Vec<u8> = (0..20).map(|_| (next() % 10) as u8).collect();
+        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let mut interp = Trainer::new(spec.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut compiled = Trainer::new(spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+        compiled.compile(false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let close = |what: &str, a: f64, b: f64| {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{name}: {what}: interpreter {a}, compiled {b}"
+            );
+        };
+        for step in 0..3 {
+            let idx: Vec<usize> = (0..8).map(|k| (k * 7 + step * 5) % 20).collect();
+            let a = interp.train_step(&data, &idx, 1, step + 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let b = compiled.train_step(&data, &idx, 1, step + 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+            close(&format!("loss of step {}", step + 1), a.0, b.0);
+            assert_eq!(a.1, b.1, "{name}: correct count of step {}", step + 1);
+        }
+        let a = interp.evaluate(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let b = compiled.evaluate(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        close("validation loss", a.0, b.0);
+        close("validation accuracy", a.1, b.1);
+    }
+
+    /// An activation that does not read its parameter gives its layer its value at every unit:
+    /// both engines train such models alike, at any depth of the model.
+    #[test]
+    fn constant_activations_train_alike_on_both_engines() {
+        let sce = "loss softmax_cross_entropy";
+        for body in ["0*x", "3", "x - x", "x/x", "x^0", "pi"] {
+            let def = format!("activation k(x) = {body}\nflatten");
+            for rest in [
+                format!("dense 12 k\ndense 10\n{sce}"),
+                format!("dense 12 relu\ndense 10 k\n{sce}"),
+                format!("dense 12\nk\ndropout 0.5\ndense 10\n{sce}"),
+                format!("dense 12 k\nbatchnorm\ndense 10\nloss mse"),
+            ] {
+                for optimizer in ["adam", "sgd lr=0.1"] {
+                    engines_agree(
+                        &format!("{body}: {rest} ({optimizer})"),
+                        &format!("{def}\n{rest}"),
+                        optimizer,
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn mismatched_buffers_are_refused() {
         let spec = model("flatten\ndense 12 relu\ndense 10\nloss softmax_cross_entropy", "adam");
