@@ -5,6 +5,10 @@
 //!
 //! * **Views** cost nothing: `reshape` and `transpose` of a materialized tensor are the same
 //!   buffer read with other strides; `broadcast` is a stride of 0; numbers are constants.
+//!   A number that is an output (a loss that does not depend on the batch) is still stored,
+//!   by a map of one element, and a broadcast number that a matrix product or a transpose
+//!   reads is materialized: every output's buffer is written by the program, every operand
+//!   of a product has one.
 //! * **Matrix products** are calls into a tuned GEMM, reading their operands through views
 //!   (so `xᵀ @ δ` needs no transposed copy).
 //! * **Reductions and row operators** (`sum`, `max` over an axis, `logsoftmax`) each get a
@@ -257,14 +261,27 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             }
         }
     }
-    // Schedule: stored nodes in topological order; aliased outputs last.
+    // Schedule: stored nodes in topological order; aliased outputs last. A number is inlined
+    // where it is read, but one that is an output (a loss that does not depend on the batch)
+    // is stored too, by a map of one element: every output's buffer is written by the program.
     let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
+    let is_number = |id: Id| matches!(g.op(id), Op::Num(_) | Op::Const(_));
     let mut seq: Vec<Id> = order
         .iter()
         .copied()
-        .filter(|&id| *stored.get(id) && !matches!(g.op(id), Op::Var(_) | Op::Num(_) | Op::Const(_)))
+        .filter(|&id| {
+            *stored.get(id)
+                && !matches!(g.op(id), Op::Var(_))
+                && (!is_number(id) || req.outputs.contains(&id))
+        })
         .collect();
     seq.sort_by_key(|id| aliased.contains(id));
+    // Every output is an input or computed by an instruction (else its buffer would hold
+    // whatever the arena held: a wrong answer, not an error).
+    let computed: hashbrown::HashSet<Id> = seq.iter().copied().collect();
+    if let Some(o) = req.outputs.iter().find(|o| !computed.contains(*o) && !req.inputs.contains(*o)) {
+        return Err(Unsupported(format!("internal error: output node {} is never computed", o.index())));
+    }
     // Slots: inputs first (fixed), then liveness-planned intermediates, aliases share.
     let mut slots: HashMap<Id, Slot> = HashMap::new();
     let mut next = 0usize;
@@ -347,6 +364,10 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
     // Views for every node kernels may read directly.
     let mut views: HashMap<Id, View> = HashMap::new();
     for &id in &order {
+        // Numbers are constants in the code that reads them, even one stored as an output.
+        if is_number(id) {
+            continue;
+        }
         if let Some(&s) = slots.get(&id) {
             views.insert(id, View::contiguous(s, g.shape(id)));
             continue;
@@ -396,7 +417,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
                 }
                 instrs.push(Instr::LogSoftmax { node: id, out });
             }
-            _ if is_elementwise(op) || is_view(op) => instrs.push(Instr::Map {
+            _ if is_elementwise(op) || is_view(op) || is_number(id) => instrs.push(Instr::Map {
                 space: g.shape(id).to_vec(),
                 outputs: grp.iter().map(|&n| (n, slots[&n])).collect(),
             }),

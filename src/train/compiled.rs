@@ -453,6 +453,34 @@ mod tests {
         close("validation accuracy", a.1, b.1);
     }
 
+    /// The loss the compiled step reports is the interpreter's for every kind of loss formula:
+    /// constant (no instruction computes a number, so one that is an output gets a map of its
+    /// own), of the parameters only, of the labels only, and of the logits.
+    #[test]
+    fn compiled_losses_match_the_interpreter_for_every_loss_formula() {
+        let layers = "flatten\ndense 12 relu\ndense 10";
+        for loss in [
+            "3",
+            "3 + 0*sum(logits)",
+            "pi",
+            "-2.5",
+            "sum(labels)/8",
+            "sum(dense_1_bias) + 1",
+            "0.5*sum(dense_2_kernel^2)",
+            "mean(logits)",
+            "mean((logits - onehot(labels, 10))^2)",
+            "-sum(logsoftmax(logits)*onehot(labels, 10))/8 + 3",
+        ] {
+            for optimizer in ["adam", "sgd lr=0.1", "sgd lr=0.1 momentum=0.9"] {
+                engines_agree(
+                    &format!("loss = {loss} ({optimizer})"),
+                    &format!("{layers}\nloss = {loss}"),
+                    optimizer,
+                );
+            }
+        }
+    }
+
     /// An activation that does not read its parameter gives its layer its value at every unit:
     /// both engines train such models alike, at any depth of the model.
     #[test]
