@@ -146,3 +146,16 @@ fn constant_activations_keep_the_layer_shape() {
         }
     }
 }
+
+/// `show --dot` labels every output with what it is: the loss, and each parameter's gradient.
+#[test]
+fn dot_labels_the_outputs() {
+    let spec = ModelSpec::parse(GOOD, "good.model").unwrap();
+    let dot = symdiff::model::show::dot(&spec).unwrap();
+    let labelled =
+        |name: &str| dot.lines().any(|l| l.contains("[label=") && l.contains(&format!("\\n{name}\"")));
+    assert!(labelled("loss"), "no node labelled `loss`:\n{dot}");
+    for p in ["dense_1.kernel", "dense_1.bias", "dense_2.kernel", "dense_2.bias"] {
+        assert!(labelled(&format!("d_{p}")), "no node labelled `d_{p}`:\n{dot}");
+    }
+}

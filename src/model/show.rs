@@ -1,6 +1,6 @@
 //! `symdiff show`: a model's forward equations and the backward equations reverse mode
 //! derived, printed symbolically over named intermediates, or the whole training graph as
-//! Graphviz DOT.
+//! Graphviz DOT (each output labelled with what it is: `loss`, `d_dense_1.kernel`).
 
 use hashbrown::HashMap;
 
@@ -75,6 +75,13 @@ pub fn dot(spec: &ModelSpec) -> Result<String, Diagnostic> {
     let g: &Graph = &built.graph;
     let mut roots = vec![built.loss];
     roots.extend(&built.grads);
+    // The outputs, by name: `loss`, and `d_dense_1.kernel` for each parameter's gradient (one
+    // node can be several outputs: gradients that are the same number).
+    let mut outputs: HashMap<Id, Vec<String>> = HashMap::new();
+    outputs.entry(built.loss).or_default().push("loss".into());
+    for (p, &gid) in built.params.iter().zip(&built.grads) {
+        outputs.entry(gid).or_default().push(format!("d_{}", p.name));
+    }
     let order = g.reachable(&roots);
     let mut out =
         String::from("digraph symdiff {\n  rankdir=BT;\n  node [fontname=\"monospace\", fontsize=10];\n");
@@ -101,10 +108,12 @@ pub fn dot(spec: &ModelSpec) -> Result<String, Diagnostic> {
         let shape = show_shape(g.shape(id));
         let style = match g.op(id) {
             Op::Var(_) => ", shape=box, style=filled, fillcolor=\"#e8f0ff\"",
-            _ if roots.contains(&id) => ", style=filled, fillcolor=\"#ffe8e8\"",
+            _ if outputs.contains_key(&id) => ", style=filled, fillcolor=\"#ffe8e8\"",
             _ => "",
         };
-        out += &format!("  n{} [label=\"{}\\n{}\"{}];\n", id.index(), label.replace('"', "'"), shape, style);
+        let named = outputs.get(&id).map(|n| format!("\\n{}", n.join("\\n"))).unwrap_or_default();
+        let label = format!("{label}\\n{shape}{named}").replace('"', "'");
+        out += &format!("  n{} [label=\"{label}\"{style}];\n", id.index());
         for a in g.args(id) {
             out += &format!("  n{} -> n{};\n", a.index(), id.index());
         }
