@@ -78,6 +78,8 @@ fn malformed_model_files() {
         (with_line(4, "dense 128 relu)"), 4, 15, "unexpected `)`"),
         // Activations are elementwise: one number per unit, from operators that do not mix units.
         (with_line(4, "activation k(x) = onehot(x, 3)"), 4, 19, "applied to each unit on its own, but this uses onehot"),
+        // A name in a formula is known even where it vanishes (`0*foo` is 0).
+        (format!("{GOOD}regularizer = 0*foo\n"), 10, 15, "unknown name `foo` in the regularizer"),
     ];
     let mut report = String::new();
     let mut failures = Vec::new();
@@ -158,4 +160,30 @@ fn dot_labels_the_outputs() {
     for p in ["dense_1.kernel", "dense_1.bias", "dense_2.kernel", "dense_2.bias"] {
         assert!(labelled(&format!("d_{p}")), "no node labelled `d_{p}`:\n{dot}");
     }
+}
+
+/// `show` prints text in proportion to the model, however deep: a loss formula thousands of
+/// functions deep prints its derivative's shared subexpressions once (`where t1 = ...`), and
+/// a model of thousands of layers prints each equation over the names before it. Four times
+/// the input gives about four times the text (the tree of the derivative gave sixteen).
+#[test]
+fn show_output_is_linear_in_the_model() {
+    let shown = |src: String| {
+        let spec = ModelSpec::parse(&src, "big.model").unwrap_or_else(|d| panic!("{}", d.render()));
+        (src.len(), symdiff::model::show::equations(&spec).unwrap_or_else(|d| panic!("{}", d.render())).len())
+    };
+    let deep = |n: usize| {
+        let loss = format!("sum({}logits{})", "sin(".repeat(n), ")".repeat(n));
+        shown(GOOD.replace("loss softmax_cross_entropy", &format!("loss = {loss}")))
+    };
+    let layers = |n: usize| shown(GOOD.replace("dense 128 relu\n", &"dense 12 tanh\n".repeat(n)));
+    for (what, f) in [("a deep loss", &deep as &dyn Fn(usize) -> (usize, usize)), ("many layers", &layers)] {
+        let ((in1, out1), (in4, out4)) = (f(1000), f(4000));
+        assert!(out4 <= 5 * out1, "{what}: {in1} bytes show as {out1}, {in4} bytes as {out4}");
+    }
+    // Each equation was printed by walking everything below it: 8000 layers took minutes.
+    // Now a fraction of a second; the bound is generous.
+    let start = std::time::Instant::now();
+    layers(8000);
+    assert!(start.elapsed().as_secs() < 30, "8000 layers took {:?}", start.elapsed());
 }

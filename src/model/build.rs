@@ -327,15 +327,22 @@ fn formula(
     for p in params {
         names.insert(p.name.replace('.', "_"), FnDef { params: Vec::new(), body: p.var });
     }
-    let scope = Scope { src: &spec.source, ast: &spec.ast, functions: &names, derive: crate::expr::derive };
-    let before = crate::expr::variables(g, &[logits, labels]);
-    let id = scope.lower(g, body).map_err(|d| d.with_origin(&spec.origin))?;
+    let (tree, root) = super::own_tree(&spec.ast, body);
+    let scope = Scope { src: &spec.source, ast: &tree, functions: &names, derive: crate::expr::derive };
+    // A name that is none of the above and no variable of the graph yet (`input` is one)
+    // would become a new variable: it is unknown. (Found among the formula's own names, not by
+    // walking the model's graph below the formula, which would cost the model's size.)
+    let free = (0..=root.0).find_map(|k| match &tree.node(crate::syntax::AstId(k)).kind {
+        crate::syntax::AstKind::Name(n)
+            if !names.contains_key(n) && !matches!(n.as_str(), "pi" | "e") && g.find_var(n).is_none() =>
+        {
+            Some(n.clone())
+        }
+        _ => None,
+    });
+    let id = scope.lower(g, root).map_err(|d| d.with_origin(&spec.origin))?;
     let span = spec.ast.span(body);
-    let free: Vec<String> = crate::expr::variables(g, &[id])
-        .into_iter()
-        .filter(|v| !before.contains(v) && !params.iter().any(|p| &p.name == v))
-        .collect();
-    if let Some(v) = free.first() {
+    if let Some(v) = free {
         let mut known: Vec<String> = names.keys().cloned().collect();
         known.sort();
         return Err(Diagnostic::new(&spec.source, span, format!("unknown name `{v}` in the {what}"))

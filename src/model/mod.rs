@@ -332,7 +332,9 @@ impl ModelSpec {
                     };
                     let functions = HashMap::new();
                     let scope = Scope { src, ast: &ast, functions: &functions, derive: crate::expr::derive };
-                    let id = scope.lower(&mut activations, *body).map_err(|d| d.with_origin(origin))?;
+                    let (tree, root) = own_tree(&ast, *body);
+                    let scope = Scope { ast: &tree, ..scope };
+                    let id = scope.lower(&mut activations, root).map_err(|d| d.with_origin(origin))?;
                     let vars = crate::expr::variables(&activations, &[id]);
                     if let Some(v) = vars.iter().find(|v| **v != param) {
                         return Err(cx.err(
@@ -675,6 +677,47 @@ impl ModelSpec {
         }
         n
     }
+}
+
+/// The formula at `root` of the file's syntax tree, copied into a tree of its own (spans stay
+/// positions in the file). Lowering reads the tree below its root's id, so lowering each of
+/// many formulas from the file's one tree would cost the square of the file's length.
+pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
+    use syntax::{AstId, AstKind};
+    // The subtree's ids (a tree: every node has one parent), then copied in id order, so
+    // children still come before their parents.
+    let mut ids = vec![root];
+    let mut k = 0;
+    while let Some(&id) = ids.get(k) {
+        k += 1;
+        match &ast.node(id).kind {
+            AstKind::Neg(a) => ids.push(*a),
+            AstKind::Binary(_, a, b) => ids.extend([*a, *b]),
+            AstKind::Call { args, .. } | AstKind::List(args) => ids.extend_from_slice(args),
+            AstKind::Num(_) | AstKind::Name(_) => {}
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut new: HashMap<AstId, AstId> = HashMap::with_capacity(ids.len());
+    let mut tree = Ast::default();
+    for id in ids {
+        let node = ast.node(id);
+        let kind = match &node.kind {
+            AstKind::Neg(a) => AstKind::Neg(new[a]),
+            AstKind::Binary(op, a, b) => AstKind::Binary(*op, new[a], new[b]),
+            AstKind::Call { name, name_span, args } => AstKind::Call {
+                name: name.clone(),
+                name_span: *name_span,
+                args: args.iter().map(|a| new[a]).collect(),
+            },
+            AstKind::List(args) => AstKind::List(args.iter().map(|a| new[a]).collect()),
+            other => other.clone(),
+        };
+        new.insert(id, tree.push(kind, node.span));
+    }
+    let root = new[&root];
+    (tree, root)
 }
 
 /// Checks that an activation's body, lowered over a scalar parameter, is a number built from

@@ -79,3 +79,25 @@ fn training_graphs_against_finite_differences() {
     check("formula loss", "flatten\ndense 6 tanh\ndense 10\nloss = mean((logits - onehot(labels, 10))^2) + 0.01*sum(dense_1_kernel^2)");
     check("regularizer", "flatten\ndense 6 relu\ndense 10\nloss softmax_cross_entropy\nregularizer = 0.001 * sum(abs(dense_2_kernel))");
 }
+
+/// Every formula of a file is lowered from a tree of its own size (lowering reads the tree
+/// below its root's id, so from the file's one tree the k-th of many formulas cost k), with the
+/// file's positions.
+#[test]
+fn each_formula_is_lowered_from_a_tree_of_its_own_size() {
+    use crate::syntax::{AstId, ModelLine};
+    let defs: String = (0..2000).map(|i| format!("activation a{i}(x) = x*{i} + sin(x)\n")).collect();
+    let src = format!("{defs}data mnist\ninput 28x28\nflatten\ndense 10\nloss softmax_cross_entropy\n");
+    let (ast, lines) = crate::syntax::parse_model(&src).unwrap();
+    let mut seen = 0;
+    for line in &lines {
+        if let ModelLine::Define { body, .. } = line {
+            let (tree, root) = super::own_tree(&ast, *body);
+            // x, the number, x*n, x, sin(x), the sum.
+            assert_eq!(root, AstId(5), "formula {seen}");
+            assert_eq!(tree.span(root), ast.span(*body));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2000);
+}
