@@ -91,6 +91,8 @@ fn compile_step_with(
     let mut state = Vec::new();
     let mut alpha = None;
     let mut adam = Vec::new();
+    // Gradients already among the outputs (several parameters can share one, a zero).
+    let mut grads_out: hashbrown::HashSet<Id> = outputs.iter().copied().collect();
     for (p, &grad) in built.params.iter().zip(&built.grads) {
         inputs.push(p.var);
         let (new_p, st) = match spec.optimizer {
@@ -117,7 +119,7 @@ fn compile_step_with(
                         eps: epsilon as f32,
                     };
                     adam.push(AdamUpdate { param: p.var, m, v, grad, alpha: a, coef });
-                    if !outputs.contains(&grad) {
+                    if grads_out.insert(grad) {
                         outputs.push(grad);
                     }
                     state.push(vec![m, v]);
@@ -503,6 +505,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A deep model's step has more instructions than one driver function holds: it runs as a
+    /// driver over parts, agrees with the interpreter, and a non-finite loss still stops it
+    /// before any update (the guard sits in the last part).
+    #[test]
+    fn deep_models_run_as_a_driver_over_parts() {
+        use crate::train::trainer::{Dataset, Trainer};
+        let deep = format!("flatten\n{}dense 10", "dense 4 relu\n".repeat(600));
+        let body = format!("{deep}\nloss softmax_cross_entropy");
+        let step = compile_step(&model(&body, "adam"), 8, false).unwrap();
+        let n = step.program.info.len();
+        assert!(
+            n > crate::jit::step::DRIVER_PART,
+            "only {n} instructions: the test needs more than one part"
+        );
+        engines_agree("600 dense layers", &body, "adam");
+        // log of a negative mean: NaN at the first step, on both engines.
+        let spec = model(&format!("{deep}\nloss = log(mean(logits) - 100)"), "adam");
+        let images = vec![1u8; 8 * 784];
+        let labels = vec![3u8; 8];
+        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let mut t = Trainer::new(spec).unwrap();
+        let before = t.params.clone();
+        t.compile(false).unwrap();
+        let r = t.train_step(&data, &(0..8).collect::<Vec<_>>(), 1, 1);
+        assert!(r.is_err(), "a NaN loss trained: {r:?}");
+        t.sync();
+        assert!(t.params == before, "the step updated parameters after a NaN loss");
+    }
+
+    /// No kernel grows with the depth of a model: a chain of 3000 activations (one elementwise
+    /// expression forward, one backward) is cut into kernels of bounded size, so compiling it
+    /// costs in proportion to its length.
+    #[test]
+    fn kernels_stay_bounded_in_deep_models() {
+        let longest = |layers: usize| {
+            let body = format!("flatten\ndense 10\n{}loss softmax_cross_entropy", "tanh\n".repeat(layers));
+            let step = compile_step(&model(&body, "sgd lr=0.1"), 8, true).unwrap();
+            step.program.info.iter().map(|k| k.ir.lines().count()).max().unwrap_or(0)
+        };
+        let (short, long) = (longest(300), longest(3000));
+        assert!(long <= 2 * short, "the longest kernel has {short} lines at 300 layers, {long} at 3000");
     }
 
     #[test]
