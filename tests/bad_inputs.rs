@@ -349,3 +349,29 @@ fn constant_activations_run_everywhere() {
         }
     }
 }
+
+/// Memory for batch-sized tensors: `dense 16384 relu` at `batch=1048576` has few enough
+/// parameters but needs hundreds of GiB per step; it aborted on a 278 GB allocation. Every
+/// command that reads the model refuses it first, with the bytes and the batch size's place.
+#[test]
+fn batch_sized_memory_is_checked_before_anything_is_allocated() {
+    let root = scratch("memory");
+    let data = root.join("data");
+    synthetic(&data);
+    let src = GOOD.replace("dense 128 relu", "dense 16384 relu").replace("batch=32", "batch=1048576");
+    let path = root.join("wide.model");
+    std::fs::write(&path, &src).expect("write");
+    let (p, d) = (path.to_str().unwrap(), data.to_str().unwrap());
+    let images = data.join("t10k-images-idx3-ubyte");
+    let commands: [&[&str]; 5] = [
+        &["show", p],
+        &["show", p, "--dot"],
+        &["train", p, "--data", d, "--no-checkpoint"],
+        &["eval", p, "--weights", "/nonexistent.safetensors", "--data", d],
+        &["predict", p, "--weights", "/nonexistent.safetensors", images.to_str().unwrap()],
+    ];
+    let at: &'static str = Box::leak(format!("{p}:9:22").into_boxed_str());
+    for args in commands {
+        check(&args.join(" "), args, b"", &err("at batch 1048576, training needs about", Some(at)));
+    }
+}

@@ -94,7 +94,19 @@ fn shape_err(spec: &ModelSpec, e: impl std::fmt::Display) -> Diagnostic {
 }
 
 /// Builds the training (`training = true`) or inference graph for batches of `batch`.
+///
+/// `ModelSpec::parse` checked that training at the file's batch size fits in memory; a
+/// training graph for a larger batch (`symdiff bench` times 256) is checked here, before the
+/// caller allocates anything for it.
 pub fn build(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, Diagnostic> {
+    let built = build_graph(spec, batch, training)?;
+    if training && batch > spec.train.batch {
+        spec.check_memory(&built)?;
+    }
+    Ok(built)
+}
+
+fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, Diagnostic> {
     let mut g = Graph::new();
     let mut in_shape = vec![batch];
     in_shape.extend_from_slice(&spec.input);

@@ -21,6 +21,7 @@
 //! line it came from; nothing downstream re-parses text or falls back to a silent default.
 
 pub mod build;
+pub mod memory;
 pub mod show;
 #[cfg(test)]
 mod tests;
@@ -133,6 +134,9 @@ pub struct ModelSpec {
     pub activations: Graph,
     /// The syntax tree of every formula in the file.
     pub ast: Ast,
+    /// Where the batch size is set, for messages about memory: the `batch=` value, else the
+    /// `train` line, else (the default batch) the layer with the most values per sample.
+    pub batch_span: Span,
 }
 
 const LAYERS: &[&str] =
@@ -140,8 +144,10 @@ const LAYERS: &[&str] =
 const SETTINGS: &[&str] = &["data", "input", "loss", "optimizer", "train", "activation", "regularizer"];
 const BUILTIN_ACTIVATIONS: &[&str] = &["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"];
 
-/// Largest number of parameters (and optimizer state) a model may ask for, in bytes, before
-/// anything is allocated: a model that needs more is refused with the size it would need.
+/// Most memory a model may ask for, in bytes: its parameters and optimizer state (checked
+/// first, from the layers alone), and everything training at its batch size holds
+/// ([`memory`]). A model that needs more is refused, before anything is allocated, with the
+/// size it would need.
 pub fn memory_budget() -> u64 {
     // Half of the machine's available memory, when the system says; else 8 GiB.
     let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
@@ -152,6 +158,15 @@ pub fn memory_budget() -> u64 {
             .map(|kb| kb * 1024)
     });
     avail.map_or(8 << 30, |b| b / 2)
+}
+
+/// Samples in a data set's training and test splits (the canonical files; a smaller set in
+/// their place only needs less).
+fn data_sizes(name: &str) -> (usize, usize) {
+    match name {
+        "mnist" => (60_000, 10_000),
+        _ => (usize::MAX, usize::MAX),
+    }
 }
 
 /// What a data set provides: sample shape and number of classes.
@@ -301,6 +316,7 @@ impl ModelSpec {
         let mut activations = Graph::new();
         let mut activation_defs: HashMap<String, FnDef> = HashMap::new();
         let mut activation_spans: HashMap<String, Span> = HashMap::new();
+        let mut batch_span: Option<Span> = None;
         for line in &lines {
             match line {
                 ModelLine::Define { head, name, params, body, span } => {
@@ -543,6 +559,7 @@ impl ModelSpec {
                                     .transpose()?
                                     .map_or(1, |s| s as u64),
                             };
+                            batch_span = Some(o.get("batch").map_or(*span, |v| v.span));
                             train.set(&cx, "train", t, *span)?;
                         }
                         _ => {
@@ -573,7 +590,7 @@ impl ModelSpec {
         let (loss, _) = loss.value.ok_or_else(|| need("loss", "loss softmax_cross_entropy"))?;
         let (optimizer, _) = optimizer.value.ok_or_else(|| need("optimizer", "optimizer adam lr=0.001"))?;
         let train = train.value.map(|t| t.0).unwrap_or(TrainSettings { epochs: 5, batch: 32, seed: 1 });
-        let spec = ModelSpec {
+        let mut spec = ModelSpec {
             origin: origin.to_owned(),
             source: src.to_owned(),
             data,
@@ -587,25 +604,45 @@ impl ModelSpec {
             activation_defs,
             activations,
             ast,
+            batch_span: batch_span.unwrap_or(input_span),
         };
-        spec.check_shapes(&cx, &layers, input_span)?;
-        // Formulas (a loss, regularizers) are checked by building the graph once: names,
-        // shapes and scalar-ness are all checked there, with positions.
-        build::build(&spec, spec.train.batch, false)?;
+        let widest = spec.check_shapes(&cx, &layers, input_span)?;
+        spec.batch_span = batch_span.unwrap_or(widest);
+        // Formulas (a loss, regularizers) are checked by building the training graph once:
+        // names, shapes and scalar-ness are all checked there, with positions. The same graph
+        // says how much memory training needs (`memory.rs`), checked before anything is
+        // allocated for it.
+        let built = build::build(&spec, spec.train.batch, true)?;
+        spec.check_memory(&built)?;
         Ok(spec)
     }
 
+    /// Refuses training graph `built` (at this spec's batch size or another) if training
+    /// needs more memory than the machine has ([`memory`]), pointing at the batch size.
+    pub fn check_memory(&self, built: &build::Built) -> Result<(), Diagnostic> {
+        self.check_memory_within(built, memory_budget())
+    }
+
+    /// [`Self::check_memory`] against a budget of `budget` bytes.
+    pub fn check_memory_within(&self, built: &build::Built, budget: u64) -> Result<(), Diagnostic> {
+        memory::check(&memory::needed(self, built), budget).map_err(|(message, help)| {
+            Diagnostic::new(&self.source, self.batch_span, message).with_origin(&self.origin).with_help(help)
+        })
+    }
+
     /// Follows the shape through the layers: flat input for dense layers, the last layer
-    /// as wide as the number of classes, and the memory the parameters need.
+    /// as wide as the number of classes, and the memory the parameters need. Returns the line
+    /// of the layer with the most values per sample.
     fn check_shapes(
         &self,
         cx: &Ctx<'_>,
         layers: &[(Layer, Span)],
         input_span: Span,
-    ) -> Result<(), Diagnostic> {
+    ) -> Result<Span, Diagnostic> {
         let mut shape = self.input.clone();
         let mut params: u64 = 0;
         let mut last = input_span;
+        let mut widest = (self.input.iter().product::<usize>(), input_span);
         for (layer, span) in layers {
             match layer {
                 Layer::Flatten => shape = vec![shape.iter().product()],
@@ -630,6 +667,9 @@ impl ModelSpec {
                 Layer::Activation(_) | Layer::Dropout { .. } => {}
             }
             last = *span;
+            if shape.iter().product::<usize>() > widest.0 {
+                widest = (shape.iter().product(), *span);
+            }
         }
         if shape != [self.classes] {
             return Err(cx
@@ -658,7 +698,7 @@ impl ModelSpec {
                 ),
             ));
         }
-        Ok(())
+        Ok(widest.1)
     }
 
     /// Number of trainable parameters.

@@ -101,3 +101,26 @@ fn each_formula_is_lowered_from_a_tree_of_its_own_size() {
     }
     assert_eq!(seen, 2000);
 }
+
+/// The memory check names where the batch size comes from: the `batch=` value, the `train`
+/// line, or (no `train` line, the default batch) the layer with the most values per sample;
+/// and it says what would fit.
+#[test]
+fn the_memory_check_points_at_the_batch_size() {
+    let body = "data mnist\ninput 28x28\nflatten\ndense 300 relu\ndense 4000 relu\ndense 10\nloss mse\noptimizer adam\n";
+    for (train, at) in [("train batch=64 epochs=2\n", (9, 13)), ("train epochs=2\n", (9, 1)), ("", (5, 1))] {
+        let src = format!("{body}{train}");
+        let spec = ModelSpec::parse(&src, "m").unwrap_or_else(|d| panic!("{}", d.render()));
+        let built = build(&spec, spec.train.batch, true).unwrap();
+        let need = super::memory::needed(&spec, &built);
+        assert!(spec.check_memory_within(&built, need.total()).is_ok(), "{train}");
+        let e = spec.check_memory_within(&built, need.total() - 1).map(|_| ()).unwrap_err();
+        assert_eq!(e.line_col(), at, "{train}: {}", e.render());
+        assert!(
+            e.message.contains(&format!("at batch {}, training needs about", spec.train.batch)),
+            "{}",
+            e.render()
+        );
+        assert!(e.help.as_deref().is_some_and(|h| h.contains("a batch of at most about")), "{}", e.render());
+    }
+}

@@ -494,7 +494,7 @@ mod tests {
                 format!("dense 12 k\ndense 10\n{sce}"),
                 format!("dense 12 relu\ndense 10 k\n{sce}"),
                 format!("dense 12\nk\ndropout 0.5\ndense 10\n{sce}"),
-                format!("dense 12 k\nbatchnorm\ndense 10\nloss mse"),
+                "dense 12 k\nbatchnorm\ndense 10\nloss mse".to_string(),
             ] {
                 for optimizer in ["adam", "sgd lr=0.1"] {
                     engines_agree(
@@ -548,6 +548,26 @@ mod tests {
         };
         let (short, long) = (longest(300), longest(3000));
         assert!(long <= 2 * short, "the longest kernel has {short} lines at 300 layers, {long} at 3000");
+    }
+
+    /// The memory a model file is checked for (`model::memory`) covers what the compiled
+    /// step and inference allocate: their arenas fit in it, for every layer kind and optimizer.
+    #[test]
+    fn the_memory_check_covers_the_compiled_buffers() {
+        for &(name, body, optimizer) in CASES {
+            let spec = model(body, optimizer);
+            for batch in [8, 100] {
+                let built = build(&spec, batch, true).unwrap();
+                let need = crate::model::memory::needed(&spec, &built);
+                let train = compile_step(&spec, batch, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let infer = compile_inference(&spec, batch, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let arenas = 4 * (train.program.arena_len() + infer.program.arena_len()) as u64;
+                assert!(
+                    arenas <= need.total(),
+                    "{name} at batch {batch}: arenas of {arenas} bytes, but the check counts {need:?}"
+                );
+            }
+        }
     }
 
     #[test]
