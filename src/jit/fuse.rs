@@ -25,6 +25,10 @@
 //! loop may read and write one buffer; and it is scheduled after every other kernel, so nothing
 //! reads a parameter after it changed.
 //!
+//! **Bounded kernels.** An inlined expression and the outputs of one loop stay within
+//! `INLINE_COST` (in rough instructions per element): a chain of thousands of activation layers
+//! is cut into kernels of bounded size, so compiling a model costs in proportion to its depth.
+//!
 //! **Buffers** are slices of one arena, assigned by liveness: a buffer is reused once its last
 //! reader has run. Inputs, parameters, optimizer state and outputs keep their own slices.
 

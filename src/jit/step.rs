@@ -2,6 +2,10 @@
 //! (`kernel.rs`) over one arena, with a driver function that runs the whole program in one
 //! call. Used for training steps (forward, backward and optimizer update) and for inference.
 //!
+//! **Parts.** A program of more than `DRIVER_PART` instructions (a model of thousands of
+//! layers) has a driver per part and one that calls them in turn, so that no function grows
+//! with the model; below that there is one driver, as before.
+//!
 //! **Guard.** A training step checks its loss before the first instruction that overwrites an
 //! input (the optimizer's updates are scheduled last): if the loss is NaN or infinite the step
 //! returns there, leaving parameters and optimizer state as the step found them, so the

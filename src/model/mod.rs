@@ -13,9 +13,10 @@
 //! ```
 //!
 //! This module owns the meaning of every line ([`ModelSpec::parse`], with positioned errors
-//! and "did you mean" for misspelt names) and the lowering of a spec to a graph
-//! (`build.rs`): layers, losses and user-defined activations all become ordinary nodes of
-//! the one expression graph, so reverse mode differentiates them like any formula.
+//! and "did you mean" for misspelt names), what training the file asks of memory
+//! (`memory.rs`, checked at parse time), and the lowering of a spec to a graph (`build.rs`):
+//! layers, losses and user-defined activations all become ordinary nodes of the one
+//! expression graph, so reverse mode differentiates them like any formula.
 //!
 //! **Architecture Invariant:** every option the file can say is validated here, with the
 //! line it came from; nothing downstream re-parses text or falls back to a silent default.
