@@ -226,7 +226,7 @@ fn data_and_weight_files() {
     noisy.truncate(16 + 2352);
     let zipped = gzip(&noisy);
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+    let mut cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("magic",     "train-images-idx3-ubyte", b"GIF89a-not-idx".to_vec(),           "byte 0: not an IDX file: magic is 47 49 46 38"),
         ("truncated", "train-images-idx3-ubyte", idx(&[3, 28, 28], &[7; 100], 8),      "header says 3×28×28 = 2352 bytes, file has 100 after the header"),
         ("count",     "train-labels-idx1-ubyte", idx(&[4], &[1, 2, 3, 4], 8),          "has 3 images but"),
@@ -240,6 +240,16 @@ fn data_and_weight_files() {
         ("gz cut",    "train-images-idx3-ubyte.gz", zipped[..zipped.len() / 2].to_vec(), "bad gzip stream"),
         ("gz no trailer", "train-images-idx3-ubyte.gz", zipped[..zipped.len() - 4].to_vec(), "bad gzip stream"),
     ];
+    // A gzip bomb: a header for 3 images, then 20 MB of zeros (20 KB compressed). The stream is
+    // inflated no further than the header declares, and refused at the first extra byte.
+    let mut bomb = idx(&[3, 28, 28], &[], 8);
+    bomb.resize(16 + (20 << 20), 0);
+    cases.push((
+        "gz bomb",
+        "train-images-idx3-ubyte.gz",
+        gzip(&bomb),
+        "but the gzip stream holds more after the header (from byte 16): trailing bytes",
+    ));
     for (tag, file, bytes, message) in &cases {
         let dir = root.join(tag);
         synthetic(&dir);
@@ -388,5 +398,81 @@ fn checkpoint_and_weight_values() {
             let b = bad.to_str().unwrap();
             refused(&what, &["train", model, "--data", d, "--checkpoint", b, "--resume"], &[&message, b]);
         }
+    }
+}
+
+/// An activation that simplifies to a number (`0*x`, `3`, `x - x`, `x/x`, `x^0`) panicked in
+/// `show`, `train` and `eval`: now its layer is that number at every unit. Every command runs
+/// such a model, and both engines train it to the same losses.
+#[test]
+fn constant_activations_run_everywhere() {
+    let root = scratch("constant-activations");
+    let data = root.join("data");
+    synthetic(&data);
+    let d = data.to_str().unwrap();
+    for (k, body) in ["0*x", "3", "x - x", "x/x", "x^0"].iter().enumerate() {
+        for (layer, with) in [("dense 128 relu", "dense 128 k"), ("dense 10\n", "dense 10 k\n")] {
+            let src = format!(
+                "activation k(x) = {body}\n{}",
+                GOOD.replacen(layer, with, 1).replace("batch=32", "batch=3")
+            );
+            let path = root.join(format!("k{k}-{}.model", with.trim().replace(' ', "-")));
+            std::fs::write(&path, src).expect("write");
+            let p = path.to_str().unwrap();
+            let weights = root.join(format!("k{k}.safetensors"));
+            let w = weights.to_str().unwrap();
+            let what = format!("{body} ({})", with.trim());
+            let (code, text) = run(&["show", p], b"");
+            assert!(code == 0 && !text.contains("panicked"), "{what}: show:\n{text}");
+            let train = |extra: &[&str]| {
+                let mut args = vec!["train", p, "--data", d, "--epochs", "1", "--no-checkpoint", "--json"];
+                args.extend_from_slice(extra);
+                let (code, text) = run(&args, b"");
+                assert!(code == 0 && !text.contains("panicked"), "{what}: train {extra:?}:\n{text}");
+                let epoch: serde_json::Value = text
+                    .lines()
+                    .find(|l| l.contains("\"epoch\""))
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .unwrap_or_else(|| panic!("{what}: no epoch line:\n{text}"));
+                ["loss", "accuracy", "val_loss", "val_accuracy"]
+                    .map(|k| epoch[k].as_f64().unwrap_or(f64::NAN))
+            };
+            let compiled = train(&["--save", w]);
+            let interpreted = train(&["--interp"]);
+            for (a, b) in compiled.iter().zip(&interpreted) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{what}: compiled {compiled:?}, interpreted {interpreted:?}"
+                );
+            }
+            let (code, text) = run(&["eval", p, "--weights", w, "--data", d], b"");
+            assert!(code == 0 && text.contains("test: loss"), "{what}: eval:\n{text}");
+        }
+    }
+}
+
+/// Memory for batch-sized tensors: `dense 16384 relu` at `batch=1048576` has few enough
+/// parameters but needs hundreds of GiB per step; it aborted on a 278 GB allocation. Every
+/// command that reads the model refuses it first, with the bytes and the batch size's place.
+#[test]
+fn batch_sized_memory_is_checked_before_anything_is_allocated() {
+    let root = scratch("memory");
+    let data = root.join("data");
+    synthetic(&data);
+    let src = GOOD.replace("dense 128 relu", "dense 16384 relu").replace("batch=32", "batch=1048576");
+    let path = root.join("wide.model");
+    std::fs::write(&path, &src).expect("write");
+    let (p, d) = (path.to_str().unwrap(), data.to_str().unwrap());
+    let images = data.join("t10k-images-idx3-ubyte");
+    let commands: [&[&str]; 5] = [
+        &["show", p],
+        &["show", p, "--dot"],
+        &["train", p, "--data", d, "--no-checkpoint"],
+        &["eval", p, "--weights", "/nonexistent.safetensors", "--data", d],
+        &["predict", p, "--weights", "/nonexistent.safetensors", images.to_str().unwrap()],
+    ];
+    let at: &'static str = Box::leak(format!("{p}:9:22").into_boxed_str());
+    for args in commands {
+        check(&args.join(" "), args, b"", &err("at batch 1048576, training needs about", Some(at)));
     }
 }

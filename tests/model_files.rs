@@ -76,6 +76,10 @@ fn malformed_model_files() {
         (with_line(4, "dense(128)"), 4, 1, "takes no arguments"),
         (with_line(4, "x = 3"), 4, 1, "is not a model line"),
         (with_line(4, "dense 128 relu)"), 4, 15, "unexpected `)`"),
+        // Activations are elementwise: one number per unit, from operators that do not mix units.
+        (with_line(4, "activation k(x) = onehot(x, 3)"), 4, 19, "applied to each unit on its own, but this uses onehot"),
+        // A name in a formula is known even where it vanishes (`0*foo` is 0).
+        (format!("{GOOD}regularizer = 0*foo\n"), 10, 15, "unknown name `foo` in the regularizer"),
     ];
     let mut report = String::new();
     let mut failures = Vec::new();
@@ -118,4 +122,68 @@ fn good_files_mean_what_they_say() {
         let text = std::fs::read_to_string(&path).unwrap();
         ModelSpec::parse(&text, &path).unwrap_or_else(|d| panic!("{}", d.render()));
     }
+}
+
+/// An activation that does not read its parameter (`0*x`, `3`, `x - x`, `x/x`, `x^0` all
+/// simplify to numbers) is that number at every unit: every layer keeps its shape in the
+/// training and the inference graph, and `show` prints the model.
+#[test]
+fn constant_activations_keep_the_layer_shape() {
+    use symdiff::model::build::build;
+    for body in ["0*x", "3", "x - x", "x/x", "x^0"] {
+        for (layer, with) in [("dense 128 relu", "dense 128 k"), ("dense 10", "dense 10 k")] {
+            let src = format!("activation k(x) = {body}\n{}", GOOD.replacen(layer, with, 1));
+            let spec = ModelSpec::parse(&src, "k.model").unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+            for training in [true, false] {
+                let built = build(&spec, 32, training).unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+                for (name, id) in &built.layer_outputs {
+                    let shape = built.graph.shape(*id);
+                    assert!(shape.len() == 2 && shape[0] == 32, "{body} ({with}): {name} is {shape:?}");
+                }
+                assert_eq!(built.graph.shape(built.logits), &[32, 10], "{body} ({with})");
+            }
+            let text =
+                symdiff::model::show::equations(&spec).unwrap_or_else(|d| panic!("{body}: {}", d.render()));
+            assert!(text.contains("[32x10]"), "{body} ({with}):\n{text}");
+        }
+    }
+}
+
+/// `show --dot` labels every output with what it is: the loss, and each parameter's gradient.
+#[test]
+fn dot_labels_the_outputs() {
+    let spec = ModelSpec::parse(GOOD, "good.model").unwrap();
+    let dot = symdiff::model::show::dot(&spec).unwrap();
+    let labelled =
+        |name: &str| dot.lines().any(|l| l.contains("[label=") && l.contains(&format!("\\n{name}\"")));
+    assert!(labelled("loss"), "no node labelled `loss`:\n{dot}");
+    for p in ["dense_1.kernel", "dense_1.bias", "dense_2.kernel", "dense_2.bias"] {
+        assert!(labelled(&format!("d_{p}")), "no node labelled `d_{p}`:\n{dot}");
+    }
+}
+
+/// `show` prints text in proportion to the model, however deep: a loss formula thousands of
+/// functions deep prints its derivative's shared subexpressions once (`where t1 = ...`), and
+/// a model of thousands of layers prints each equation over the names before it. Four times
+/// the input gives about four times the text (the tree of the derivative gave sixteen).
+#[test]
+fn show_output_is_linear_in_the_model() {
+    let shown = |src: String| {
+        let spec = ModelSpec::parse(&src, "big.model").unwrap_or_else(|d| panic!("{}", d.render()));
+        (src.len(), symdiff::model::show::equations(&spec).unwrap_or_else(|d| panic!("{}", d.render())).len())
+    };
+    let deep = |n: usize| {
+        let loss = format!("sum({}logits{})", "sin(".repeat(n), ")".repeat(n));
+        shown(GOOD.replace("loss softmax_cross_entropy", &format!("loss = {loss}")))
+    };
+    let layers = |n: usize| shown(GOOD.replace("dense 128 relu\n", &"dense 12 tanh\n".repeat(n)));
+    for (what, f) in [("a deep loss", &deep as &dyn Fn(usize) -> (usize, usize)), ("many layers", &layers)] {
+        let ((in1, out1), (in4, out4)) = (f(1000), f(4000));
+        assert!(out4 <= 5 * out1, "{what}: {in1} bytes show as {out1}, {in4} bytes as {out4}");
+    }
+    // Each equation was printed by walking everything below it: 8000 layers took minutes.
+    // Now a fraction of a second; the bound is generous.
+    let start = std::time::Instant::now();
+    layers(8000);
+    assert!(start.elapsed().as_secs() < 30, "8000 layers took {:?}", start.elapsed());
 }

@@ -57,13 +57,60 @@ pub fn print(g: &Graph, root: Id, style: Style) -> String {
 
 /// Prints `root` with the nodes in `names` (other than `root` itself) written as those names:
 /// equations over named intermediates, as `symdiff show` prints a model.
-pub fn print_named(g: &Graph, root: Id, style: Style, names: &HashMap<Id, String>) -> String {
-    let mut p = Printer::new(g, &[root], style);
-    p.names = names.clone();
-    p.bound.clear();
-    let mut out = String::new();
-    p.emit(root, &mut out);
+///
+/// **Cost.** A print walks only the part of the DAG between its root and the named nodes, so
+/// printing a chain of equations, each over the names before it, costs in proportion to the
+/// equations, not to the graph below them. An expression whose tree (down to the names) has
+/// more than [`INLINE_LIMIT`] nodes prints its shared subexpressions once, in a `where` block,
+/// as [`print`] does, so output stays linear in the DAG. A named node orders among the terms
+/// of a sum by the polynomial degree of its own expression when it was printed with these
+/// names (`names` records it), and like a variable otherwise.
+pub fn print_named(g: &Graph, root: Id, style: Style, names: &mut Names) -> String {
+    // The nodes between `root` and the names, in id order (a topological order).
+    let mut seen = hashbrown::HashSet::new();
+    let mut stack = vec![root];
+    seen.insert(root);
+    while let Some(id) = stack.pop() {
+        if id != root && names.names.contains_key(&id) {
+            continue;
+        }
+        for &a in g.args(id) {
+            if seen.insert(a) {
+                stack.push(a);
+            }
+        }
+    }
+    let mut order: Vec<Id> = seen.into_iter().collect();
+    order.sort_unstable();
+    let (given, degrees) = (&names.names, &names.degrees);
+    let leaf = |id: Id| -> Option<f64> {
+        (id != root && given.contains_key(&id)).then(|| degrees.get(&id).copied().unwrap_or(1.0))
+    };
+    let p = Printer::over(g, &order, &[root], style, Some(given), &leaf);
+    let out = p.render(root);
+    let d = p.degree[&root];
+    names.degrees.insert(root, d);
     out
+}
+
+/// Names for [`print_named`]: nodes printed as words, and the degrees of the roots printed
+/// with them so far.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    names: HashMap<Id, String>,
+    degrees: HashMap<Id, f64>,
+}
+
+impl Names {
+    /// `id` prints as `name` wherever another expression uses it (a later name replaces it).
+    pub fn insert(&mut self, id: Id, name: impl Into<String>) {
+        self.names.insert(id, name.into());
+    }
+
+    /// Names `id` unless it has a name already.
+    pub fn insert_new(&mut self, id: Id, name: impl Into<String>) {
+        self.names.entry(id).or_insert_with(|| name.into());
+    }
 }
 
 /// A formatted number: integers exactly, long decimals as small fractions when exact.
@@ -120,16 +167,37 @@ struct Printer<'g> {
     degree: HashMap<Id, f64>,
     /// Shared subexpressions printed by name (only for large trees).
     names: HashMap<Id, String>,
+    /// Names given by the caller ([`Named`]): the walk stops at them.
+    given: Option<&'g HashMap<Id, String>>,
     bound: Vec<Id>,
 }
 
 impl<'g> Printer<'g> {
     fn new(g: &'g Graph, roots: &[Id], style: Style) -> Printer<'g> {
         let reach = g.reachable(roots);
+        Printer::over(g, &reach, roots, style, None, &|_| None)
+    }
+
+    /// A printer for `roots` over `reach`: every node their printing visits, in id order.
+    /// `leaf(id)` is the degree of a node that prints as a name given in `given` (the walk
+    /// does not go below it), `None` for the others.
+    fn over(
+        g: &'g Graph,
+        reach: &[Id],
+        roots: &[Id],
+        style: Style,
+        given: Option<&'g HashMap<Id, String>>,
+        leaf: &dyn Fn(Id) -> Option<f64>,
+    ) -> Printer<'g> {
         let mut degree = HashMap::with_capacity(reach.len());
         let mut size: HashMap<Id, u64> = HashMap::with_capacity(reach.len());
         let mut parents: HashMap<Id, u32> = HashMap::with_capacity(reach.len());
-        for &id in &reach {
+        for &id in reach {
+            if let Some(d) = leaf(id) {
+                degree.insert(id, d);
+                size.insert(id, 1);
+                continue;
+            }
             let args = g.args(id);
             let d = match g.op(id) {
                 Op::Num(_) | Op::Const(_) => f64::NEG_INFINITY,
@@ -162,14 +230,27 @@ impl<'g> Printer<'g> {
         let mut names = HashMap::new();
         let mut bound = Vec::new();
         if roots.iter().any(|r| size[r] > INLINE_LIMIT) {
-            for &id in &reach {
-                if parents.get(&id).copied().unwrap_or(0) >= 2 && size[&id] >= 5 && !roots.contains(&id) {
+            for &id in reach {
+                if parents.get(&id).copied().unwrap_or(0) >= 2
+                    && size[&id] >= 5
+                    && !roots.contains(&id)
+                    && leaf(id).is_none()
+                {
                     bound.push(id);
                     names.insert(id, format!("t{}", bound.len()));
                 }
             }
         }
-        Printer { g, style, degree, names, bound }
+        Printer { g, style, degree, names, given, bound }
+    }
+
+    /// The name `id` prints as, if any: a shared subexpression's, else a given one.
+    fn name(&self, id: Id) -> Option<&str> {
+        self.names.get(&id).or_else(|| self.given.and_then(|n| n.get(&id))).map(String::as_str)
+    }
+
+    fn named(&self, id: Id) -> bool {
+        self.name(id).is_some()
     }
 
     fn render(&self, root: Id) -> String {
@@ -182,7 +263,7 @@ impl<'g> Printer<'g> {
             };
             for &id in &self.bound {
                 out += "\n  ";
-                out += &self.names[&id];
+                out += self.name(id).unwrap_or("?");
                 out += " = ";
                 self.emit(id, &mut out);
             }
@@ -206,7 +287,7 @@ impl<'g> Printer<'g> {
 
     /// A broadcast prints as what it broadcasts.
     fn see(&self, mut id: Id) -> Id {
-        while matches!(self.g.op(id), Op::Broadcast(_)) && !self.names.contains_key(&id) {
+        while matches!(self.g.op(id), Op::Broadcast(_)) && !self.named(id) {
             id = self.g.args(id)[0];
         }
         id
@@ -214,7 +295,7 @@ impl<'g> Printer<'g> {
 
     fn class(&self, id: Id, neg: bool) -> Class {
         let id = self.see(id);
-        if self.names.contains_key(&id) {
+        if self.named(id) {
             return Class::Atom;
         }
         let g = self.g;
@@ -267,7 +348,7 @@ impl<'g> Printer<'g> {
                 Item::Str(s) => out.push_str(s),
                 Item::Own(s) => out.push_str(&s),
                 Item::Node(id, neg) => {
-                    if !first && let Some(name) = self.names.get(&id) {
+                    if !first && let Some(name) = self.name(id) {
                         out.push_str(name);
                         continue;
                     }

@@ -5,6 +5,10 @@
 //!
 //! * **Views** cost nothing: `reshape` and `transpose` of a materialized tensor are the same
 //!   buffer read with other strides; `broadcast` is a stride of 0; numbers are constants.
+//!   A number that is an output (a loss that does not depend on the batch) is still stored,
+//!   by a map of one element, and a broadcast number that a matrix product or a transpose
+//!   reads is materialized: every output's buffer is written by the program, every operand
+//!   of a product has one.
 //! * **Matrix products** are calls into a tuned GEMM, reading their operands through views
 //!   (so `xᵀ @ δ` needs no transposed copy).
 //! * **Reductions and row operators** (`sum`, `max` over an axis, `logsoftmax`) each get a
@@ -20,6 +24,10 @@
 //! element of such an output depends only on the same element of its inputs, so the update
 //! loop may read and write one buffer; and it is scheduled after every other kernel, so nothing
 //! reads a parameter after it changed.
+//!
+//! **Bounded kernels.** An inlined expression and the outputs of one loop stay within
+//! `INLINE_COST` (in rough instructions per element): a chain of thousands of activation layers
+//! is cut into kernels of bounded size, so compiling a model costs in proportion to its depth.
 //!
 //! **Buffers** are slices of one arena, assigned by liveness: a buffer is reused once its last
 //! reader has run. Inputs, parameters, optimizer state and outputs keep their own slices.
@@ -184,6 +192,23 @@ fn is_view(op: Op) -> bool {
 
 const ALIGN: usize = 16;
 
+/// Most code of an elementwise expression inlined into one kernel, or of the outputs of one
+/// loop, in units of [`weight`] (see `plan`): 16 inline transcendentals, or 512 additions.
+const INLINE_COST: usize = 512;
+
+/// About how many instructions a kernel spends on one element of node `op`, relative to an
+/// addition: the inline transcendentals of `vecmath` are a few dozen, functions the host
+/// computes lane by lane a call per lane.
+fn weight(op: Op) -> usize {
+    use crate::graph::Func;
+    match op {
+        Op::Func(Func::Exp | Func::Log | Func::Sigmoid | Func::Tanh | Func::Softplus) => 32,
+        Op::Func(_) => 16,
+        Op::Pow | Op::OneHot(_) => 4,
+        _ => 1,
+    }
+}
+
 fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
@@ -192,6 +217,14 @@ fn round_up(n: usize) -> usize {
 pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
     let g = req.graph;
     let order = g.reachable(&req.outputs);
+    // Membership tests by hash: a model of thousands of layers has thousands of inputs and
+    // outputs, and a scan of them per node would cost their product.
+    let inputs: hashbrown::HashSet<Id> = req.inputs.iter().copied().collect();
+    let outputs: hashbrown::HashSet<Id> = req.outputs.iter().copied().collect();
+    let mut alias_of: HashMap<Id, Id> = HashMap::new();
+    for &(o, i) in &req.aliases {
+        alias_of.entry(o).or_insert(i);
+    }
     // Users of every node.
     let mut users: NodeMap<Vec<Id>> = NodeMap::new(&order, Vec::new());
     for &id in &order {
@@ -209,7 +242,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
                 g.shape(id).len()
             )));
         }
-        if matches!(g.op(id), Op::Var(_)) && !req.inputs.contains(&id) {
+        if matches!(g.op(id), Op::Var(_)) && !inputs.contains(&id) {
             return Err(Unsupported(format!("`{}` is not an input", g.var_name(id).unwrap_or("?"))));
         }
     }
@@ -236,6 +269,39 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             _ => {}
         }
     }
+    // Bounded kernels: an elementwise expression inlined into one loop grows with the model
+    // (a chain of ten thousand activation layers is one expression), and so would its kernel,
+    // whose compile time (register allocation) grows faster than its length. A node whose
+    // inlined expression would cost more than `INLINE_COST` is stored instead, cutting the
+    // chain into kernels of bounded size. No layer of an ordinary model comes near the bound.
+    // `cost`: the code a loop computing the node holds for it (itself and what is inlined into
+    // it, by `weight`); `inline`: what it adds to a loop that reads it (0 once it is stored).
+    let mut cost: NodeMap<usize> = NodeMap::new(&order, 0);
+    let mut inline: NodeMap<usize> = NodeMap::new(&order, 0);
+    for &id in &order {
+        let op = g.op(id);
+        if !(is_elementwise(op) || matches!(op, Op::Broadcast(_))) {
+            continue;
+        }
+        let size = g.args(id).iter().fold(weight(op), |n, &a| n.saturating_add(*inline.get(a)));
+        if size > INLINE_COST {
+            stored.set(id, true);
+        }
+        cost.set(id, size);
+        if !*stored.get(id) {
+            inline.set(id, size);
+        }
+    }
+    // A broadcast number (a layer whose activation is a constant) has no buffer to be a view
+    // of: where a matrix product or a reshape/transpose reads it, it is stored (filled by a map).
+    for &id in &order {
+        if matches!(g.op(id), Op::Broadcast(_))
+            && matches!(g.op(g.args(id)[0]), Op::Num(_) | Op::Const(_))
+            && users.get(id).iter().any(|&u| matches!(g.op(u), Op::MatMul | Op::Reshape(_) | Op::Transpose))
+        {
+            stored.set(id, true);
+        }
+    }
     // Views over stored nodes: reshape/transpose of something that is not a stored node or a
     // view of one cannot be read without storing it first.
     for &id in &order {
@@ -247,14 +313,24 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             }
         }
     }
-    // Schedule: stored nodes in topological order; aliased outputs last.
-    let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
+    // Schedule: stored nodes in topological order; aliased outputs last. A number is inlined
+    // where it is read, but one that is an output (a loss that does not depend on the batch)
+    // is stored too, by a map of one element: every output's buffer is written by the program.
+    let is_number = |id: Id| matches!(g.op(id), Op::Num(_) | Op::Const(_));
     let mut seq: Vec<Id> = order
         .iter()
         .copied()
-        .filter(|&id| *stored.get(id) && !matches!(g.op(id), Op::Var(_) | Op::Num(_) | Op::Const(_)))
+        .filter(|&id| {
+            *stored.get(id) && !matches!(g.op(id), Op::Var(_)) && (!is_number(id) || outputs.contains(&id))
+        })
         .collect();
-    seq.sort_by_key(|id| aliased.contains(id));
+    seq.sort_by_key(|id| alias_of.contains_key(id));
+    // Every output is an input or computed by an instruction (else its buffer would hold
+    // whatever the arena held: a wrong answer, not an error).
+    let computed: hashbrown::HashSet<Id> = seq.iter().copied().collect();
+    if let Some(o) = req.outputs.iter().find(|o| !computed.contains(*o) && !inputs.contains(*o)) {
+        return Err(Unsupported(format!("internal error: output node {} is never computed", o.index())));
+    }
     // Slots: inputs first (fixed), then liveness-planned intermediates, aliases share.
     let mut slots: HashMap<Id, Slot> = HashMap::new();
     let mut next = 0usize;
@@ -268,7 +344,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
         slots.insert(i, fixed(len));
     }
     for &o in &req.outputs {
-        if let Some((_, input)) = req.aliases.iter().find(|(out, _)| *out == o) {
+        if let Some(input) = alias_of.get(&o) {
             let s = slots[input];
             slots.insert(o, s);
         } else if !slots.contains_key(&o) {
@@ -276,18 +352,27 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
             slots.insert(o, fixed(len));
         }
     }
-    // Group the schedule: consecutive stored elementwise nodes of one shape share a loop.
+    // Group the schedule: consecutive stored elementwise nodes of one shape share a loop, as
+    // long as the loop's body stays within `INLINE_COST`.
     let mut groups: Vec<Vec<Id>> = Vec::new();
+    let mut group_cost = 0usize;
     for &id in &seq {
         let op = g.op(id);
         let joins = (is_elementwise(op) || is_view(op))
+            && group_cost.saturating_add(*cost.get(id)) <= INLINE_COST
             && groups.last().is_some_and(|grp| {
                 let h = grp[0];
                 (is_elementwise(g.op(h)) || is_view(g.op(h))) && g.shape(h) == g.shape(id)
             });
         match groups.last_mut() {
-            Some(grp) if joins => grp.push(id),
-            _ => groups.push(vec![id]),
+            Some(grp) if joins => {
+                grp.push(id);
+                group_cost += *cost.get(id);
+            }
+            _ => {
+                groups.push(vec![id]);
+                group_cost = *cost.get(id);
+            }
         }
     }
     // Liveness by group: a stored intermediate dies after the last group that reads it.
@@ -304,7 +389,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
     }
     let mut dying: Vec<Vec<Id>> = vec![Vec::new(); groups.len()];
     for (&id, &k) in &last {
-        if group_of.contains_key(&id) && !req.outputs.contains(&id) && !req.inputs.contains(&id) {
+        if group_of.contains_key(&id) && !outputs.contains(&id) && !inputs.contains(&id) {
             dying[k].push(id);
         }
     }
@@ -337,6 +422,10 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
     // Views for every node kernels may read directly.
     let mut views: HashMap<Id, View> = HashMap::new();
     for &id in &order {
+        // Numbers are constants in the code that reads them, even one stored as an output.
+        if is_number(id) {
+            continue;
+        }
         if let Some(&s) = slots.get(&id) {
             views.insert(id, View::contiguous(s, g.shape(id)));
             continue;
@@ -386,7 +475,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
                 }
                 instrs.push(Instr::LogSoftmax { node: id, out });
             }
-            _ if is_elementwise(op) || is_view(op) => instrs.push(Instr::Map {
+            _ if is_elementwise(op) || is_view(op) || is_number(id) => instrs.push(Instr::Map {
                 space: g.shape(id).to_vec(),
                 outputs: grp.iter().map(|&n| (n, slots[&n])).collect(),
             }),
@@ -394,7 +483,7 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, Unsupported> {
         }
     }
     for u in &req.adam {
-        if !req.outputs.contains(&u.grad) {
+        if !outputs.contains(&u.grad) {
             return Err(Unsupported("internal error: an Adam gradient that is not an output".into()));
         }
         let shape = g.shape(u.param).to_vec();

@@ -2,6 +2,10 @@
 //! (`kernel.rs`) over one arena, with a driver function that runs the whole program in one
 //! call. Used for training steps (forward, backward and optimizer update) and for inference.
 //!
+//! **Parts.** A program of more than `DRIVER_PART` instructions (a model of thousands of
+//! layers) has a driver per part and one that calls them in turn, so that no function grows
+//! with the model; below that there is one driver, as before.
+//!
 //! **Guard.** A training step checks its loss before the first instruction that overwrites an
 //! input (the optimizer's updates are scheduled last): if the loss is NaN or infinite the step
 //! returns there, leaving parameters and optimizer state as the step found them, so the
@@ -201,7 +205,7 @@ impl Program {
         }
         // The guard: checked before the first instruction that overwrites an input (the
         // updates come last).
-        let aliased: Vec<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
+        let aliased: hashbrown::HashSet<Id> = req.aliases.iter().map(|(o, _)| *o).collect();
         let first_update = plan.instrs.iter().position(|instr| match instr {
             Instr::Map { outputs, .. } => outputs.iter().any(|(n, _)| aliased.contains(n)),
             Instr::Adam { .. } => true,
@@ -211,112 +215,32 @@ impl Program {
             (Some(node), Some(first)) => plan.slots.get(&node).map(|&slot| (first, slot)),
             _ => None,
         };
-        // The driver: every instruction in order, in one call.
-        ctx.func.signature.params.push(AbiParam::new(ptr));
-        let driver_id =
-            module.declare_function("symdiff_step", Linkage::Local, &ctx.func.signature).map_err(codegen)?;
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            b.seal_block(entry);
-            let arena = b.block_params(entry)[0];
-            let mut gemm_sig = module.make_signature();
-            for _ in 0..12 {
-                gemm_sig.params.push(AbiParam::new(types::I64));
+        // The driver: every instruction in order, in one call. A program of more than
+        // `DRIVER_PART` instructions (a model of thousands of layers) gets a driver per part
+        // and one over them: register allocation of one function of a million calls would
+        // cost more than in proportion to its length.
+        let n = plan.instrs.len();
+        let driver_id = if n <= DRIVER_PART {
+            define_driver(&mut module, &mut ctx, &mut fbc, &plan, &ids, &launches, 0..n, guard, None)?
+        } else {
+            let mut parts = Vec::new();
+            for (k, from) in (0..n).step_by(DRIVER_PART).enumerate() {
+                let range = from..(from + DRIVER_PART).min(n);
+                let name = format!("symdiff_step_{k}");
+                parts.push(define_driver(
+                    &mut module,
+                    &mut ctx,
+                    &mut fbc,
+                    &plan,
+                    &ids,
+                    &launches,
+                    range,
+                    guard,
+                    Some(&name),
+                )?);
             }
-            let gemm = module.declare_function("sd_sgemm", Linkage::Import, &gemm_sig).map_err(codegen)?;
-            let gemm = module.declare_func_in_func(gemm, b.func);
-            let sparse = module
-                .declare_function("sd_sgemm_sparse_lhs", Linkage::Import, &gemm_sig)
-                .map_err(codegen)?;
-            let sparse = module.declare_func_in_func(sparse, b.func);
-            let mut par_sig = module.make_signature();
-            for _ in 0..4 {
-                par_sig.params.push(AbiParam::new(types::I64));
-            }
-            let par_map =
-                module.declare_function("sd_par_map", Linkage::Import, &par_sig).map_err(codegen)?;
-            let par_map = module.declare_func_in_func(par_map, b.func);
-            let mut adam_sig = module.make_signature();
-            for _ in 0..6 {
-                adam_sig.params.push(AbiParam::new(types::I64));
-            }
-            for _ in 0..5 {
-                adam_sig.params.push(AbiParam::new(types::F32));
-            }
-            let adam = module.declare_function("sd_adam", Linkage::Import, &adam_sig).map_err(codegen)?;
-            let adam = module.declare_func_in_func(adam, b.func);
-            let exit = b.create_block();
-            for (k, ((instr, id), l)) in plan.instrs.iter().zip(&ids).zip(&launches).enumerate() {
-                if let Some((first, slot)) = guard
-                    && k == first
-                {
-                    // Stop before the updates unless the guard is finite (x - x is 0 exactly
-                    // when x is finite).
-                    let flags = cranelift_codegen::ir::MemFlagsData::new().with_notrap();
-                    let x = b.ins().load(types::F32, flags, arena, (slot.offset * 4) as i32);
-                    let d = b.ins().fsub(x, x);
-                    let zero = b.ins().f32const(0.0);
-                    let finite = b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, d, zero);
-                    let go = b.create_block();
-                    b.ins().brif(finite, go, &[], exit, &[]);
-                    b.seal_block(go);
-                    b.switch_to_block(go);
-                }
-                match (instr, id) {
-                    (_, Some(id)) => {
-                        let f = module.declare_func_in_func(*id, b.func);
-                        let units = b.ins().iconst(types::I64, l.units as i64);
-                        if l.chunks > 1 {
-                            let addr = b.ins().func_addr(ptr, f);
-                            let chunks = b.ins().iconst(types::I64, l.chunks as i64);
-                            b.ins().call(par_map, &[addr, arena, units, chunks]);
-                        } else {
-                            let zero = b.ins().iconst(types::I64, 0);
-                            b.ins().call(f, &[arena, zero, units]);
-                        }
-                    }
-                    (Instr::Gemm { m, n, k, a, b: bv, out, sparse_lhs }, None) => {
-                        let mut args = Vec::with_capacity(12);
-                        for x in [*m, *n, *k] {
-                            args.push(b.ins().iconst(types::I64, x as i64));
-                        }
-                        for (view, rs, cs) in [
-                            (a.slot.offset, a.strides[0], a.strides[1]),
-                            (bv.slot.offset, bv.strides[0], bv.strides[1]),
-                            (out.offset, *n as isize, 1),
-                        ] {
-                            args.push(b.ins().iadd_imm_s(arena, (view * 4) as i64));
-                            args.push(b.ins().iconst(types::I64, rs as i64));
-                            args.push(b.ins().iconst(types::I64, cs as i64));
-                        }
-                        b.ins().call(if *sparse_lhs { sparse } else { gemm }, &args);
-                    }
-                    (Instr::Adam { shape, param, m, v, grad, alpha, coef }, None) => {
-                        let mut args =
-                            vec![b.ins().iconst(types::I64, shape.iter().product::<usize>() as i64)];
-                        for s in [param, m, v, grad, alpha] {
-                            args.push(b.ins().iadd_imm_s(arena, (s.offset * 4) as i64));
-                        }
-                        for x in [coef.beta1, coef.c1, coef.beta2, coef.c2, coef.eps] {
-                            args.push(b.ins().f32const(x));
-                        }
-                        b.ins().call(adam, &args);
-                    }
-                    _ => {}
-                }
-            }
-            b.ins().jump(exit, &[]);
-            b.seal_block(exit);
-            b.switch_to_block(exit);
-            b.ins().return_(&[]);
-            let config = module.target_config();
-            b.finalize(config);
-        }
-        module.define_function(driver_id, &mut ctx).map_err(|e| codegen(format!("{e:?}")))?;
-        module.clear_context(&mut ctx);
+            define_parts(&mut module, &mut ctx, &mut fbc, &parts)?
+        };
         module.finalize_definitions().map_err(codegen)?;
         let driver = module.get_finalized_function(driver_id);
         let kernels = ids
@@ -440,6 +364,185 @@ impl Program {
     pub fn arena_len(&self) -> usize {
         self.plan.arena_len
     }
+}
+
+/// Instructions of one driver function, at most (see `Program::compile`).
+pub(crate) const DRIVER_PART: usize = 4096;
+
+/// Defines a driver that calls the instructions `range` of `plan` in order, checking the guard
+/// before its instruction: the whole program's driver `fn(arena)` (`part` `None`), or a part
+/// `fn(arena) -> i32` named `part` that returns 1 when the guard stopped the step.
+#[allow(clippy::too_many_arguments)]
+fn define_driver(
+    module: &mut JITModule,
+    ctx: &mut cranelift_codegen::Context,
+    fbc: &mut FunctionBuilderContext,
+    plan: &Plan,
+    ids: &[Option<FuncId>],
+    launches: &[Launch],
+    range: std::ops::Range<usize>,
+    guard: Option<(usize, Slot)>,
+    part: Option<&str>,
+) -> Result<FuncId, Unsupported> {
+    let ptr = module.target_config().pointer_type();
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    if part.is_some() {
+        ctx.func.signature.returns.push(AbiParam::new(types::I32));
+    }
+    let driver_id = module
+        .declare_function(part.unwrap_or("symdiff_step"), Linkage::Local, &ctx.func.signature)
+        .map_err(codegen)?;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let arena = b.block_params(entry)[0];
+        let mut gemm_sig = module.make_signature();
+        for _ in 0..12 {
+            gemm_sig.params.push(AbiParam::new(types::I64));
+        }
+        let gemm = module.declare_function("sd_sgemm", Linkage::Import, &gemm_sig).map_err(codegen)?;
+        let gemm = module.declare_func_in_func(gemm, b.func);
+        let sparse =
+            module.declare_function("sd_sgemm_sparse_lhs", Linkage::Import, &gemm_sig).map_err(codegen)?;
+        let sparse = module.declare_func_in_func(sparse, b.func);
+        let mut par_sig = module.make_signature();
+        for _ in 0..4 {
+            par_sig.params.push(AbiParam::new(types::I64));
+        }
+        let par_map = module.declare_function("sd_par_map", Linkage::Import, &par_sig).map_err(codegen)?;
+        let par_map = module.declare_func_in_func(par_map, b.func);
+        let mut adam_sig = module.make_signature();
+        for _ in 0..6 {
+            adam_sig.params.push(AbiParam::new(types::I64));
+        }
+        for _ in 0..5 {
+            adam_sig.params.push(AbiParam::new(types::F32));
+        }
+        let adam = module.declare_function("sd_adam", Linkage::Import, &adam_sig).map_err(codegen)?;
+        let adam = module.declare_func_in_func(adam, b.func);
+        let exit = b.create_block();
+        for k in range {
+            let (instr, id, l) = (&plan.instrs[k], &ids[k], &launches[k]);
+            if let Some((first, slot)) = guard
+                && k == first
+            {
+                // Stop before the updates unless the guard is finite (x - x is 0 exactly
+                // when x is finite).
+                let flags = cranelift_codegen::ir::MemFlagsData::new().with_notrap();
+                let x = b.ins().load(types::F32, flags, arena, (slot.offset * 4) as i32);
+                let d = b.ins().fsub(x, x);
+                let zero = b.ins().f32const(0.0);
+                let finite = b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, d, zero);
+                let go = b.create_block();
+                b.ins().brif(finite, go, &[], exit, &[]);
+                b.seal_block(go);
+                b.switch_to_block(go);
+            }
+            match (instr, id) {
+                (_, Some(id)) => {
+                    let f = module.declare_func_in_func(*id, b.func);
+                    let units = b.ins().iconst(types::I64, l.units as i64);
+                    if l.chunks > 1 {
+                        let addr = b.ins().func_addr(ptr, f);
+                        let chunks = b.ins().iconst(types::I64, l.chunks as i64);
+                        b.ins().call(par_map, &[addr, arena, units, chunks]);
+                    } else {
+                        let zero = b.ins().iconst(types::I64, 0);
+                        b.ins().call(f, &[arena, zero, units]);
+                    }
+                }
+                (Instr::Gemm { m, n, k, a, b: bv, out, sparse_lhs }, None) => {
+                    let mut args = Vec::with_capacity(12);
+                    for x in [*m, *n, *k] {
+                        args.push(b.ins().iconst(types::I64, x as i64));
+                    }
+                    for (view, rs, cs) in [
+                        (a.slot.offset, a.strides[0], a.strides[1]),
+                        (bv.slot.offset, bv.strides[0], bv.strides[1]),
+                        (out.offset, *n as isize, 1),
+                    ] {
+                        args.push(b.ins().iadd_imm_s(arena, (view * 4) as i64));
+                        args.push(b.ins().iconst(types::I64, rs as i64));
+                        args.push(b.ins().iconst(types::I64, cs as i64));
+                    }
+                    b.ins().call(if *sparse_lhs { sparse } else { gemm }, &args);
+                }
+                (Instr::Adam { shape, param, m, v, grad, alpha, coef }, None) => {
+                    let mut args = vec![b.ins().iconst(types::I64, shape.iter().product::<usize>() as i64)];
+                    for s in [param, m, v, grad, alpha] {
+                        args.push(b.ins().iadd_imm_s(arena, (s.offset * 4) as i64));
+                    }
+                    for x in [coef.beta1, coef.c1, coef.beta2, coef.c2, coef.eps] {
+                        args.push(b.ins().f32const(x));
+                    }
+                    b.ins().call(adam, &args);
+                }
+                _ => {}
+            }
+        }
+        if part.is_some() {
+            // A part says whether the driver over the parts goes on (0) or stops (1).
+            let go_on = b.ins().iconst(types::I32, 0);
+            b.ins().return_(&[go_on]);
+            b.seal_block(exit);
+            b.switch_to_block(exit);
+            let stop = b.ins().iconst(types::I32, 1);
+            b.ins().return_(&[stop]);
+        } else {
+            b.ins().jump(exit, &[]);
+            b.seal_block(exit);
+            b.switch_to_block(exit);
+            b.ins().return_(&[]);
+        }
+        let config = module.target_config();
+        b.finalize(config);
+    }
+    module.define_function(driver_id, ctx).map_err(|e| codegen(format!("{e:?}")))?;
+    module.clear_context(ctx);
+    Ok(driver_id)
+}
+
+/// The driver over the parts: calls each in turn, and stops after one that returns 1.
+fn define_parts(
+    module: &mut JITModule,
+    ctx: &mut cranelift_codegen::Context,
+    fbc: &mut FunctionBuilderContext,
+    parts: &[FuncId],
+) -> Result<FuncId, Unsupported> {
+    let ptr = module.target_config().pointer_type();
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    let driver_id =
+        module.declare_function("symdiff_step", Linkage::Local, &ctx.func.signature).map_err(codegen)?;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let arena = b.block_params(entry)[0];
+        let exit = b.create_block();
+        for &part in parts {
+            let f = module.declare_func_in_func(part, b.func);
+            let call = b.ins().call(f, &[arena]);
+            let stop = b.inst_results(call)[0];
+            let go = b.create_block();
+            b.ins().brif(stop, exit, &[], go, &[]);
+            b.seal_block(go);
+            b.switch_to_block(go);
+        }
+        b.ins().jump(exit, &[]);
+        b.seal_block(exit);
+        b.switch_to_block(exit);
+        b.ins().return_(&[]);
+        let config = module.target_config();
+        b.finalize(config);
+    }
+    module.define_function(driver_id, ctx).map_err(|e| codegen(format!("{e:?}")))?;
+    module.clear_context(ctx);
+    Ok(driver_id)
 }
 
 fn describe(g: &Graph, instr: &Instr) -> String {

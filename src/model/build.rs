@@ -94,7 +94,19 @@ fn shape_err(spec: &ModelSpec, e: impl std::fmt::Display) -> Diagnostic {
 }
 
 /// Builds the training (`training = true`) or inference graph for batches of `batch`.
+///
+/// `ModelSpec::parse` checked that training at the file's batch size fits in memory; a
+/// training graph for a larger batch (`symdiff bench` times 256) is checked here, before the
+/// caller allocates anything for it.
 pub fn build(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, Diagnostic> {
+    let built = build_graph(spec, batch, training)?;
+    if training && batch > spec.train.batch {
+        spec.check_memory(&built)?;
+    }
+    Ok(built)
+}
+
+fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, Diagnostic> {
     let mut g = Graph::new();
     let mut in_shape = vec![batch];
     in_shape.extend_from_slice(&spec.input);
@@ -300,7 +312,13 @@ fn activate(spec: &ModelSpec, g: &mut Graph, h: Id, a: &Activation) -> Id {
             let def = &spec.activation_defs[name];
             let param = spec.activations.find_var(&def.params[0]);
             let map: HashMap<Id, Id> = param.map(|p| (p, h)).into_iter().collect();
-            import_with(g, &spec.activations, def.body, map)
+            let out = import_with(g, &spec.activations, def.body, map);
+            // A body that does not read its parameter (`3`; `0*x` and `x - x` simplify to
+            // numbers) is that number at every unit: the layer keeps its shape, and the
+            // derivative through it is zero. `ModelSpec::parse` checked the body is one number
+            // of elementwise operations, so it is either `h`'s shape or a scalar.
+            let shape = g.shape_id_of(h);
+            if g.shape_id_of(out) == shape { out } else { g.broadcast(out, shape) }
         }
     }
 }
@@ -321,15 +339,22 @@ fn formula(
     for p in params {
         names.insert(p.name.replace('.', "_"), FnDef { params: Vec::new(), body: p.var });
     }
-    let scope = Scope { src: &spec.source, ast: &spec.ast, functions: &names, derive: crate::expr::derive };
-    let before = crate::expr::variables(g, &[logits, labels]);
-    let id = scope.lower(g, body).map_err(|d| d.with_origin(&spec.origin))?;
+    let (tree, root) = super::own_tree(&spec.ast, body);
+    let scope = Scope { src: &spec.source, ast: &tree, functions: &names, derive: crate::expr::derive };
+    // A name that is none of the above and no variable of the graph yet (`input` is one)
+    // would become a new variable: it is unknown. (Found among the formula's own names, not by
+    // walking the model's graph below the formula, which would cost the model's size.)
+    let free = (0..=root.0).find_map(|k| match &tree.node(crate::syntax::AstId(k)).kind {
+        crate::syntax::AstKind::Name(n)
+            if !names.contains_key(n) && !matches!(n.as_str(), "pi" | "e") && g.find_var(n).is_none() =>
+        {
+            Some(n.clone())
+        }
+        _ => None,
+    });
+    let id = scope.lower(g, root).map_err(|d| d.with_origin(&spec.origin))?;
     let span = spec.ast.span(body);
-    let free: Vec<String> = crate::expr::variables(g, &[id])
-        .into_iter()
-        .filter(|v| !before.contains(v) && !params.iter().any(|p| &p.name == v))
-        .collect();
-    if let Some(v) = free.first() {
+    if let Some(v) = free {
         let mut known: Vec<String> = names.keys().cloned().collect();
         known.sort();
         return Err(Diagnostic::new(&spec.source, span, format!("unknown name `{v}` in the {what}"))

@@ -13,14 +13,16 @@
 //! ```
 //!
 //! This module owns the meaning of every line ([`ModelSpec::parse`], with positioned errors
-//! and "did you mean" for misspelt names) and the lowering of a spec to a graph
-//! (`build.rs`): layers, losses and user-defined activations all become ordinary nodes of
-//! the one expression graph, so reverse mode differentiates them like any formula.
+//! and "did you mean" for misspelt names), what training the file asks of memory
+//! (`memory.rs`, checked at parse time), and the lowering of a spec to a graph (`build.rs`):
+//! layers, losses and user-defined activations all become ordinary nodes of the one
+//! expression graph, so reverse mode differentiates them like any formula.
 //!
 //! **Architecture Invariant:** every option the file can say is validated here, with the
 //! line it came from; nothing downstream re-parses text or falls back to a silent default.
 
 pub mod build;
+pub mod memory;
 pub mod show;
 #[cfg(test)]
 mod tests;
@@ -133,6 +135,9 @@ pub struct ModelSpec {
     pub activations: Graph,
     /// The syntax tree of every formula in the file.
     pub ast: Ast,
+    /// Where the batch size is set, for messages about memory: the `batch=` value, else the
+    /// `train` line, else (the default batch) the layer with the most values per sample.
+    pub batch_span: Span,
 }
 
 const LAYERS: &[&str] =
@@ -140,8 +145,10 @@ const LAYERS: &[&str] =
 const SETTINGS: &[&str] = &["data", "input", "loss", "optimizer", "train", "activation", "regularizer"];
 const BUILTIN_ACTIVATIONS: &[&str] = &["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"];
 
-/// Largest number of parameters (and optimizer state) a model may ask for, in bytes, before
-/// anything is allocated: a model that needs more is refused with the size it would need.
+/// Most memory a model may ask for, in bytes: its parameters and optimizer state (checked
+/// first, from the layers alone), and everything training at its batch size holds
+/// ([`memory`]). A model that needs more is refused, before anything is allocated, with the
+/// size it would need.
 pub fn memory_budget() -> u64 {
     // Half of the machine's available memory, when the system says; else 8 GiB.
     let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
@@ -152,6 +159,15 @@ pub fn memory_budget() -> u64 {
             .map(|kb| kb * 1024)
     });
     avail.map_or(8 << 30, |b| b / 2)
+}
+
+/// Samples in a data set's training and test splits (the canonical files; a smaller set in
+/// their place only needs less).
+fn data_sizes(name: &str) -> (usize, usize) {
+    match name {
+        "mnist" => (60_000, 10_000),
+        _ => (usize::MAX, usize::MAX),
+    }
 }
 
 /// What a data set provides: sample shape and number of classes.
@@ -301,6 +317,7 @@ impl ModelSpec {
         let mut activations = Graph::new();
         let mut activation_defs: HashMap<String, FnDef> = HashMap::new();
         let mut activation_spans: HashMap<String, Span> = HashMap::new();
+        let mut batch_span: Option<Span> = None;
         for line in &lines {
             match line {
                 ModelLine::Define { head, name, params, body, span } => {
@@ -332,7 +349,9 @@ impl ModelSpec {
                     };
                     let functions = HashMap::new();
                     let scope = Scope { src, ast: &ast, functions: &functions, derive: crate::expr::derive };
-                    let id = scope.lower(&mut activations, *body).map_err(|d| d.with_origin(origin))?;
+                    let (tree, root) = own_tree(&ast, *body);
+                    let scope = Scope { ast: &tree, ..scope };
+                    let id = scope.lower(&mut activations, root).map_err(|d| d.with_origin(origin))?;
                     let vars = crate::expr::variables(&activations, &[id]);
                     if let Some(v) = vars.iter().find(|v| **v != param) {
                         return Err(cx.err(
@@ -340,6 +359,7 @@ impl ModelSpec {
                             format!("the activation uses `{v}`, which is not its parameter `{param}`"),
                         ));
                     }
+                    elementwise(&cx, &activations, id, ast.span(*body))?;
                     activation_defs.insert(name.text.clone(), FnDef { params: vec![param], body: id });
                     activation_spans.insert(name.text.clone(), name.span);
                 }
@@ -540,6 +560,7 @@ impl ModelSpec {
                                     .transpose()?
                                     .map_or(1, |s| s as u64),
                             };
+                            batch_span = Some(o.get("batch").map_or(*span, |v| v.span));
                             train.set(&cx, "train", t, *span)?;
                         }
                         _ => {
@@ -570,7 +591,7 @@ impl ModelSpec {
         let (loss, _) = loss.value.ok_or_else(|| need("loss", "loss softmax_cross_entropy"))?;
         let (optimizer, _) = optimizer.value.ok_or_else(|| need("optimizer", "optimizer adam lr=0.001"))?;
         let train = train.value.map(|t| t.0).unwrap_or(TrainSettings { epochs: 5, batch: 32, seed: 1 });
-        let spec = ModelSpec {
+        let mut spec = ModelSpec {
             origin: origin.to_owned(),
             source: src.to_owned(),
             data,
@@ -584,25 +605,45 @@ impl ModelSpec {
             activation_defs,
             activations,
             ast,
+            batch_span: batch_span.unwrap_or(input_span),
         };
-        spec.check_shapes(&cx, &layers, input_span)?;
-        // Formulas (a loss, regularizers) are checked by building the graph once: names,
-        // shapes and scalar-ness are all checked there, with positions.
-        build::build(&spec, spec.train.batch, false)?;
+        let widest = spec.check_shapes(&cx, &layers, input_span)?;
+        spec.batch_span = batch_span.unwrap_or(widest);
+        // Formulas (a loss, regularizers) are checked by building the training graph once:
+        // names, shapes and scalar-ness are all checked there, with positions. The same graph
+        // says how much memory training needs (`memory.rs`), checked before anything is
+        // allocated for it.
+        let built = build::build(&spec, spec.train.batch, true)?;
+        spec.check_memory(&built)?;
         Ok(spec)
     }
 
+    /// Refuses training graph `built` (at this spec's batch size or another) if training
+    /// needs more memory than the machine has ([`memory`]), pointing at the batch size.
+    pub fn check_memory(&self, built: &build::Built) -> Result<(), Diagnostic> {
+        self.check_memory_within(built, memory_budget())
+    }
+
+    /// [`Self::check_memory`] against a budget of `budget` bytes.
+    pub fn check_memory_within(&self, built: &build::Built, budget: u64) -> Result<(), Diagnostic> {
+        memory::check(&memory::needed(self, built), budget).map_err(|(message, help)| {
+            Diagnostic::new(&self.source, self.batch_span, message).with_origin(&self.origin).with_help(help)
+        })
+    }
+
     /// Follows the shape through the layers: flat input for dense layers, the last layer
-    /// as wide as the number of classes, and the memory the parameters need.
+    /// as wide as the number of classes, and the memory the parameters need. Returns the line
+    /// of the layer with the most values per sample.
     fn check_shapes(
         &self,
         cx: &Ctx<'_>,
         layers: &[(Layer, Span)],
         input_span: Span,
-    ) -> Result<(), Diagnostic> {
+    ) -> Result<Span, Diagnostic> {
         let mut shape = self.input.clone();
         let mut params: u64 = 0;
         let mut last = input_span;
+        let mut widest = (self.input.iter().product::<usize>(), input_span);
         for (layer, span) in layers {
             match layer {
                 Layer::Flatten => shape = vec![shape.iter().product()],
@@ -627,6 +668,9 @@ impl ModelSpec {
                 Layer::Activation(_) | Layer::Dropout { .. } => {}
             }
             last = *span;
+            if shape.iter().product::<usize>() > widest.0 {
+                widest = (shape.iter().product(), *span);
+            }
         }
         if shape != [self.classes] {
             return Err(cx
@@ -655,7 +699,7 @@ impl ModelSpec {
                 ),
             ));
         }
-        Ok(())
+        Ok(widest.1)
     }
 
     /// Number of trainable parameters.
@@ -674,6 +718,81 @@ impl ModelSpec {
         }
         n
     }
+}
+
+/// The formula at `root` of the file's syntax tree, copied into a tree of its own (spans stay
+/// positions in the file). Lowering reads the tree below its root's id, so lowering each of
+/// many formulas from the file's one tree would cost the square of the file's length.
+pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
+    use syntax::{AstId, AstKind};
+    // The subtree's ids (a tree: every node has one parent), then copied in id order, so
+    // children still come before their parents.
+    let mut ids = vec![root];
+    let mut k = 0;
+    while let Some(&id) = ids.get(k) {
+        k += 1;
+        match &ast.node(id).kind {
+            AstKind::Neg(a) => ids.push(*a),
+            AstKind::Binary(_, a, b) => ids.extend([*a, *b]),
+            AstKind::Call { args, .. } | AstKind::List(args) => ids.extend_from_slice(args),
+            AstKind::Num(_) | AstKind::Name(_) => {}
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut new: HashMap<AstId, AstId> = HashMap::with_capacity(ids.len());
+    let mut tree = Ast::default();
+    for id in ids {
+        let node = ast.node(id);
+        let kind = match &node.kind {
+            AstKind::Neg(a) => AstKind::Neg(new[a]),
+            AstKind::Binary(op, a, b) => AstKind::Binary(*op, new[a], new[b]),
+            AstKind::Call { name, name_span, args } => AstKind::Call {
+                name: name.clone(),
+                name_span: *name_span,
+                args: args.iter().map(|a| new[a]).collect(),
+            },
+            AstKind::List(args) => AstKind::List(args.iter().map(|a| new[a]).collect()),
+            other => other.clone(),
+        };
+        new.insert(id, tree.push(kind, node.span));
+    }
+    let root = new[&root];
+    (tree, root)
+}
+
+/// Checks that an activation's body, lowered over a scalar parameter, is a number built from
+/// elementwise operations only: a layer applies it to each unit on its own, so an operator
+/// that mixes units (a sum, a row operator, a one-hot) cannot mean what it says there. A body
+/// that does not read its parameter (`3`, `x - x`) is fine: the layer broadcasts it.
+fn elementwise(cx: &Ctx<'_>, g: &Graph, body: crate::graph::Id, span: Span) -> Result<(), Diagnostic> {
+    use crate::graph::Op;
+    for id in g.reachable(&[body]) {
+        let what = match g.op(id) {
+            Op::Num(_) | Op::Const(_) | Op::Var(_) | Op::Add | Op::Mul | Op::Pow | Op::Func(_) => continue,
+            Op::Sum(_) => "sum",
+            Op::Max(_) => "max",
+            Op::MatMul => "@",
+            Op::LogSoftmax => "logsoftmax",
+            Op::OneHot(_) => "onehot",
+            Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => "a change of shape",
+        };
+        return Err(cx
+            .err(span, format!("an activation is applied to each unit on its own, but this uses {what}"))
+            .with_help(
+                "write an elementwise formula of one number, as in `activation swish(x) = x * sigmoid(x)`",
+            ));
+    }
+    if !g.is_scalar(body) {
+        return Err(cx.err(
+            span,
+            format!(
+                "an activation must give one number per unit, but this is {}",
+                crate::graph::show_shape(g.shape(body))
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One layer line.

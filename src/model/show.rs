@@ -1,27 +1,32 @@
 //! `symdiff show`: a model's forward equations and the backward equations reverse mode
 //! derived, printed symbolically over named intermediates, or the whole training graph as
-//! Graphviz DOT.
+//! Graphviz DOT (each output labelled with what it is: `loss`, `d_dense_1.kernel`).
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use super::ModelSpec;
 use super::build::build;
 use crate::diff::reverse::gradient_with_adjoints;
+use crate::graph::print::Names;
 use crate::graph::{Graph, Id, Op, Style, print_named, show_shape};
 use crate::syntax::Diagnostic;
 
 /// The equations of `spec`'s training graph, as text.
+///
+/// Each equation is printed over the names of the ones before it (`print_named`), so the
+/// text and the time grow with the model, not with the square of its depth; an equation whose
+/// expression is large in itself (a deep loss formula and its derivative) prints its shared
+/// subexpressions once, in a `where` block under it.
 pub fn equations(spec: &ModelSpec) -> Result<String, Diagnostic> {
     let mut built = build(spec, spec.train.batch, true)?;
     let g = &mut built.graph;
-    let mut names: HashMap<Id, String> = HashMap::new();
-    names.insert(built.input, "input".into());
-    names.insert(built.labels, "labels".into());
+    let mut names = Names::default();
+    names.insert(built.input, "input");
+    names.insert(built.labels, "labels");
     for (name, id) in &built.layer_outputs {
         // A layer that changes nothing (dropout at rate 0) shares its input's node.
-        names.entry(*id).or_insert_with(|| name.clone());
+        names.insert_new(*id, name.clone());
     }
-    let logits_name = names.get(&built.logits).cloned().unwrap_or_else(|| "logits".into());
     let mut out = String::new();
     out += &format!(
         "model {}: {} parameters, batch {}, data {}\n\nforward\n",
@@ -32,16 +37,17 @@ pub fn equations(spec: &ModelSpec) -> Result<String, Diagnostic> {
     );
     let width = built.layer_outputs.iter().map(|(n, _)| n.len()).max().unwrap_or(6).max(8);
     out += &format!("  {:width$}   {}\n", "input", show_shape(g.shape(built.input)));
-    let mut shown: Vec<Id> = vec![built.input];
+    let mut shown: HashSet<Id> = HashSet::new();
+    shown.insert(built.input);
     for (name, id) in &built.layer_outputs {
-        if shown.contains(id) {
+        if !shown.insert(*id) {
             continue;
         }
-        shown.push(*id);
-        let rhs = print_named(g, *id, Style::Text, &names);
-        out += &format!("  {name:width$} = {rhs}      [{}]\n", show_shape(g.shape(*id)));
+        let rhs = print_named(g, *id, Style::Text, &mut names);
+        equation(&mut out, name, width, &rhs, &format!("      [{}]", show_shape(g.shape(*id))));
     }
-    out += &format!("  {:width$} = {}\n", "loss", print_named(g, built.loss, Style::Text, &names));
+    let rhs = print_named(g, built.loss, Style::Text, &mut names);
+    equation(&mut out, "loss", width, &rhs, "");
     // Backward: the adjoints of the layer outputs, then the parameter gradients, each over the
     // named forward values and the adjoints printed before it.
     let keep: Vec<Id> = built.layer_outputs.iter().map(|(_, id)| *id).collect();
@@ -49,9 +55,10 @@ pub fn equations(spec: &ModelSpec) -> Result<String, Diagnostic> {
     let (grads, adjoints) = gradient_with_adjoints(g, built.loss, &vars, &keep);
     out += "\nbackward (reverse mode; d_X is ∂loss/∂X)\n";
     let mut back: Vec<(String, Id)> = Vec::new();
+    let mut adjoint_seen: HashSet<Id> = HashSet::new();
     for ((name, _), adj) in built.layer_outputs.iter().zip(&adjoints).rev() {
         if let Some(a) = adj
-            && !back.iter().any(|(_, b)| b == a)
+            && adjoint_seen.insert(*a)
         {
             back.push((format!("d_{name}"), *a));
         }
@@ -61,12 +68,29 @@ pub fn equations(spec: &ModelSpec) -> Result<String, Diagnostic> {
     }
     let width = back.iter().map(|(n, _)| n.len()).max().unwrap_or(8);
     for (name, id) in &back {
-        let rhs = print_named(g, *id, Style::Text, &names);
-        out += &format!("  {name:width$} = {rhs}\n");
+        let rhs = print_named(g, *id, Style::Text, &mut names);
+        equation(&mut out, name, width, &rhs, "");
         names.insert(*id, name.clone());
     }
-    let _ = logits_name;
     Ok(out)
+}
+
+/// One line `  name = rhs{suffix}`; a `where` block the printer added goes under it, indented.
+fn equation(out: &mut String, name: &str, width: usize, rhs: &str, suffix: &str) {
+    let (head, rest) = match rhs.split_once("\nwhere") {
+        Some((h, r)) => (h, Some(r)),
+        None => (rhs, None),
+    };
+    *out += &format!("  {name:width$} = {head}{suffix}\n");
+    if let Some(rest) = rest {
+        *out += "    where";
+        for line in rest.split('\n') {
+            if !line.is_empty() {
+                *out += &format!("    {line}");
+            }
+            *out += "\n";
+        }
+    }
 }
 
 /// The training graph (forward, loss and gradients) as Graphviz DOT.
@@ -75,6 +99,13 @@ pub fn dot(spec: &ModelSpec) -> Result<String, Diagnostic> {
     let g: &Graph = &built.graph;
     let mut roots = vec![built.loss];
     roots.extend(&built.grads);
+    // The outputs, by name: `loss`, and `d_dense_1.kernel` for each parameter's gradient (one
+    // node can be several outputs: gradients that are the same number).
+    let mut outputs: HashMap<Id, Vec<String>> = HashMap::new();
+    outputs.entry(built.loss).or_default().push("loss".into());
+    for (p, &gid) in built.params.iter().zip(&built.grads) {
+        outputs.entry(gid).or_default().push(format!("d_{}", p.name));
+    }
     let order = g.reachable(&roots);
     let mut out =
         String::from("digraph symdiff {\n  rankdir=BT;\n  node [fontname=\"monospace\", fontsize=10];\n");
@@ -101,10 +132,12 @@ pub fn dot(spec: &ModelSpec) -> Result<String, Diagnostic> {
         let shape = show_shape(g.shape(id));
         let style = match g.op(id) {
             Op::Var(_) => ", shape=box, style=filled, fillcolor=\"#e8f0ff\"",
-            _ if roots.contains(&id) => ", style=filled, fillcolor=\"#ffe8e8\"",
+            _ if outputs.contains_key(&id) => ", style=filled, fillcolor=\"#ffe8e8\"",
             _ => "",
         };
-        out += &format!("  n{} [label=\"{}\\n{}\"{}];\n", id.index(), label.replace('"', "'"), shape, style);
+        let named = outputs.get(&id).map(|n| format!("\\n{}", n.join("\\n"))).unwrap_or_default();
+        let label = format!("{label}\\n{shape}{named}").replace('"', "'");
+        out += &format!("  n{} [label=\"{label}\"{style}];\n", id.index());
         for a in g.args(id) {
             out += &format!("  n{} -> n{};\n", a.index(), id.index());
         }

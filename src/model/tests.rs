@@ -79,3 +79,48 @@ fn training_graphs_against_finite_differences() {
     check("formula loss", "flatten\ndense 6 tanh\ndense 10\nloss = mean((logits - onehot(labels, 10))^2) + 0.01*sum(dense_1_kernel^2)");
     check("regularizer", "flatten\ndense 6 relu\ndense 10\nloss softmax_cross_entropy\nregularizer = 0.001 * sum(abs(dense_2_kernel))");
 }
+
+/// Every formula of a file is lowered from a tree of its own size (lowering reads the tree
+/// below its root's id, so from the file's one tree the k-th of many formulas cost k), with the
+/// file's positions.
+#[test]
+fn each_formula_is_lowered_from_a_tree_of_its_own_size() {
+    use crate::syntax::{AstId, ModelLine};
+    let defs: String = (0..2000).map(|i| format!("activation a{i}(x) = x*{i} + sin(x)\n")).collect();
+    let src = format!("{defs}data mnist\ninput 28x28\nflatten\ndense 10\nloss softmax_cross_entropy\n");
+    let (ast, lines) = crate::syntax::parse_model(&src).unwrap();
+    let mut seen = 0;
+    for line in &lines {
+        if let ModelLine::Define { body, .. } = line {
+            let (tree, root) = super::own_tree(&ast, *body);
+            // x, the number, x*n, x, sin(x), the sum.
+            assert_eq!(root, AstId(5), "formula {seen}");
+            assert_eq!(tree.span(root), ast.span(*body));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2000);
+}
+
+/// The memory check names where the batch size comes from: the `batch=` value, the `train`
+/// line, or (no `train` line, the default batch) the layer with the most values per sample;
+/// and it says what would fit.
+#[test]
+fn the_memory_check_points_at_the_batch_size() {
+    let body = "data mnist\ninput 28x28\nflatten\ndense 300 relu\ndense 4000 relu\ndense 10\nloss mse\noptimizer adam\n";
+    for (train, at) in [("train batch=64 epochs=2\n", (9, 13)), ("train epochs=2\n", (9, 1)), ("", (5, 1))] {
+        let src = format!("{body}{train}");
+        let spec = ModelSpec::parse(&src, "m").unwrap_or_else(|d| panic!("{}", d.render()));
+        let built = build(&spec, spec.train.batch, true).unwrap();
+        let need = super::memory::needed(&spec, &built);
+        assert!(spec.check_memory_within(&built, need.total()).is_ok(), "{train}");
+        let e = spec.check_memory_within(&built, need.total() - 1).map(|_| ()).unwrap_err();
+        assert_eq!(e.line_col(), at, "{train}: {}", e.render());
+        assert!(
+            e.message.contains(&format!("at batch {}, training needs about", spec.train.batch)),
+            "{}",
+            e.render()
+        );
+        assert!(e.help.as_deref().is_some_and(|h| h.contains("a batch of at most about")), "{}", e.render());
+    }
+}

@@ -91,6 +91,8 @@ fn compile_step_with(
     let mut state = Vec::new();
     let mut alpha = None;
     let mut adam = Vec::new();
+    // Gradients already among the outputs (several parameters can share one, a zero).
+    let mut grads_out: hashbrown::HashSet<Id> = outputs.iter().copied().collect();
     for (p, &grad) in built.params.iter().zip(&built.grads) {
         inputs.push(p.var);
         let (new_p, st) = match spec.optimizer {
@@ -117,7 +119,7 @@ fn compile_step_with(
                         eps: epsilon as f32,
                     };
                     adam.push(AdamUpdate { param: p.var, m, v, grad, alpha: a, coef });
-                    if !outputs.contains(&grad) {
+                    if grads_out.insert(grad) {
                         outputs.push(grad);
                     }
                     state.push(vec![m, v]);
@@ -413,6 +415,160 @@ mod tests {
             "sgd lr=0.05 momentum=0.9 nesterov=true",
         ),
     ];
+
+    /// Trains `body` (layers and loss) for three steps from the same start on both engines
+    /// (the compiled step and the interpreter), then validates on both: every step's loss and
+    /// correct count, and the validation loss and accuracy (over batches of 8 and a tail of 4,
+    /// compiled as two inference programs), must agree.
+    fn engines_agree(name: &str, body: &str, optimizer: &str) {
+        use crate::train::trainer::{Dataset, Trainer};
+        let spec = model(body, optimizer);
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let images: Vec<u8> = (0..20 * 784).map(|_| if next() % 5 == 0 { next() as u8 } else { 0 }).collect();
+        let labels: Vec<u8> = (0..20).map(|_| (next() % 10) as u8).collect();
+        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let mut interp = Trainer::new(spec.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut compiled = Trainer::new(spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+        compiled.compile(false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let close = |what: &str, a: f64, b: f64| {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{name}: {what}: interpreter {a}, compiled {b}"
+            );
+        };
+        for step in 0..3 {
+            let idx: Vec<usize> = (0..8).map(|k| (k * 7 + step * 5) % 20).collect();
+            let a = interp.train_step(&data, &idx, 1, step + 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let b = compiled.train_step(&data, &idx, 1, step + 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+            close(&format!("loss of step {}", step + 1), a.0, b.0);
+            assert_eq!(a.1, b.1, "{name}: correct count of step {}", step + 1);
+        }
+        let a = interp.evaluate(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let b = compiled.evaluate(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        close("validation loss", a.0, b.0);
+        close("validation accuracy", a.1, b.1);
+    }
+
+    /// The loss the compiled step reports is the interpreter's for every kind of loss formula:
+    /// constant (no instruction computes a number, so one that is an output gets a map of its
+    /// own), of the parameters only, of the labels only, and of the logits.
+    #[test]
+    fn compiled_losses_match_the_interpreter_for_every_loss_formula() {
+        let layers = "flatten\ndense 12 relu\ndense 10";
+        for loss in [
+            "3",
+            "3 + 0*sum(logits)",
+            "pi",
+            "-2.5",
+            "sum(labels)/8",
+            "sum(dense_1_bias) + 1",
+            "0.5*sum(dense_2_kernel^2)",
+            "mean(logits)",
+            "mean((logits - onehot(labels, 10))^2)",
+            "-sum(logsoftmax(logits)*onehot(labels, 10))/8 + 3",
+        ] {
+            for optimizer in ["adam", "sgd lr=0.1", "sgd lr=0.1 momentum=0.9"] {
+                engines_agree(
+                    &format!("loss = {loss} ({optimizer})"),
+                    &format!("{layers}\nloss = {loss}"),
+                    optimizer,
+                );
+            }
+        }
+    }
+
+    /// An activation that does not read its parameter gives its layer its value at every unit:
+    /// both engines train such models alike, at any depth of the model.
+    #[test]
+    fn constant_activations_train_alike_on_both_engines() {
+        let sce = "loss softmax_cross_entropy";
+        for body in ["0*x", "3", "x - x", "x/x", "x^0", "pi"] {
+            let def = format!("activation k(x) = {body}\nflatten");
+            for rest in [
+                format!("dense 12 k\ndense 10\n{sce}"),
+                format!("dense 12 relu\ndense 10 k\n{sce}"),
+                format!("dense 12\nk\ndropout 0.5\ndense 10\n{sce}"),
+                "dense 12 k\nbatchnorm\ndense 10\nloss mse".to_string(),
+            ] {
+                for optimizer in ["adam", "sgd lr=0.1"] {
+                    engines_agree(
+                        &format!("{body}: {rest} ({optimizer})"),
+                        &format!("{def}\n{rest}"),
+                        optimizer,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A deep model's step has more instructions than one driver function holds: it runs as a
+    /// driver over parts, agrees with the interpreter, and a non-finite loss still stops it
+    /// before any update (the guard sits in the last part).
+    #[test]
+    fn deep_models_run_as_a_driver_over_parts() {
+        use crate::train::trainer::{Dataset, Trainer};
+        let deep = format!("flatten\n{}dense 10", "dense 4 relu\n".repeat(600));
+        let body = format!("{deep}\nloss softmax_cross_entropy");
+        let step = compile_step(&model(&body, "adam"), 8, false).unwrap();
+        let n = step.program.info.len();
+        assert!(
+            n > crate::jit::step::DRIVER_PART,
+            "only {n} instructions: the test needs more than one part"
+        );
+        engines_agree("600 dense layers", &body, "adam");
+        // log of a negative mean: NaN at the first step, on both engines.
+        let spec = model(&format!("{deep}\nloss = log(mean(logits) - 100)"), "adam");
+        let images = vec![1u8; 8 * 784];
+        let labels = vec![3u8; 8];
+        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let mut t = Trainer::new(spec).unwrap();
+        let before = t.params.clone();
+        t.compile(false).unwrap();
+        let r = t.train_step(&data, &(0..8).collect::<Vec<_>>(), 1, 1);
+        assert!(r.is_err(), "a NaN loss trained: {r:?}");
+        t.sync();
+        assert!(t.params == before, "the step updated parameters after a NaN loss");
+    }
+
+    /// No kernel grows with the depth of a model: a chain of 3000 activations (one elementwise
+    /// expression forward, one backward) is cut into kernels of bounded size, so compiling it
+    /// costs in proportion to its length.
+    #[test]
+    fn kernels_stay_bounded_in_deep_models() {
+        let longest = |layers: usize| {
+            let body = format!("flatten\ndense 10\n{}loss softmax_cross_entropy", "tanh\n".repeat(layers));
+            let step = compile_step(&model(&body, "sgd lr=0.1"), 8, true).unwrap();
+            step.program.info.iter().map(|k| k.ir.lines().count()).max().unwrap_or(0)
+        };
+        let (short, long) = (longest(300), longest(3000));
+        assert!(long <= 2 * short, "the longest kernel has {short} lines at 300 layers, {long} at 3000");
+    }
+
+    /// The memory a model file is checked for (`model::memory`) covers what the compiled
+    /// step and inference allocate: their arenas fit in it, for every layer kind and optimizer.
+    #[test]
+    fn the_memory_check_covers_the_compiled_buffers() {
+        for &(name, body, optimizer) in CASES {
+            let spec = model(body, optimizer);
+            for batch in [8, 100] {
+                let built = build(&spec, batch, true).unwrap();
+                let need = crate::model::memory::needed(&spec, &built);
+                let train = compile_step(&spec, batch, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let infer = compile_inference(&spec, batch, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let arenas = 4 * (train.program.arena_len() + infer.program.arena_len()) as u64;
+                assert!(
+                    arenas <= need.total(),
+                    "{name} at batch {batch}: arenas of {arenas} bytes, but the check counts {need:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn mismatched_buffers_are_refused() {

