@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Results are printed symbolically; when every variable of a result has a value (from `at`
-//! or from an assignment), its value is printed instead.
+//! or from an assignment), its value is printed instead. The result of the last expression or
+//! derivative line is `ans` ([`ANS`]), usable in the next line (`d/dx ans`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ What a line can be:
   a = 3   let a = 3          give a name a value (w = [[1], [2]] a tensor);
                              with variables, `a = EXPR` names the expression
   ... at x = 4, y = 2        evaluate any of the above at a point
+  ans                        the last result (of an expression or derivative line)
   :vars  :funcs              list values and functions
   :latex  :text              switch the output format
   :ir EXPR                   Cranelift IR of the compiled value and gradient (EXPR or f)
@@ -49,7 +51,17 @@ What a line can be:
   :clear                     forget all definitions and values
   :help  :quit               this text; leave (or Ctrl-D)
 Functions: exp log sqrt sin cos tan asin acos atan sinh cosh tanh abs sigmoid softplus relu
-           step sign pow(a, b); constants pi, e. `^` and `**` are powers; -x^2 is -(x^2).";
+           step sign pow(a, b); constants pi, e. `^` and `**` are powers; -x^2 is -(x^2).
+Tab completes functions, defined names and :commands.";
+
+/// The name of the last result (as in Octave, MATLAB and Julia): `d/dx x^3` then `d/dx ans`.
+pub const ANS: &str = "ans";
+
+/// Words of a line that are not functions: constants and statement keywords.
+const KEYWORDS: &[&str] = &["pi", "e", "grad", "hessian", "wrt", "at", "let"];
+
+/// The REPL's commands, as typed.
+const COMMANDS: &[&str] = &[":help", ":vars", ":funcs", ":latex", ":text", ":ir", ":time", ":clear", ":quit"];
 
 /// An interactive session: definitions and values persist from line to line.
 #[derive(Default)]
@@ -118,7 +130,7 @@ impl Session {
             Stmt::Expr(e) => {
                 let id = self.lower(&cx, *e)?;
                 self.check_at(&cx, &at, &[id])?;
-                self.finish(id, &at)
+                self.finish_ans(id, &at)
             }
             Stmt::Deriv { var, order, expr } => {
                 if *order > MAX_ORDER {
@@ -136,7 +148,7 @@ impl Session {
                 }
                 let v = self.g.var(&var.text);
                 let d = diff::nth_derivative(&mut self.g, id, v, *order);
-                self.finish(d, &at)
+                self.finish_ans(d, &at)
             }
             Stmt::Grad { expr, wrt } | Stmt::Hessian { expr, wrt } => {
                 let hessian = matches!(line.stmt, Stmt::Hessian { .. });
@@ -354,6 +366,46 @@ impl Session {
         }
         let r = substitute(&mut self.g, id, &map);
         Ok(graph::print(&self.g, r, self.style))
+    }
+
+    /// [`Session::finish`], and the result becomes [`ANS`]: the number that was printed, when
+    /// the line printed a number (so later changes of values do not change it), else the
+    /// printed expression, with the line's `at` values put in. A line that fails leaves `ans`
+    /// as it was.
+    fn finish_ans(&mut self, id: Id, at: &[AtValue]) -> Result<String> {
+        let out = self.finish(id, at)?;
+        let map: HashMap<Id, Id> = at
+            .iter()
+            .filter_map(|a| self.g.find_var(&a.name).map(|v| (v, a.value)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(v, x)| (v, self.g.num(x)))
+            .collect();
+        let r = substitute(&mut self.g, id, &map);
+        let unbound = variables(&self.g, &[r]).iter().any(|v| !self.values.contains_key(v));
+        let body = if !unbound && !self.has_tensors(r) {
+            let lookup = |n: &str| self.scalar(n);
+            let v = graph::eval(&self.g, &[r], &lookup)?[0];
+            self.g.num(v)
+        } else {
+            r
+        };
+        self.values.remove(ANS);
+        self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body });
+        Ok(out)
+    }
+
+    /// Every word the REPL can complete: built-in functions and constants, the line keywords,
+    /// the `:commands`, and the names defined in this session (values, functions, `ans`).
+    pub fn completion_words(&self) -> Vec<String> {
+        let builtins =
+            graph::func::FUNCS.iter().map(|d| d.name).chain(graph::lower::BUILTINS.iter().copied());
+        let fixed = builtins.chain(KEYWORDS.iter().copied()).chain(COMMANDS.iter().copied());
+        let defined = self.values.keys().chain(self.functions.keys()).map(String::as_str);
+        let mut words: Vec<String> = fixed.chain(defined).map(str::to_owned).collect();
+        words.sort();
+        words.dedup();
+        words
     }
 
     /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,

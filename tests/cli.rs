@@ -382,3 +382,50 @@ fn bench_reports_every_figure_even_with_few_steps() {
     assert!(report["flop_counting"].as_str().unwrap().starts_with("dense-equivalent"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The REPL's script mode writes through the same writer as the commands: a closed pipe ends
+/// it quietly (with status 1 when a line failed), a full disk is an error, and neither panics.
+#[test]
+fn repl_output_that_cannot_be_written() {
+    let full = "error: writing to stdout: No space left on device (os error 28)\n";
+    #[rustfmt::skip]
+    let cases = [
+        (Sink::Closed, "1+1\n", 0, ""),
+        (Sink::Closed, "x^^2\n1+1\n", 1, "unexpected `^`"),
+        (Sink::Full, "1+1\n", 1, full),
+        (Sink::Full, "x^^2\n1+1\n", 1, full),
+    ];
+    for (sink, lines, code, err) in cases {
+        let stdout: Stdio = match sink {
+            Sink::Full => {
+                std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full").into()
+            }
+            Sink::Closed => std::io::pipe().expect("pipe").1.into(),
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("symdiff runs");
+        // Many lines: the REPL must stop at the first write that fails, not read them all.
+        let _ = child.stdin.take().expect("stdin").write_all(lines.repeat(10_000).as_bytes());
+        let out = child.wait_with_output().expect("symdiff finishes");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{sink:?} {lines:?}: {stderr}");
+        assert!(stderr.contains(err), "{sink:?} {lines:?}: {stderr}");
+        if let Sink::Full = sink {
+            assert!(stderr.ends_with(full), "the write error is the last word: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// `ans` is the last result of an expression or derivative line; a failed line keeps it.
+#[test]
+fn repl_ans() {
+    let script = "d/dx x^3\nd/dx ans\nans at x = 2\nans + 1\nlog(-1)\nans\nx = 5\nd/dx x^2\nans\n";
+    let out = run(&["repl"], script);
+    assert_eq!(out.stdout, "3*x^2\n6*x\n12\n13\n13\n10\n10\n", "{}", out.stderr);
+    assert!(out.stderr.contains("log(x) is defined for x > 0"), "{}", out.stderr);
+}

@@ -291,7 +291,7 @@ pub fn main() -> ExitCode {
     }
     let formula = |r: Result<String, Error>| r.map_err(|e| model::Failure::Message(render(&e)));
     let result = match cli.command {
-        None | Some(Command::Repl) => return repl::run(),
+        None | Some(Command::Repl) => return repl::run(&mut out),
         Some(Command::Diff { expr, wrt, at, format, json }) => formula(diff(&expr, &wrt, &at, format, json)),
         Some(Command::Grad { expr, at, json, interp, timings }) => {
             formula(grad(&expr, &at, json, interp, timings))
