@@ -140,7 +140,10 @@ impl Validator for Completion {}
 impl Helper for Completion {}
 
 fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
-    let mut editor: Editor<Completion, rustyline::history::DefaultHistory> = match Editor::new() {
+    // As in a shell: Tab completes the common prefix, a second Tab lists the candidates.
+    let config = rustyline::Config::builder().completion_type(rustyline::CompletionType::List).build();
+    let mut editor: Editor<Completion, rustyline::history::DefaultHistory> = match Editor::with_config(config)
+    {
         Ok(e) => e,
         Err(e) => {
             to_stderr(&format!("error: cannot start the line editor: {e}\n"));
