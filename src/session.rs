@@ -627,3 +627,25 @@ impl Cx<'_> {
         Diagnostic::new(self.src, span, message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `lines` in one session and returns the last line's output.
+    fn run(lines: &[&str]) -> String {
+        let mut s = Session::new();
+        let mut out = String::new();
+        for line in lines {
+            out = s.run(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        out
+    }
+
+    #[test]
+    fn derivatives_with_respect_to_any_name() {
+        assert_eq!(run(&["d/dθ sin(θ)^2"]), run(&["d/dx sin(x)^2"]).replace('x', "θ"));
+        assert_eq!(run(&["d^2/dθ^2 θ^3 at θ = 2"]), "12");
+        assert_eq!(run(&["d/dx_1 x_1^2 at x_1 = 3"]), "6");
+    }
+}
