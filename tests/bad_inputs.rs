@@ -81,6 +81,24 @@ const DOMAINS: &[(&str, &str, Expect)] = &[
     ("x",       "=1",       err("unexpected `=`", Some("--at:1:1"))),
 ];
 
+// Class: constant subexpressions without a value (issue 10, wrong answers). Each must stay an
+// error naming the undefined part, whatever identity (`0*u`, `u - u`, `u/u`) surrounds it.
+#[rustfmt::skip]
+const UNDEFINED_CONSTANTS: &[(&str, Expect)] = &[
+    ("0/0",                   err("division by zero in `1/0`", None)),
+    ("(1/0) - (1/0)",         err("division by zero in `1/0`", None)),
+    ("log(-1)/log(-1)",       err("domain error in `log(-1)`", None)),
+    ("0*log(-1)",             err("domain error in `log(-1)`", None)),
+    ("exp(1000) - exp(1000)", err("overflow: `exp(1000)` is too large for f64", None)),
+];
+
+#[test]
+fn undefined_constants() {
+    for (src, e) in UNDEFINED_CONSTANTS {
+        check(src, &["eval", src], b"", e);
+    }
+}
+
 #[test]
 fn formulas_and_domains() {
     for (src, e) in FORMULAS {

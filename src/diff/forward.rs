@@ -52,10 +52,11 @@ pub fn derivative(g: &mut Graph, root: Id, var: Id) -> Id {
             d.insert(id, sum);
         }
     }
-    match d.get(&root) {
+    let r = match d.get(&root) {
         Some(&r) => r,
         None => g.num(0.0),
-    }
+    };
+    g.keep_undefined_of(root, r)
 }
 
 /// The `order`-th derivative (order 0 is the expression itself).

@@ -78,13 +78,16 @@ pub fn gradient_with_adjoints(
     }
     let grads = inputs
         .iter()
-        .map(|&i| match adjoint.get(i) {
-            Some(a) => *a,
-            None => {
-                let zero = g.num(0.0);
-                let s = g.shape_id_of(i);
-                g.broadcast(zero, s)
-            }
+        .map(|&i| {
+            let d = match adjoint.get(i) {
+                Some(a) => *a,
+                None => {
+                    let zero = g.num(0.0);
+                    let s = g.shape_id_of(i);
+                    g.broadcast(zero, s)
+                }
+            };
+            g.keep_undefined_of(output, d) // an output without a value has no gradient
         })
         .collect();
     (grads, keep.iter().map(|&k| *adjoint.get(k)).collect())

@@ -23,6 +23,12 @@
 //! carries only a small [`ShapeId`]. Callers that build from user input check shapes first
 //! (`lower.rs`, the model builder); inside the library, nodes are built shape-correct.
 //!
+//! **Constants.** When a node without variables below it is built, its value is computed with
+//! the interpreter's own step (`eval::apply`): a node whose value exists is *known*
+//! ([`Graph::constant_value`]); one the interpreter rejects (`0/0`, `log(-1)`, `exp(1000)`),
+//! and every node above it, is *undefined* ([`Graph::is_undefined`]), which keeps the
+//! simplifier from making it vanish.
+//!
 //! Nothing in this module recurses: deep expressions are long vectors, not deep call stacks.
 
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -121,7 +127,18 @@ struct Node {
     start: u32,
     len: u32,
     shape: ShapeId,
+    /// [`KNOWN`], [`UNDEFINED`] or neither.
+    flags: u8,
 }
+
+/// Node flag: a scalar constant with a finite value (no variables below it), which the
+/// interpreter computes without error. Leaves keep the value in their op, other nodes in
+/// `Graph::values`.
+const KNOWN: u8 = 1;
+/// Node flag: the node is, or has below it, a constant subexpression that the interpreter
+/// rejects (`0/0`, `log(-1)`, `exp(1000)`): it has no value at any point. The simplifying
+/// constructors never simplify such an argument away (see `simplify.rs`).
+const UNDEFINED: u8 = 2;
 
 /// The arena. See the module doc for its invariants.
 #[derive(Clone)]
@@ -139,6 +156,9 @@ pub struct Graph {
     /// Interned shapes; `shapes[0]` is the scalar shape.
     shapes: Vec<Box<[usize]>>,
     shape_ids: hashbrown::HashMap<Box<[usize]>, ShapeId>,
+    /// The values of the [`KNOWN`] nodes that are not leaves, computed by the interpreter's
+    /// own step (`eval::apply`) when the node is built.
+    values: hashbrown::HashMap<Id, f64>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -159,6 +179,7 @@ impl Default for Graph {
             var_ids: hashbrown::HashMap::new(),
             shapes: vec![scalar.clone()],
             shape_ids: [(scalar, ShapeId::SCALAR)].into_iter().collect(),
+            values: hashbrown::HashMap::new(),
         }
     }
 }
@@ -342,11 +363,63 @@ impl Graph {
         debug_assert!(args.iter().all(|a| a.index() < nodes.len()), "children before parents");
         let id = Id(nodes.len() as u32);
         let shape = self.infer_shape(op, args);
+        let (flags, value) = self.classify(op, args, shape);
+        if let Some(v) = value {
+            self.values.insert(id, v);
+        }
         let Graph { nodes, args: all_args, memo, .. } = self;
-        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape });
+        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape, flags });
         all_args.extend_from_slice(args);
         memo.insert_unique(hash, (hash, id), |&(h, _)| h);
         id
+    }
+
+    /// What is known about the value of a new node `op(args)` of shape `shape`: its flags,
+    /// and its value if it is a [`KNOWN`] constant that is not a leaf.
+    fn classify(&self, op: Op, args: &[Id], shape: ShapeId) -> (u8, Option<f64>) {
+        match op {
+            Op::Var(_) => return (0, None),
+            Op::Num(bits) if f64::from_bits(bits).is_finite() => return (KNOWN, None),
+            Op::Num(_) => return (UNDEFINED, None),
+            Op::Const(_) => return (KNOWN, None),
+            _ => {}
+        }
+        let mut known = true;
+        for a in args {
+            let f = self.nodes[a.index()].flags;
+            if f & UNDEFINED != 0 {
+                return (UNDEFINED, None);
+            }
+            known &= f & KNOWN != 0;
+        }
+        if !known || shape != ShapeId::SCALAR || !matches!(op, Op::Add | Op::Mul | Op::Pow | Op::Func(_)) {
+            return (0, None);
+        }
+        match super::eval::apply(self, op, args, |a| self.constant_value(a).unwrap_or(f64::NAN)) {
+            Ok(v) => (KNOWN, Some(v)),
+            Err(_) => (UNDEFINED, None),
+        }
+    }
+
+    /// The value of `id` if it is a scalar constant the interpreter can compute (`2`, `pi`,
+    /// `sin(1)`), `None` for anything with a variable, a tensor, or no value.
+    pub fn constant_value(&self, id: Id) -> Option<f64> {
+        let n = &self.nodes[id.index()];
+        if n.flags & KNOWN == 0 {
+            return None;
+        }
+        match n.op {
+            Op::Num(bits) => Some(f64::from_bits(bits)),
+            Op::Const(c) => Some(c.value()),
+            _ => self.values.get(&id).copied(),
+        }
+    }
+
+    /// Whether `id` is, or contains, a constant subexpression without a value (`0/0`,
+    /// `log(-1)`, `exp(1000)`, `1e308*10`): then `id` has no value at any point, and its
+    /// evaluation fails naming that subexpression.
+    pub fn is_undefined(&self, id: Id) -> bool {
+        self.nodes[id.index()].flags & UNDEFINED != 0
     }
 
     /// The shape of a new node: a function of its operator and its arguments' shapes.
