@@ -31,15 +31,25 @@ impl From<jit::JitError> for Error {
 }
 
 /// The roots of `exprs` in one graph (a copy when they come from different graphs) plus the
-/// variable nodes of `vars`, under a lock-free view for the duration of `f`.
-fn with_graph<T>(exprs: &[&Expr], vars: &[&str], f: impl FnOnce(&mut Graph, &[Id], &[Id]) -> T) -> T {
+/// variable nodes of `vars`, under a lock-free view for the duration of `f`. If `f` fails, the
+/// nodes it built are forgotten (a gradient stopped at the node budget leaves none behind).
+fn with_graph<T>(
+    exprs: &[&Expr],
+    vars: &[&str],
+    f: impl FnOnce(&mut Graph, &[Id], &[Id]) -> Result<T>,
+) -> Result<T> {
     let first = exprs[0];
     let same = exprs.iter().all(|e| e.shares_graph(first));
     if same {
         let mut g = first.graph();
+        let mark = g.mark();
         let roots: Vec<Id> = exprs.iter().map(|e| e.node()).collect();
         let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
-        f(&mut g, &roots, &vs)
+        let r = f(&mut g, &roots, &vs);
+        if r.is_err() {
+            g.rollback(mark);
+        }
+        r
     } else {
         let mut g = Graph::new();
         let roots: Vec<Id> = exprs
@@ -188,9 +198,9 @@ pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> 
     check_vars(&[f], vars)?;
     let start = std::time::Instant::now();
     let (code, build_time) = with_graph(&[f], vars, |g, roots, vs| {
-        let grad = diff::reverse::gradient(g, roots[0], vs);
+        let grad = diff::reverse::try_gradient(g, roots[0], vs).map_err(|b| too_large("the gradient", b))?;
         let build = start.elapsed();
-        jit::compile(g, vs, &[&roots[..1], &grad], opts).map(|c| (c, build))
+        Ok::<_, Error>(jit::compile(g, vs, &[&roots[..1], &grad], opts).map(|c| (c, build))?)
     })?;
     Ok(CompiledGradient { code, build_time })
 }
@@ -237,35 +247,45 @@ impl Compiled {
 fn compile_outputs(
     exprs: &[&Expr],
     vars: &[&str],
-    build: impl FnOnce(&mut Graph, &[Id], &[Id]) -> Vec<Id>,
+    build: impl FnOnce(&mut Graph, &[Id], &[Id]) -> Result<Vec<Id>>,
 ) -> Result<Compiled> {
     if exprs.is_empty() {
         return Err(Error::Invalid("nothing to compile: no expressions".into()));
     }
     check_vars(exprs, vars)?;
     let code = with_graph(exprs, vars, |g, roots, vs| {
-        let outs = build(g, roots, vs);
-        jit::compile(g, vs, &[&outs], &CompileOptions::default())
+        let outs = build(g, roots, vs)?;
+        Ok::<_, Error>(jit::compile(g, vs, &[&outs], &CompileOptions::default())?)
     })?;
     Ok(Compiled { code })
+}
+
+/// The error for a derivative over the graph's node budget (the gradients, Jacobians and
+/// Hessians compiled here are built from input, so they keep to it as every such route does).
+fn too_large(what: &str, b: crate::graph::OverBudget) -> Error {
+    Error::Invalid(b.message(what))
 }
 
 /// Compiles the vector function `(f_1, ..., f_m)` of `vars`.
 pub fn compile(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
     let refs: Vec<&Expr> = fs.iter().collect();
-    compile_outputs(&refs, vars, |_, roots, _| roots.to_vec())
+    compile_outputs(&refs, vars, |_, roots, _| Ok(roots.to_vec()))
 }
 
 /// Compiles the Jacobian of `(f_1, ..., f_m)`: `m × n` outputs, row by row (reverse mode, one
 /// sweep per output).
 pub fn compile_jacobian(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
     let refs: Vec<&Expr> = fs.iter().collect();
-    compile_outputs(&refs, vars, |g, roots, vs| diff::reverse::jacobian(g, roots, vs).concat())
+    compile_outputs(&refs, vars, |g, roots, vs| {
+        Ok(diff::reverse::try_jacobian(g, roots, vs).map_err(|b| too_large("the Jacobian", b))?.concat())
+    })
 }
 
 /// Compiles the Hessian of `f`: `n × n` outputs, row by row (reverse over reverse).
 pub fn compile_hessian(f: &Expr, vars: &[&str]) -> Result<Compiled> {
-    compile_outputs(&[f], vars, |g, roots, vs| diff::reverse::hessian(g, roots[0], vs).concat())
+    compile_outputs(&[f], vars, |g, roots, vs| {
+        Ok(diff::reverse::try_hessian(g, roots[0], vs).map_err(|b| too_large("the Hessian", b))?.concat())
+    })
 }
 
 fn export(f: &Expr, vars: &[&str], name: &str, lang: jit::export::Lang) -> Result<String> {
@@ -296,10 +316,10 @@ fn export(f: &Expr, vars: &[&str], name: &str, lang: jit::export::Lang) -> Resul
             )
         }
     };
-    Ok(with_graph(&[f], vars, |g, roots, vs| {
-        let grad = diff::reverse::gradient(g, roots[0], vs);
-        jit::export::emit(g, vs, roots[0], &grad, name, lang, &header)
-    }))
+    with_graph(&[f], vars, |g, roots, vs| {
+        let grad = diff::reverse::try_gradient(g, roots[0], vs).map_err(|b| too_large("the gradient", b))?;
+        Ok(jit::export::emit(g, vs, roots[0], &grad, name, lang, &header))
+    })
 }
 
 /// The value and gradient of `f` as a standalone C function

@@ -16,6 +16,11 @@
 //!
 //! Results are printed symbolically; when every variable of a result has a value (from `at`
 //! or from an assignment), its value is printed instead.
+//!
+//! Every line builds into the session's one graph, so every route that adds nodes (lowering,
+//! `d/dx`, `grad`, `hessian`, `:ir`) keeps within the graph's node budget
+//! (`graph::NODE_BUDGET`): no sequence of lines can grow it until memory runs out. Past the
+//! budget a line fails, pointing at what grew it; `:clear` starts a new graph.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,7 +31,7 @@ use ndarray::ArrayD;
 use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
 use crate::graph::lower::MAX_ORDER;
-use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute};
+use crate::graph::{self, FnDef, Graph, Id, Scope, Style, try_substitute};
 use crate::jit::{self, CompileOptions, CompiledFunction};
 use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
@@ -95,6 +100,33 @@ struct AtValue {
     value: f64,
 }
 
+/// The values of one line's `at`, in the order written, with an index by name (a line may
+/// bind 100,000 variables).
+#[derive(Default)]
+struct At {
+    values: Vec<AtValue>,
+    index: HashMap<String, usize>,
+}
+
+impl At {
+    fn get(&self, name: &str) -> Option<f64> {
+        self.index.get(name).map(|&k| self.values[k].value)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+}
+
+/// The error of a line whose result would grow the graph past its node budget.
+fn too_large(cx: &Cx<'_>, span: Span, what: &str, b: graph::OverBudget) -> Error {
+    cx.err(span, b.message(what))
+        .with_help(
+            "ask for less (a lower order, fewer variables, a simpler expression); :clear starts a new graph",
+        )
+        .into()
+}
+
 impl Session {
     /// A session with no definitions.
     pub fn new() -> Session {
@@ -102,8 +134,18 @@ impl Session {
     }
 
     /// Runs one line and returns what to print (possibly nothing). Errors leave the session
-    /// as it was.
+    /// as it was, its graph included: the nodes a failed line built are forgotten, so a line
+    /// stopped at the node budget does not leave the budget spent.
     pub fn run(&mut self, src: &str) -> Result<String> {
+        let mark = self.g.mark();
+        let r = self.run_line(src);
+        if r.is_err() {
+            self.g.rollback(mark);
+        }
+        r
+    }
+
+    fn run_line(&mut self, src: &str) -> Result<String> {
         let trimmed = src.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             return Ok(String::new());
@@ -118,7 +160,7 @@ impl Session {
             Stmt::Expr(e) => {
                 let id = self.lower(&cx, *e)?;
                 self.check_at(&cx, &at, &[id])?;
-                self.finish(id, &at)
+                self.finish(&cx, line.span, id, &at)
             }
             Stmt::Deriv { var, order, expr } => {
                 if *order > MAX_ORDER {
@@ -135,8 +177,15 @@ impl Session {
                         .into());
                 }
                 let v = self.g.var(&var.text);
-                let d = diff::nth_derivative(&mut self.g, id, v, *order);
-                self.finish(d, &at)
+                let d = diff::forward::try_nth_derivative(&mut self.g, id, v, *order).map_err(|b| {
+                    let what = if *order == 1 {
+                        "this derivative".to_owned()
+                    } else {
+                        format!("the derivative of order {order}")
+                    };
+                    too_large(&cx, var.span, &what, b)
+                })?;
+                self.finish(&cx, line.span, d, &at)
             }
             Stmt::Grad { expr, wrt } | Stmt::Hessian { expr, wrt } => {
                 let hessian = matches!(line.stmt, Stmt::Hessian { .. });
@@ -155,7 +204,8 @@ impl Session {
                     return Err(cx.err(line.span, "`hessian` works on scalar expressions of scalars").into());
                 }
                 if hessian {
-                    let h = diff::hessian(&mut self.g, body, &var_ids);
+                    let h = diff::forward::try_hessian(&mut self.g, body, &var_ids)
+                        .map_err(|b| too_large(&cx, line.span, "this Hessian", b))?;
                     for i in 0..vars.len() {
                         for j in i..vars.len() {
                             let den = if i == j {
@@ -163,19 +213,23 @@ impl Session {
                             } else {
                                 format!("d{}d{}", vars[i], vars[j])
                             };
-                            out.push(format!("d2{label}/{den} = {}", self.finish(h[i][j], &at)?));
+                            out.push(format!(
+                                "d2{label}/{den} = {}",
+                                self.finish(&cx, line.span, h[i][j], &at)?
+                            ));
                         }
                     }
                 } else {
                     // Forward mode prints the textbook forms for scalar formulas; reverse mode
                     // handles tensors.
                     let grad = if tensors {
-                        diff::reverse::gradient(&mut self.g, body, &var_ids)
+                        diff::reverse::try_gradient(&mut self.g, body, &var_ids)
                     } else {
-                        diff::gradient(&mut self.g, body, &var_ids)
+                        diff::forward::try_gradient(&mut self.g, body, &var_ids)
                     };
+                    let grad = grad.map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
                     for (v, d) in vars.iter().zip(grad) {
-                        out.push(format!("d{label}/d{v} = {}", self.finish(d, &at)?));
+                        out.push(format!("d{label}/d{v} = {}", self.finish(&cx, line.span, d, &at)?));
                     }
                 }
                 Ok(out.join("\n"))
@@ -247,15 +301,16 @@ impl Session {
         Ok(r?)
     }
 
-    fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<Vec<AtValue>> {
-        let mut out: Vec<AtValue> = Vec::new();
+    fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<At> {
+        let mut out = At::default();
         for b in at {
-            if out.iter().any(|o| o.name == b.name.text) {
+            if out.contains(&b.name.text) {
                 return Err(cx.err(b.name.span, format!("`{}` is given a value twice", b.name.text)).into());
             }
             let id = self.lower(cx, b.value)?;
             let value = self.value_of(cx, id, cx.ast.span(b.value))?;
-            out.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
+            out.index.insert(b.name.text.clone(), out.values.len());
+            out.values.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
         }
         Ok(out)
     }
@@ -290,19 +345,19 @@ impl Session {
         self.g.reachable(&[id]).iter().any(|&n| !self.g.is_scalar(n))
     }
 
-    /// Evaluates `id` with every variable bound (by `at` or by a value).
-    fn evaluate(&self, id: Id, at: &[AtValue]) -> Result<String> {
+    /// Evaluates `id` with every variable bound (by `at` or by a value): what to print, and
+    /// the number for `ans` (none for a tensor).
+    fn evaluate(&self, id: Id, at: &At) -> Result<(String, Option<f64>)> {
         if !self.has_tensors(id) {
-            let lookup =
-                |n: &str| at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.scalar(n));
+            let lookup = |n: &str| at.get(n).or_else(|| self.scalar(n));
             let v = graph::eval(&self.g, &[id], &lookup)?[0];
-            return Ok(graph::print::decimal(v));
+            return Ok((graph::print::decimal(v), Some(v)));
         }
         let mut inputs: HashMap<Id, ArrayD<f64>> = HashMap::new();
         for name in variables(&self.g, &[id]) {
             let Some(v) = self.g.find_var(&name) else { continue };
-            let value = match (at.iter().find(|a| a.name == name), self.values.get(&name)) {
-                (Some(a), _) => ArrayD::from_elem(ndarray::IxDyn(&[]), a.value),
+            let value = match (at.get(&name), self.values.get(&name)) {
+                (Some(a), _) => ArrayD::from_elem(ndarray::IxDyn(&[]), a),
                 (None, Some(Value::Scalar(x))) => ArrayD::from_elem(ndarray::IxDyn(&[]), *x),
                 (None, Some(Value::Tensor(t))) => t.clone(),
                 (None, None) => continue,
@@ -316,15 +371,16 @@ impl Session {
                 "the result has a non-finite element ({bad}); evaluate its parts to find where it comes from"
             )));
         }
-        Ok(show_tensor(t))
+        Ok((show_tensor(t), None))
     }
 
     /// Every `at` name must occur in what it applies to (a misspelt name would be silently
     /// ignored otherwise).
-    fn check_at(&self, cx: &Cx<'_>, at: &[AtValue], roots: &[Id]) -> Result<()> {
+    fn check_at(&self, cx: &Cx<'_>, at: &At, roots: &[Id]) -> Result<()> {
         let vars = variables(&self.g, roots);
-        for a in at {
-            if !vars.contains(&a.name) {
+        let present: hashbrown::HashSet<&str> = vars.iter().map(String::as_str).collect();
+        for a in &at.values {
+            if !present.contains(a.name.as_str()) {
                 let mut d = cx.err(a.span, format!("`{}` does not occur in the expression", a.name));
                 if let Some(s) = graph::lower::suggest(&a.name, vars.iter().cloned()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
@@ -337,23 +393,40 @@ impl Session {
 
     /// Substitutes `at` values, then prints the value if every variable has one, or the
     /// expression otherwise.
-    fn finish(&mut self, id: Id, at: &[AtValue]) -> Result<String> {
+    fn finish(&mut self, cx: &Cx<'_>, span: Span, id: Id, at: &At) -> Result<String> {
+        Ok(self.finish_with_answer(cx, span, id, at)?.0)
+    }
+
+    /// [`finish`](Self::finish), also returning what `ans` becomes: the value as a number
+    /// node, or the expression as printed.
+    fn finish_with_answer(&mut self, cx: &Cx<'_>, span: Span, id: Id, at: &At) -> Result<(String, Id)> {
+        // Evaluate before substituting: numbers folded into the expression could lose the
+        // position of a domain error, and evaluation is exact either way.
+        let vars = variables(&self.g, &[id]);
+        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.contains(v));
+        if all_bound && !self.has_tensors(id) {
+            let (out, value) = self.evaluate(id, at)?;
+            let n = self.g.num(value.unwrap_or(0.0));
+            return Ok((out, n));
+        }
         let map: HashMap<Id, Id> = at
+            .values
             .iter()
             .filter_map(|a| self.g.find_var(&a.name).map(|v| (v, a.value)))
             .collect::<Vec<_>>()
             .into_iter()
             .map(|(v, x)| (v, self.g.num(x)))
             .collect();
-        // Evaluate before substituting: numbers folded into the expression could lose the
-        // position of a domain error, and evaluation is exact either way.
-        let vars = variables(&self.g, &[id]);
-        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
+        let r = if map.is_empty() {
+            id
+        } else {
+            try_substitute(&mut self.g, id, &map).map_err(|b| too_large(cx, span, "this result", b))?
+        };
         if all_bound {
-            return self.evaluate(id, at);
+            // A tensor: `ans` is the expression (its value is computed again where used).
+            return Ok((self.evaluate(id, at)?.0, r));
         }
-        let r = substitute(&mut self.g, id, &map);
-        Ok(graph::print(&self.g, r, self.style))
+        Ok((graph::print(&self.g, r, self.style), r))
     }
 
     /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,
@@ -375,12 +448,14 @@ impl Session {
             return Ok((label, body, default_vars));
         }
         let present = variables(&self.g, &[body]);
+        let present: hashbrown::HashSet<&str> = present.iter().map(String::as_str).collect();
+        let mut listed: hashbrown::HashSet<&str> = hashbrown::HashSet::new();
         let mut vars = Vec::new();
         for w in wrt {
-            if !present.contains(&w.text) {
+            if !present.contains(w.text.as_str()) {
                 return Err(cx.err(w.span, format!("`{}` does not occur in the expression", w.text)).into());
             }
-            if vars.contains(&w.text) {
+            if !listed.insert(w.text.as_str()) {
                 return Err(cx.err(w.span, format!("`{}` is listed twice", w.text)).into());
             }
             vars.push(w.text.clone());
@@ -452,7 +527,7 @@ impl Session {
         ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &[AtValue]) -> Result<String> {
+    fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &At) -> Result<String> {
         check_definable(cx, name, span)?;
         if matches!(cx.ast.node(rhs).kind, AstKind::List(_)) {
             let t = self.literal(cx, rhs)?;
@@ -520,11 +595,7 @@ impl Session {
 
 impl Session {
     /// Parses `EXPR [at ...]` (after `:ir` or `:time`) and compiles its value and gradient.
-    fn compile_line(
-        &mut self,
-        src: &str,
-        keep_ir: bool,
-    ) -> Result<(CompiledFunction, Vec<String>, Vec<AtValue>, Id)> {
+    fn compile_line(&mut self, src: &str, keep_ir: bool) -> Result<(CompiledFunction, Vec<String>, At, Id)> {
         if src.is_empty() {
             return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
         }
@@ -539,7 +610,8 @@ impl Session {
             return Err(cx.err(line.span, "`:ir` and `:time` compile scalar functions").into());
         }
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let grad = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let grad = diff::reverse::try_gradient(&mut self.g, body, &var_ids)
+            .map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
         let code = jit::compile(&self.g, &var_ids, &[&[body], &grad], &CompileOptions { keep_ir })?;
         Ok((code, vars, at, body))
     }
@@ -563,7 +635,7 @@ impl Session {
         let compile = t.elapsed();
         let x: Vec<f64> = vars
             .iter()
-            .map(|v| at.iter().find(|a| &a.name == v).map(|a| a.value).or_else(|| self.scalar(v)))
+            .map(|v| at.get(v).or_else(|| self.scalar(v)))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| {
                 Error::Invalid(format!("give every variable a value: `:time {src} at {} = ...`", vars[0]))
@@ -589,10 +661,11 @@ impl Session {
             code.call2(std::hint::black_box(&x), &mut value, &mut grad);
         });
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let grads = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let grads = diff::reverse::gradient(&mut self.g, body, &var_ids); // built by compile_line
         let mut roots = vec![body];
         roots.extend(grads);
-        let lookup = |n: &str| vars.iter().position(|v| v == n).map(|k| x[k]);
+        let position: HashMap<&str, usize> = vars.iter().enumerate().map(|(k, v)| (v.as_str(), k)).collect();
+        let lookup = |n: &str| position.get(n).map(|&k| x[k]);
         graph::eval(&self.g, &roots, &lookup)?;
         let interpreted = per_call(&mut || {
             let _ = std::hint::black_box(graph::eval(&self.g, &roots, &lookup));
@@ -647,5 +720,98 @@ mod tests {
         assert_eq!(run(&["d/dθ sin(θ)^2"]), run(&["d/dx sin(x)^2"]).replace('x', "θ"));
         assert_eq!(run(&["d^2/dθ^2 θ^3 at θ = 2"]), "12");
         assert_eq!(run(&["d/dx_1 x_1^2 at x_1 = 3"]), "6");
+    }
+}
+
+#[cfg(test)]
+mod budget {
+    //! Every route by which a REPL line builds nodes stops at the graph's node budget, with a
+    //! positioned error, and leaves the session (its graph included) as it was. The budgets
+    //! here are small so that the tests are quick; `tests/bad_inputs.rs` hits the real one.
+
+    use super::*;
+
+    /// Runs `setup`, then gives the graph `room` more nodes of budget and runs `line`, which
+    /// must fail at the written `at` (the text under the caret) naming `what`.
+    fn check(setup: &[&str], room: usize, line: &str, what: &str, at: &str) {
+        let mut s = Session::new();
+        for l in setup {
+            s.run(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        s.g.set_budget(s.g.len() + room);
+        let before = s.g.len();
+        let err = s.run(line).expect_err(line);
+        let Error::Parse(d) = &err else { panic!("{line}: not positioned: {err}") };
+        assert!(d.message.contains(what), "{line}: `{}` lacks `{what}`", d.message);
+        assert!(d.message.contains("nodes (the limit)"), "{line}: `{}` names no limit", d.message);
+        assert_eq!(&line[d.span.start..d.span.end], at, "{line}: the caret");
+        assert_eq!(s.g.len(), before, "{line}: the failed line's nodes are forgotten");
+        assert_eq!(s.run("1 + 1").unwrap(), "2", "{line}: the session goes on");
+    }
+
+    #[test]
+    fn nested_diff_in_a_formula() {
+        let mut nested = "x^x".to_owned();
+        for _ in 0..30 {
+            nested = format!("diff({nested}, x)");
+        }
+        check(&[], 20_000, &nested, "this derivative is too large", "diff");
+        check(&[], 20_000, "diff(x^x, x, 40)", "the derivative of order 40 is too large", "diff");
+    }
+
+    #[test]
+    fn derivative_operator() {
+        check(&[], 20_000, "d^40/dx^40 x^x", "the derivative of order 40 is too large", "d^40/dx^40");
+        check(&["f(x) = diff(x^x, x, 8)"], 200, "d/dx f(x)", "this derivative is too large", "d/dx");
+    }
+
+    #[test]
+    fn a_chain_of_definitions_each_differentiating_the_last() {
+        let mut s = Session::new();
+        s.g.set_budget(50_000);
+        s.run("f1(x) = diff(x^x, x)").unwrap();
+        let mut failed = None;
+        for i in 2..40 {
+            let before = s.g.len();
+            match s.run(&format!("f{i}(x) = diff(f{}(x), x)", i - 1)) {
+                Ok(_) => assert!(s.g.len() <= 50_000, "f{i}: {} nodes", s.g.len()),
+                Err(e) => {
+                    assert!(e.to_string().contains("nodes (the limit)"), "{e}");
+                    assert_eq!(s.g.len(), before);
+                    failed = Some(i);
+                    break;
+                }
+            }
+        }
+        assert!(failed.is_some(), "the chain stops at the budget");
+        assert_eq!(s.run("f2(1)").unwrap(), "2", "the functions defined before go on working");
+    }
+
+    #[test]
+    fn inlining_functions_that_double() {
+        let mut setup = vec!["f1(x) = x^2".to_owned()];
+        for i in 2..12 {
+            setup.push(format!("f{i}(x) = f{}(sin(x)) + f{}(cos(x))", i - 1, i - 1));
+        }
+        let setup: Vec<&str> = setup.iter().map(String::as_str).collect();
+        check(
+            &setup,
+            2_000,
+            "f12(x) = f11(sin(x)) + f11(cos(x))",
+            "this call of `f11` is too large",
+            "f11(sin(x))",
+        );
+    }
+
+    #[test]
+    fn grad_hessian_and_ir() {
+        let setup = ["f(x, y) = diff(x^y*y^x, x, 4)"];
+        check(&setup, 50, "grad f", "this gradient is too large", "grad f");
+        check(&setup, 50, "hessian f", "this Hessian is too large", "hessian f");
+        let mut s = Session::new();
+        s.run(setup[0]).unwrap();
+        s.g.set_budget(s.g.len() + 50);
+        let err = s.run(":ir f").expect_err(":ir f");
+        assert!(err.to_string().contains("this gradient is too large"), "{err}");
     }
 }
