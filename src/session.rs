@@ -15,12 +15,17 @@
 //! ```
 //!
 //! Results are printed symbolically; when every variable of a result has a value (from `at`
-//! or from an assignment), its value is printed instead.
+//! or from an assignment), its value is printed instead. `ans` names the last result of an
+//! expression or `d/dx` line (its value, or the expression as printed), as in MATLAB, Octave
+//! and Julia: `d/dx ans` differentiates it again.
 //!
 //! Every line builds into the session's one graph, so every route that adds nodes (lowering,
 //! `d/dx`, `grad`, `hessian`, `:ir`) keeps within the graph's node budget
 //! (`graph::NODE_BUDGET`): no sequence of lines can grow it until memory runs out. Past the
 //! budget a line fails, pointing at what grew it; `:clear` starts a new graph.
+//!
+//! [`Session::complete`] is the REPL's tab completion: built-in functions, the session's
+//! names and the `:` commands.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +36,7 @@ use ndarray::ArrayD;
 use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
 use crate::graph::lower::MAX_ORDER;
-use crate::graph::{self, FnDef, Graph, Id, Scope, Style, try_substitute};
+use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute, try_substitute};
 use crate::jit::{self, CompileOptions, CompiledFunction};
 use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
@@ -47,6 +52,7 @@ What a line can be:
   a = 3   let a = 3          give a name a value (w = [[1], [2]] a tensor);
                              with variables, `a = EXPR` names the expression
   ... at x = 4, y = 2        evaluate any of the above at a point
+  ans                        the last result (of an expression or a d/dx line)
   :vars  :funcs              list values and functions
   :latex  :text              switch the output format
   :ir EXPR                   Cranelift IR of the compiled value and gradient (EXPR or f)
@@ -118,6 +124,15 @@ impl At {
     }
 }
 
+/// The name of the last result.
+const ANS: &str = "ans";
+
+/// The `:` commands, for completion.
+const COMMANDS: &[&str] = &[":help", ":vars", ":funcs", ":latex", ":text", ":ir", ":time", ":clear", ":quit"];
+
+/// Words a line may use besides names and functions, for completion.
+const KEYWORDS: &[&str] = &["grad", "hessian", "let", "at", "wrt", "pi"];
+
 /// The error of a line whose result would grow the graph past its node budget.
 fn too_large(cx: &Cx<'_>, span: Span, what: &str, b: graph::OverBudget) -> Error {
     cx.err(span, b.message(what))
@@ -160,7 +175,9 @@ impl Session {
             Stmt::Expr(e) => {
                 let id = self.lower(&cx, *e)?;
                 self.check_at(&cx, &at, &[id])?;
-                self.finish(&cx, line.span, id, &at)
+                let (out, ans) = self.finish_with_answer(&cx, line.span, id, &at)?;
+                self.set_ans(ans);
+                Ok(out)
             }
             Stmt::Deriv { var, order, expr } => {
                 if *order > MAX_ORDER {
@@ -185,7 +202,9 @@ impl Session {
                     };
                     too_large(&cx, var.span, &what, b)
                 })?;
-                self.finish(&cx, line.span, d, &at)
+                let (out, ans) = self.finish_with_answer(&cx, line.span, d, &at)?;
+                self.set_ans(ans);
+                Ok(out)
             }
             Stmt::Grad { expr, wrt } | Stmt::Hessian { expr, wrt } => {
                 let hessian = matches!(line.stmt, Stmt::Hessian { .. });
@@ -427,6 +446,59 @@ impl Session {
             return Ok((self.evaluate(id, at)?.0, r));
         }
         Ok((graph::print(&self.g, r, self.style), r))
+    }
+
+    /// `ans` names `result` from now on (a named expression, inlined where it is used).
+    fn set_ans(&mut self, result: Id) {
+        // An `ans` the user gave a value is replaced; its value goes into the new one first.
+        let result = match (self.g.find_var(ANS), self.scalar(ANS)) {
+            (Some(v), Some(x)) => {
+                let n = self.g.num(x);
+                substitute(&mut self.g, result, &[(v, n)].into_iter().collect())
+            }
+            _ => result,
+        };
+        self.values.remove(ANS);
+        self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body: result });
+    }
+
+    /// Tab completion: where the word before `pos` in `line` starts, and what it could be,
+    /// sorted: the `:` commands for a word after a `:` that starts the line; otherwise the
+    /// built-in functions, constants and keywords, and the session's functions and values.
+    pub fn complete(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
+        let mut pos = pos.min(line.len());
+        while !line.is_char_boundary(pos) {
+            pos -= 1;
+        }
+        let before = &line[..pos];
+        let start = before
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| c.is_alphanumeric() || c == '_')
+            .last()
+            .map_or(pos, |(i, _)| i);
+        let word = &line[start..pos];
+        if before[..start].trim_start() == ":" {
+            let colon = before.find(':').unwrap_or(start);
+            let typed = &line[colon..pos];
+            let found = COMMANDS.iter().filter(|c| c.starts_with(typed)).map(|c| c.to_string()).collect();
+            return (colon, found);
+        }
+        if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+            return (pos, Vec::new());
+        }
+        let builtins =
+            graph::func::FUNCS.iter().map(|d| d.name).chain(graph::lower::BUILTINS.iter().copied());
+        let mut found: Vec<String> = builtins
+            .chain(KEYWORDS.iter().copied())
+            .map(str::to_owned)
+            .chain(self.functions.keys().cloned())
+            .chain(self.values.keys().cloned())
+            .filter(|n| n.starts_with(word))
+            .collect();
+        found.sort();
+        found.dedup();
+        (start, found)
     }
 
     /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,
@@ -813,5 +885,76 @@ mod budget {
         s.g.set_budget(s.g.len() + 50);
         let err = s.run(":ir f").expect_err(":ir f");
         assert!(err.to_string().contains("this gradient is too large"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod ans_and_completion {
+    use super::*;
+
+    /// Runs `lines` in one session; each must give the output beside it.
+    fn check(lines: &[(&str, &str)]) {
+        let mut s = Session::new();
+        for (line, want) in lines {
+            let got = s.run(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(&got, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn ans_is_the_last_result() {
+        check(&[("d/dx x^3", "3*x^2"), ("d/dx ans", "6*x"), ("ans at x = 2", "12"), ("ans + 1", "13")]);
+        check(&[("x^2 at x = 3", "9"), ("ans^2", "81"), ("a = 2", ""), ("ans*a", "162")]);
+        // Definitions and assignments do not change it; grad does not either.
+        check(&[
+            ("sin(x)", "sin(x)"),
+            ("f(y) = y^2", ""),
+            ("b = 5", ""),
+            ("grad x*y", "d/dx = y\nd/dy = x"),
+            ("ans", "sin(x)"),
+        ]);
+        // A tensor result: `ans` is its expression, computed again where used.
+        check(&[("w = [[1], [2]]", ""), ("w*2", "[[2], [4]]"), ("ans + 1", "[[3], [5]]")]);
+        // A user's own `ans` is replaced by the next result, its value carried into it.
+        check(&[("ans = 4", ""), ("ans*x", "ans*x"), ("ans at x = 1", "4"), ("ans", "4")]);
+        // Before any result, `ans` is an ordinary free name.
+        check(&[("ans + 1", "ans + 1")]);
+        let mut s = Session::new();
+        s.run("1/x").unwrap();
+        assert!(s.run("ans at x = 0").is_err());
+        assert_eq!(s.run("ans at x = 4").unwrap(), "0.25", "a failed line leaves ans");
+        s.run(":clear").unwrap();
+        assert_eq!(s.run("ans").unwrap(), "ans");
+    }
+
+    fn complete(s: &Session, line: &str) -> (usize, Vec<String>) {
+        s.complete(line, line.len())
+    }
+
+    #[test]
+    fn completion_offers_functions_names_and_commands() {
+        let mut s = Session::new();
+        let words = |v: &[&str]| v.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(complete(&s, "si"), (0, words(&["sigmoid", "sign", "sin", "sinh"])));
+        assert_eq!(complete(&s, "d/dx x*sof"), (7, words(&["softplus"])));
+        assert_eq!(complete(&s, "logs"), (0, words(&["logsoftmax", "logsumexp"])));
+        assert_eq!(complete(&s, "hes"), (0, words(&["hessian"])));
+        s.run("velocity(t) = 3*t").unwrap();
+        s.run("volume = 2").unwrap();
+        s.run("θ1 = 1").unwrap();
+        assert_eq!(complete(&s, "1 + v"), (4, words(&["velocity", "volume"])));
+        assert_eq!(complete(&s, "θ"), (0, words(&["θ1"])));
+        s.run("x^2").unwrap();
+        assert_eq!(complete(&s, "an"), (0, words(&["ans"])));
+        assert_eq!(complete(&s, ":"), (0, words(COMMANDS)));
+        assert_eq!(complete(&s, "  :cl"), (2, words(&[":clear"])));
+        assert_eq!(complete(&s, ":ir si"), (4, words(&["sigmoid", "sign", "sin", "sinh"])));
+        // Nothing to complete: after an operator, inside a number, an unknown prefix.
+        assert_eq!(complete(&s, "x + ").1, Vec::<String>::new());
+        assert_eq!(complete(&s, "12").1, Vec::<String>::new());
+        assert_eq!(complete(&s, "zzz").1, Vec::<String>::new());
+        // The cursor may be inside the line, even inside a multi-byte character.
+        assert_eq!(s.complete("co + x", 2), (0, words(&["cos", "cosh"])));
+        assert_eq!(s.complete("θ1", 1).1, Vec::<String>::new());
     }
 }

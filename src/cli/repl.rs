@@ -1,10 +1,18 @@
-//! The REPL front end: rustyline on a terminal, a line-by-line script reader otherwise.
-//! What a line means is [`symdiff::Session`]'s business; this file only moves text.
+//! The REPL front end: rustyline on a terminal (with tab completion), a line-by-line script
+//! reader otherwise. What a line means, and what a word could complete to, is
+//! [`symdiff::Session`]'s business; this file only moves text.
 
+use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::rc::Rc;
 
+use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use symdiff::{Error, Session};
 
 pub fn run() -> ExitCode {
@@ -69,24 +77,49 @@ fn script() -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
+/// Tab completion for the line editor: what the session offers (built-in functions, its own
+/// names, the `:` commands). It shares the session with the loop, which only changes it
+/// between lines.
+struct Completion(Rc<RefCell<Session>>);
+
+impl Completer for Completion {
+    type Candidate = String;
+
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(self.0.borrow().complete(line, pos))
+    }
+}
+
+impl Hinter for Completion {
+    type Hint = String;
+}
+
+impl Highlighter for Completion {}
+
+impl Validator for Completion {}
+
+impl Helper for Completion {}
+
 fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".symdiff_history"))
 }
 
 fn interactive() -> ExitCode {
-    let mut editor = match rustyline::DefaultEditor::new() {
+    let config = Config::builder().completion_type(CompletionType::List).build();
+    let mut editor: Editor<Completion, _> = match Editor::with_config(config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: cannot start the line editor: {e}");
             return script();
         }
     };
+    let session = Rc::new(RefCell::new(Session::new()));
+    editor.set_helper(Some(Completion(Rc::clone(&session))));
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h); // no history yet is fine
     }
-    println!("symdiff {}: type :help for help, Ctrl-D to quit", env!("CARGO_PKG_VERSION"));
-    let mut session = Session::new();
+    println!("symdiff {}: type :help for help, Tab to complete, Ctrl-D to quit", env!("CARGO_PKG_VERSION"));
     loop {
         match editor.readline("symdiff> ") {
             Ok(line) => {
@@ -96,7 +129,8 @@ fn interactive() -> ExitCode {
                 if is_quit(&line) {
                     break;
                 }
-                match session.run(&line) {
+                let result = session.borrow_mut().run(&line);
+                match result {
                     Ok(out) if out.is_empty() => {}
                     Ok(out) => println!("{out}"),
                     Err(e) => eprint!("{}", report(&e, "<repl>", 1)),
