@@ -58,9 +58,15 @@ impl fmt::Debug for Expr {
     }
 }
 
-/// Derivatives are the `diff` stage's; lowering calls back here for `diff(e, x, n)`.
-pub(crate) fn derive(g: &mut Graph, e: Id, var: Id, order: u32) -> Id {
-    diff::nth_derivative(g, e, var, order)
+/// Derivatives are the `diff` stage's; lowering calls back here for each order of
+/// `diff(e, x, n)`, within the node budget.
+pub(crate) fn derive(g: &mut Graph, e: Id, var: Id) -> Result<Id, graph::OverBudget> {
+    diff::forward::try_derivative(g, e, var)
+}
+
+/// The library's error for a derivative, gradient or Hessian over the node budget.
+fn too_large(what: &str, b: graph::OverBudget) -> Error {
+    Error::Invalid(b.message(what))
 }
 
 impl Expr {
@@ -81,8 +87,20 @@ impl Expr {
         let (ast, root) = syntax::parse_formula(src)?;
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
-        let id = scope.lower(&mut self.graph(), root)?;
+        let id = self.transaction(|g| Ok(scope.lower(g, root)?))?;
         Ok(self.derived(id))
+    }
+
+    /// `f` on the graph, under its lock; if it fails, the nodes it built are forgotten (no
+    /// other expression can hold them: the lock was held throughout).
+    fn transaction<T>(&self, f: impl FnOnce(&mut Graph) -> Result<T>) -> Result<T> {
+        let mut g = self.graph();
+        let mark = g.mark();
+        let r = f(&mut g);
+        if r.is_err() {
+            g.rollback(mark);
+        }
+        r
     }
 
     pub(crate) fn graph(&self) -> MutexGuard<'_, Graph> {
@@ -105,11 +123,15 @@ impl Expr {
     }
 
     /// The simplified derivative with respect to `var` (0 if `var` does not occur).
+    ///
+    /// There is no size limit here: derivatives can grow exponentially with the order (the
+    /// 20th derivative of `x^x` has millions of nodes). For expressions that come from users,
+    /// [`try_diff`](Self::try_diff) stops at the node budget instead.
     pub fn diff(&self, var: &str) -> Expr {
         self.nth_diff(var, 1)
     }
 
-    /// The `n`-th derivative with respect to `var`.
+    /// The `n`-th derivative with respect to `var` (no size limit; see [`diff`](Self::diff)).
     pub fn nth_diff(&self, var: &str, n: u32) -> Expr {
         let id = {
             let mut g = self.graph();
@@ -119,9 +141,34 @@ impl Expr {
         self.derived(id)
     }
 
+    /// [`diff`](Self::diff), or an error if it would grow the expression's graph past the
+    /// node budget ([`NODE_BUDGET`](crate::NODE_BUDGET) nodes), the limit every route from
+    /// user input keeps to.
+    pub fn try_diff(&self, var: &str) -> Result<Expr> {
+        self.try_nth_diff(var, 1)
+    }
+
+    /// [`nth_diff`](Self::nth_diff) within the node budget (see [`try_diff`](Self::try_diff)).
+    pub fn try_nth_diff(&self, var: &str, n: u32) -> Result<Expr> {
+        let id = self.transaction(|g| {
+            let v = g.var(var);
+            diff::forward::try_nth_derivative(g, self.id, v, n).map_err(|b| {
+                too_large(
+                    &if n == 1 {
+                        "the derivative".to_owned()
+                    } else {
+                        format!("the derivative of order {n}")
+                    },
+                    b,
+                )
+            })
+        })?;
+        Ok(self.derived(id))
+    }
+
     /// The partial derivatives with respect to `vars`, in that order, built by reverse mode
     /// (one backward sweep for all of them; each printed partial equals `diff`'s value, though
-    /// not always its printed form).
+    /// not always its printed form). No size limit; see [`try_gradient`](Self::try_gradient).
     pub fn gradient(&self, vars: &[&str]) -> Vec<Expr> {
         let ids = {
             let mut g = self.graph();
@@ -131,7 +178,17 @@ impl Expr {
         ids.into_iter().map(|id| self.derived(id)).collect()
     }
 
-    /// The Hessian matrix with respect to `vars`.
+    /// [`gradient`](Self::gradient) within the node budget (see [`try_diff`](Self::try_diff)).
+    pub fn try_gradient(&self, vars: &[&str]) -> Result<Vec<Expr>> {
+        let ids = self.transaction(|g| {
+            let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+            diff::reverse::try_gradient(g, self.id, &vs).map_err(|b| too_large("the gradient", b))
+        })?;
+        Ok(ids.into_iter().map(|id| self.derived(id)).collect())
+    }
+
+    /// The Hessian matrix with respect to `vars`. No size limit; see
+    /// [`try_hessian`](Self::try_hessian).
     pub fn hessian(&self, vars: &[&str]) -> Vec<Vec<Expr>> {
         let rows = {
             let mut g = self.graph();
@@ -139,6 +196,15 @@ impl Expr {
             diff::hessian(&mut g, self.id, &vs)
         };
         rows.into_iter().map(|r| r.into_iter().map(|id| self.derived(id)).collect()).collect()
+    }
+
+    /// [`hessian`](Self::hessian) within the node budget (see [`try_diff`](Self::try_diff)).
+    pub fn try_hessian(&self, vars: &[&str]) -> Result<Vec<Vec<Expr>>> {
+        let rows = self.transaction(|g| {
+            let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
+            diff::forward::try_hessian(g, self.id, &vs).map_err(|b| too_large("the Hessian", b))
+        })?;
+        Ok(rows.into_iter().map(|r| r.into_iter().map(|id| self.derived(id)).collect()).collect())
     }
 
     /// `self` with `value` in place of every occurrence of the variable `var` (composition).
@@ -173,8 +239,31 @@ impl Expr {
     /// (`log(-1)`, `1/0`, overflow) are errors, never a silent NaN or infinity.
     pub fn eval(&self, point: &[(&str, f64)]) -> Result<f64> {
         let g = self.graph();
-        let lookup = |name: &str| point.iter().find(|(n, _)| *n == name).map(|&(_, v)| v);
+        // A scan for a few variables; an index for many, so that 100,000 cost linear time.
+        let index: HashMap<&str, f64> =
+            if point.len() > 16 { point.iter().map(|&(n, v)| (n, v)).collect() } else { HashMap::new() };
+        let lookup = |name: &str| {
+            if point.len() > 16 {
+                index.get(name).copied()
+            } else {
+                point.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+            }
+        };
         Ok(graph::eval(&g, &[self.id], &lookup)?[0])
+    }
+
+    /// The values of all of `exprs` at one point, in one pass over their nodes (a gradient's
+    /// partials share most of theirs: evaluating them one by one would walk the shared part
+    /// once per partial). Errors as [`eval`](Self::eval).
+    pub fn eval_all(exprs: &[Expr], point: &[(&str, f64)]) -> Result<Vec<f64>> {
+        let Some(first) = exprs.first() else { return Ok(Vec::new()) };
+        if !exprs.iter().all(|e| e.shares_graph(first)) {
+            return exprs.iter().map(|e| e.eval(point)).collect();
+        }
+        let g = first.graph();
+        let index: HashMap<&str, f64> = point.iter().map(|&(n, v)| (n, v)).collect();
+        let roots: Vec<Id> = exprs.iter().map(|e| e.id).collect();
+        Ok(graph::eval(&g, &roots, &|name| index.get(name).copied())?)
     }
 
     /// The variables the expression depends on, sorted by name.
@@ -213,6 +302,8 @@ pub(crate) fn variables(g: &Graph, roots: &[Id]) -> Vec<String> {
 pub struct Point {
     source: String,
     entries: Vec<(String, crate::syntax::Span, f64)>,
+    /// The position of each name in `entries`.
+    index: HashMap<String, usize>,
 }
 
 impl Point {
@@ -223,8 +314,9 @@ impl Point {
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
         for b in &bindings {
-            if entries.iter().any(|e| e.0 == b.name.text) {
+            if index.insert(b.name.text.clone(), entries.len()).is_some() {
                 return Err(Diagnostic::new(
                     src,
                     b.name.span,
@@ -244,7 +336,7 @@ impl Point {
             let value = graph::eval(&g, &[id], &|_| None)?[0];
             entries.push((b.name.text.clone(), b.name.span, value));
         }
-        Ok(Point { source: src.to_owned(), entries })
+        Ok(Point { source: src.to_owned(), entries, index })
     }
 
     /// `(name, value)` pairs in the order written.
@@ -254,13 +346,14 @@ impl Point {
 
     /// The value of `name`, if given.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.entries.iter().find(|e| e.0 == name).map(|e| e.2)
+        self.index.get(name).map(|&k| self.entries[k].2)
     }
 
     /// Errors (with a caret into the point's text) for a name not among `vars`.
     pub fn check_names(&self, vars: &[String]) -> Result<()> {
+        let known: hashbrown::HashSet<&str> = vars.iter().map(String::as_str).collect();
         for (name, span, _) in &self.entries {
-            if !vars.contains(name) {
+            if !known.contains(name.as_str()) {
                 let mut d = Diagnostic::new(
                     &self.source,
                     *span,
@@ -286,5 +379,46 @@ impl Point {
             "no value for {list}; give every variable a value with --at, as in --at {}=1",
             missing[0]
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallible derivatives stop at the node budget and leave the graph as it was; the
+    /// infallible ones have no limit.
+    #[test]
+    fn try_derivatives_keep_to_the_node_budget() {
+        let f = Expr::parse("diff(x^y*y^x, x, 4)").unwrap();
+        let before = f.graph().len();
+        f.graph().set_budget(before + 50);
+        for err in [
+            f.try_nth_diff("x", 3).map(|_| ()),
+            f.try_diff("y").map(|_| ()),
+            f.try_gradient(&["x", "y"]).map(|_| ()),
+            f.try_hessian(&["x", "y"]).map(|_| ()),
+            crate::compile_gradient(&f, &["x", "y"]).map(|_| ()),
+            crate::export_c(&f, &["x", "y"], "f").map(|_| ()),
+        ] {
+            let err = err.expect_err("over the budget");
+            assert!(err.to_string().contains("nodes (the limit)"), "{err}");
+            let after = f.graph().len();
+            assert_eq!(after, before, "{err}: the failed call's nodes are forgotten");
+        }
+        let _ = f.nth_diff("x", 3);
+        let grown = f.graph().len();
+        assert!(grown > before + 50, "nth_diff itself has no limit");
+        let g = Expr::parse("x*y").unwrap();
+        assert_eq!(g.try_diff("x").unwrap().to_string(), "y");
+        assert_eq!(g.try_gradient(&["x", "y"]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn eval_all_evaluates_in_one_pass() {
+        let f = Expr::parse("x^2*y").unwrap();
+        let grad = f.gradient(&["x", "y"]);
+        assert_eq!(Expr::eval_all(&grad, &[("x", 3.0), ("y", 2.0)]).unwrap(), [12.0, 9.0]);
+        assert!(Expr::eval_all(&grad, &[("x", 3.0)]).is_err());
     }
 }

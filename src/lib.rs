@@ -37,7 +37,7 @@ pub use compiled::{
 };
 pub use expr::{Error, Expr, Point, Result};
 pub use graph::simplify::{RULES, Rule};
-pub use graph::{EvalError, EvalErrorKind};
+pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};
 pub use jit::{CompileOptions, CompileStats, set_threads, threads};
 pub use session::{HELP, Session};
 pub use syntax::{Diagnostic, Span};

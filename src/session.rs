@@ -15,8 +15,17 @@
 //! ```
 //!
 //! Results are printed symbolically; when every variable of a result has a value (from `at`
-//! or from an assignment), its value is printed instead. The result of the last expression or
-//! derivative line is `ans` ([`ANS`]), usable in the next line (`d/dx ans`).
+//! or from an assignment), its value is printed instead. `ans` names the last result of an
+//! expression or `d/dx` line (its value, or the expression as printed), as in MATLAB, Octave
+//! and Julia: `d/dx ans` differentiates it again.
+//!
+//! Every line builds into the session's one graph, so every route that adds nodes (lowering,
+//! `d/dx`, `grad`, `hessian`, `:ir`) keeps within the graph's node budget
+//! (`graph::NODE_BUDGET`): no sequence of lines can grow it until memory runs out. Past the
+//! budget a line fails, pointing at what grew it; `:clear` starts a new graph.
+//!
+//! [`Session::complete`] is the REPL's tab completion: built-in functions, the session's
+//! names and the `:` commands.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,7 +36,7 @@ use ndarray::ArrayD;
 use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
 use crate::graph::lower::MAX_ORDER;
-use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute};
+use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute, try_substitute};
 use crate::jit::{self, CompileOptions, CompiledFunction};
 use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
@@ -43,7 +52,7 @@ What a line can be:
   a = 3   let a = 3          give a name a value (w = [[1], [2]] a tensor);
                              with variables, `a = EXPR` names the expression
   ... at x = 4, y = 2        evaluate any of the above at a point
-  ans                        the last result (of an expression or derivative line)
+  ans                        the last result (of an expression or a d/dx line)
   :vars  :funcs              list values and functions
   :latex  :text              switch the output format
   :ir EXPR                   Cranelift IR of the compiled value and gradient (EXPR or f)
@@ -51,17 +60,7 @@ What a line can be:
   :clear                     forget all definitions and values
   :help  :quit               this text; leave (or Ctrl-D)
 Functions: exp log sqrt sin cos tan asin acos atan sinh cosh tanh abs sigmoid softplus relu
-           step sign pow(a, b); constants pi, e. `^` and `**` are powers; -x^2 is -(x^2).
-Tab completes functions, defined names and :commands.";
-
-/// The name of the last result (as in Octave, MATLAB and Julia): `d/dx x^3` then `d/dx ans`.
-pub const ANS: &str = "ans";
-
-/// Words of a line that are not functions: constants and statement keywords.
-const KEYWORDS: &[&str] = &["pi", "e", "grad", "hessian", "wrt", "at", "let"];
-
-/// The REPL's commands, as typed.
-const COMMANDS: &[&str] = &[":help", ":vars", ":funcs", ":latex", ":text", ":ir", ":time", ":clear", ":quit"];
+           step sign pow(a, b); constants pi, e. `^` and `**` are powers; -x^2 is -(x^2).";
 
 /// An interactive session: definitions and values persist from line to line.
 #[derive(Default)]
@@ -107,6 +106,42 @@ struct AtValue {
     value: f64,
 }
 
+/// The values of one line's `at`, in the order written, with an index by name (a line may
+/// bind 100,000 variables).
+#[derive(Default)]
+struct At {
+    values: Vec<AtValue>,
+    index: HashMap<String, usize>,
+}
+
+impl At {
+    fn get(&self, name: &str) -> Option<f64> {
+        self.index.get(name).map(|&k| self.values[k].value)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+}
+
+/// The name of the last result.
+const ANS: &str = "ans";
+
+/// The `:` commands, for completion.
+const COMMANDS: &[&str] = &[":help", ":vars", ":funcs", ":latex", ":text", ":ir", ":time", ":clear", ":quit"];
+
+/// Words a line may use besides names and functions, for completion.
+const KEYWORDS: &[&str] = &["grad", "hessian", "let", "at", "wrt", "pi"];
+
+/// The error of a line whose result would grow the graph past its node budget.
+fn too_large(cx: &Cx<'_>, span: Span, what: &str, b: graph::OverBudget) -> Error {
+    cx.err(span, b.message(what))
+        .with_help(
+            "ask for less (a lower order, fewer variables, a simpler expression); :clear starts a new graph",
+        )
+        .into()
+}
+
 impl Session {
     /// A session with no definitions.
     pub fn new() -> Session {
@@ -114,8 +149,18 @@ impl Session {
     }
 
     /// Runs one line and returns what to print (possibly nothing). Errors leave the session
-    /// as it was.
+    /// as it was, its graph included: the nodes a failed line built are forgotten, so a line
+    /// stopped at the node budget does not leave the budget spent.
     pub fn run(&mut self, src: &str) -> Result<String> {
+        let mark = self.g.mark();
+        let r = self.run_line(src);
+        if r.is_err() {
+            self.g.rollback(mark);
+        }
+        r
+    }
+
+    fn run_line(&mut self, src: &str) -> Result<String> {
         let trimmed = src.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             return Ok(String::new());
@@ -130,7 +175,9 @@ impl Session {
             Stmt::Expr(e) => {
                 let id = self.lower(&cx, *e)?;
                 self.check_at(&cx, &at, &[id])?;
-                self.finish_ans(id, &at)
+                let (out, ans) = self.finish_with_answer(&cx, line.span, id, &at)?;
+                self.set_ans(ans);
+                Ok(out)
             }
             Stmt::Deriv { var, order, expr } => {
                 if *order > MAX_ORDER {
@@ -147,8 +194,17 @@ impl Session {
                         .into());
                 }
                 let v = self.g.var(&var.text);
-                let d = diff::nth_derivative(&mut self.g, id, v, *order);
-                self.finish_ans(d, &at)
+                let d = diff::forward::try_nth_derivative(&mut self.g, id, v, *order).map_err(|b| {
+                    let what = if *order == 1 {
+                        "this derivative".to_owned()
+                    } else {
+                        format!("the derivative of order {order}")
+                    };
+                    too_large(&cx, var.span, &what, b)
+                })?;
+                let (out, ans) = self.finish_with_answer(&cx, line.span, d, &at)?;
+                self.set_ans(ans);
+                Ok(out)
             }
             Stmt::Grad { expr, wrt } | Stmt::Hessian { expr, wrt } => {
                 let hessian = matches!(line.stmt, Stmt::Hessian { .. });
@@ -167,7 +223,8 @@ impl Session {
                     return Err(cx.err(line.span, "`hessian` works on scalar expressions of scalars").into());
                 }
                 if hessian {
-                    let h = diff::hessian(&mut self.g, body, &var_ids);
+                    let h = diff::forward::try_hessian(&mut self.g, body, &var_ids)
+                        .map_err(|b| too_large(&cx, line.span, "this Hessian", b))?;
                     for i in 0..vars.len() {
                         for j in i..vars.len() {
                             let den = if i == j {
@@ -175,19 +232,23 @@ impl Session {
                             } else {
                                 format!("d{}d{}", vars[i], vars[j])
                             };
-                            out.push(format!("d2{label}/{den} = {}", self.finish(h[i][j], &at)?));
+                            out.push(format!(
+                                "d2{label}/{den} = {}",
+                                self.finish(&cx, line.span, h[i][j], &at)?
+                            ));
                         }
                     }
                 } else {
                     // Forward mode prints the textbook forms for scalar formulas; reverse mode
                     // handles tensors.
                     let grad = if tensors {
-                        diff::reverse::gradient(&mut self.g, body, &var_ids)
+                        diff::reverse::try_gradient(&mut self.g, body, &var_ids)
                     } else {
-                        diff::gradient(&mut self.g, body, &var_ids)
+                        diff::forward::try_gradient(&mut self.g, body, &var_ids)
                     };
+                    let grad = grad.map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
                     for (v, d) in vars.iter().zip(grad) {
-                        out.push(format!("d{label}/d{v} = {}", self.finish(d, &at)?));
+                        out.push(format!("d{label}/d{v} = {}", self.finish(&cx, line.span, d, &at)?));
                     }
                 }
                 Ok(out.join("\n"))
@@ -259,15 +320,16 @@ impl Session {
         Ok(r?)
     }
 
-    fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<Vec<AtValue>> {
-        let mut out: Vec<AtValue> = Vec::new();
+    fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<At> {
+        let mut out = At::default();
         for b in at {
-            if out.iter().any(|o| o.name == b.name.text) {
+            if out.contains(&b.name.text) {
                 return Err(cx.err(b.name.span, format!("`{}` is given a value twice", b.name.text)).into());
             }
             let id = self.lower(cx, b.value)?;
             let value = self.value_of(cx, id, cx.ast.span(b.value))?;
-            out.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
+            out.index.insert(b.name.text.clone(), out.values.len());
+            out.values.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
         }
         Ok(out)
     }
@@ -302,19 +364,19 @@ impl Session {
         self.g.reachable(&[id]).iter().any(|&n| !self.g.is_scalar(n))
     }
 
-    /// Evaluates `id` with every variable bound (by `at` or by a value).
-    fn evaluate(&self, id: Id, at: &[AtValue]) -> Result<String> {
+    /// Evaluates `id` with every variable bound (by `at` or by a value): what to print, and
+    /// the number for `ans` (none for a tensor).
+    fn evaluate(&self, id: Id, at: &At) -> Result<(String, Option<f64>)> {
         if !self.has_tensors(id) {
-            let lookup =
-                |n: &str| at.iter().find(|a| a.name == n).map(|a| a.value).or_else(|| self.scalar(n));
+            let lookup = |n: &str| at.get(n).or_else(|| self.scalar(n));
             let v = graph::eval(&self.g, &[id], &lookup)?[0];
-            return Ok(graph::print::decimal(v));
+            return Ok((graph::print::decimal(v), Some(v)));
         }
         let mut inputs: HashMap<Id, ArrayD<f64>> = HashMap::new();
         for name in variables(&self.g, &[id]) {
             let Some(v) = self.g.find_var(&name) else { continue };
-            let value = match (at.iter().find(|a| a.name == name), self.values.get(&name)) {
-                (Some(a), _) => ArrayD::from_elem(ndarray::IxDyn(&[]), a.value),
+            let value = match (at.get(&name), self.values.get(&name)) {
+                (Some(a), _) => ArrayD::from_elem(ndarray::IxDyn(&[]), a),
                 (None, Some(Value::Scalar(x))) => ArrayD::from_elem(ndarray::IxDyn(&[]), *x),
                 (None, Some(Value::Tensor(t))) => t.clone(),
                 (None, None) => continue,
@@ -328,15 +390,16 @@ impl Session {
                 "the result has a non-finite element ({bad}); evaluate its parts to find where it comes from"
             )));
         }
-        Ok(show_tensor(t))
+        Ok((show_tensor(t), None))
     }
 
     /// Every `at` name must occur in what it applies to (a misspelt name would be silently
     /// ignored otherwise).
-    fn check_at(&self, cx: &Cx<'_>, at: &[AtValue], roots: &[Id]) -> Result<()> {
+    fn check_at(&self, cx: &Cx<'_>, at: &At, roots: &[Id]) -> Result<()> {
         let vars = variables(&self.g, roots);
-        for a in at {
-            if !vars.contains(&a.name) {
+        let present: hashbrown::HashSet<&str> = vars.iter().map(String::as_str).collect();
+        for a in &at.values {
+            if !present.contains(a.name.as_str()) {
                 let mut d = cx.err(a.span, format!("`{}` does not occur in the expression", a.name));
                 if let Some(s) = graph::lower::suggest(&a.name, vars.iter().cloned()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
@@ -349,63 +412,93 @@ impl Session {
 
     /// Substitutes `at` values, then prints the value if every variable has one, or the
     /// expression otherwise.
-    fn finish(&mut self, id: Id, at: &[AtValue]) -> Result<String> {
-        let map: HashMap<Id, Id> = at
-            .iter()
-            .filter_map(|a| self.g.find_var(&a.name).map(|v| (v, a.value)))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|(v, x)| (v, self.g.num(x)))
-            .collect();
+    fn finish(&mut self, cx: &Cx<'_>, span: Span, id: Id, at: &At) -> Result<String> {
+        Ok(self.finish_with_answer(cx, span, id, at)?.0)
+    }
+
+    /// [`finish`](Self::finish), also returning what `ans` becomes: the value as a number
+    /// node, or the expression as printed.
+    fn finish_with_answer(&mut self, cx: &Cx<'_>, span: Span, id: Id, at: &At) -> Result<(String, Id)> {
         // Evaluate before substituting: numbers folded into the expression could lose the
         // position of a domain error, and evaluation is exact either way.
         let vars = variables(&self.g, &[id]);
-        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.iter().any(|a| &a.name == v));
-        if all_bound {
-            return self.evaluate(id, at);
+        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.contains(v));
+        if all_bound && !self.has_tensors(id) {
+            let (out, value) = self.evaluate(id, at)?;
+            let n = self.g.num(value.unwrap_or(0.0));
+            return Ok((out, n));
         }
-        let r = substitute(&mut self.g, id, &map);
-        Ok(graph::print(&self.g, r, self.style))
-    }
-
-    /// [`Session::finish`], and the result becomes [`ANS`]: the number that was printed, when
-    /// the line printed a number (so later changes of values do not change it), else the
-    /// printed expression, with the line's `at` values put in. A line that fails leaves `ans`
-    /// as it was.
-    fn finish_ans(&mut self, id: Id, at: &[AtValue]) -> Result<String> {
-        let out = self.finish(id, at)?;
         let map: HashMap<Id, Id> = at
+            .values
             .iter()
             .filter_map(|a| self.g.find_var(&a.name).map(|v| (v, a.value)))
             .collect::<Vec<_>>()
             .into_iter()
             .map(|(v, x)| (v, self.g.num(x)))
             .collect();
-        let r = substitute(&mut self.g, id, &map);
-        let unbound = variables(&self.g, &[r]).iter().any(|v| !self.values.contains_key(v));
-        let body = if !unbound && !self.has_tensors(r) {
-            let lookup = |n: &str| self.scalar(n);
-            let v = graph::eval(&self.g, &[r], &lookup)?[0];
-            self.g.num(v)
+        let r = if map.is_empty() {
+            id
         } else {
-            r
+            try_substitute(&mut self.g, id, &map).map_err(|b| too_large(cx, span, "this result", b))?
         };
-        self.values.remove(ANS);
-        self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body });
-        Ok(out)
+        if all_bound {
+            // A tensor: `ans` is the expression (its value is computed again where used).
+            return Ok((self.evaluate(id, at)?.0, r));
+        }
+        Ok((graph::print(&self.g, r, self.style), r))
     }
 
-    /// Every word the REPL can complete: built-in functions and constants, the line keywords,
-    /// the `:commands`, and the names defined in this session (values, functions, `ans`).
-    pub fn completion_words(&self) -> Vec<String> {
+    /// `ans` names `result` from now on (a named expression, inlined where it is used).
+    fn set_ans(&mut self, result: Id) {
+        // An `ans` the user gave a value is replaced; its value goes into the new one first.
+        let result = match (self.g.find_var(ANS), self.scalar(ANS)) {
+            (Some(v), Some(x)) => {
+                let n = self.g.num(x);
+                substitute(&mut self.g, result, &[(v, n)].into_iter().collect())
+            }
+            _ => result,
+        };
+        self.values.remove(ANS);
+        self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body: result });
+    }
+
+    /// Tab completion: where the word before `pos` in `line` starts, and what it could be,
+    /// sorted: the `:` commands for a word after a `:` that starts the line; otherwise the
+    /// built-in functions, constants and keywords, and the session's functions and values.
+    pub fn complete(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
+        let mut pos = pos.min(line.len());
+        while !line.is_char_boundary(pos) {
+            pos -= 1;
+        }
+        let before = &line[..pos];
+        let start = before
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| c.is_alphanumeric() || c == '_')
+            .last()
+            .map_or(pos, |(i, _)| i);
+        let word = &line[start..pos];
+        if before[..start].trim_start() == ":" {
+            let colon = before.find(':').unwrap_or(start);
+            let typed = &line[colon..pos];
+            let found = COMMANDS.iter().filter(|c| c.starts_with(typed)).map(|c| c.to_string()).collect();
+            return (colon, found);
+        }
+        if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+            return (pos, Vec::new());
+        }
         let builtins =
             graph::func::FUNCS.iter().map(|d| d.name).chain(graph::lower::BUILTINS.iter().copied());
-        let fixed = builtins.chain(KEYWORDS.iter().copied()).chain(COMMANDS.iter().copied());
-        let defined = self.values.keys().chain(self.functions.keys()).map(String::as_str);
-        let mut words: Vec<String> = fixed.chain(defined).map(str::to_owned).collect();
-        words.sort();
-        words.dedup();
-        words
+        let mut found: Vec<String> = builtins
+            .chain(KEYWORDS.iter().copied())
+            .map(str::to_owned)
+            .chain(self.functions.keys().cloned())
+            .chain(self.values.keys().cloned())
+            .filter(|n| n.starts_with(word))
+            .collect();
+        found.sort();
+        found.dedup();
+        (start, found)
     }
 
     /// What `grad`/`hessian` differentiate: a defined function (by name) or an expression,
@@ -427,12 +520,14 @@ impl Session {
             return Ok((label, body, default_vars));
         }
         let present = variables(&self.g, &[body]);
+        let present: hashbrown::HashSet<&str> = present.iter().map(String::as_str).collect();
+        let mut listed: hashbrown::HashSet<&str> = hashbrown::HashSet::new();
         let mut vars = Vec::new();
         for w in wrt {
-            if !present.contains(&w.text) {
+            if !present.contains(w.text.as_str()) {
                 return Err(cx.err(w.span, format!("`{}` does not occur in the expression", w.text)).into());
             }
-            if vars.contains(&w.text) {
+            if !listed.insert(w.text.as_str()) {
                 return Err(cx.err(w.span, format!("`{}` is listed twice", w.text)).into());
             }
             vars.push(w.text.clone());
@@ -504,7 +599,7 @@ impl Session {
         ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &[AtValue]) -> Result<String> {
+    fn assign(&mut self, cx: &Cx<'_>, name: &str, span: Span, rhs: AstId, at: &At) -> Result<String> {
         check_definable(cx, name, span)?;
         if matches!(cx.ast.node(rhs).kind, AstKind::List(_)) {
             let t = self.literal(cx, rhs)?;
@@ -572,11 +667,7 @@ impl Session {
 
 impl Session {
     /// Parses `EXPR [at ...]` (after `:ir` or `:time`) and compiles its value and gradient.
-    fn compile_line(
-        &mut self,
-        src: &str,
-        keep_ir: bool,
-    ) -> Result<(CompiledFunction, Vec<String>, Vec<AtValue>, Id)> {
+    fn compile_line(&mut self, src: &str, keep_ir: bool) -> Result<(CompiledFunction, Vec<String>, At, Id)> {
         if src.is_empty() {
             return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
         }
@@ -591,7 +682,8 @@ impl Session {
             return Err(cx.err(line.span, "`:ir` and `:time` compile scalar functions").into());
         }
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let grad = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let grad = diff::reverse::try_gradient(&mut self.g, body, &var_ids)
+            .map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
         let code = jit::compile(&self.g, &var_ids, &[&[body], &grad], &CompileOptions { keep_ir })?;
         Ok((code, vars, at, body))
     }
@@ -615,7 +707,7 @@ impl Session {
         let compile = t.elapsed();
         let x: Vec<f64> = vars
             .iter()
-            .map(|v| at.iter().find(|a| &a.name == v).map(|a| a.value).or_else(|| self.scalar(v)))
+            .map(|v| at.get(v).or_else(|| self.scalar(v)))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| {
                 Error::Invalid(format!("give every variable a value: `:time {src} at {} = ...`", vars[0]))
@@ -641,10 +733,11 @@ impl Session {
             code.call2(std::hint::black_box(&x), &mut value, &mut grad);
         });
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let grads = diff::reverse::gradient(&mut self.g, body, &var_ids);
+        let grads = diff::reverse::gradient(&mut self.g, body, &var_ids); // built by compile_line
         let mut roots = vec![body];
         roots.extend(grads);
-        let lookup = |n: &str| vars.iter().position(|v| v == n).map(|k| x[k]);
+        let position: HashMap<&str, usize> = vars.iter().enumerate().map(|(k, v)| (v.as_str(), k)).collect();
+        let lookup = |n: &str| position.get(n).map(|&k| x[k]);
         graph::eval(&self.g, &roots, &lookup)?;
         let interpreted = per_call(&mut || {
             let _ = std::hint::black_box(graph::eval(&self.g, &roots, &lookup));
@@ -677,5 +770,191 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.src, span, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `lines` in one session and returns the last line's output.
+    fn run(lines: &[&str]) -> String {
+        let mut s = Session::new();
+        let mut out = String::new();
+        for line in lines {
+            out = s.run(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        out
+    }
+
+    #[test]
+    fn derivatives_with_respect_to_any_name() {
+        assert_eq!(run(&["d/dθ sin(θ)^2"]), run(&["d/dx sin(x)^2"]).replace('x', "θ"));
+        assert_eq!(run(&["d^2/dθ^2 θ^3 at θ = 2"]), "12");
+        assert_eq!(run(&["d/dx_1 x_1^2 at x_1 = 3"]), "6");
+    }
+}
+
+#[cfg(test)]
+mod budget {
+    //! Every route by which a REPL line builds nodes stops at the graph's node budget, with a
+    //! positioned error, and leaves the session (its graph included) as it was. The budgets
+    //! here are small so that the tests are quick; `tests/bad_inputs.rs` hits the real one.
+
+    use super::*;
+
+    /// Runs `setup`, then gives the graph `room` more nodes of budget and runs `line`, which
+    /// must fail at the written `at` (the text under the caret) naming `what`.
+    fn check(setup: &[&str], room: usize, line: &str, what: &str, at: &str) {
+        let mut s = Session::new();
+        for l in setup {
+            s.run(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        s.g.set_budget(s.g.len() + room);
+        let before = s.g.len();
+        let err = s.run(line).expect_err(line);
+        let Error::Parse(d) = &err else { panic!("{line}: not positioned: {err}") };
+        assert!(d.message.contains(what), "{line}: `{}` lacks `{what}`", d.message);
+        assert!(d.message.contains("nodes (the limit)"), "{line}: `{}` names no limit", d.message);
+        assert_eq!(&line[d.span.start..d.span.end], at, "{line}: the caret");
+        assert_eq!(s.g.len(), before, "{line}: the failed line's nodes are forgotten");
+        assert_eq!(s.run("1 + 1").unwrap(), "2", "{line}: the session goes on");
+    }
+
+    #[test]
+    fn nested_diff_in_a_formula() {
+        let mut nested = "x^x".to_owned();
+        for _ in 0..30 {
+            nested = format!("diff({nested}, x)");
+        }
+        check(&[], 20_000, &nested, "this derivative is too large", "diff");
+        check(&[], 20_000, "diff(x^x, x, 40)", "the derivative of order 40 is too large", "diff");
+    }
+
+    #[test]
+    fn derivative_operator() {
+        check(&[], 20_000, "d^40/dx^40 x^x", "the derivative of order 40 is too large", "d^40/dx^40");
+        check(&["f(x) = diff(x^x, x, 8)"], 200, "d/dx f(x)", "this derivative is too large", "d/dx");
+    }
+
+    #[test]
+    fn a_chain_of_definitions_each_differentiating_the_last() {
+        let mut s = Session::new();
+        s.g.set_budget(50_000);
+        s.run("f1(x) = diff(x^x, x)").unwrap();
+        let mut failed = None;
+        for i in 2..40 {
+            let before = s.g.len();
+            match s.run(&format!("f{i}(x) = diff(f{}(x), x)", i - 1)) {
+                Ok(_) => assert!(s.g.len() <= 50_000, "f{i}: {} nodes", s.g.len()),
+                Err(e) => {
+                    assert!(e.to_string().contains("nodes (the limit)"), "{e}");
+                    assert_eq!(s.g.len(), before);
+                    failed = Some(i);
+                    break;
+                }
+            }
+        }
+        assert!(failed.is_some(), "the chain stops at the budget");
+        assert_eq!(s.run("f2(1)").unwrap(), "2", "the functions defined before go on working");
+    }
+
+    #[test]
+    fn inlining_functions_that_double() {
+        let mut setup = vec!["f1(x) = x^2".to_owned()];
+        for i in 2..12 {
+            setup.push(format!("f{i}(x) = f{}(sin(x)) + f{}(cos(x))", i - 1, i - 1));
+        }
+        let setup: Vec<&str> = setup.iter().map(String::as_str).collect();
+        check(
+            &setup,
+            2_000,
+            "f12(x) = f11(sin(x)) + f11(cos(x))",
+            "this call of `f11` is too large",
+            "f11(sin(x))",
+        );
+    }
+
+    #[test]
+    fn grad_hessian_and_ir() {
+        let setup = ["f(x, y) = diff(x^y*y^x, x, 4)"];
+        check(&setup, 50, "grad f", "this gradient is too large", "grad f");
+        check(&setup, 50, "hessian f", "this Hessian is too large", "hessian f");
+        let mut s = Session::new();
+        s.run(setup[0]).unwrap();
+        s.g.set_budget(s.g.len() + 50);
+        let err = s.run(":ir f").expect_err(":ir f");
+        assert!(err.to_string().contains("this gradient is too large"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod ans_and_completion {
+    use super::*;
+
+    /// Runs `lines` in one session; each must give the output beside it.
+    fn check(lines: &[(&str, &str)]) {
+        let mut s = Session::new();
+        for (line, want) in lines {
+            let got = s.run(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(&got, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn ans_is_the_last_result() {
+        check(&[("d/dx x^3", "3*x^2"), ("d/dx ans", "6*x"), ("ans at x = 2", "12"), ("ans + 1", "13")]);
+        check(&[("x^2 at x = 3", "9"), ("ans^2", "81"), ("a = 2", ""), ("ans*a", "162")]);
+        // Definitions and assignments do not change it; grad does not either.
+        check(&[
+            ("sin(x)", "sin(x)"),
+            ("f(y) = y^2", ""),
+            ("b = 5", ""),
+            ("grad x*y", "d/dx = y\nd/dy = x"),
+            ("ans", "sin(x)"),
+        ]);
+        // A tensor result: `ans` is its expression, computed again where used.
+        check(&[("w = [[1], [2]]", ""), ("w*2", "[[2], [4]]"), ("ans + 1", "[[3], [5]]")]);
+        // A user's own `ans` is replaced by the next result, its value carried into it.
+        check(&[("ans = 4", ""), ("ans*x", "ans*x"), ("ans at x = 1", "4"), ("ans", "4")]);
+        // Before any result, `ans` is an ordinary free name.
+        check(&[("ans + 1", "ans + 1")]);
+        let mut s = Session::new();
+        s.run("1/x").unwrap();
+        assert!(s.run("ans at x = 0").is_err());
+        assert_eq!(s.run("ans at x = 4").unwrap(), "0.25", "a failed line leaves ans");
+        s.run(":clear").unwrap();
+        assert_eq!(s.run("ans").unwrap(), "ans");
+    }
+
+    fn complete(s: &Session, line: &str) -> (usize, Vec<String>) {
+        s.complete(line, line.len())
+    }
+
+    #[test]
+    fn completion_offers_functions_names_and_commands() {
+        let mut s = Session::new();
+        let words = |v: &[&str]| v.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(complete(&s, "si"), (0, words(&["sigmoid", "sign", "sin", "sinh"])));
+        assert_eq!(complete(&s, "d/dx x*sof"), (7, words(&["softplus"])));
+        assert_eq!(complete(&s, "logs"), (0, words(&["logsoftmax", "logsumexp"])));
+        assert_eq!(complete(&s, "hes"), (0, words(&["hessian"])));
+        s.run("velocity(t) = 3*t").unwrap();
+        s.run("volume = 2").unwrap();
+        s.run("θ1 = 1").unwrap();
+        assert_eq!(complete(&s, "1 + v"), (4, words(&["velocity", "volume"])));
+        assert_eq!(complete(&s, "θ"), (0, words(&["θ1"])));
+        s.run("x^2").unwrap();
+        assert_eq!(complete(&s, "an"), (0, words(&["ans"])));
+        assert_eq!(complete(&s, ":"), (0, words(COMMANDS)));
+        assert_eq!(complete(&s, "  :cl"), (2, words(&[":clear"])));
+        assert_eq!(complete(&s, ":ir si"), (4, words(&["sigmoid", "sign", "sin", "sinh"])));
+        // Nothing to complete: after an operator, inside a number, an unknown prefix.
+        assert_eq!(complete(&s, "x + ").1, Vec::<String>::new());
+        assert_eq!(complete(&s, "12").1, Vec::<String>::new());
+        assert_eq!(complete(&s, "zzz").1, Vec::<String>::new());
+        // The cursor may be inside the line, even inside a multi-byte character.
+        assert_eq!(s.complete("co + x", 2), (0, words(&["cos", "cosh"])));
+        assert_eq!(s.complete("θ1", 1).1, Vec::<String>::new());
     }
 }

@@ -81,6 +81,64 @@ const DOMAINS: &[(&str, &str, Expect)] = &[
     ("x",       "=1",       err("unexpected `=`", Some("--at:1:1"))),
 ];
 
+// Class: constant subexpressions without a value (issue 10, wrong answers). Each must stay an
+// error naming the undefined part, whatever identity (`0*u`, `u - u`, `u/u`) surrounds it.
+#[rustfmt::skip]
+const UNDEFINED_CONSTANTS: &[(&str, Expect)] = &[
+    ("0/0",                   err("division by zero in `1/0`", None)),
+    ("(1/0) - (1/0)",         err("division by zero in `1/0`", None)),
+    ("log(-1)/log(-1)",       err("domain error in `log(-1)`", None)),
+    ("0*log(-1)",             err("domain error in `log(-1)`", None)),
+    ("exp(1000) - exp(1000)", err("overflow: `exp(1000)` is too large for f64", None)),
+];
+
+#[test]
+fn undefined_constants() {
+    for (src, e) in UNDEFINED_CONSTANTS {
+        check(src, &["eval", src], b"", e);
+    }
+}
+
+// Class: the node budget (issue 10, aborts). Every route that builds nodes from input stops
+// at `symdiff::NODE_BUDGET` with an error at what grew the graph, naming the limit, instead
+// of growing until the allocator aborts; the REPL goes on with the graph as it was. (Each
+// case builds up to the budget, about 1 GB, for a few seconds.)
+#[test]
+fn node_budget() {
+    let limit = "nodes (the limit)";
+    let mut nested = "x^x".to_owned();
+    for _ in 0..25 {
+        nested = format!("diff({nested}, x)");
+    }
+    check("nested diff", &["diff", &nested], b"", &err(limit, Some("formula:1:")));
+    check(
+        "diff order 40",
+        &["eval", "diff(x^x, x, 40)", "--at", "x=1"],
+        b"",
+        &err(limit, Some("formula:1:1")),
+    );
+    check("d^40/dx^40", &["repl"], b"d^40/dx^40 x^x\n", &err(limit, Some("<stdin>:1:1")));
+    let mut chain = String::from("f1(x) = diff(x^x, x)\n");
+    let mut twice = String::from("g1(x) = x^2\n");
+    for i in 2..40 {
+        chain += &format!("f{i}(x) = diff(f{}(x), x)\n", i - 1);
+        twice += &format!("g{i}(x) = g{}(sin(x)) + g{}(cos(x))\n", i - 1, i - 1);
+    }
+    for (what, lines, message) in [
+        ("a chain of derivatives", chain + "f2(1)\n", "this derivative is too large"),
+        ("functions that call the last one twice", twice + "g3(1) + 1\n", "this call of `g"),
+    ] {
+        let (code, text) = run(&["repl"], lines.as_bytes());
+        assert!(!text.contains("panicked"), "{what}: panicked:\n{text}");
+        assert_eq!(code, 1, "{what}: exit code");
+        assert!(text.contains(message) && text.contains(limit), "{what}: no budget error in\n{text}");
+        assert!(
+            text.lines().any(|l| l.trim() == "2" || l.trim() == "3"),
+            "{what}: the session did not go on:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn formulas_and_domains() {
     for (src, e) in FORMULAS {

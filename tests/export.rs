@@ -1,5 +1,7 @@
 //! Exported C gradients, compiled with the system C compiler, agree with symdiff's compiled
-//! code to 4 ulp (the same operations in the same order; only libm could differ).
+//! code to 4 ulp (the same operations in the same order; only libm could differ); exported
+//! Rust and C compile (`rustc`, `cc`) also when the formula in their header comment prints
+//! on many lines.
 
 use std::process::Command;
 
@@ -86,4 +88,37 @@ fn exported_rust_has_the_right_shape() {
     assert!(code.contains("fn sd_softplus"), "{code}");
     assert!(export_c(&f, &["x", "y"], "not a name").is_err());
     assert!(export_c(&f, &["x"], "f").is_err(), "every variable must be listed");
+}
+
+/// A formula whose printed form has a `where` block (its tree is far larger than its DAG):
+/// the header comment holds every line of it, so the exported source still compiles.
+#[test]
+fn exported_source_compiles_when_the_formula_prints_with_a_where_block() {
+    let mut src = "x*y + 1".to_owned();
+    for _ in 0..11 {
+        src = format!("sin({src}) + cos({src})*x");
+    }
+    let f = Expr::parse(&src).unwrap();
+    assert!(f.to_string().contains("\nwhere\n"), "the test needs a formula with a where block");
+    let dir = std::env::temp_dir().join(format!("symdiff-export-where-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rust = dir.join("gradient.rs");
+    std::fs::write(&rust, export_rust(&f, &["x", "y"], "f").unwrap()).unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(rustc)
+        .args(["--edition", "2021", "--crate-type", "lib", "--emit", "metadata", "-o"])
+        .arg(dir.join("libgradient.rmeta"))
+        .arg(&rust)
+        .output()
+        .expect("rustc is needed for this test");
+    assert!(out.status.success(), "rustc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let c = dir.join("gradient.c");
+    std::fs::write(&c, export_c(&f, &["x", "y"], "f").unwrap()).unwrap();
+    let out = Command::new("cc")
+        .args(["-std=c99", "-fsyntax-only"])
+        .arg(&c)
+        .output()
+        .expect("a C compiler (cc) is needed for this test");
+    assert!(out.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }

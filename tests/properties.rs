@@ -5,6 +5,13 @@
 //! * The printed form of every generated expression and of its derivative reads back to
 //!   the same function.
 //! * Random bytes and random token soup never make the parser, the REPL or the printer panic.
+//! * Simplification never gives a value to a constant expression that has none. A random
+//!   constant expression is evaluated as written by a reference interpreter over its tree
+//!   (symdiff's domain rules, no simplification): whenever that fails (`0/0`, `log(-1)`, an
+//!   overflow), evaluating the simplified expression fails too, and where both have values
+//!   they agree. (The converse is not asserted: simplification is exact where the tree
+//!   rounds, so `(-2)^(sqrt(2)*sqrt(2))` is `4` simplified but a negative base to a
+//!   fractional power as written.)
 //!
 //! The finite-difference oracle. With step `h = 1e-4 * max(1, |x|)` the central difference
 //! `D(h) = (f(x+h) - f(x-h)) / 2h` has truncation error about `h² |f'''| / 6` and rounding
@@ -56,8 +63,97 @@ fn eval_at(f: &Expr, p: [f64; 3]) -> Option<f64> {
     f.eval(&[("x", p[0]), ("y", p[1]), ("z", p[2])]).ok().filter(|v| v.is_finite() && v.abs() < 1e8)
 }
 
+/// A constant expression as a tree, so that the reference evaluates what was written.
+#[derive(Debug, Clone)]
+enum Const {
+    Num(f64),
+    Neg(Box<Const>),
+    Func(&'static str, Box<Const>),
+    Bin(char, Box<Const>, Box<Const>),
+}
+
+impl Const {
+    fn text(&self) -> String {
+        match self {
+            Const::Num(x) => format!("{x:e}"),
+            Const::Neg(a) => format!("(-{})", a.text()),
+            Const::Func(f, a) => format!("{f}({})", a.text()),
+            Const::Bin(op, a, b) => format!("({} {op} {})", a.text(), b.text()),
+        }
+    }
+
+    /// The value as written, with the interpreter's domain rules, or `None` where it has
+    /// none. `big` collects the largest magnitude on the way (the scale of rounding errors).
+    fn reference(&self, big: &mut f64) -> Option<f64> {
+        let v = match self {
+            Const::Num(x) => *x,
+            Const::Neg(a) => -a.reference(big)?,
+            Const::Func(f, a) => {
+                let a = a.reference(big)?;
+                match *f {
+                    "exp" => a.exp(),
+                    "log" if a > 0.0 => a.ln(),
+                    "sqrt" if a >= 0.0 => a.sqrt(),
+                    "asin" if (-1.0..=1.0).contains(&a) => a.asin(),
+                    "sin" => a.sin(),
+                    "cos" => a.cos(),
+                    "atan" => a.atan(),
+                    "tanh" => a.tanh(),
+                    "abs" => a.abs(),
+                    _ => return None, // outside the domain
+                }
+            }
+            Const::Bin(op, a, b) => {
+                let (a, b) = (a.reference(big)?, b.reference(big)?);
+                match op {
+                    '+' => a + b,
+                    '-' => a - b,
+                    '*' => a * b,
+                    '/' if b != 0.0 => a / b,
+                    '^' if !(a == 0.0 && b < 0.0 || a < 0.0 && b.fract() != 0.0) => a.powf(b),
+                    _ => return None, // division by zero, negative base to a fractional power
+                }
+            }
+        };
+        *big = big.max(v.abs());
+        v.is_finite().then_some(v)
+    }
+}
+
+fn constant() -> impl Strategy<Value = Const> {
+    let leaf = prop::sample::select(&[0.0, 1.0, 2.0, 3.0, 0.5, 1000.0, 1e300][..]).prop_map(Const::Num);
+    leaf.prop_recursive(5, 32, 2, |inner| {
+        prop_oneof![
+            (prop::sample::select(&['+', '-', '*', '/', '^'][..]), inner.clone(), inner.clone())
+                .prop_map(|(op, a, b)| Const::Bin(op, Box::new(a), Box::new(b))),
+            (
+                prop::sample::select(
+                    &["exp", "log", "sqrt", "asin", "sin", "cos", "atan", "tanh", "abs"][..]
+                ),
+                inner.clone()
+            )
+                .prop_map(|(f, a)| Const::Func(f, Box::new(a))),
+            inner.prop_map(|a| Const::Neg(Box::new(a))),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn simplification_keeps_undefined_constants_undefined(c in constant()) {
+        let src = c.text();
+        let f = Expr::parse(&src).unwrap();
+        let mut big = 1.0f64;
+        let want = c.reference(&mut big);
+        match (want, f.eval(&[])) {
+            (None, Ok(v)) => prop_assert!(false, "{} has no value as written, but simplifies to {} = {}", src, f, v),
+            (Some(a), Ok(b)) => prop_assert!((a - b).abs() <= 1e-9 * big,
+                "{} is {} as written, but simplifies to {} = {}", src, a, f, b),
+            _ => {}
+        }
+    }
 
     #[test]
     fn partials_match_finite_differences(src in formula(), p in point()) {

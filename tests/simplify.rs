@@ -33,3 +33,62 @@ fn constant_folding_never_creates_infinities() {
         assert!(e.eval(&[]).is_err(), "{src} must not evaluate silently");
     }
 }
+
+/// Rule 5: a constant subexpression without a value keeps the whole expression an error,
+/// whatever identity would apply around it; the error names the undefined part.
+#[rustfmt::skip]
+const UNDEFINED: &[(&str, &str)] = &[
+    ("0/0",                      "division by zero in `1/0`"),
+    ("(1/0) - (1/0)",            "division by zero in `1/0`"),
+    ("log(-1)/log(-1)",          "domain error in `log(-1)`"),
+    ("0*log(-1)",                "domain error in `log(-1)`"),
+    ("exp(1000) - exp(1000)",    "overflow: `exp(1000)`"),
+    ("exp(log(-1))",             "domain error in `log(-1)`"),
+    ("log(exp(1000))",           "overflow: `exp(1000)`"),
+    ("sqrt(-1)^2",               "square root of a negative number"),
+    ("(0/0)^0",                  "division by zero in `1/0`"),
+    ("1^log(-1)",                "domain error in `log(-1)`"),
+    ("asin(2)*0",                "asin(x) is defined for -1 <= x <= 1"),
+    ("1e300*1e300*0",            "`1e300*1e300*0` is not a number"),
+    ("1e308 + 1e308 - 1e308",    "overflow"),
+    ("(x - x)/(x - x)",          "division by zero in `1/0`"),
+    ("x + log(-1) - log(-1)",    "domain error in `log(-1)`"),
+    ("x/x*log(0)",               "log(x) is defined for x > 0, here x = 0"),
+    ("sin(x)^0*(1/0)^0",         "division by zero in `1/0`"),
+    ("diff(x + log(-1), x)",     "domain error in `log(-1)`"),
+    ("diff(x*sqrt(-3), x, 2)",   "square root of a negative number"),
+];
+
+/// Domain extensions of expressions that do have values, and ordinary constant folding,
+/// are unchanged.
+#[rustfmt::skip]
+const DEFINED: &[(&str, &str, f64)] = &[
+    ("x/x",             "1",    1.0),
+    ("x - x",           "0",    0.0),
+    ("0*x",             "0",    0.0),
+    ("x^0",             "1",    1.0),
+    ("log(exp(x))",     "x",    0.5),
+    ("exp(log(x))",     "x",    0.5),
+    ("sin(1)*0",        "0",    0.0),
+    ("exp(-1000)",      "0",    0.0),
+    ("2^10 + 1/2 + 1/2", "1025", 1025.0),
+    ("0^0",             "1",    1.0),
+    ("1e300*4/4",       "1e300", 1e300),
+];
+
+#[test]
+fn undefined_constants_stay_errors() {
+    for (src, msg) in UNDEFINED {
+        let e = Expr::parse(src).unwrap_or_else(|err| panic!("{src}: {err}"));
+        let err = e.eval(&[("x", 0.5)]).expect_err(&format!("{src} = {e} must not have a value"));
+        assert!(err.to_string().contains(msg), "{src}: `{err}` lacks `{msg}`");
+        // What it prints reads back as undefined too.
+        let back = Expr::parse(&e.to_string()).unwrap_or_else(|err| panic!("{e}: {err}"));
+        assert!(back.eval(&[("x", 0.5)]).is_err(), "{src} prints as {e}, which has a value");
+    }
+    for (src, shown, value) in DEFINED {
+        let e = Expr::parse(src).unwrap();
+        assert_eq!(e.to_string(), *shown, "{src}");
+        assert_eq!(e.eval(&[("x", 0.5)]).unwrap(), *value, "{src}");
+    }
+}

@@ -7,10 +7,12 @@
 //! is reported and the exit status is 1 (see `cli`'s module doc). Errors of a line go to stderr
 //! and the session goes on.
 
+use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::rc::Rc;
 
-use rustyline::completion::{Completer, Pair};
+use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -93,39 +95,16 @@ fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".symdiff_history"))
 }
 
-/// Tab completion for the terminal: the word before the cursor completed from
-/// [`Session::completion_words`], refreshed after every line.
-#[derive(Default)]
-struct Completion {
-    words: Vec<String>,
-}
-
-/// The completions of the word that ends at byte `pos` of `line`: where the word starts and
-/// the candidates, in order. A word is a run of letters, digits, `_` and `'` (as names are),
-/// with a leading `:` for commands; nothing is offered for an empty word.
-fn complete(words: &[String], line: &str, pos: usize) -> (usize, Vec<String>) {
-    let head = line.get(..pos).unwrap_or(line);
-    let start = head
-        .char_indices()
-        .rev()
-        .take_while(|&(_, c)| c.is_alphanumeric() || c == '_' || c == '\'')
-        .last()
-        .map_or(head.len(), |(i, _)| i);
-    let start =
-        if head[..start].ends_with(':') && head[..start].trim().len() == 1 { start - 1 } else { start };
-    let word = &head[start..];
-    if word.is_empty() || word == ":" && start > 0 {
-        return (start, Vec::new());
-    }
-    (start, words.iter().filter(|w| w.starts_with(word)).cloned().collect())
-}
+/// Tab completion for the line editor: what the session offers ([`Session::complete`]:
+/// built-in functions, its own names, the `:` commands). It shares the session with the loop,
+/// which only changes it between lines.
+struct Completion(Rc<RefCell<Session>>);
 
 impl Completer for Completion {
-    type Candidate = Pair;
+    type Candidate = String;
 
-    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let (start, found) = complete(&self.words, line, pos);
-        Ok((start, found.into_iter().map(|w| Pair { display: w.clone(), replacement: w }).collect()))
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(self.0.borrow().complete(line, pos))
     }
 }
 
@@ -150,13 +129,16 @@ fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
             return script(out);
         }
     };
-    let mut session = Session::new();
-    editor.set_helper(Some(Completion { words: session.completion_words() }));
+    let session = Rc::new(RefCell::new(Session::new()));
+    editor.set_helper(Some(Completion(Rc::clone(&session))));
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h); // no history yet is fine
     }
-    out.line(&format!("symdiff {}: type :help for help, Ctrl-D to quit", env!("CARGO_PKG_VERSION")))?;
+    out.line(&format!(
+        "symdiff {}: type :help for help, Tab to complete, Ctrl-D to quit",
+        env!("CARGO_PKG_VERSION")
+    ))?;
     out.flush()?;
     loop {
         match editor.readline("symdiff> ") {
@@ -167,7 +149,8 @@ fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
                 if is_quit(&line) {
                     break;
                 }
-                match session.run(&line) {
+                let result = session.borrow_mut().run(&line);
+                match result {
                     Ok(result) if result.is_empty() => {}
                     Ok(result) => out.line(&result)?,
                     Err(e) => {
@@ -176,9 +159,6 @@ fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
                     }
                 }
                 out.flush()?;
-                if let Some(helper) = editor.helper_mut() {
-                    helper.words = session.completion_words();
-                }
             }
             Err(ReadlineError::Interrupted) => continue, // Ctrl-C: drop the line
             Err(ReadlineError::Eof) => break,            // Ctrl-D
@@ -192,44 +172,4 @@ fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Completes `line` (cursor at the end, or at `|` when present) in a session that has run
-    /// `setup`; checks the replaced word's start and the candidates.
-    fn check(setup: &[&str], line: &str, start: usize, expected: &[&str]) {
-        let mut session = Session::new();
-        for s in setup {
-            session.run(s).expect("setup line runs");
-        }
-        let pos = line.find('|').unwrap_or(line.len());
-        let text = line.replace('|', "");
-        let (s, found) = complete(&session.completion_words(), &text, pos);
-        assert_eq!(
-            (s, found.iter().map(String::as_str).collect::<Vec<_>>()),
-            (start, expected.to_vec()),
-            "{line}"
-        );
-    }
-
-    #[rustfmt::skip]
-    #[test]
-    fn tab_completion() {
-        check(&[], "si", 0, &["sigmoid", "sign", "sin", "sinh"]);
-        check(&[], "d/dx x^3 + sq", 11, &["sqrt"]);
-        check(&[], "logs", 0, &["logsoftmax", "logsumexp"]);
-        check(&[], "sin(co|) + 1", 4, &["cos", "cosh"]);
-        check(&[], ":c", 0, &[":clear"]);
-        check(&[], ":", 0, &[":clear", ":funcs", ":help", ":ir", ":latex", ":quit", ":text", ":time", ":vars"]);
-        check(&[], "he", 0, &["hessian"]);
-        check(&[], "x + ", 4, &[]);
-        check(&[], "sin", 0, &["sin", "sinh"]);
-        check(&["speed(t) = t^2", "span = 3"], "sp", 0, &["span", "speed"]);
-        check(&["θ0 = 1"], "sin(θ", 4, &["θ0"]);
-        check(&["x^2"], "an", 0, &["ans"]);
-        check(&[], "grad f wr", 7, &["wrt"]);
-    }
 }

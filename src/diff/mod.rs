@@ -11,4 +11,4 @@ pub mod forward;
 pub mod reverse;
 pub mod rules;
 
-pub use forward::{gradient, hessian, nth_derivative};
+pub use forward::{hessian, nth_derivative};

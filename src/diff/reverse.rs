@@ -16,18 +16,25 @@
 //!
 //! Cost: one partial per (node, dependent argument) edge, so the gradient graph is a constant
 //! factor larger than the function's, whatever the number of inputs (the cheap-gradient
-//! principle). Products of k factors cost O(k²) for their k partials; the simplifier keeps
-//! nested products at most `FLATTEN_LIMIT` wide, so this is bounded except for very long
-//! products written out in the input.
+//! principle). The partials of a product of k factors are built from shared prefix and
+//! suffix products when k is above `FLATTEN_LIMIT` (`rules::wide_partials`), so they cost
+//! O(k), not the O(k²) of k products of k-1 factors.
 
 use smallvec::SmallVec;
 
-use super::rules::vjp;
+use super::rules::{is_wide, unbroadcast, vjp, wide_partials};
+use crate::graph::node::OverBudget;
 use crate::graph::{Graph, Id, NodeMap};
 
 /// `[∂output/∂inputs[0], ∂output/∂inputs[1], ...]`.
 pub fn gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Id> {
     gradient_with_adjoints(g, output, inputs, &[]).0
+}
+
+/// [`gradient`], stopping with an error once the graph is over its node budget (for input
+/// from users).
+pub fn try_gradient(g: &mut Graph, output: Id, inputs: &[Id]) -> Result<Vec<Id>, OverBudget> {
+    Ok(try_gradient_with_adjoints(g, output, inputs, &[])?.0)
 }
 
 /// [`gradient`], also returning the adjoints `∂output/∂node` of the nodes in `keep` (`None`
@@ -38,6 +45,16 @@ pub fn gradient_with_adjoints(
     inputs: &[Id],
     keep: &[Id],
 ) -> (Vec<Id>, Vec<Option<Id>>) {
+    g.unbudgeted(|g| try_gradient_with_adjoints(g, output, inputs, keep)).unwrap_or_default()
+}
+
+/// [`gradient_with_adjoints`] within the node budget (checked after every node).
+pub fn try_gradient_with_adjoints(
+    g: &mut Graph,
+    output: Id,
+    inputs: &[Id],
+    keep: &[Id],
+) -> Result<(Vec<Id>, Vec<Option<Id>>), OverBudget> {
     let order = g.reachable(&[output]);
     // Forward: which nodes depend on a requested input.
     let mut depends = NodeMap::new(&order, false);
@@ -64,53 +81,66 @@ pub fn gradient_with_adjoints(
         if g.is_zero(adj) {
             continue;
         }
-        let n = g.args(id).len();
-        for i in 0..n {
-            let a = g.args(id)[i];
-            if !*depends.get(a) {
-                continue;
+        let which: Vec<usize> = (0..g.args(id).len()).filter(|&i| *depends.get(g.args(id)[i])).collect();
+        if is_wide(g, id, which.len()) {
+            // A wide product: its partials from shared prefix and suffix products.
+            for (&i, p) in which.iter().zip(wide_partials(g, id, &which)) {
+                let a = g.args(id)[i];
+                let c = g.mul(&[adj, p]);
+                let c = unbroadcast(g, c, a);
+                if !g.is_zero(c) {
+                    contributions.get_mut(a).push(c);
+                }
             }
-            let c = vjp(g, id, i, adj);
-            if !g.is_zero(c) {
-                contributions.get_mut(a).push(c);
+        } else {
+            for i in which {
+                let a = g.args(id)[i];
+                let c = vjp(g, id, i, adj);
+                if !g.is_zero(c) {
+                    contributions.get_mut(a).push(c);
+                }
             }
         }
+        g.check_budget()?;
     }
     let grads = inputs
         .iter()
-        .map(|&i| match adjoint.get(i) {
-            Some(a) => *a,
-            None => {
-                let zero = g.num(0.0);
-                let s = g.shape_id_of(i);
-                g.broadcast(zero, s)
-            }
+        .map(|&i| {
+            let d = match adjoint.get(i) {
+                Some(a) => *a,
+                None => {
+                    let zero = g.num(0.0);
+                    let s = g.shape_id_of(i);
+                    g.broadcast(zero, s)
+                }
+            };
+            g.keep_undefined_of(output, d) // an output without a value has no gradient
         })
         .collect();
-    (grads, keep.iter().map(|&k| *adjoint.get(k)).collect())
+    Ok((grads, keep.iter().map(|&k| *adjoint.get(k)).collect()))
 }
 
 /// The Jacobian of `outputs` (rows) with respect to `inputs` (columns): one reverse sweep
-/// per output.
-pub fn jacobian(g: &mut Graph, outputs: &[Id], inputs: &[Id]) -> Vec<Vec<Id>> {
-    outputs.iter().map(|&o| gradient(g, o, inputs)).collect()
+/// per output. Within the node budget.
+pub fn try_jacobian(g: &mut Graph, outputs: &[Id], inputs: &[Id]) -> Result<Vec<Vec<Id>>, OverBudget> {
+    outputs.iter().map(|&o| try_gradient(g, o, inputs)).collect()
 }
 
 /// The Hessian of `output`: reverse mode over each component of the reverse-mode gradient.
 /// Symmetric by construction of the mathematics, not of the graph; only the upper triangle is
-/// derived and mirrored.
-pub fn hessian(g: &mut Graph, output: Id, inputs: &[Id]) -> Vec<Vec<Id>> {
-    let grad = gradient(g, output, inputs);
+/// derived and mirrored. Within the node budget.
+pub fn try_hessian(g: &mut Graph, output: Id, inputs: &[Id]) -> Result<Vec<Vec<Id>>, OverBudget> {
+    let grad = try_gradient(g, output, inputs)?;
     let n = inputs.len();
     let mut h = vec![vec![output; n]; n];
     for i in 0..n {
-        let row = gradient(g, grad[i], &inputs[i..]);
+        let row = try_gradient(g, grad[i], &inputs[i..])?;
         for (k, &hij) in row.iter().enumerate() {
             h[i][i + k] = hij;
             h[i + k][i] = hij;
         }
     }
-    h
+    Ok(h)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 //! | `logsoftmax(a)`     | `a - logsumexp(a)` per row  | `Ā - softmax(a) * sum(Ā, last)`             |
 //! | `onehot(l, k)`      | labels to one-hot rows      | nothing (labels are data)                   |
 
+use crate::graph::simplify::FLATTEN_LIMIT;
 use crate::graph::{ALL_AXES, Func, Graph, Id, Op};
 
 /// `∂node/∂args(node)[i]`, for elementwise operators (scalars included).
@@ -70,6 +71,35 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
             g.num(0.0)
         }
     }
+}
+
+/// Whether the partials of `node` with respect to its arguments `which` are better built
+/// together by [`wide_partials`]: a product of more factors than the simplifier flattens,
+/// differentiated with respect to several of them.
+pub fn is_wide(g: &Graph, node: Id, which: usize) -> bool {
+    g.op(node) == Op::Mul && which > 1 && g.args(node).len() > FLATTEN_LIMIT
+}
+
+/// `∂node/∂args(node)[i]` for each `i` in `which` (ascending), for a wide product (see
+/// [`is_wide`]). Each partial is the product of the other factors; written out, `k` of them
+/// over `k` factors hold `k²` argument slots (40 GB for the gradient of
+/// `x0*x1*...*x99999`), so they are built from shared prefix and suffix products instead:
+/// `O(k)` nodes, each of at most about `2 * FLATTEN_LIMIT` arguments.
+pub fn wide_partials(g: &mut Graph, node: Id, which: &[usize]) -> Vec<Id> {
+    let args: Vec<Id> = g.args(node).to_vec();
+    let k = args.len();
+    let (Some(&first), Some(&last)) = (which.first(), which.last()) else { return Vec::new() };
+    let one = g.num(1.0);
+    // prefix[i] = args[0] * ... * args[i-1], suffix[i] = args[i+1] * ... * args[k-1].
+    let mut prefix = vec![one; k];
+    for i in 1..=last {
+        prefix[i] = g.mul(&[prefix[i - 1], args[i - 1]]);
+    }
+    let mut suffix = vec![one; k];
+    for i in (first..k - 1).rev() {
+        suffix[i] = g.mul(&[args[i + 1], suffix[i + 1]]);
+    }
+    which.iter().map(|&i| g.mul(&[prefix[i], suffix[i]])).collect()
 }
 
 /// What `node` passes back to its argument `i` when its adjoint is `adj`: the

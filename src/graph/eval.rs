@@ -5,6 +5,10 @@
 //! and checks every operation's domain: a value that would silently be NaN or infinite in
 //! IEEE arithmetic (`log(-1)`, `1/0`, `exp(1000)`) is an [`EvalError`] naming the
 //! subexpression and the offending value instead.
+//!
+//! [`apply`] is one node's step, shared with the graph, which applies it to constant nodes as
+//! they are built: a constant the interpreter would reject is marked undefined there, so that
+//! the simplifier cannot make it vanish (`0*log(-1)` stays an error).
 
 use std::fmt;
 
@@ -59,115 +63,151 @@ fn quote(g: &Graph, id: Id) -> String {
     }
 }
 
+/// Why one operation has no value (see [`apply`]); [`eval`] turns it into a message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// `b^e` with `b = 0` and `e < 0`.
+    DivisionByZero,
+    /// `b^e` with `b <= 0` (the value here) and an exponent that is not a number.
+    VariableExponent(f64),
+    /// `b^e` with `b < 0` and a fractional `e` (the values here).
+    NegativePower(f64, f64),
+    /// A function outside its domain, at this argument.
+    Domain(Func, f64),
+    /// A finite computation whose result is not finite (this value).
+    NotFinite(f64),
+    /// A tensor operation.
+    Tensor,
+}
+
+/// One scalar operation of the interpreter: `op` over `args` (nodes of `g`) whose values are
+/// `value(arg)`. This is the one definition of what a scalar node computes and where it is
+/// defined; [`eval`] applies it to every node, and the graph applies it to constant nodes
+/// when they are built (to mark the undefined ones, see `graph::node`).
+pub fn apply(g: &Graph, op: Op, args: &[Id], value: impl Fn(Id) -> f64) -> Result<f64, Fault> {
+    let x = match op {
+        Op::Num(bits) => f64::from_bits(bits),
+        Op::Const(c) => c.value(),
+        Op::Var(_) => return Err(Fault::Tensor), // callers look variables up themselves
+        Op::Add => args.iter().map(|&a| value(a)).sum(),
+        Op::Mul => args.iter().map(|&a| value(a)).product(),
+        Op::Pow => {
+            let (b, e) = (value(args[0]), value(args[1]));
+            if b == 0.0 && e < 0.0 {
+                return Err(Fault::DivisionByZero);
+            }
+            if b <= 0.0 && g.as_num(args[1]).is_none() {
+                // b^e with a varying exponent means exp(e*log(b)): a real function only
+                // for b > 0, and its derivative needs log(b) (see rules.rs).
+                return Err(Fault::VariableExponent(b));
+            }
+            if b < 0.0 && e.fract() != 0.0 && e.is_finite() {
+                return Err(Fault::NegativePower(b, e));
+            }
+            pow(b, e)
+        }
+        Op::MatMul
+        | Op::Sum(_)
+        | Op::Max(_)
+        | Op::Broadcast(_)
+        | Op::Reshape(_)
+        | Op::Transpose
+        | Op::LogSoftmax
+        | Op::OneHot(_) => return Err(Fault::Tensor),
+        Op::Func(f) => {
+            let a = value(args[0]);
+            if let Some((ok, _)) = f.def().domain
+                && !ok(a)
+                && !a.is_nan()
+            {
+                return Err(Fault::Domain(f, a));
+            }
+            f.eval(a)
+        }
+    };
+    if x.is_finite() { Ok(x) } else { Err(Fault::NotFinite(x)) }
+}
+
+/// The message for `fault` at node `id`.
+fn explain(g: &Graph, id: Id, fault: Fault) -> EvalError {
+    let args = g.args(id);
+    let (kind, message) = match fault {
+        Fault::DivisionByZero => (
+            EvalErrorKind::DivisionByZero,
+            if g.as_num(args[0]).is_some() {
+                format!("division by zero in {}", quote(g, id))
+            } else {
+                format!("division by zero in {}: {} is 0", quote(g, id), quote(g, args[0]))
+            },
+        ),
+        Fault::VariableExponent(b) => (
+            EvalErrorKind::Domain,
+            format!(
+                "domain error in {}: a power with a variable exponent needs a positive base, here {} is {}",
+                quote(g, id),
+                quote(g, args[0]),
+                format_number(b),
+            ),
+        ),
+        Fault::NegativePower(b, e) => {
+            let what =
+                if e.abs() == 0.5 { "square root".to_owned() } else { format!("power {}", format_number(e)) };
+            (
+                EvalErrorKind::Domain,
+                format!(
+                    "domain error in {}: {what} of a negative number ({} is {})",
+                    quote(g, id),
+                    quote(g, args[0]),
+                    format_number(b),
+                ),
+            )
+        }
+        Fault::Domain(f, a) => (
+            if f == Func::Log && a == 0.0 { EvalErrorKind::DivisionByZero } else { EvalErrorKind::Domain },
+            format!(
+                "domain error in {}: {}(x) is defined for {}, here x = {}",
+                quote(g, id),
+                f.name(),
+                f.def().domain.map_or("", |d| d.1),
+                format_number(a),
+            ),
+        ),
+        // Every earlier value was finite (or evaluation would have stopped), so this node is
+        // where the problem starts.
+        Fault::NotFinite(x) if x.is_nan() => {
+            (EvalErrorKind::NotANumber, format!("{} is not a number (NaN)", quote(g, id)))
+        }
+        Fault::NotFinite(_) => {
+            (EvalErrorKind::Overflow, format!("overflow: {} is too large for f64", quote(g, id)))
+        }
+        Fault::Tensor => (
+            EvalErrorKind::Tensor,
+            format!("{} is a tensor expression; it needs tensor values", quote(g, id)),
+        ),
+    };
+    EvalError { kind, message }
+}
+
 /// Evaluates `roots` with variable values given by `value_of` (by variable name).
 pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> Result<Vec<f64>, EvalError> {
     let order = g.reachable(roots);
     let mut v = Values(NodeMap::new(&order, 0.0f64));
     for &id in &order {
-        let args = g.args(id);
         let x = match g.op(id) {
-            Op::Num(bits) => f64::from_bits(bits),
-            Op::Const(c) => c.value(),
             Op::Var(_) => {
                 let name = g.var_name(id).unwrap_or("?");
-                value_of(name).ok_or_else(|| EvalError {
+                let x = value_of(name).ok_or_else(|| EvalError {
                     kind: EvalErrorKind::Unbound,
                     message: format!("variable `{name}` has no value"),
-                })?
-            }
-            Op::Add => args.iter().map(|a| v[*a]).sum(),
-            Op::Mul => args.iter().map(|a| v[*a]).product(),
-            Op::Pow => {
-                let (b, e) = (v[args[0]], v[args[1]]);
-                if b == 0.0 && e < 0.0 {
-                    return Err(EvalError {
-                        kind: EvalErrorKind::DivisionByZero,
-                        message: if g.as_num(args[0]).is_some() {
-                            format!("division by zero in {}", quote(g, id))
-                        } else {
-                            format!("division by zero in {}: {} is 0", quote(g, id), quote(g, args[0]))
-                        },
-                    });
+                })?;
+                if !x.is_finite() {
+                    let kind = if x.is_nan() { EvalErrorKind::NotANumber } else { EvalErrorKind::Overflow };
+                    return Err(EvalError { kind, message: format!("variable {} is {x}", quote(g, id)) });
                 }
-                if b <= 0.0 && g.as_num(args[1]).is_none() {
-                    // b^e with a varying exponent means exp(e*log(b)): a real function only
-                    // for b > 0, and its derivative needs log(b) (see rules.rs).
-                    return Err(EvalError {
-                        kind: EvalErrorKind::Domain,
-                        message: format!(
-                            "domain error in {}: a power with a variable exponent needs a positive base, here {} is {}",
-                            quote(g, id),
-                            quote(g, args[0]),
-                            format_number(b),
-                        ),
-                    });
-                }
-                if b < 0.0 && e.fract() != 0.0 && e.is_finite() {
-                    let what = if e.abs() == 0.5 {
-                        "square root".to_owned()
-                    } else {
-                        format!("power {}", format_number(e))
-                    };
-                    return Err(EvalError {
-                        kind: EvalErrorKind::Domain,
-                        message: format!(
-                            "domain error in {}: {what} of a negative number ({} is {})",
-                            quote(g, id),
-                            quote(g, args[0]),
-                            format_number(b),
-                        ),
-                    });
-                }
-                pow(b, e)
+                x
             }
-            Op::MatMul
-            | Op::Sum(_)
-            | Op::Max(_)
-            | Op::Broadcast(_)
-            | Op::Reshape(_)
-            | Op::Transpose
-            | Op::LogSoftmax
-            | Op::OneHot(_) => {
-                return Err(EvalError {
-                    kind: EvalErrorKind::Tensor,
-                    message: format!("{} is a tensor expression; it needs tensor values", quote(g, id)),
-                });
-            }
-            Op::Func(f) => {
-                let a = v[args[0]];
-                if let Some((ok, wording)) = f.def().domain
-                    && !ok(a)
-                    && !a.is_nan()
-                {
-                    let kind = if f == Func::Log && a == 0.0 {
-                        EvalErrorKind::DivisionByZero
-                    } else {
-                        EvalErrorKind::Domain
-                    };
-                    return Err(EvalError {
-                        kind,
-                        message: format!(
-                            "domain error in {}: {}(x) is defined for {wording}, here x = {}",
-                            quote(g, id),
-                            f.name(),
-                            format_number(a),
-                        ),
-                    });
-                }
-                f.eval(a)
-            }
+            op => apply(g, op, g.args(id), |a| v[a]).map_err(|f| explain(g, id, f))?,
         };
-        if !x.is_finite() {
-            // Every earlier value was finite (or evaluation would have stopped), so this node
-            // is where the problem starts.
-            let message = match g.op(id) {
-                Op::Var(_) => format!("variable {} is {x}", quote(g, id)),
-                _ if x.is_nan() => format!("{} is not a number (NaN)", quote(g, id)),
-                _ => format!("overflow: {} is too large for f64", quote(g, id)),
-            };
-            let kind = if x.is_nan() { EvalErrorKind::NotANumber } else { EvalErrorKind::Overflow };
-            return Err(EvalError { kind, message });
-        }
         v.0.set(id, x);
     }
     Ok(roots.iter().map(|r| v[*r]).collect())

@@ -10,11 +10,20 @@
 //!
 //! Derivatives belong to a later stage (`diff`), so `diff(...)` calls back through the
 //! [`Derive`] function the caller passes in.
+//!
+//! **The node budget.** Lowering builds from user input, so it keeps the graph within its
+//! node budget ([`Graph::check_budget`], `NODE_BUDGET`): after every syntax node, inside every
+//! inlined user function (substitution checks as it goes) and inside every order of a
+//! `diff(...)`. Past the budget it stops with an error at the part of the formula that grew
+//! it, naming the limit. Nested `diff(diff(...))`, a chain of functions each differentiating
+//! the previous one, or functions that call each other twice per level therefore end in an
+//! error, not in the allocator.
 
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use super::func::Func;
-use super::node::{ALL_AXES, Constant, Graph, Id, Op, broadcast_shapes};
+use super::node::{ALL_AXES, Constant, Graph, Id, Op, OverBudget, broadcast_shapes};
 use crate::syntax::{Ast, AstId, AstKind, BinOp, Diagnostic, Span};
 
 /// A user-defined function `f(x, y) = body`. The body is a node over the parameters'
@@ -25,15 +34,11 @@ pub struct FnDef {
     pub body: Id,
 }
 
-/// `d^order/dvar^order expr`, supplied by the caller.
-pub type Derive = fn(&mut Graph, Id, Id, u32) -> Id;
+/// `d expr / d var` (one order), supplied by the caller; it stops at the node budget.
+pub type Derive = fn(&mut Graph, Id, Id) -> Result<Id, OverBudget>;
 
 /// Largest order `diff(e, x, n)` and `d^n/dx^n` accept: each order can double the size.
 pub const MAX_ORDER: u32 = 64;
-
-/// Most nodes a `diff(f, x, n)` in a formula may add before its last order (the swell
-/// benchmark's 10th derivative of `sin^7` needs about 21,000).
-pub const DERIVATIVE_NODES: usize = 500_000;
 
 /// Where a lowering happens: the source text (for diagnostics) and the names in scope.
 pub struct Scope<'a> {
@@ -59,26 +64,26 @@ impl Scope<'_> {
 
     /// Lowers the subtree at `root`.
     pub fn lower(&self, g: &mut Graph, root: AstId) -> Result<Id, Diagnostic> {
+        // The subtree's smallest id, by an explicit stack: the arrays below cover ids from
+        // there to the root only, so lowering the k-th of many `at` values costs in
+        // proportion to that value, not to k.
+        let mut base = root.0 as usize;
+        let mut stack = vec![root];
+        while let Some(a) = stack.pop() {
+            base = base.min(a.0 as usize);
+            stack.extend(children(&self.ast.node(a).kind));
+        }
         // Mark the subtree: children have smaller ids, so one backward pass finds it.
-        let n = root.0 as usize + 1;
+        // Index `i` of the arrays is node `base + i`.
+        let n = root.0 as usize + 1 - base;
+        let at = |a: &AstId| a.0 as usize - base;
         let mut inside = vec![false; n];
-        inside[root.0 as usize] = true;
+        inside[n - 1] = true;
         for i in (0..n).rev() {
-            if !inside[i] {
-                continue;
-            }
-            match &self.ast.node(AstId(i as u32)).kind {
-                AstKind::Neg(a) => inside[a.0 as usize] = true,
-                AstKind::Binary(_, a, b) => {
-                    inside[a.0 as usize] = true;
-                    inside[b.0 as usize] = true;
+            if inside[i] {
+                for c in children(&self.ast.node(AstId((base + i) as u32)).kind) {
+                    inside[at(&c)] = true;
                 }
-                AstKind::Call { args, .. } | AstKind::List(args) => {
-                    for a in args {
-                        inside[a.0 as usize] = true;
-                    }
-                }
-                AstKind::Num(_) | AstKind::Name(_) => {}
             }
         }
         // A chain `a + b - c + ...` (or `a * b / c * ...`) is lowered with one n-ary call at
@@ -91,39 +96,39 @@ impl Scope<'_> {
         };
         let mut chained = vec![false; n];
         for (i, _) in inside.iter().enumerate().filter(|(_, inside)| **inside) {
-            let kind = &self.ast.node(AstId(i as u32)).kind;
+            let kind = &self.ast.node(AstId((base + i) as u32)).kind;
             if let AstKind::Binary(_, a, _) = kind
                 && family(kind) != 0
                 && family(&self.ast.node(*a).kind) == family(kind)
             {
-                chained[a.0 as usize] = true;
+                chained[at(a)] = true;
             }
         }
-        let mut ids: Vec<Option<Id>> = vec![None; n];
+        let mut ids = Lowered { base, ids: vec![None; n] };
         for i in 0..n {
             if !inside[i] || chained[i] {
                 continue;
             }
-            let node = self.ast.node(AstId(i as u32));
+            let node = self.ast.node(AstId((base + i) as u32));
             let id = match &node.kind {
                 AstKind::Num(x) => g.num(*x),
                 AstKind::Name(name) => self.name(g, name, node.span)?,
-                AstKind::Neg(a) => g.neg(get(&ids, a)),
+                AstKind::Neg(a) => g.neg(ids.get(a)),
                 AstKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, ..) => {
-                    self.chain(g, AstId(i as u32), &ids)?
+                    self.chain(g, AstId((base + i) as u32), &ids)?
                 }
                 AstKind::Binary(BinOp::Pow, a, b) => {
-                    let (a, b) = (get(&ids, a), get(&ids, b));
+                    let (a, b) = (ids.get(a), ids.get(b));
                     self.check(g, Op::Pow, &[a, b], node.span)?;
                     g.pow(a, b)
                 }
                 AstKind::Binary(BinOp::MatMul, a, b) => {
-                    let (a, b) = (get(&ids, a), get(&ids, b));
+                    let (a, b) = (ids.get(a), ids.get(b));
                     self.check(g, Op::MatMul, &[a, b], node.span)?;
                     g.matmul(a, b)
                 }
                 AstKind::Call { name, name_span, args } => {
-                    let vals: Vec<Id> = args.iter().map(|a| get(&ids, a)).collect();
+                    let vals: Vec<Id> = args.iter().map(|a| ids.get(a)).collect();
                     self.call(g, name, *name_span, node.span, args, &vals)?
                 }
                 AstKind::List(_) => {
@@ -132,14 +137,15 @@ impl Scope<'_> {
                         .with_help("write `w = [[1], [2]]`, then use `w`"));
                 }
             };
-            ids[i] = Some(id);
+            ids.ids[i] = Some(id);
+            g.check_budget().map_err(|b| self.err(node.span, b.message("this expression")))?;
         }
-        Ok(get(&ids, &root))
+        Ok(ids.get(&root))
     }
 
     /// Lowers the chain of `+ -` (or `* /`) whose top is `top`: walk down the left spine
     /// collecting right operands, then build one n-ary node.
-    fn chain(&self, g: &mut Graph, top: AstId, ids: &[Option<Id>]) -> Result<Id, Diagnostic> {
+    fn chain(&self, g: &mut Graph, top: AstId, ids: &Lowered) -> Result<Id, Diagnostic> {
         let additive = matches!(self.ast.node(top).kind, AstKind::Binary(BinOp::Add | BinOp::Sub, ..));
         let mut items = Vec::new();
         let mut cur = top;
@@ -148,7 +154,7 @@ impl Scope<'_> {
                 AstKind::Binary(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div), a, b)
                     if matches!(op, BinOp::Add | BinOp::Sub) == additive =>
                 {
-                    let rhs = get(ids, b);
+                    let rhs = ids.get(b);
                     items.push(match op {
                         BinOp::Sub => g.neg(rhs),
                         BinOp::Div => g.recip(rhs),
@@ -157,7 +163,7 @@ impl Scope<'_> {
                     cur = *a;
                 }
                 _ => {
-                    items.push(get(ids, &cur));
+                    items.push(ids.get(&cur));
                     break;
                 }
             }
@@ -247,7 +253,11 @@ impl Scope<'_> {
                     .map_err(|e| self.err(span, format!("in `{name}`: {}", e.0)))?;
             }
             let map: HashMap<Id, Id> = params.into_iter().zip(args.iter().copied()).collect();
-            return Ok(substitute(g, def.body, &map));
+            return try_substitute(g, def.body, &map).map_err(|b| {
+                self.err(span, b.message(&format!("this call of `{name}`"))).with_help(
+                    "a call builds the function's body for its arguments, so functions that call the one before twice double at every level",
+                )
+            });
         }
         if let Some(f) = Func::from_name(name).or(if name == "ln" { Some(Func::Log) } else { None }) {
             self.arity(name, span, &[1], args.len())?;
@@ -363,25 +373,23 @@ impl Scope<'_> {
                         }
                     }
                 };
-                // One order at a time, so that a derivative that swells (`diff(log(1 + x^x),
-                // x, 40)` doubles at every order) stops with an error instead of running for
-                // hours: all orders but the last may add at most DERIVATIVE_NODES nodes.
-                let start = g.len();
+                // One order at a time, within the node budget, so that a derivative that swells
+                // (`diff(log(1 + x^x), x, 40)` doubles at every order) stops with an error
+                // instead of running for hours or exhausting memory.
                 let mut d = args[0];
                 for k in 1..=order {
-                    d = (self.derive)(g, d, var, 1);
-                    let added = g.len() - start;
-                    if added > DERIVATIVE_NODES && k < order {
-                        return Err(self
-                            .err(
-                                name_span,
-                                format!(
-                                    "the derivative of order {order} is too large: orders 1 to {k} \
-                                     already add {added} nodes (the limit is {DERIVATIVE_NODES})"
-                                ),
-                            )
-                            .with_help("ask for a lower order, or differentiate a simpler expression"));
-                    }
+                    d = (self.derive)(g, d, var).map_err(|b| {
+                        let what = if order == 1 {
+                            "this derivative".to_owned()
+                        } else {
+                            format!("the derivative of order {order}")
+                        };
+                        let help = match k {
+                            1 => "differentiate a simpler expression".to_owned(),
+                            _ => format!("orders up to {} fit; ask for a lower order", k - 1),
+                        };
+                        self.err(name_span, b.message(&what)).with_help(help)
+                    })?;
                 }
                 Ok(d)
             }
@@ -397,8 +405,26 @@ impl Scope<'_> {
     }
 }
 
-fn get(ids: &[Option<Id>], a: &AstId) -> Id {
-    ids[a.0 as usize].expect("children are lowered before their parents")
+/// The children of a syntax node.
+fn children(k: &AstKind) -> SmallVec<[AstId; 4]> {
+    match k {
+        AstKind::Neg(a) => smallvec::smallvec![*a],
+        AstKind::Binary(_, a, b) => smallvec::smallvec![*a, *b],
+        AstKind::Call { args, .. } | AstKind::List(args) => args.iter().copied().collect(),
+        AstKind::Num(_) | AstKind::Name(_) => SmallVec::new(),
+    }
+}
+
+/// The nodes lowered so far, by syntax node (from `base` on).
+struct Lowered {
+    base: usize,
+    ids: Vec<Option<Id>>,
+}
+
+impl Lowered {
+    fn get(&self, a: &AstId) -> Id {
+        self.ids[a.0 as usize - self.base].expect("children are lowered before their parents")
+    }
 }
 
 /// Rebuilds `id`'s operator over new arguments through the simplifying constructors.
@@ -435,6 +461,12 @@ fn rebuild_op(g: &mut Graph, op: Op, args: &[Id]) -> Option<Id> {
 
 /// `root` with every node in `map` replaced by its image (simultaneously), re-simplified.
 pub fn substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Id {
+    g.unbudgeted(|g| try_substitute(g, root, map)).unwrap_or(root)
+}
+
+/// [`substitute`], stopping with an error once the graph is over its node budget (inlining a
+/// user's function can multiply sizes: `f2(x) = f1(x) + f1(x + 1)` doubles at every level).
+pub fn try_substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Result<Id, OverBudget> {
     let order = g.reachable(&[root]);
     let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
     let mut args = Vec::new();
@@ -452,8 +484,9 @@ pub fn substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Id {
             if changed { rebuild(g, id, &args) } else { id }
         };
         new.insert(id, image);
+        g.check_budget()?;
     }
-    new[&root]
+    Ok(new[&root])
 }
 
 /// The closest candidate within edit distance 2 (for "did you mean"); ties go to the

@@ -23,6 +23,12 @@
 //! carries only a small [`ShapeId`]. Callers that build from user input check shapes first
 //! (`lower.rs`, the model builder); inside the library, nodes are built shape-correct.
 //!
+//! **Constants.** When a node without variables below it is built, its value is computed with
+//! the interpreter's own step (`eval::apply`): a node whose value exists is *known*
+//! ([`Graph::constant_value`]); one the interpreter rejects (`0/0`, `log(-1)`, `exp(1000)`),
+//! and every node above it, is *undefined* ([`Graph::is_undefined`]), which keeps the
+//! simplifier from making it vanish.
+//!
 //! Nothing in this module recurses: deep expressions are long vectors, not deep call stacks.
 
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -121,7 +127,18 @@ struct Node {
     start: u32,
     len: u32,
     shape: ShapeId,
+    /// [`KNOWN`], [`UNDEFINED`] or neither.
+    flags: u8,
 }
+
+/// Node flag: a scalar constant with a finite value (no variables below it), which the
+/// interpreter computes without error. Leaves keep the value in their op, other nodes in
+/// `Graph::values`.
+const KNOWN: u8 = 1;
+/// Node flag: the node is, or has below it, a constant subexpression that the interpreter
+/// rejects (`0/0`, `log(-1)`, `exp(1000)`): it has no value at any point. The simplifying
+/// constructors never simplify such an argument away (see `simplify.rs`).
+const UNDEFINED: u8 = 2;
 
 /// The arena. See the module doc for its invariants.
 #[derive(Clone)]
@@ -139,6 +156,15 @@ pub struct Graph {
     /// Interned shapes; `shapes[0]` is the scalar shape.
     shapes: Vec<Box<[usize]>>,
     shape_ids: hashbrown::HashMap<Box<[usize]>, ShapeId>,
+    /// The values of the [`KNOWN`] nodes that are not leaves, computed by the interpreter's
+    /// own step (`eval::apply`) when the node is built.
+    values: hashbrown::HashMap<Id, f64>,
+    /// The most nodes that building from user input may grow the graph to (see
+    /// [`NODE_BUDGET`]).
+    budget: usize,
+    /// The last root a users index was asked for, and the index once built (see
+    /// [`Graph::repeated_users`]).
+    users: (Option<Id>, Option<std::sync::Arc<Users>>),
 }
 
 impl std::fmt::Debug for Graph {
@@ -159,6 +185,9 @@ impl Default for Graph {
             var_ids: hashbrown::HashMap::new(),
             shapes: vec![scalar.clone()],
             shape_ids: [(scalar, ShapeId::SCALAR)].into_iter().collect(),
+            values: hashbrown::HashMap::new(),
+            budget: NODE_BUDGET,
+            users: (None, None),
         }
     }
 }
@@ -201,6 +230,79 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeErr
 
 /// Most nodes a graph may hold: ids are `u32` and a few bits stay free.
 pub const MAX_NODES: usize = 1 << 30;
+
+/// The node budget: the most nodes a graph may grow to while it is built from user input (a
+/// formula, a REPL line, a `diff(...)`, a derivative, gradient or Hessian asked for, a user
+/// function inlined). At about 100 bytes a node that is about 1 GB. Every route that builds
+/// nodes from input checks it as it goes ([`Graph::check_budget`]) and stops with an error
+/// naming the limit, so no input, and no sequence of REPL lines, can grow a graph until the
+/// allocator gives up. (A 16 MiB formula, the most the parser reads, lowers to well under
+/// this: only derivatives and function inlining multiply sizes.)
+pub const NODE_BUDGET: usize = 10_000_000;
+
+/// A route that builds nodes from user input reached the graph's node budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    /// The budget, in nodes.
+    pub limit: usize,
+}
+
+impl OverBudget {
+    /// The message for an error: `what` is too large.
+    pub fn message(&self, what: &str) -> String {
+        format!(
+            "{what} is too large: building it would grow the expression graph past {} nodes (the limit)",
+            self.limit
+        )
+    }
+}
+
+/// A point in a graph's history to go back to ([`Graph::rollback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    nodes: usize,
+    args: usize,
+    vars: usize,
+}
+
+/// Who uses each node of one root's DAG: for every node reachable from the root, the nodes
+/// (of that DAG) that have it as an argument, and at which argument position. Built for a
+/// root that is walked again ([`Graph::repeated_users`]) and valid forever (the graph is
+/// append-only), so that the derivatives of one function with respect to each of many
+/// variables visit only the nodes between each variable and the root, not the whole DAG each
+/// time.
+pub struct Users {
+    root: Id,
+    /// The nodes reachable from the root, in id order.
+    order: Vec<Id>,
+    /// The position in `order` of every node there (`u32::MAX` elsewhere).
+    position: NodeMap<u32>,
+    /// `edges[start[p]..start[p + 1]]`: (position of a user, argument index) for position `p`.
+    start: Vec<u32>,
+    edges: Vec<(u32, u32)>,
+}
+
+impl Users {
+    /// The root this index is for.
+    pub fn root(&self) -> Id {
+        self.root
+    }
+
+    /// The position of `id` in the root's DAG, if it is there.
+    pub fn position(&self, id: Id) -> Option<u32> {
+        Some(*self.position.get(id)).filter(|&p| p != u32::MAX)
+    }
+
+    /// The node at position `p`.
+    pub fn node(&self, p: u32) -> Id {
+        self.order[p as usize]
+    }
+
+    /// The users of the node at position `p`: (position of the user, argument index).
+    pub fn of(&self, p: u32) -> &[(u32, u32)] {
+        &self.edges[self.start[p as usize] as usize..self.start[p as usize + 1] as usize]
+    }
+}
 
 impl Graph {
     pub fn new() -> Graph {
@@ -277,6 +379,99 @@ impl Graph {
         }
     }
 
+    /// The node budget of this graph ([`NODE_BUDGET`] unless changed).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Changes the node budget (tests use small ones).
+    pub fn set_budget(&mut self, nodes: usize) {
+        self.budget = nodes.min(MAX_NODES);
+    }
+
+    /// An error once the graph holds more nodes than its budget. Routes that build from user
+    /// input call this as they go: each step adds a bounded number of nodes, so they stop
+    /// close to the limit.
+    pub fn check_budget(&self) -> Result<(), OverBudget> {
+        if self.nodes.len() > self.budget { Err(OverBudget { limit: self.budget }) } else { Ok(()) }
+    }
+
+    /// The graph's present state, to [`rollback`](Self::rollback) to.
+    pub fn mark(&self) -> Mark {
+        Mark { nodes: self.nodes.len(), args: self.args.len(), vars: self.vars.len() }
+    }
+
+    /// Forgets every node built since `mark`, as if they never were: for a REPL line (or a
+    /// library call) that failed, so that a failure, one at the node budget above all,
+    /// leaves the graph as it was. The caller holds no ids of those nodes. Costs nothing when
+    /// nothing was built, and a pass over the hash-consing table otherwise.
+    pub fn rollback(&mut self, mark: Mark) {
+        if self.nodes.len() <= mark.nodes {
+            return;
+        }
+        let keep = mark.nodes as u32;
+        self.nodes.truncate(mark.nodes);
+        self.args.truncate(mark.args);
+        self.memo.retain(|&mut (_, id)| id.0 < keep);
+        for (name, _) in self.vars.drain(mark.vars..) {
+            self.var_ids.remove(&name);
+        }
+        self.values.retain(|id, _| id.0 < keep);
+        if self.users.0.is_some_and(|r| r.0 >= keep) {
+            self.users = (None, None);
+        }
+    }
+
+    /// `f` on this graph with no node budget (for the library's infallible calls), the budget
+    /// restored afterwards.
+    pub fn unbudgeted<T>(&mut self, f: impl FnOnce(&mut Graph) -> T) -> T {
+        let saved = std::mem::replace(&mut self.budget, MAX_NODES);
+        let r = f(self);
+        self.budget = saved;
+        r
+    }
+
+    /// The users index of `root`'s DAG if `root` was asked for the last time too (built then,
+    /// and cached until another root is asked for); `None` the first time. One walk over a
+    /// DAG costs as much as building its index, so a single walk goes without it.
+    pub fn repeated_users(&mut self, root: Id) -> Option<std::sync::Arc<Users>> {
+        if let Some(u) = &self.users.1
+            && u.root == root
+        {
+            return Some(std::sync::Arc::clone(u));
+        }
+        if self.users.0 != Some(root) {
+            self.users = (Some(root), None);
+            return None;
+        }
+        let order = self.reachable(&[root]);
+        let mut position = NodeMap::new(&order, u32::MAX);
+        for (p, &id) in order.iter().enumerate() {
+            position.set(id, p as u32);
+        }
+        let mut start = vec![0u32; order.len() + 1];
+        for &id in &order {
+            for a in self.args(id) {
+                start[*position.get(*a) as usize + 1] += 1;
+            }
+        }
+        for p in 0..order.len() {
+            start[p + 1] += start[p];
+        }
+        let mut fill = start.clone();
+        let mut edges = vec![(0u32, 0u32); start[order.len()] as usize];
+        for (p, &id) in order.iter().enumerate() {
+            for (i, a) in self.args(id).iter().enumerate() {
+                let c = *position.get(*a) as usize;
+                edges[fill[c] as usize] = (p as u32, i as u32);
+                fill[c] += 1;
+            }
+        }
+        let u = std::sync::Arc::new(Users { root, order, position, start, edges });
+        self.users = (Some(root), Some(std::sync::Arc::clone(&u)));
+        Some(u)
+    }
+
     /// The node of variable `name`, if the graph has one.
     pub fn find_var(&self, name: &str) -> Option<Id> {
         self.var_ids.get(name).copied()
@@ -342,11 +537,63 @@ impl Graph {
         debug_assert!(args.iter().all(|a| a.index() < nodes.len()), "children before parents");
         let id = Id(nodes.len() as u32);
         let shape = self.infer_shape(op, args);
+        let (flags, value) = self.classify(op, args, shape);
+        if let Some(v) = value {
+            self.values.insert(id, v);
+        }
         let Graph { nodes, args: all_args, memo, .. } = self;
-        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape });
+        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape, flags });
         all_args.extend_from_slice(args);
         memo.insert_unique(hash, (hash, id), |&(h, _)| h);
         id
+    }
+
+    /// What is known about the value of a new node `op(args)` of shape `shape`: its flags,
+    /// and its value if it is a [`KNOWN`] constant that is not a leaf.
+    fn classify(&self, op: Op, args: &[Id], shape: ShapeId) -> (u8, Option<f64>) {
+        match op {
+            Op::Var(_) => return (0, None),
+            Op::Num(bits) if f64::from_bits(bits).is_finite() => return (KNOWN, None),
+            Op::Num(_) => return (UNDEFINED, None),
+            Op::Const(_) => return (KNOWN, None),
+            _ => {}
+        }
+        let mut known = true;
+        for a in args {
+            let f = self.nodes[a.index()].flags;
+            if f & UNDEFINED != 0 {
+                return (UNDEFINED, None);
+            }
+            known &= f & KNOWN != 0;
+        }
+        if !known || shape != ShapeId::SCALAR || !matches!(op, Op::Add | Op::Mul | Op::Pow | Op::Func(_)) {
+            return (0, None);
+        }
+        match super::eval::apply(self, op, args, |a| self.constant_value(a).unwrap_or(f64::NAN)) {
+            Ok(v) => (KNOWN, Some(v)),
+            Err(_) => (UNDEFINED, None),
+        }
+    }
+
+    /// The value of `id` if it is a scalar constant the interpreter can compute (`2`, `pi`,
+    /// `sin(1)`), `None` for anything with a variable, a tensor, or no value.
+    pub fn constant_value(&self, id: Id) -> Option<f64> {
+        let n = &self.nodes[id.index()];
+        if n.flags & KNOWN == 0 {
+            return None;
+        }
+        match n.op {
+            Op::Num(bits) => Some(f64::from_bits(bits)),
+            Op::Const(c) => Some(c.value()),
+            _ => self.values.get(&id).copied(),
+        }
+    }
+
+    /// Whether `id` is, or contains, a constant subexpression without a value (`0/0`,
+    /// `log(-1)`, `exp(1000)`, `1e308*10`): then `id` has no value at any point, and its
+    /// evaluation fails naming that subexpression.
+    pub fn is_undefined(&self, id: Id) -> bool {
+        self.nodes[id.index()].flags & UNDEFINED != 0
     }
 
     /// The shape of a new node: a function of its operator and its arguments' shapes.

@@ -22,6 +22,14 @@
 //! 4. `x*0 → 0` holds over the reals. IEEE arithmetic disagrees only when `x` is ±inf or NaN,
 //!    and the interpreter reports those as errors before they could reach a product, so the
 //!    rule cannot hide a problem. It is the only float identity here that IEEE does not have.
+//! 5. **An undefined constant never vanishes.** A constant subexpression the interpreter
+//!    rejects (`0/0`, `log(-1)`, `sqrt(-1)`, `exp(1000)`, `1e308*10`) is undefined for every
+//!    value of every variable, so no domain extension applies to it: the graph marks it when
+//!    it is built (`Graph::is_undefined`, computed by the interpreter's own step), and a
+//!    constructor given such an argument simplifies only its other arguments and keeps it as
+//!    written (`keep-undefined`). `0*log(-1)`, `1/0 - 1/0`, `log(-1)/log(-1)` and
+//!    `exp(log(-1))` therefore fail at evaluation, naming the undefined part, as `log(-1)`
+//!    alone does; derivatives keep it too (`diff::forward`).
 
 use smallvec::SmallVec;
 
@@ -74,6 +82,7 @@ pub static RULES: &[Rule] = &[
     Rule { name: "log-e",         before: "log(e)",           after: "1",             note: "" },
     Rule { name: "log-exp",       before: "log(exp(x))",      after: "x",             note: "" },
     Rule { name: "exp-log",       before: "exp(log(x))",      after: "x",             note: "extends the domain to x <= 0 (rule 2)" },
+    Rule { name: "keep-undefined", before: "(x - x)*log(-1) + 1/0 - 1/0", after: "0*log(-1) + 1/0 - 1/0", note: "a constant without a value never vanishes (rule 5)" },
     Rule { name: "commute",       before: "y*x - x*y + b + a - (a + b)", after: "0", note: "canonical order: one node per sum or product" },
 ];
 
@@ -152,22 +161,69 @@ impl Graph {
     /// `terms[0] + terms[1] + ...` in canonical form.
     pub fn add(&mut self, terms: &[Id]) -> Id {
         let shape = self.broadcast_of(terms);
-        let r = self.add_elementwise(terms);
+        let r = if terms.iter().any(|&t| self.is_undefined(t)) {
+            self.keep_undefined(Op::Add, terms)
+        } else {
+            self.add_elementwise(terms)
+        };
         self.fit(r, shape)
     }
 
     /// `factors[0] * factors[1] * ...` in canonical form.
     pub fn mul(&mut self, factors: &[Id]) -> Id {
         let shape = self.broadcast_of(factors);
-        let r = self.mul_elementwise(factors);
+        let r = if factors.iter().any(|&f| self.is_undefined(f)) {
+            self.keep_undefined(Op::Mul, factors)
+        } else {
+            self.mul_elementwise(factors)
+        };
         self.fit(r, shape)
     }
 
     /// `base ^ exp` in canonical form.
     pub fn pow(&mut self, base: Id, exp: Id) -> Id {
         let shape = self.broadcast_of(&[base, exp]);
-        let r = self.pow_elementwise(base, exp);
+        let r = if self.is_undefined(base) || self.is_undefined(exp) {
+            self.intern(Op::Pow, &[base, exp]) // keep-undefined: no rule may drop either
+        } else {
+            self.pow_elementwise(base, exp)
+        };
         self.fit(r, shape)
+    }
+
+    /// keep-undefined (rule 5): a sum or product (`op`) some of whose `args` are undefined.
+    /// The others are simplified together as usual; the undefined ones are kept as written
+    /// (sorted), so no identity (`0*u`, `u - u`, `u/u`) can make them vanish.
+    fn keep_undefined(&mut self, op: Op, args: &[Id]) -> Id {
+        let additive = op == Op::Add;
+        let (mut bad, clean): (SmallVec<[Id; 8]>, SmallVec<[Id; 8]>) =
+            args.iter().copied().partition(|&a| self.is_undefined(a));
+        bad.sort_unstable();
+        let rest = match clean.len() {
+            0 => None,
+            _ if additive => Some(self.add(&clean)),
+            _ => Some(self.mul(&clean)),
+        };
+        // The neutral element adds nothing (`fit` restores a tensor shape it carried).
+        let neutral = if additive { 0.0 } else { 1.0 };
+        let rest = rest.filter(|&r| self.as_num(r).or_else(|| self.broadcast_num(r)) != Some(neutral));
+        let mut out: SmallVec<[Id; 8]> = SmallVec::new();
+        match rest {
+            // A coefficient comes first in a product, a constant term last in a sum.
+            Some(r) if !additive => {
+                out.push(r);
+                out.extend(bad);
+            }
+            Some(r) => {
+                out.extend(bad);
+                out.push(r);
+            }
+            None => out.extend(bad),
+        }
+        match out.len() {
+            1 => out[0],
+            _ => self.intern(op, &out),
+        }
     }
 
     fn add_elementwise(&mut self, terms: &[Id]) -> Id {
@@ -219,7 +275,10 @@ impl Graph {
                 j += 1;
             }
             let t = &rest[i];
-            if j == i + 1 || coef != 0.0 {
+            if !coef.is_finite() {
+                // Rule 3: coefficients that overflow are not combined into inf.
+                out.extend(rest[i..j].iter().map(|t| t.node));
+            } else if j == i + 1 || coef != 0.0 {
                 let term = if j == i + 1 {
                     t.node // a lone term is already canonical
                 } else {
@@ -242,7 +301,10 @@ impl Graph {
                 out.push(self.num(total));
             }
         } else {
-            out.extend(numbers.iter().map(|&x| self.num(x)));
+            // keep-undefined (rule 5): numbers whose sum overflows are one term of their own,
+            // which has no value.
+            let ids: SmallVec<[Id; 4]> = numbers.iter().map(|&x| self.num(x)).collect();
+            out.push(if ids.len() == 1 { ids[0] } else { self.intern(Op::Add, &ids) });
         }
         match out.len() {
             1 => out[0],
@@ -254,26 +316,25 @@ impl Graph {
         // mul-flatten, mul-fold, mul-zero.
         let mut coef = 1.0;
         let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
+        // The numbers' product in the order given (as written, for a chain `a*b*c`), until it
+        // overflows.
+        let mut fold = 1.0f64;
+        let mut overflow = false;
         // (base, exponent or None for 1, the factor as given)
         let mut powers: SmallVec<[(Id, Option<Id>, Id); 8]> = SmallVec::new();
         let mut stack: SmallVec<[Id; 8]> = factors.iter().rev().copied().collect();
         while let Some(f) = stack.pop() {
-            if let Some(x) = self.broadcast_num(f) {
-                // A broadcast number is a number here: `mul` restores the shape at the end.
-                if x == 0.0 {
+            // A broadcast number is a number here: `mul` restores the shape at the end.
+            if let Some(x) = self.as_num(f).or_else(|| self.broadcast_num(f)) {
+                if x == 0.0 && !overflow {
                     return self.num(0.0);
                 }
                 numbers.push(x);
+                fold *= x;
+                overflow |= !fold.is_finite();
                 continue;
             }
             match self.op(f) {
-                Op::Num(bits) => {
-                    let x = f64::from_bits(bits);
-                    if x == 0.0 {
-                        return self.num(0.0);
-                    }
-                    numbers.push(x);
-                }
                 Op::Mul if self.args(f).len() <= FLATTEN_LIMIT => {
                     stack.extend(self.args(f).iter().rev().copied())
                 }
@@ -285,7 +346,9 @@ impl Graph {
             coef *= x;
         }
         if !coef.is_finite() {
-            // Rule 3: keep the numbers apart rather than fold them into inf.
+            // Rule 3: keep the numbers apart rather than fold them into inf. That includes a
+            // zero after them (`1e300*1e300*0`): the product as written overflows before the
+            // zero could cancel it, so it has no value (rule 5).
             coef = 1.0;
         } else {
             numbers.clear();
@@ -319,7 +382,7 @@ impl Graph {
             }
             i = j;
         }
-        if coef == 0.0 {
+        if coef == 0.0 && numbers.is_empty() {
             return self.num(0.0);
         }
         out.sort_unstable();
@@ -382,6 +445,9 @@ impl Graph {
 
     /// `f(arg)` in canonical form.
     pub fn func(&mut self, f: Func, arg: Id) -> Id {
+        if self.is_undefined(arg) {
+            return self.intern(Op::Func(f), &[arg]); // keep-undefined: `exp(log(-1))` stays
+        }
         if let Some(x) = self.as_num(arg) {
             let r = f.eval(x);
             if short(r) || r == 0.0 {
@@ -396,6 +462,24 @@ impl Graph {
             _ => {}
         }
         self.intern(Op::Func(f), &[arg])
+    }
+
+    /// `r` (a derivative or a gradient of `source`), kept undefined when `source` is (rule 5):
+    /// an expression without a value anywhere has no derivative either. Then `r` becomes
+    /// `r + 0*u`, with `u` the first undefined constant under `source`, so that evaluating it
+    /// fails naming `u` as evaluating `source` does.
+    pub fn keep_undefined_of(&mut self, source: Id, r: Id) -> Id {
+        if !self.is_undefined(source) || self.is_undefined(r) {
+            return r;
+        }
+        let origin = self
+            .reachable(&[source])
+            .into_iter()
+            .find(|&n| self.is_undefined(n) && self.args(n).iter().all(|&a| !self.is_undefined(a)));
+        let Some(u) = origin else { return r };
+        let zero = self.num(0.0);
+        let hidden = self.mul(&[zero, u]);
+        self.add(&[r, hidden])
     }
 
     /// `a` broadcast to `shape` (numpy rules; the caller checked they are compatible).
@@ -428,7 +512,7 @@ impl Graph {
 
     /// The matrix product of two 2-D tensors (the caller checked the inner sizes agree).
     pub fn matmul(&mut self, a: Id, b: Id) -> Id {
-        if self.is_zero(a) || self.is_zero(b) {
+        if (self.is_zero(a) || self.is_zero(b)) && !self.is_undefined(a) && !self.is_undefined(b) {
             let (m, n) = (self.shape(a)[0], self.shape(b)[1]);
             let zero = self.num(0.0);
             let s = self.shape_id(&[m, n]);

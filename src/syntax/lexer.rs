@@ -29,9 +29,9 @@ pub enum Tok {
     #[regex(r"[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*", |lex| lex.slice().to_owned())]
     Ident(String),
     /// `d/dx` (order 1) or `d^2/dx^2` (order 2): the derivative operator of the REPL. Written
-    /// without spaces; `d / dx` is a division.
-    #[regex(r"d/d[A-Za-z_][A-Za-z0-9_]*", deriv_first)]
-    #[regex(r"d\^[0-9]+/d[A-Za-z_][A-Za-z0-9_]*\^[0-9]+", deriv_order)]
+    /// without spaces; `d / dx` is a division. The variable is any name (`d/dθ`, `d/dx_1`).
+    #[regex(r"d/d[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*", deriv_first)]
+    #[regex(r"d\^[0-9]+/d[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*\^[0-9]+", deriv_order)]
     Deriv((String, u32)),
     /// `28x28`, `3x32x32`: sizes in a model file.
     #[regex(r"[0-9]+(x[0-9]+)+", dims)]
@@ -172,4 +172,33 @@ pub fn tokens(src: &str, newlines: bool) -> impl Iterator<Item = Result<(usize, 
         .spanned()
         .map(|(res, span)| res.map(|t| (span.start, t, span.end)))
         .filter(move |r| newlines || !matches!(r, Ok((_, Tok::Newline, _))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn derivs(src: &str) -> Vec<(String, u32)> {
+        tokens(src, false)
+            .filter_map(|t| match t {
+                Ok((_, Tok::Deriv(d), _)) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn derivative_operators_take_any_name() {
+        for (src, var, order) in [
+            ("d/dx x^2", "x", 1),
+            ("d/dθ sin(θ)^2", "θ", 1),
+            ("d^2/dθ^2 sin(θ)", "θ", 2),
+            ("d/dx_1 x_1", "x_1", 1),
+            ("d/dété été", "été", 1),
+            ("d^3/dα2^3 α2", "α2", 3),
+        ] {
+            assert_eq!(derivs(src), [(var.to_owned(), order)], "{src}");
+        }
+        assert!(derivs("d / dθ").is_empty(), "with spaces it is a division");
+    }
 }
