@@ -139,6 +139,39 @@ fn node_budget() {
     }
 }
 
+// Class: text longer than `symdiff::MAX_INPUT` (issue 10, aborts: a 100 MB formula line
+// aborted on allocation). Every text route refuses it with the size and the limit, at 1:1;
+// the REPL reads such a line through without holding it and goes on. Text of exactly the
+// limit is read (a comment keeps it cheap).
+#[test]
+fn oversized_input() {
+    let limit = symdiff::MAX_INPUT;
+    let big = format!("{}x\n", "x+".repeat(limit / 2 + 1));
+    let size = format!("is {} bytes", limit + 3);
+    let (code, text) = run(&["diff", "-"], big.as_bytes());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("the formula {size} (16.0 MiB); the limit is {limit} bytes")), "{text}");
+    assert!(text.contains("--> formula:1:1") && text.len() < 1000, "{}", &text[..text.len().min(1000)]);
+    let fits = format!("x + 1 #{}", "-".repeat(limit - 7));
+    check(
+        "exactly the limit",
+        &["eval", "-", "--at", "x=1"],
+        fits.as_bytes(),
+        &Expect { code: 0, message: "2", at: None },
+    );
+    let (code, text) = run(&["repl"], format!("{big}1 + 1\n").as_bytes());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("<stdin>:1:1: the line {size}; the limit is {limit} bytes")), "{text}");
+    assert!(text.lines().any(|l| l == "2"), "the REPL goes on after the long line:\n{text}");
+    let dir = scratch("oversized");
+    let path = dir.join("big.model");
+    std::fs::write(&path, format!("{GOOD}# {}\n", "-".repeat(limit))).expect("write");
+    let p = path.to_str().expect("utf-8 path");
+    let (code, text) = run(&["show", p], b"");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the model file is") && text.contains(&format!("--> {p}:1:1")), "{text}");
+}
+
 #[test]
 fn formulas_and_domains() {
     for (src, e) in FORMULAS {

@@ -125,3 +125,35 @@ fn carets_stay_under_the_character_after_wide_text() {
         "error: unexpected character `$`\n --> formula:1:7\n  |\n1 | ααα + $\n  |       ^\n"
     );
 }
+
+/// A long line is shown as the part around the caret, cut with `…`, with the true column.
+#[test]
+fn long_lines_show_the_part_around_the_caret() {
+    let src = format!("{}$ {}", "x + ".repeat(10_000), "+ x ".repeat(10_000));
+    let Error::Parse(d) = Expr::parse(&src).unwrap_err() else { panic!() };
+    let report = d.render();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[1], " --> formula:1:40001", "{report}");
+    let shown = lines[3].strip_prefix("1 | ").unwrap();
+    let caret = lines[4].strip_prefix("  | ").unwrap();
+    assert!(shown.starts_with('…') && shown.ends_with('…') && shown.chars().count() <= 102, "{report}");
+    let at = caret.find('^').unwrap();
+    assert_eq!(shown.chars().nth(at), Some('$'), "the caret is under the `$`:\n{report}");
+}
+
+/// Text over `MAX_INPUT` is refused before it is parsed, by every parser, at 1:1.
+#[test]
+fn text_over_the_size_limit() {
+    let big = "x+".repeat(symdiff::MAX_INPUT / 2 + 1);
+    let point = format!("x={big}");
+    for (what, len, err) in [
+        ("the formula", big.len(), Expr::parse(&big).unwrap_err()),
+        ("the line", big.len(), Session::new().run(&big).unwrap_err()),
+        ("the point", point.len(), symdiff::Point::parse(&point).unwrap_err()),
+    ] {
+        let Error::Parse(d) = &err else { panic!("{what}: {err}") };
+        assert_eq!(d.line_col(), (1, 1), "{what}");
+        assert!(d.message.starts_with(&format!("{what} is {len} bytes")), "{what}: {}", d.message);
+        assert!(d.source.len() < 100, "{what}: the report does not copy the text");
+    }
+}

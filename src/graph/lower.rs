@@ -127,9 +127,9 @@ impl Scope<'_> {
                     self.check(g, Op::MatMul, &[a, b], node.span)?;
                     g.matmul(a, b)
                 }
-                AstKind::Call { name, name_span, args } => {
-                    let vals: Vec<Id> = args.iter().map(|a| ids.get(a)).collect();
-                    self.call(g, name, *name_span, node.span, args, &vals)?
+                AstKind::Call(c) => {
+                    let vals: Vec<Id> = c.args.iter().map(|a| ids.get(a)).collect();
+                    self.call(g, &c.name, c.name_span, node.span, &c.args, &vals)?
                 }
                 AstKind::List(_) => {
                     return Err(self
@@ -410,7 +410,8 @@ fn children(k: &AstKind) -> SmallVec<[AstId; 4]> {
     match k {
         AstKind::Neg(a) => smallvec::smallvec![*a],
         AstKind::Binary(_, a, b) => smallvec::smallvec![*a, *b],
-        AstKind::Call { args, .. } | AstKind::List(args) => args.iter().copied().collect(),
+        AstKind::Call(c) => c.args.iter().copied().collect(),
+        AstKind::List(args) => args.iter().copied().collect(),
         AstKind::Num(_) | AstKind::Name(_) => SmallVec::new(),
     }
 }

@@ -3,6 +3,13 @@
 //! Owns the lexer (logos), the generated parser (lalrpop, from `grammar/symdiff.lalrpop`), the
 //! arena AST and positioned [`Diagnostic`]s.
 //!
+//! **Input size.** Every parse entry point (formulas, REPL lines, `--at` points, model files)
+//! refuses text longer than [`MAX_INPUT`] (16 MiB) with an error before lexing it: all text
+//! routes (a command-line argument, `-` on stdin, a REPL or script line, a model file) meet
+//! here. Parsing costs up to about 130 bytes of memory per byte of input (2 GB for 16 MiB of
+//! `x^x^x^...`, less for anything else), and what the parsed text builds is bounded by the
+//! graph's node budget, so no text makes symdiff abort.
+//!
 //! **Architecture Invariant:** `syntax` knows nothing about graphs, values or derivatives, and
 //! never panics on any input: every failure is a [`Diagnostic`] with a span.
 
@@ -17,13 +24,50 @@ pub use diagnostic::{Diagnostic, Span, line_col};
 use lexer::{LexError, Tok};
 
 lalrpop_util::lalrpop_mod!(
-    #[allow(clippy::ptr_arg, clippy::type_complexity, clippy::large_enum_variant, unused_qualifications)]
+    #[allow(
+        clippy::ptr_arg,
+        clippy::type_complexity,
+        clippy::large_enum_variant,
+        clippy::vec_box,
+        unused_qualifications
+    )]
     grammar,
     "/symdiff.rs"
 );
 
+/// The most bytes of text the parser reads at once: a formula, a REPL line, a point or a model
+/// file. 16 MiB holds a sum of a million variables.
+pub const MAX_INPUT: usize = 16 << 20;
+
+/// An error for `src` if it is longer than [`MAX_INPUT`]. The report points at the start and
+/// quotes only the first characters (the text may be gigabytes).
+pub fn check_size(src: &str, what: &str) -> Result<(), Diagnostic> {
+    if src.len() <= MAX_INPUT {
+        return Ok(());
+    }
+    let line = src.lines().next().unwrap_or("");
+    let mut head: String = line.chars().take(60).collect();
+    if head.len() < line.len() {
+        head.push('…');
+    }
+    let mib = |n: usize| n as f64 / (1u64 << 20) as f64;
+    Err(Diagnostic::new(
+        &head,
+        Span::new(0, 0),
+        format!(
+            "{what} is {} bytes ({:.1} MiB); the limit is {} bytes ({} MiB)",
+            src.len(),
+            mib(src.len()),
+            MAX_INPUT,
+            MAX_INPUT >> 20
+        ),
+    )
+    .with_help("split it into smaller pieces (REPL definitions can name the parts)"))
+}
+
 /// Parses one formula (`x^3 + 2*x^2 + 1`).
 pub fn parse_formula(src: &str) -> Result<(Ast, AstId), Diagnostic> {
+    check_size(src, "the formula")?;
     check_nonempty(src, "an expression")?;
     let mut ast = Ast::default();
     let root = grammar::FormulaParser::new()
@@ -34,16 +78,18 @@ pub fn parse_formula(src: &str) -> Result<(Ast, AstId), Diagnostic> {
 
 /// Parses one REPL line (`d/dx x^3 at x = 4`, `f(x) = ...`, `grad f`, ...).
 pub fn parse_line(src: &str) -> Result<(Ast, Line), Diagnostic> {
+    check_size(src, "the line")?;
     check_nonempty(src, "an expression or a command")?;
     let mut ast = Ast::default();
     let line = grammar::LineParser::new()
         .parse(&mut ast, lexer::tokens(src, false))
         .map_err(|e| diagnose(src, e))?;
-    Ok((ast, line))
+    Ok((ast, *line))
 }
 
 /// Parses a model file (newlines are statement separators; `#` starts a comment).
 pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
+    check_size(src, "the model file")?;
     let mut ast = Ast::default();
     let lines = grammar::ModelParser::new()
         .parse(&mut ast, lexer::tokens(src, true))
@@ -53,6 +99,7 @@ pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
 
 /// Parses `x = 4, y = 2`.
 pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
+    check_size(src, "the point")?;
     check_nonempty(src, "bindings")?;
     let mut ast = Ast::default();
     let b = grammar::BindingsParser::new()
