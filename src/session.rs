@@ -168,7 +168,7 @@ impl Session {
         if let Some(cmd) = trimmed.strip_prefix(':') {
             return self.command(cmd.trim());
         }
-        let (ast, line) = syntax::parse_line(src)?;
+        let (ast, line) = syntax::parse_line(src, &|n| self.is_function(n))?;
         let cx = Cx { src, ast: &ast };
         let at = self.at_values(&cx, &line.at)?;
         match &line.stmt {
@@ -462,6 +462,12 @@ impl Session {
         self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body: result });
     }
 
+    /// Whether `name` is a function here (built in or defined with parameters).
+    fn is_function(&self, name: &str) -> bool {
+        graph::lower::is_builtin_function(name)
+            || self.functions.get(name).is_some_and(|d| !d.params.is_empty())
+    }
+
     /// Tab completion: where the word before `pos` in `line` starts, and what it could be,
     /// sorted: the `:` commands for a word after a `:` that starts the line; otherwise the
     /// built-in functions, constants and keywords, and the session's functions and values.
@@ -671,7 +677,7 @@ impl Session {
         if src.is_empty() {
             return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
         }
-        let (ast, line) = syntax::parse_line(src)?;
+        let (ast, line) = syntax::parse_line(src, &|n| self.is_function(n))?;
         let cx = Cx { src, ast: &ast };
         let Stmt::Expr(e) = line.stmt else {
             return Err(cx.err(line.span, "expected an expression or a function name").into());

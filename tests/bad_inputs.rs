@@ -172,6 +172,40 @@ fn oversized_input() {
     assert!(text.contains("the model file is") && text.contains(&format!("--> {p}:1:1")), "{text}");
 }
 
+// Class: hints a new user met (issue 10, rough edges): the help line says what was meant.
+#[rustfmt::skip]
+const HINTS: &[(&[&str], &str, Expect)] = &[
+    (&["diff", "sni(x)"],                  "",               err("did you mean `sin`?", Some("formula:1:1"))),
+    (&["diff", "sin x"],                   "",               err("function arguments go in parentheses: `sin(x)`", Some("formula:1:5"))),
+    (&["eval", "x + y", "--at", "x=1 y=2"], "",              err("separate bindings with commas: `x=1,y=2`", Some("--at:1:5"))),
+    (&["repl"],                            "f(t) = t^2\nf 3\n", err("function arguments go in parentheses: `f(3)`", Some("<stdin>:2:3"))),
+];
+
+// (replace this line of GOOD, with this, expected, at) as in MODELS, for the same class.
+#[rustfmt::skip]
+const MODEL_HINTS: &[(&str, &str, &str, &str)] = &[
+    ("loss softmax_cross_entropy", "loss = -mean(sum(onehot(labels, 10) * logsoftmax(logit), 1))", "unknown name `logit`", "7:50"),
+    ("loss softmax_cross_entropy", "loss = -mean(sum(onehot(labels, 10) * logsoftmax(logit), 1))", "did you mean `logits`?", "7:50"),
+    ("loss softmax_cross_entropy", "loss softmax_cross_entropy\nregularizer = 0.01*sum(dense_1.kernel^2)", "is written `dense_1_kernel`", "8:31"),
+];
+
+#[test]
+fn hints() {
+    for (args, stdin, e) in HINTS {
+        check(&args.join(" "), args, stdin.as_bytes(), e);
+    }
+    let dir = scratch("hints");
+    for (k, (line, with, message, at)) in MODEL_HINTS.iter().enumerate() {
+        let path = dir.join(format!("m{k}.model"));
+        std::fs::write(&path, GOOD.replacen(line, with, 1)).expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let (code, text) = run(&["show", p], b"");
+        assert_eq!(code, 1, "{with}: exit code\n{text}");
+        assert!(text.contains(message), "{with}: `{message}` not in\n{text}");
+        assert!(text.contains(&format!("--> {p}:{at}")), "{with}: not at {at}:\n{text}");
+    }
+}
+
 #[test]
 fn formulas_and_domains() {
     for (src, e) in FORMULAS {

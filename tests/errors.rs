@@ -55,6 +55,10 @@ const CASES: &[(&str, usize, usize, &str)] = &[
     ("1..2",            1, 3,  "unexpected number"),
     ("été + (",         1, 8,  "unexpected end of input"),
     ("α²",              1, 2,  "unexpected character"),
+    ("sni(x)",          1, 1,  "unknown function `sni`"),
+    ("sin x",           1, 5,  "unexpected name `x`"),
+    ("exp 2",           1, 5,  "unexpected number `2`"),
+    ("dense_1.kernel^2", 1, 8, "unexpected character `.`"),
 ];
 
 #[test]
@@ -101,6 +105,35 @@ fn malformed_repl_lines() {
     check_line("asin(x) at x = 2",          "defined for -1 <= x <= 1");
     check_line("log(x) at x = 0",           "defined for x > 0");
     check_line(":frobnicate",               "unknown command");
+    check_line("sni(x)",                    "did you mean `sin`?");
+    check_line("f 2",                       "function arguments go in parentheses: `f(2)`");
+    check_line("x + y at x = 1 y = 2",      "separate bindings with commas: `x + y at x = 1, y = 2`");
+}
+
+/// The help a malformed input gets, by the route it takes.
+#[rustfmt::skip]
+#[test]
+fn hints() {
+    let help = |e: Error| match e {
+        Error::Parse(d) => d.help.unwrap_or_default(),
+        other => panic!("not a parse error: {other}"),
+    };
+    for (src, want) in [
+        ("sni(x)",           "did you mean `sin`?"),
+        ("cso(x) + 1",       "did you mean `cos`?"),
+        ("sin x",            "function arguments go in parentheses: `sin(x)`"),
+        ("2*tanh y + 1",     "function arguments go in parentheses: `tanh(y)`"),
+        ("x y",              "write products with `*`, as in `2*x`"),
+        ("dense_1.kernel",   "names in formulas have no `.`: the parameter `dense_1.kernel` is written `dense_1_kernel`"),
+    ] {
+        assert_eq!(help(Expr::parse(src).unwrap_err()), want, "{src}");
+    }
+    for (src, want) in [
+        ("x=1 y=2",          "separate bindings with commas: `x=1,y=2`"),
+        ("x = 1, y = 2 z=3", "separate bindings with commas: `x = 1, y = 2, z=3`"),
+    ] {
+        assert_eq!(help(symdiff::Point::parse(src).unwrap_err()), want, "{src}");
+    }
 }
 
 #[test]
