@@ -208,6 +208,8 @@ impl Expr {
     }
 
     /// `self` with `value` in place of every occurrence of the variable `var` (composition).
+    /// No size limit: composing in a loop can grow the graph as far as memory allows (the
+    /// routes from user input, such as calls of REPL functions, keep to the node budget).
     pub fn substitute(&self, var: &str, value: &Expr) -> Expr {
         self.substitute_all(&[(var, value)])
     }
