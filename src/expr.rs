@@ -73,7 +73,7 @@ impl Expr {
     /// Parses a formula: numbers, variables, `+ - * / ^` (`**` too), parentheses, the built-in
     /// functions and `diff(expr, x[, n])`.
     pub fn parse(src: &str) -> Result<Expr> {
-        let (ast, root) = syntax::parse_formula(src)?;
+        let (ast, root) = syntax::parse_formula(src, &graph::lower::is_builtin_function)?;
         let mut g = Graph::new();
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
@@ -84,7 +84,7 @@ impl Expr {
     /// Parses `src` into the graph `self` lives in, so that combining the two (with
     /// [`substitute`](Self::substitute), say) shares nodes instead of copying them.
     pub fn parse_with(&self, src: &str) -> Result<Expr> {
-        let (ast, root) = syntax::parse_formula(src)?;
+        let (ast, root) = syntax::parse_formula(src, &graph::lower::is_builtin_function)?;
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
         let id = self.transaction(|g| Ok(scope.lower(g, root)?))?;
@@ -208,6 +208,8 @@ impl Expr {
     }
 
     /// `self` with `value` in place of every occurrence of the variable `var` (composition).
+    /// No size limit: composing in a loop can grow the graph as far as memory allows (the
+    /// routes from user input, such as calls of REPL functions, keep to the node budget).
     pub fn substitute(&self, var: &str, value: &Expr) -> Expr {
         self.substitute_all(&[(var, value)])
     }

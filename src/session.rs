@@ -168,7 +168,7 @@ impl Session {
         if let Some(cmd) = trimmed.strip_prefix(':') {
             return self.command(cmd.trim());
         }
-        let (ast, line) = syntax::parse_line(src)?;
+        let (ast, line) = syntax::parse_line(src, &|n| self.is_function(n))?;
         let cx = Cx { src, ast: &ast };
         let at = self.at_values(&cx, &line.at)?;
         match &line.stmt {
@@ -256,7 +256,7 @@ impl Session {
             Stmt::Let { name, value } => self.assign(&cx, &name.text, name.span, *value, &at),
             Stmt::Assign { lhs, rhs } => match &ast.node(*lhs).kind {
                 AstKind::Name(name) => self.assign(&cx, name, ast.span(*lhs), *rhs, &at),
-                AstKind::Call { name, name_span, args } => self.define(&cx, name, *name_span, args, *rhs),
+                AstKind::Call(c) => self.define(&cx, &c.name, c.name_span, &c.args, *rhs),
                 _ => Err(cx
                     .err(ast.span(*lhs), "the left side of `=` must be a name or a function head")
                     .with_help("write `a = 3` or `f(x, y) = x*y`")
@@ -462,6 +462,12 @@ impl Session {
         self.functions.insert(ANS.to_owned(), FnDef { params: Vec::new(), body: result });
     }
 
+    /// Whether `name` is a function here (built in or defined with parameters).
+    fn is_function(&self, name: &str) -> bool {
+        graph::lower::is_builtin_function(name)
+            || self.functions.get(name).is_some_and(|d| !d.params.is_empty())
+    }
+
     /// Tab completion: where the word before `pos` in `line` starts, and what it could be,
     /// sorted: the `:` commands for a word after a `:` that starts the line; otherwise the
     /// built-in functions, constants and keywords, and the session's functions and values.
@@ -505,11 +511,11 @@ impl Session {
     /// and with respect to which variables.
     fn target(&mut self, cx: &Cx<'_>, e: AstId, wrt: &[syntax::Name]) -> Result<(String, Id, Vec<String>)> {
         let (label, body, default_vars) = match &cx.ast.node(e).kind {
-            AstKind::Name(n) if self.functions.contains_key(n) => {
-                let def = &self.functions[n];
+            AstKind::Name(n) if self.functions.contains_key(&**n) => {
+                let def = &self.functions[&**n];
                 let vars =
                     if def.params.is_empty() { variables(&self.g, &[def.body]) } else { def.params.clone() };
-                (n.clone(), def.body, vars)
+                (n.to_string(), def.body, vars)
             }
             _ => {
                 let id = self.lower(cx, e)?;
@@ -641,15 +647,15 @@ impl Session {
         let mut names: Vec<String> = Vec::new();
         for &p in params {
             match &cx.ast.node(p).kind {
-                AstKind::Name(n) if n == "pi" || n == "e" => {
+                AstKind::Name(n) if &**n == "pi" || &**n == "e" => {
                     return Err(cx
                         .err(cx.ast.span(p), format!("`{n}` is a constant and cannot be a parameter"))
                         .into());
                 }
-                AstKind::Name(n) if names.contains(n) => {
+                AstKind::Name(n) if names.iter().any(|m| **m == **n) => {
                     return Err(cx.err(cx.ast.span(p), format!("parameter `{n}` appears twice")).into());
                 }
-                AstKind::Name(n) => names.push(n.clone()),
+                AstKind::Name(n) => names.push(n.to_string()),
                 _ => {
                     return Err(cx
                         .err(cx.ast.span(p), "parameters must be plain names")
@@ -671,7 +677,7 @@ impl Session {
         if src.is_empty() {
             return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
         }
-        let (ast, line) = syntax::parse_line(src)?;
+        let (ast, line) = syntax::parse_line(src, &|n| self.is_function(n))?;
         let cx = Cx { src, ast: &ast };
         let Stmt::Expr(e) = line.stmt else {
             return Err(cx.err(line.span, "expected an expression or a function name").into());

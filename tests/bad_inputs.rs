@@ -139,6 +139,73 @@ fn node_budget() {
     }
 }
 
+// Class: text longer than `symdiff::MAX_INPUT` (issue 10, aborts: a 100 MB formula line
+// aborted on allocation). Every text route refuses it with the size and the limit, at 1:1;
+// the REPL reads such a line through without holding it and goes on. Text of exactly the
+// limit is read (a comment keeps it cheap).
+#[test]
+fn oversized_input() {
+    let limit = symdiff::MAX_INPUT;
+    let big = format!("{}x\n", "x+".repeat(limit / 2 + 1));
+    let size = format!("is {} bytes", limit + 3);
+    let (code, text) = run(&["diff", "-"], big.as_bytes());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("the formula {size} (16.0 MiB); the limit is {limit} bytes")), "{text}");
+    assert!(text.contains("--> formula:1:1") && text.len() < 1000, "{}", &text[..text.len().min(1000)]);
+    let fits = format!("x + 1 #{}", "-".repeat(limit - 7));
+    check(
+        "exactly the limit",
+        &["eval", "-", "--at", "x=1"],
+        fits.as_bytes(),
+        &Expect { code: 0, message: "2", at: None },
+    );
+    let (code, text) = run(&["repl"], format!("{big}1 + 1\n").as_bytes());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("<stdin>:1:1: the line {size}; the limit is {limit} bytes")), "{text}");
+    assert!(text.lines().any(|l| l == "2"), "the REPL goes on after the long line:\n{text}");
+    let dir = scratch("oversized");
+    let path = dir.join("big.model");
+    std::fs::write(&path, format!("{GOOD}# {}\n", "-".repeat(limit))).expect("write");
+    let p = path.to_str().expect("utf-8 path");
+    let (code, text) = run(&["show", p], b"");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the model file is") && text.contains(&format!("--> {p}:1:1")), "{text}");
+}
+
+// Class: hints a new user met (issue 10, rough edges): the help line says what was meant.
+#[rustfmt::skip]
+const HINTS: &[(&[&str], &str, Expect)] = &[
+    (&["diff", "sni(x)"],                  "",               err("did you mean `sin`?", Some("formula:1:1"))),
+    (&["diff", "sin x"],                   "",               err("function arguments go in parentheses: `sin(x)`", Some("formula:1:5"))),
+    (&["eval", "x + y", "--at", "x=1 y=2"], "",              err("separate bindings with commas: `x=1,y=2`", Some("--at:1:5"))),
+    (&["repl"],                            "f(t) = t^2\nf 3\n", err("function arguments go in parentheses: `f(3)`", Some("<stdin>:2:3"))),
+];
+
+// (replace this line of GOOD, with this, expected, at) as in MODELS, for the same class.
+#[rustfmt::skip]
+const MODEL_HINTS: &[(&str, &str, &str, &str)] = &[
+    ("loss softmax_cross_entropy", "loss = -mean(sum(onehot(labels, 10) * logsoftmax(logit), 1))", "unknown name `logit`", "7:50"),
+    ("loss softmax_cross_entropy", "loss = -mean(sum(onehot(labels, 10) * logsoftmax(logit), 1))", "did you mean `logits`?", "7:50"),
+    ("loss softmax_cross_entropy", "loss softmax_cross_entropy\nregularizer = 0.01*sum(dense_1.kernel^2)", "is written `dense_1_kernel`", "8:31"),
+];
+
+#[test]
+fn hints() {
+    for (args, stdin, e) in HINTS {
+        check(&args.join(" "), args, stdin.as_bytes(), e);
+    }
+    let dir = scratch("hints");
+    for (k, (line, with, message, at)) in MODEL_HINTS.iter().enumerate() {
+        let path = dir.join(format!("m{k}.model"));
+        std::fs::write(&path, GOOD.replacen(line, with, 1)).expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let (code, text) = run(&["show", p], b"");
+        assert_eq!(code, 1, "{with}: exit code\n{text}");
+        assert!(text.contains(message), "{with}: `{message}` not in\n{text}");
+        assert!(text.contains(&format!("--> {p}:{at}")), "{with}: not at {at}:\n{text}");
+    }
+}
+
 #[test]
 fn formulas_and_domains() {
     for (src, e) in FORMULAS {

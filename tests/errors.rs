@@ -55,6 +55,10 @@ const CASES: &[(&str, usize, usize, &str)] = &[
     ("1..2",            1, 3,  "unexpected number"),
     ("été + (",         1, 8,  "unexpected end of input"),
     ("α²",              1, 2,  "unexpected character"),
+    ("sni(x)",          1, 1,  "unknown function `sni`"),
+    ("sin x",           1, 5,  "unexpected name `x`"),
+    ("exp 2",           1, 5,  "unexpected number `2`"),
+    ("dense_1.kernel^2", 1, 8, "unexpected character `.`"),
 ];
 
 #[test]
@@ -101,6 +105,35 @@ fn malformed_repl_lines() {
     check_line("asin(x) at x = 2",          "defined for -1 <= x <= 1");
     check_line("log(x) at x = 0",           "defined for x > 0");
     check_line(":frobnicate",               "unknown command");
+    check_line("sni(x)",                    "did you mean `sin`?");
+    check_line("f 2",                       "function arguments go in parentheses: `f(2)`");
+    check_line("x + y at x = 1 y = 2",      "separate bindings with commas: `x + y at x = 1, y = 2`");
+}
+
+/// The help a malformed input gets, by the route it takes.
+#[rustfmt::skip]
+#[test]
+fn hints() {
+    let help = |e: Error| match e {
+        Error::Parse(d) => d.help.unwrap_or_default(),
+        other => panic!("not a parse error: {other}"),
+    };
+    for (src, want) in [
+        ("sni(x)",           "did you mean `sin`?"),
+        ("cso(x) + 1",       "did you mean `cos`?"),
+        ("sin x",            "function arguments go in parentheses: `sin(x)`"),
+        ("2*tanh y + 1",     "function arguments go in parentheses: `tanh(y)`"),
+        ("x y",              "write products with `*`, as in `2*x`"),
+        ("dense_1.kernel",   "names in formulas have no `.`: the parameter `dense_1.kernel` is written `dense_1_kernel`"),
+    ] {
+        assert_eq!(help(Expr::parse(src).unwrap_err()), want, "{src}");
+    }
+    for (src, want) in [
+        ("x=1 y=2",          "separate bindings with commas: `x=1,y=2`"),
+        ("x = 1, y = 2 z=3", "separate bindings with commas: `x = 1, y = 2, z=3`"),
+    ] {
+        assert_eq!(help(symdiff::Point::parse(src).unwrap_err()), want, "{src}");
+    }
 }
 
 #[test]
@@ -124,4 +157,36 @@ fn carets_stay_under_the_character_after_wide_text() {
         d.render(),
         "error: unexpected character `$`\n --> formula:1:7\n  |\n1 | ααα + $\n  |       ^\n"
     );
+}
+
+/// A long line is shown as the part around the caret, cut with `…`, with the true column.
+#[test]
+fn long_lines_show_the_part_around_the_caret() {
+    let src = format!("{}$ {}", "x + ".repeat(10_000), "+ x ".repeat(10_000));
+    let Error::Parse(d) = Expr::parse(&src).unwrap_err() else { panic!() };
+    let report = d.render();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[1], " --> formula:1:40001", "{report}");
+    let shown = lines[3].strip_prefix("1 | ").unwrap();
+    let caret = lines[4].strip_prefix("  | ").unwrap();
+    assert!(shown.starts_with('…') && shown.ends_with('…') && shown.chars().count() <= 102, "{report}");
+    let at = caret.find('^').unwrap();
+    assert_eq!(shown.chars().nth(at), Some('$'), "the caret is under the `$`:\n{report}");
+}
+
+/// Text over `MAX_INPUT` is refused before it is parsed, by every parser, at 1:1.
+#[test]
+fn text_over_the_size_limit() {
+    let big = "x+".repeat(symdiff::MAX_INPUT / 2 + 1);
+    let point = format!("x={big}");
+    for (what, len, err) in [
+        ("the formula", big.len(), Expr::parse(&big).unwrap_err()),
+        ("the line", big.len(), Session::new().run(&big).unwrap_err()),
+        ("the point", point.len(), symdiff::Point::parse(&point).unwrap_err()),
+    ] {
+        let Error::Parse(d) = &err else { panic!("{what}: {err}") };
+        assert_eq!(d.line_col(), (1, 1), "{what}");
+        assert!(d.message.starts_with(&format!("{what} is {len} bytes")), "{what}: {}", d.message);
+        assert!(d.source.len() < 100, "{what}: the report does not copy the text");
+    }
 }

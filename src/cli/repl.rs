@@ -48,10 +48,20 @@ fn report(e: &Error, origin: &str, line: usize) -> String {
 fn script(out: &mut Out) -> Result<ExitCode, OutputError> {
     let mut session = Session::new();
     let mut failed = false;
-    for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
-        let n = i + 1;
-        let bytes = match line {
-            Ok(b) => b,
+    let mut input = std::io::stdin().lock();
+    for n in 1.. {
+        let bytes = match next_line(&mut input, symdiff::MAX_INPUT) {
+            Ok(None) => break,
+            Ok(Some(Line::Text(b))) => b,
+            Ok(Some(Line::TooLong(len))) => {
+                to_stderr(&format!(
+                    "error: <stdin>:{n}:1: the line is {len} bytes; the limit is {} bytes ({} MiB)\n",
+                    symdiff::MAX_INPUT,
+                    symdiff::MAX_INPUT >> 20
+                ));
+                failed = true;
+                continue;
+            }
             Err(e) => {
                 to_stderr(&format!("error: cannot read standard input: {e}\n"));
                 return Ok(ExitCode::FAILURE);
@@ -93,6 +103,46 @@ fn script(out: &mut Out) -> Result<ExitCode, OutputError> {
 
 fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".symdiff_history"))
+}
+
+/// One line of a script: its bytes (without the newline), or only its length when it is
+/// longer than the limit.
+enum Line {
+    Text(Vec<u8>),
+    TooLong(usize),
+}
+
+/// The next line of `input`, holding at most `limit` bytes of it in memory: a line longer
+/// than that (a gigabyte without a newline) is read through and counted, not stored.
+fn next_line(input: &mut impl BufRead, limit: usize) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    let mut any = false;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break; // end of input
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let part = &buf[..newline.unwrap_or(buf.len())];
+        len += part.len();
+        if len <= limit {
+            line.extend_from_slice(part);
+        } else if !line.is_empty() {
+            line = Vec::new(); // too long: stop holding it
+        }
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        input.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    Ok(match (any, len > limit) {
+        (false, _) => None,
+        (true, true) => Some(Line::TooLong(len)),
+        (true, false) => Some(Line::Text(line)),
+    })
 }
 
 /// Tab completion for the line editor: what the session offers ([`Session::complete`]:
@@ -172,4 +222,23 @@ fn interactive(out: &mut Out) -> Result<ExitCode, OutputError> {
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_lines_are_read_within_the_limit() {
+        let text = b"x + 1\n\n0123456789abcdef\nlast";
+        let mut input = std::io::BufReader::with_capacity(4, &text[..]);
+        let mut lines = Vec::new();
+        while let Some(l) = next_line(&mut input, 10).unwrap() {
+            lines.push(match l {
+                Line::Text(b) => String::from_utf8(b).unwrap(),
+                Line::TooLong(n) => format!("<{n} bytes>"),
+            });
+        }
+        assert_eq!(lines, ["x + 1", "", "<16 bytes>", "last"]);
+    }
 }

@@ -3,7 +3,9 @@
 //! Owns name resolution for formulas: built-in functions (from the function table), the
 //! constants `pi` and `e`, user-defined functions (inlined at each call by substitution),
 //! and the `diff(expr, x[, n])` operator. Every node goes through the simplifying
-//! constructors, so what comes out is canonical.
+//! constructors, so what comes out is canonical. Unknown names get "did you mean": an
+//! unknown function against the functions in scope, and a new name that makes an operation
+//! fail against the tensors in scope (`logsoftmax(logit)` means `logits`).
 //!
 //! The AST arena lists children before parents, so lowering is one forward scan over the
 //! nodes under the root: no recursion, whatever the nesting depth.
@@ -51,6 +53,11 @@ pub struct Scope<'a> {
 /// Built-in functions that are not in the function table.
 pub const BUILTINS: &[&str] =
     &["sqrt", "ln", "pow", "diff", "sum", "mean", "max", "logsumexp", "transpose", "logsoftmax", "onehot"];
+
+/// Whether `name` is a built-in function.
+pub fn is_builtin_function(name: &str) -> bool {
+    builtin_names().any(|b| b == name)
+}
 
 /// Every built-in name a call may use, for "did you mean" suggestions.
 fn builtin_names() -> impl Iterator<Item = &'static str> {
@@ -105,42 +112,64 @@ impl Scope<'_> {
             }
         }
         let mut ids = Lowered { base, ids: vec![None; n] };
+        // Names that became new (scalar) variables here, where they were written.
+        let mut fresh: Vec<(&str, Span)> = Vec::new();
         for i in 0..n {
             if !inside[i] || chained[i] {
                 continue;
             }
             let node = self.ast.node(AstId((base + i) as u32));
             let id = match &node.kind {
-                AstKind::Num(x) => g.num(*x),
-                AstKind::Name(name) => self.name(g, name, node.span)?,
-                AstKind::Neg(a) => g.neg(ids.get(a)),
+                AstKind::Num(x) => Ok(g.num(*x)),
+                AstKind::Name(name) => {
+                    let new = g.find_var(name).is_none() && !self.functions.contains_key(&**name);
+                    let id = self.name(g, name, node.span)?;
+                    if new && g.var_name(id).is_some() {
+                        fresh.push((name, node.span));
+                    }
+                    Ok(id)
+                }
+                AstKind::Neg(a) => Ok(g.neg(ids.get(a))),
                 AstKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, ..) => {
-                    self.chain(g, AstId((base + i) as u32), &ids)?
+                    self.chain(g, AstId((base + i) as u32), &ids)
                 }
                 AstKind::Binary(BinOp::Pow, a, b) => {
                     let (a, b) = (ids.get(a), ids.get(b));
-                    self.check(g, Op::Pow, &[a, b], node.span)?;
-                    g.pow(a, b)
+                    self.check(g, Op::Pow, &[a, b], node.span).map(|_| g.pow(a, b))
                 }
                 AstKind::Binary(BinOp::MatMul, a, b) => {
                     let (a, b) = (ids.get(a), ids.get(b));
-                    self.check(g, Op::MatMul, &[a, b], node.span)?;
-                    g.matmul(a, b)
+                    self.check(g, Op::MatMul, &[a, b], node.span).map(|_| g.matmul(a, b))
                 }
-                AstKind::Call { name, name_span, args } => {
-                    let vals: Vec<Id> = args.iter().map(|a| ids.get(a)).collect();
-                    self.call(g, name, *name_span, node.span, args, &vals)?
+                AstKind::Call(c) => {
+                    let vals: Vec<Id> = c.args.iter().map(|a| ids.get(a)).collect();
+                    self.call(g, &c.name, c.name_span, node.span, &c.args, &vals)
                 }
-                AstKind::List(_) => {
-                    return Err(self
-                        .err(node.span, "a tensor literal can only be given to a name")
-                        .with_help("write `w = [[1], [2]]`, then use `w`"));
-                }
+                AstKind::List(_) => Err(self
+                    .err(node.span, "a tensor literal can only be given to a name")
+                    .with_help("write `w = [[1], [2]]`, then use `w`")),
             };
+            let id = id.map_err(|d| self.misspelt(g, &fresh, node.span).unwrap_or(d))?;
             ids.ids[i] = Some(id);
             g.check_budget().map_err(|b| self.err(node.span, b.message("this expression")))?;
         }
         Ok(ids.get(&root))
+    }
+
+    /// An operation at `span` failed: if a name in it that became a new scalar variable is a
+    /// misspelling of a defined tensor (`logsoftmax(logit)` for `logits`), that is the error
+    /// to report, not the shapes.
+    fn misspelt(&self, g: &Graph, fresh: &[(&str, Span)], span: Span) -> Option<Diagnostic> {
+        let tensors = || {
+            self.functions
+                .iter()
+                .filter(|(_, d)| d.params.is_empty() && !g.is_scalar(d.body))
+                .map(|(name, _)| name.clone())
+        };
+        fresh.iter().filter(|(_, at)| at.start >= span.start && at.end <= span.end).find_map(|&(name, at)| {
+            let best = suggest(name, tensors())?;
+            Some(self.err(at, format!("unknown name `{name}`")).with_help(format!("did you mean `{best}`?")))
+        })
     }
 
     /// Lowers the chain of `+ -` (or `* /`) whose top is `top`: walk down the left spine
@@ -410,7 +439,8 @@ fn children(k: &AstKind) -> SmallVec<[AstId; 4]> {
     match k {
         AstKind::Neg(a) => smallvec::smallvec![*a],
         AstKind::Binary(_, a, b) => smallvec::smallvec![*a, *b],
-        AstKind::Call { args, .. } | AstKind::List(args) => args.iter().copied().collect(),
+        AstKind::Call(c) => c.args.iter().copied().collect(),
+        AstKind::List(args) => args.iter().copied().collect(),
         AstKind::Num(_) | AstKind::Name(_) => SmallVec::new(),
     }
 }
@@ -507,19 +537,28 @@ pub fn suggest(word: &str, candidates: impl Iterator<Item = String>) -> Option<S
     best.map(|(_, _, c)| c)
 }
 
+/// Edits from `a` to `b`: insertions, deletions, substitutions and swaps of two neighbours
+/// (`sni` is one edit from `sin`), each counted once (optimal string alignment).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+    // Three rows of the table: i - 2, i - 1 and i.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        row[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (last[j - 1] + cost).min(row[j - 1] + 1).min(last[j] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
         }
+        std::mem::swap(&mut before, &mut last);
+        std::mem::swap(&mut last, &mut row);
     }
-    row[b.len()]
+    last[b.len()]
 }
 
 /// Copies the expression `root` of graph `from` into `to` (through the simplifying

@@ -346,9 +346,9 @@ fn formula(
     // walking the model's graph below the formula, which would cost the model's size.)
     let free = (0..=root.0).find_map(|k| match &tree.node(crate::syntax::AstId(k)).kind {
         crate::syntax::AstKind::Name(n)
-            if !names.contains_key(n) && !matches!(n.as_str(), "pi" | "e") && g.find_var(n).is_none() =>
+            if !names.contains_key(&**n) && !matches!(&**n, "pi" | "e") && g.find_var(n).is_none() =>
         {
-            Some(n.clone())
+            Some(n.to_string())
         }
         _ => None,
     });

@@ -734,7 +734,8 @@ pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
         match &ast.node(id).kind {
             AstKind::Neg(a) => ids.push(*a),
             AstKind::Binary(_, a, b) => ids.extend([*a, *b]),
-            AstKind::Call { args, .. } | AstKind::List(args) => ids.extend_from_slice(args),
+            AstKind::Call(call) => ids.extend_from_slice(&call.args),
+            AstKind::List(args) => ids.extend_from_slice(args),
             AstKind::Num(_) | AstKind::Name(_) => {}
         }
     }
@@ -747,11 +748,11 @@ pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
         let kind = match &node.kind {
             AstKind::Neg(a) => AstKind::Neg(new[a]),
             AstKind::Binary(op, a, b) => AstKind::Binary(*op, new[a], new[b]),
-            AstKind::Call { name, name_span, args } => AstKind::Call {
-                name: name.clone(),
-                name_span: *name_span,
-                args: args.iter().map(|a| new[a]).collect(),
-            },
+            AstKind::Call(call) => {
+                let mut call = call.clone();
+                call.args.iter_mut().for_each(|a| *a = new[a]);
+                AstKind::Call(call)
+            }
             AstKind::List(args) => AstKind::List(args.iter().map(|a| new[a]).collect()),
             other => other.clone(),
         };

@@ -31,20 +31,26 @@ pub enum BinOp {
     MatMul,
 }
 
+/// What a syntax node is. Kept small (32 bytes: calls are boxed, names are `Box<str>`), as a
+/// formula of millions of nodes is millions of these.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AstKind {
     Num(f64),
-    Name(String),
+    Name(Box<str>),
     Neg(AstId),
     Binary(BinOp, AstId, AstId),
-    /// `name(args)`; `name_span` is where the name is, for "unknown function" carets.
-    Call {
-        name: String,
-        name_span: Span,
-        args: Vec<AstId>,
-    },
+    /// `name(args)`.
+    Call(Box<Call>),
     /// `[a, b, c]`: a tensor literal row (nested for higher ranks).
     List(Vec<AstId>),
+}
+
+/// A call `name(args)`; `name_span` is where the name is, for "unknown function" carets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub name: String,
+    pub name_span: Span,
+    pub args: Vec<AstId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,4 +165,9 @@ pub enum ModelLine {
     Define { head: Name, name: Name, params: Vec<Spanned<Value>>, body: AstId, span: Span },
     /// `loss = mean(...)`, `regularizer = 0.001 * sum(dense_1_kernel^2)`.
     Formula { head: Name, body: AstId, span: Span },
+}
+
+/// The values out of boxes (the grammar returns large items boxed, see its header).
+pub fn unbox<T>(items: Vec<Box<T>>) -> Vec<T> {
+    items.into_iter().map(|b| *b).collect()
 }

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Invariant: spans are byte offsets on `char` boundaries. Columns are counted in characters,
-//! so the caret stays under the right character after non-ASCII text.
+//! so the caret stays under the right character after non-ASCII text. A long line (a
+//! megabyte formula) is shown as the part around the caret, not written out whole.
 
 use std::fmt;
 
@@ -88,7 +89,8 @@ impl Diagnostic {
         (line + self.first_line - 1, col)
     }
 
-    /// The full report with the source line and a caret under the span.
+    /// The full report with the source line and a caret under the span. A line longer than
+    /// [`WINDOW`] characters is shown as the part around the caret, cut with `…`.
     pub fn render(&self) -> String {
         let (line, col) = self.line_col();
         let line_start = self.source[..self.span.start].rfind('\n').map_or(0, |i| i + 1);
@@ -96,12 +98,30 @@ impl Diagnostic {
         let text = &self.source[line_start..line_end];
         // Carets cover the span's characters on this line (at least one).
         let span_end = self.span.end.min(line_end).max(self.span.start);
-        let width = self.source[self.span.start..span_end].chars().count().max(1);
+        let mut width = self.source[self.span.start..span_end].chars().count().max(1);
+        let mut caret = col - 1;
+        let chars = text.chars().count();
+        let shown = if chars <= WINDOW {
+            visible(text)
+        } else {
+            let from = caret.saturating_sub(WINDOW / 2).min(chars - WINDOW);
+            let cut_left = from > 0;
+            let cut_right = from + WINDOW < chars;
+            width = width.min(from + WINDOW - caret);
+            caret = caret - from + usize::from(cut_left);
+            let part: String = text.chars().skip(from).take(WINDOW).collect();
+            format!(
+                "{}{}{}",
+                if cut_left { "…" } else { "" },
+                visible(&part),
+                if cut_right { "…" } else { "" }
+            )
+        };
         let gutter = line.to_string().len();
         let pad = " ".repeat(gutter);
         let mut out = format!("error: {}\n{pad}--> {}:{line}:{col}\n", self.message, self.origin);
-        out += &format!("{pad} |\n{line} | {}\n", visible(text));
-        out += &format!("{pad} | {}{}\n", " ".repeat(col - 1), "^".repeat(width));
+        out += &format!("{pad} |\n{line} | {shown}\n");
+        out += &format!("{pad} | {}{}\n", " ".repeat(caret), "^".repeat(width));
         if let Some(help) = &self.help {
             out += &format!("{pad} = help: {help}\n");
         }
@@ -122,6 +142,9 @@ impl fmt::Display for Diagnostic {
 }
 
 impl std::error::Error for Diagnostic {}
+
+/// Lines longer than this many characters are shown in part, around the caret.
+pub const WINDOW: usize = 100;
 
 /// Tabs and other control characters would misplace the caret; show them as spaces.
 fn visible(text: &str) -> String {

@@ -3,6 +3,13 @@
 //! Owns the lexer (logos), the generated parser (lalrpop, from `grammar/symdiff.lalrpop`), the
 //! arena AST and positioned [`Diagnostic`]s.
 //!
+//! **Input size.** Every parse entry point (formulas, REPL lines, `--at` points, model files)
+//! refuses text longer than [`MAX_INPUT`] (16 MiB) with an error before lexing it: all text
+//! routes (a command-line argument, `-` on stdin, a REPL or script line, a model file) meet
+//! here. Parsing costs up to about 130 bytes of memory per byte of input (2 GB for 16 MiB of
+//! `x^x^x^...`, less for anything else), and what the parsed text builds is bounded by the
+//! graph's node budget, so no text makes symdiff abort.
+//!
 //! **Architecture Invariant:** `syntax` knows nothing about graphs, values or derivatives, and
 //! never panics on any input: every failure is a [`Diagnostic`] with a span.
 
@@ -17,47 +24,92 @@ pub use diagnostic::{Diagnostic, Span, line_col};
 use lexer::{LexError, Tok};
 
 lalrpop_util::lalrpop_mod!(
-    #[allow(clippy::ptr_arg, clippy::type_complexity, clippy::large_enum_variant, unused_qualifications)]
+    #[allow(
+        clippy::ptr_arg,
+        clippy::type_complexity,
+        clippy::large_enum_variant,
+        clippy::vec_box,
+        unused_qualifications
+    )]
     grammar,
     "/symdiff.rs"
 );
 
-/// Parses one formula (`x^3 + 2*x^2 + 1`).
-pub fn parse_formula(src: &str) -> Result<(Ast, AstId), Diagnostic> {
+/// The most bytes of text the parser reads at once: a formula, a REPL line, a point or a model
+/// file. 16 MiB holds a sum of a million variables.
+pub const MAX_INPUT: usize = 16 << 20;
+
+/// An error for `src` if it is longer than [`MAX_INPUT`]. The report points at the start and
+/// quotes only the first characters (the text may be gigabytes).
+pub fn check_size(src: &str, what: &str) -> Result<(), Diagnostic> {
+    if src.len() <= MAX_INPUT {
+        return Ok(());
+    }
+    let line = src.lines().next().unwrap_or("");
+    let mut head: String = line.chars().take(60).collect();
+    if head.len() < line.len() {
+        head.push('…');
+    }
+    let mib = |n: usize| n as f64 / (1u64 << 20) as f64;
+    Err(Diagnostic::new(
+        &head,
+        Span::new(0, 0),
+        format!(
+            "{what} is {} bytes ({:.1} MiB); the limit is {} bytes ({} MiB)",
+            src.len(),
+            mib(src.len()),
+            MAX_INPUT,
+            MAX_INPUT >> 20
+        ),
+    )
+    .with_help("split it into smaller pieces (REPL definitions can name the parts)"))
+}
+
+/// Which names are functions, for the hints of parse errors (`sin x` is `sin(x)`, `a x` is
+/// `a*x`). Syntax does not know; the caller does.
+pub type IsFunction<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Parses one formula (`x^3 + 2*x^2 + 1`), with hints that know which names are functions.
+pub fn parse_formula(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, AstId), Diagnostic> {
+    check_size(src, "the formula")?;
     check_nonempty(src, "an expression")?;
     let mut ast = Ast::default();
     let root = grammar::FormulaParser::new()
         .parse(&mut ast, lexer::tokens(src, false))
-        .map_err(|e| diagnose(src, e))?;
+        .map_err(|e| diagnose(src, e, is_function))?;
     Ok((ast, root))
 }
 
-/// Parses one REPL line (`d/dx x^3 at x = 4`, `f(x) = ...`, `grad f`, ...).
-pub fn parse_line(src: &str) -> Result<(Ast, Line), Diagnostic> {
+/// Parses one REPL line (`d/dx x^3 at x = 4`, `f(x) = ...`, `grad f`, ...), with hints that
+/// know which names are functions.
+pub fn parse_line(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, Line), Diagnostic> {
+    check_size(src, "the line")?;
     check_nonempty(src, "an expression or a command")?;
     let mut ast = Ast::default();
     let line = grammar::LineParser::new()
         .parse(&mut ast, lexer::tokens(src, false))
-        .map_err(|e| diagnose(src, e))?;
-    Ok((ast, line))
+        .map_err(|e| diagnose(src, e, is_function))?;
+    Ok((ast, *line))
 }
 
 /// Parses a model file (newlines are statement separators; `#` starts a comment).
 pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
+    check_size(src, "the model file")?;
     let mut ast = Ast::default();
     let lines = grammar::ModelParser::new()
         .parse(&mut ast, lexer::tokens(src, true))
-        .map_err(|e| diagnose(src, e))?;
+        .map_err(|e| diagnose(src, e, &|_| false))?;
     Ok((ast, lines))
 }
 
 /// Parses `x = 4, y = 2`.
 pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
+    check_size(src, "the point")?;
     check_nonempty(src, "bindings")?;
     let mut ast = Ast::default();
     let b = grammar::BindingsParser::new()
         .parse(&mut ast, lexer::tokens(src, false))
-        .map_err(|e| diagnose(src, e))?;
+        .map_err(|e| diagnose(src, e, &|_| false))?;
     Ok((ast, b))
 }
 
@@ -74,12 +126,41 @@ fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
     Ok(())
 }
 
+/// The name that ends just before byte `at` (spaces between allowed), if any.
+fn name_before(src: &str, at: usize) -> Option<&str> {
+    let before = src[..at].trim_end();
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_alphanumeric() || c == '_')
+        .last()
+        .map(|(i, _)| i)?;
+    let word = &before[start..];
+    word.starts_with(|c: char| c.is_alphabetic() || c == '_').then_some(word)
+}
+
+/// The name that starts at byte `at`, if any.
+fn name_after(src: &str, at: usize) -> Option<&str> {
+    let rest = &src[at..];
+    let end =
+        rest.char_indices().find(|&(_, c)| !(c.is_alphanumeric() || c == '_')).map_or(rest.len(), |(i, _)| i);
+    let word = &rest[..end];
+    word.starts_with(|c: char| c.is_alphabetic() || c == '_').then_some(word)
+}
+
 /// Turns lalrpop's error into a positioned diagnostic with the expected tokens in words.
-fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
+fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>, is_function: IsFunction<'_>) -> Diagnostic {
     match err {
         ParseError::User { error } => {
             let help = if error.text.starts_with("d/") || error.text.starts_with("d^") {
-                Some("derivative operators are written `d/dx` or `d^2/dx^2`")
+                Some("derivative operators are written `d/dx` or `d^2/dx^2`".to_owned())
+            } else if error.text == "."
+                && let (Some(a), Some(b)) =
+                    (name_before(src, error.span.start), name_after(src, error.span.end))
+                && src[..error.span.start].ends_with(a)
+            {
+                // `dense_1.kernel`: weight files name parameters with a dot, formulas with `_`.
+                Some(format!("names in formulas have no `.`: the parameter `{a}.{b}` is written `{a}_{b}`"))
             } else {
                 None
             };
@@ -95,9 +176,27 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>) -> Diagnostic {
                 Span::new(l, r),
                 format!("unexpected {tok}; expected {}", expected_words(&expected)),
             );
+            let expects = |t: &str| expected.iter().any(|e| e.trim_matches('"') == t);
+            let binding_follows =
+                src[r..].trim_start().starts_with('=') && !src[r..].trim_start().starts_with("==");
             if matches!(tok, Tok::Caret) && src[..l].trim_end().ends_with(['^', '*']) {
                 d = d.with_help("`^` (or `**`) needs an exponent on its right, as in `x^2`");
-            } else if matches!(tok, Tok::Ident(_) | Tok::LParen) && expected.iter().any(|e| e == "\"*\"") {
+            } else if matches!(tok, Tok::Ident(_)) && expects(",") && binding_follows {
+                // `x=1 y=2`: a list of bindings missing its commas.
+                let comma = if src.contains(" = ") || src.contains(", ") { ", " } else { "," };
+                let fixed = format!("{}{comma}{}", src[..l].trim_end(), &src[l..]);
+                d = d.with_help(if fixed.len() <= 60 {
+                    format!("separate bindings with commas: `{fixed}`")
+                } else {
+                    "separate bindings with commas, as in `x=1,y=2`".to_owned()
+                });
+            } else if matches!(tok, Tok::Ident(_) | Tok::Num(_))
+                && expects("(")
+                && let Some(f) = name_before(src, l).filter(|f| is_function(f))
+            {
+                // `sin x`: a function applied without parentheses.
+                d = d.with_help(format!("function arguments go in parentheses: `{f}({})`", &src[l..r]));
+            } else if matches!(tok, Tok::Ident(_) | Tok::LParen) && expects("*") {
                 d = d.with_help("write products with `*`, as in `2*x`");
             } else if matches!(tok, Tok::RParen) {
                 d = d.with_help("this `)` has no matching `(`");
