@@ -96,6 +96,8 @@ const UNDEFINED_CONSTANTS: &[(&str, Expect)] = &[
 fn undefined_constants() {
     for (src, e) in UNDEFINED_CONSTANTS {
         check(src, &["eval", src], b"", e);
+        // The derivative of a constant is 0 only where the constant has a value.
+        check(src, &["diff", src], b"", e);
     }
 }
 

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+
 struct Out {
     stdout: String,
     stderr: String,
@@ -179,25 +181,7 @@ fn repl_ir_and_time() {
 /// A tiny MNIST-shaped data set (`n` samples of noise) in `dir`, and a small model file
 /// beside it; returns the model's path.
 fn tiny_mnist(dir: &std::path::Path, n: u32, train: &str) -> String {
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            out.extend_from_slice(&d.to_be_bytes());
-        }
-        out.extend_from_slice(data);
-        out
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let pixels: Vec<u8> = (0..n * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
-    for (name, bytes) in [
-        ("train-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
-        ("train-labels-idx1-ubyte", idx(&[n], &labels)),
-        ("t10k-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
-        ("t10k-labels-idx1-ubyte", idx(&[n], &labels)),
-    ] {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    common::mnist::write_synthetic(dir, n);
     let model = dir.join("tiny.model");
     std::fs::write(
         &model,

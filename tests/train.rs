@@ -307,25 +307,7 @@ fn divergence_stops_training_and_names_the_first_tensor() {
 /// that the interpreter trains at about half a second per epoch (batch 1): slow enough to
 /// interrupt, fast enough to finish. No real data needed. Returns the model's path.
 fn slow_synthetic_model(dir: &std::path::Path) -> String {
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            out.extend_from_slice(&d.to_be_bytes());
-        }
-        out.extend_from_slice(data);
-        out
-    }
-    let n = 2000u32;
-    let pixels: Vec<u8> = (0..n * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
-    for (name, bytes) in [
-        ("train-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
-        ("train-labels-idx1-ubyte", idx(&[n], &labels)),
-        ("t10k-images-idx3-ubyte", idx(&[n, 28, 28], &pixels)),
-        ("t10k-labels-idx1-ubyte", idx(&[n], &labels)),
-    ] {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    common::mnist::write_synthetic(dir, 2000);
     let model = dir.join("slow.model");
     std::fs::write(
         &model,

@@ -406,7 +406,14 @@ fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool
     }
     let wrt: Vec<String> = if wrt.is_empty() { vars.clone() } else { wrt.to_vec() };
     let p = point(at)?;
-    let derivs: Vec<(String, Expr)> = wrt.iter().map(|v| (v.clone(), f.diff(v))).collect();
+    if vars.is_empty() {
+        // A constant's derivative is 0 only where the constant has a value (`0/0` has none).
+        f.eval(&[])?;
+    }
+    let derivs = wrt
+        .iter()
+        .map(|v| Ok((v.clone(), f.try_diff(v)?)))
+        .collect::<Result<Vec<(String, Expr)>, Error>>()?;
     let show = |e: &Expr| {
         if format == Format::Latex { e.to_latex() } else { e.to_string() }
     };
@@ -465,13 +472,12 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let mut report = vec![("parse", parse_time)];
     if interp {
         let t = Instant::now();
-        let grads = f.gradient(&names);
+        let grads = f.try_gradient(&names)?;
         report.push(("gradient graph", t.elapsed()));
         let t = Instant::now();
         value = value_at(&f, &p)?;
-        for (k, g) in grads.iter().enumerate() {
-            grad[k] = value_at(g, &p)?;
-        }
+        // One pass over the shared graph, not one walk per partial.
+        grad = Expr::eval_all(&grads, &p.values())?;
         report.push(("evaluate (interpreter)", t.elapsed()));
     } else {
         let compiled = symdiff::compile_gradient(&f, &names)?;
@@ -492,9 +498,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         if !value.is_finite() || grad.iter().any(|g| !g.is_finite()) {
             // Compiled code does not check domains; the interpreter says what went wrong.
             value_at(&f, &p)?;
-            for g in f.gradient(&names) {
-                value_at(&g, &p)?;
-            }
+            Expr::eval_all(&f.try_gradient(&names)?, &p.values())?;
         }
     }
     if timings {

@@ -42,8 +42,28 @@ type Result<T> = std::result::Result<T, Failure>;
 
 /// Reads and validates a model file.
 pub fn load_spec(path: &Path) -> Result<ModelSpec> {
-    let text = std::fs::read(path)
-        .map_err(|e| Failure::Message(format!("error: cannot read {}: {e}\n", path.display())))?;
+    // The size first: a model file is text for the parser, never more than it accepts.
+    let cannot =
+        |e: std::io::Error| Failure::Message(format!("error: cannot read {}: {e}\n", path.display()));
+    let len = std::fs::metadata(path).map_err(cannot)?.len();
+    let limit = symdiff::MAX_INPUT;
+    if len > limit as u64 {
+        let message = format!(
+            "the model file is {len} bytes ({:.1} MiB); the limit is {limit} bytes ({} MiB)",
+            len as f64 / (1u64 << 20) as f64,
+            limit >> 20
+        );
+        let d = symdiff::Diagnostic::new("", symdiff::Span::new(0, 0), message)
+            .with_origin(&path.display().to_string())
+            .with_help("split it into smaller pieces; it is refused before it is read");
+        return Err(Failure::Message(d.render()));
+    }
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(cannot)?, limit as u64 + 1),
+        &mut text,
+    )
+    .map_err(cannot)?;
     let text = String::from_utf8(text).map_err(|e| {
         Failure::Message(format!(
             "error: {}: not UTF-8 text (at byte {})\n",
