@@ -54,7 +54,7 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec> {
             limit >> 20
         );
         let d = symdiff::Diagnostic::new("", symdiff::Span::new(0, 0), message)
-            .with_origin(&path.display().to_string())
+            .with_origin(path.display().to_string())
             .with_help("split it into smaller pieces; it is refused before it is read");
         return Err(Failure::Message(d.render()));
     }
