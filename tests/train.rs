@@ -207,17 +207,11 @@ fn resuming_ends_with_the_weights_of_an_uninterrupted_run() {
 /// Starts training `model` in the background and returns once its first checkpoint exists
 /// (the second epoch has then just begun).
 fn train_until_checkpoint(model: &str, data: &str, ckpt: &str) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
-        .args(["train", model, "--data", data, "--checkpoint", ckpt])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !std::path::Path::new(ckpt).exists() && start.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child
+    spawn_with_stdout_until_checkpoint(
+        &["train", model, "--data", data, "--checkpoint", ckpt],
+        ckpt,
+        std::process::Stdio::null(),
+    )
 }
 
 #[test]
@@ -320,9 +314,18 @@ fn slow_synthetic_model(dir: &std::path::Path) -> String {
 
 /// Starts `symdiff args` in the background and returns once `ckpt` exists.
 fn spawn_until_checkpoint(args: &[&str], ckpt: &str) -> std::process::Child {
+    spawn_with_stdout_until_checkpoint(args, ckpt, std::process::Stdio::piped())
+}
+
+/// [`spawn_until_checkpoint`] with stdout going to `stdout`; waits at most 120 s.
+fn spawn_with_stdout_until_checkpoint(
+    args: &[&str],
+    ckpt: &str,
+    stdout: std::process::Stdio,
+) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_symdiff"))
         .args(args)
-        .stdout(std::process::Stdio::piped())
+        .stdout(stdout)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
