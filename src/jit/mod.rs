@@ -1,32 +1,25 @@
-//! Stage 4: native code. Lowers a DAG with several outputs to one Cranelift function and
-//! JIT-compiles it.
+//! Stage 4: native code, in two rooms that share the host functions (`runtime.rs`) and the
+//! thread team (`team.rs`):
 //!
-//! **Architecture Invariant:** `jit` never decides semantics. The interpreter
-//! (`graph::eval`) is the definition; compiled code computes the same operations in the same
-//! order (left folds for sums and products, square-and-multiply for integer powers, the same
-//! Rust functions for transcendentals), and the tests hold it to that.
+//! * `scalar/`: the expression compiler. A scalar DAG with several outputs (a function, its
+//!   gradient, a Jacobian) becomes native functions of the C signature
+//!   `fn(inputs: *const f64, out_0: *mut f64, ..., out_k: *mut f64, scratch: *mut f64)`.
+//! * `tensor/`: the tensor-program compiler. A training step or an inference graph becomes
+//!   planned buffers, fused `f32x4` loop kernels and one driver function.
 //!
-//! The generated function has the C signature
-//! `fn(inputs: *const f64, out_0: *mut f64, ..., out_k: *mut f64)`: one input array and one
-//! pointer per output group (a gradient has two groups: the value and the partials).
-//! It reads inputs, computes every node once in id order (a topological order), and stores
-//! each group's outputs. It does not allocate, branch on data (except inside host calls), or
-//! check domains: evaluation errors are the interpreter's business.
+//! **Architecture Invariant:** `jit` never decides semantics. The interpreters (`graph::eval`,
+//! `graph::tensor`) are the definition; each room states how closely it follows them.
 
-pub mod export;
-pub mod fuse;
-mod kernel;
-mod lower;
 mod runtime;
-mod sparse;
-pub mod step;
+pub mod scalar;
 mod team;
+pub mod tensor;
 
+pub use scalar::export;
+pub use scalar::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};
 pub(crate) use team::for_each as parallel_for;
 pub use team::{set_threads, threads};
-pub mod vecmath;
-
-pub use lower::{CompileOptions, CompiledFunction, JitError, Stats as CompileStats, compile};
+pub use tensor::{fuse, step};
 
 /// `x^n` by square-and-multiply, in the order of `graph::eval::powi` (so scalar code matches
 /// the interpreter to the bit); `None` for `n = 0`. Works on any float or vector type.

@@ -98,10 +98,10 @@ pub unsafe extern "C" fn sd_adam(
     // SAFETY: as in the contract.
     let alpha = unsafe { *alpha };
     let c = [beta1, c1, beta2, c2, eps];
-    let chunks = if n >= 16 * 1024 { (n / 4096).clamp(1, super::team::MAX_CHUNKS) } else { 1 };
+    let chunks = if n >= 16 * 1024 { (n / 4096).clamp(1, crate::jit::team::MAX_CHUNKS) } else { 1 };
     let (p, m, v, g) = (p as usize, m as usize, v as usize, g as usize);
     let fast = avx2();
-    super::team::for_each(chunks, &|ch| {
+    crate::jit::team::for_each(chunks, &|ch| {
         // Chunk bounds on multiples of 8 so that only the last chunk has a scalar tail.
         let (from, to) =
             ((n / 8 * ch / chunks) * 8, if ch + 1 == chunks { n } else { (n / 8 * (ch + 1) / chunks) * 8 });
@@ -211,7 +211,7 @@ pub type MapKernel = unsafe extern "C" fn(*mut f32, i64, i64);
 pub unsafe extern "C" fn sd_par_map(kernel: MapKernel, arena: *mut f32, units: i64, chunks: i64) {
     let (units, chunks) = (units.max(0) as usize, chunks.clamp(1, units.max(1)) as usize);
     let arena = arena as usize;
-    super::team::for_each(chunks, &|c| {
+    crate::jit::team::for_each(chunks, &|c| {
         let (from, to) = (units * c / chunks, units * (c + 1) / chunks);
         // SAFETY: forwarded from this function's contract; chunks cover disjoint units.
         unsafe { kernel(arena as *mut f32, from as i64, to as i64) }
@@ -244,12 +244,12 @@ pub unsafe extern "C" fn sd_sgemm(
     let (rsa, csa, rsb, csb, rsc, csc) =
         (rsa as isize, csa as isize, rsb as isize, csb as isize, rsc as isize, csc as isize);
     let flops = 2 * m * n * k;
-    let threads = super::team::threads();
+    let threads = crate::jit::team::threads();
     let along_rows = m * k >= k * n;
     let side = if along_rows { m } else { n };
     let chunks = if flops >= PARALLEL_FLOPS { threads.min(side / 16).max(1) } else { 1 };
     let (a, b, c) = (a as usize, b as usize, c as usize);
-    super::team::for_each(chunks, &|ch| {
+    crate::jit::team::for_each(chunks, &|ch| {
         let (from, to) = (side * ch / chunks, side * (ch + 1) / chunks);
         let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
         // SAFETY: forwarded from this function's contract; chunks write disjoint parts of `c`.
@@ -293,7 +293,20 @@ pub unsafe extern "C" fn sd_sgemm_sparse_lhs(
     let is = |x: i64| x as isize;
     // SAFETY: forwarded from this function's contract.
     let done = unsafe {
-        super::sparse::product(mu, nu, ku, a, is(rsa), is(csa), b, is(rsb), is(csb), c, is(rsc), is(csc))
+        crate::jit::tensor::sparse::product(
+            mu,
+            nu,
+            ku,
+            a,
+            is(rsa),
+            is(csa),
+            b,
+            is(rsb),
+            is(csb),
+            c,
+            is(rsc),
+            is(csc),
+        )
     };
     if !done {
         // SAFETY: as above.

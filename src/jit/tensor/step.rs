@@ -27,8 +27,8 @@ use hashbrown::HashMap;
 
 use super::fuse::{Instr, Plan, Request, Slot, Unsupported, plan};
 use super::kernel::Emitter;
-use super::runtime;
 use crate::graph::{Graph, Id};
+use crate::jit::runtime;
 
 /// An f32 arena whose first element is 64-byte aligned.
 struct Arena {
@@ -155,7 +155,7 @@ impl Program {
         let mut ids: Vec<Option<FuncId>> = Vec::new();
         let mut info = Vec::new();
         let mut launches = Vec::new();
-        let threads = super::team::threads();
+        let threads = crate::jit::team::threads();
         for instr in &plan.instrs {
             let name = describe(g, instr);
             if let Instr::Gemm { .. } | Instr::Adam { .. } = instr {

@@ -43,8 +43,8 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use hashbrown::HashMap;
 
-use super::runtime;
 use crate::graph::{Func, Graph, Id, NodeMap, Op};
+use crate::jit::runtime;
 
 /// Nodes per window (see the module doc).
 pub const WINDOW: usize = 256;
@@ -748,7 +748,7 @@ impl Emitter<'_> {
             let c = self.b.ins().f64const(one());
             self.b.ins().fdiv(c, s)
         } else if x.fract() == 0.0 && x.abs() <= 64.0 {
-            let p = super::square_and_multiply(&mut self.b, b, x.abs() as u32)
+            let p = crate::jit::square_and_multiply(&mut self.b, b, x.abs() as u32)
                 .unwrap_or_else(|| self.b.ins().f64const(1.0));
             if x < 0.0 {
                 let c = self.b.ins().f64const(one());

@@ -31,7 +31,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::team;
+use crate::jit::team;
 
 /// What a listing was made of: the run, the memory and how it was cut into lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

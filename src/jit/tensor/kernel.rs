@@ -237,7 +237,7 @@ impl<'a, 'b> Emitter<'a, 'b> {
                             self.b.ins().fdiv(one, s)
                         }
                         Some(e) if e.fract() == 0.0 && e.abs() <= 16.0 => {
-                            let p = match super::square_and_multiply(self.b, x, e.abs() as u32) {
+                            let p = match crate::jit::square_and_multiply(self.b, x, e.abs() as u32) {
                                 Some(p) => p,
                                 None => self.constant(1.0, at.vector),
                             };
@@ -340,7 +340,7 @@ impl<'a, 'b> Emitter<'a, 'b> {
             Func::Tanh => vecmath::tanh(self.b, x),
             Func::Softplus => vecmath::softplus(self.b, x),
             other => {
-                let symbol = super::runtime::symbol_of(other)
+                let symbol = crate::jit::runtime::symbol_of(other)
                     .ok_or_else(|| Unsupported(format!("no host function for {}", other.name())))?;
                 self.per_lane(symbol, &[x], vector)?
             }
