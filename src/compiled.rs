@@ -22,6 +22,7 @@ use hashbrown::HashMap;
 use crate::diff;
 use crate::expr::{Error, Expr, Result};
 use crate::graph::{Graph, Id};
+use crate::jit::scalar::{GradientCode, GradientError};
 use crate::jit::{self, CompileOptions, CompileStats, CompiledFunction};
 
 impl From<jit::JitError> for Error {
@@ -81,7 +82,7 @@ fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
 
 /// A compiled scalar function with its gradient: one native call gives both.
 pub struct CompiledGradient {
-    code: CompiledFunction,
+    code: GradientCode,
     build_time: Duration,
 }
 
@@ -107,12 +108,7 @@ impl CompiledGradient {
 
     /// Like [`eval`](Self::eval), with an error for wrong lengths.
     pub fn try_eval(&self, x: &[f64], grad: &mut [f64]) -> Result<f64> {
-        let mut value = [0.0];
-        if self.code.call2(x, &mut value, grad) {
-            Ok(value[0])
-        } else {
-            Err(lengths(self.len(), x.len(), grad.len()))
-        }
+        self.code.call(x, grad).ok_or_else(|| lengths(self.len(), x.len(), grad.len()))
     }
 
     /// Evaluates many points: `xs` holds the points one after another (`len()` values each),
@@ -132,15 +128,14 @@ impl CompiledGradient {
         }
         let run = |xs: &[f64], values: &mut [f64], grads: &mut [f64]| {
             for (i, v) in values.iter_mut().enumerate() {
-                let mut value = [0.0];
-                let ok = self.code.call2(&xs[i * n..(i + 1) * n], &mut value, &mut grads[i * n..(i + 1) * n]);
-                debug_assert!(ok);
-                *v = value[0];
+                let value = self.code.call(&xs[i * n..(i + 1) * n], &mut grads[i * n..(i + 1) * n]);
+                debug_assert!(value.is_some());
+                *v = value.unwrap_or(f64::NAN);
             }
         };
         let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
         // Threads pay off only when each gets real work (about 100 µs of it).
-        if threads < 2 || m * (self.code.stats().nodes + 1) < 200_000 {
+        if threads < 2 || m * (self.code.stats().nodes + self.code.stats().looped_nodes + 1) < 200_000 {
             run(xs, values, grads);
             return Ok(());
         }
@@ -197,11 +192,13 @@ pub fn compile_gradient(f: &Expr, vars: &[&str]) -> Result<CompiledGradient> {
 pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> Result<CompiledGradient> {
     check_vars(&[f], vars)?;
     let start = std::time::Instant::now();
-    let (code, build_time) = with_graph(&[f], vars, |g, roots, vs| {
-        let grad = diff::reverse::try_gradient(g, roots[0], vs).map_err(|b| too_large("the gradient", b))?;
-        let build = start.elapsed();
-        Ok::<_, Error>(jit::compile(g, vs, &[&roots[..1], &grad], opts).map(|c| (c, build))?)
+    let code = with_graph(&[f], vars, |g, roots, vs| {
+        jit::scalar::compile_gradient(g, roots[0], vs, opts).map_err(|e| match e {
+            GradientError::Budget(b) => too_large("the gradient", b),
+            GradientError::Jit(e) => e.into(),
+        })
     })?;
+    let build_time = start.elapsed().saturating_sub(code.stats().compile_time);
     Ok(CompiledGradient { code, build_time })
 }
 

@@ -135,8 +135,35 @@ proptest! {
 }
 
 #[test]
-fn large_functions_take_the_chunked_path_and_agree() {
-    // 2,000-variable Rosenbrock: ~32,000 nodes, several chunks compiled in parallel.
+fn large_functions_without_structure_take_the_chunked_path_and_agree() {
+    // A continued fraction over 3,000 variables: no sum of like terms, so no loops; the
+    // gradient is straight-line code in several chunks compiled in parallel.
+    let n = 3000;
+    let mut src = format!("x{}", n - 1);
+    for i in (0..n - 1).rev() {
+        src = format!("x{i} + 1/(1 + ({src})^2)");
+    }
+    let f = Expr::parse(&src).unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = compile_gradient(&f, &vars).unwrap();
+    assert!(g.stats().chunks > 1 && g.stats().classes.is_empty(), "{:?}", g.stats());
+    let x: Vec<f64> = (0..n).map(|i| 0.3 + (i as f64 * 0.37).sin()).collect();
+    let mut grad = vec![0.0; n];
+    let value = g.eval(&x, &mut grad);
+    let at: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+    let mut exprs = vec![f.clone()];
+    exprs.extend(f.gradient(&vars));
+    let expect = Expr::eval_all(&exprs, &at).unwrap();
+    assert!(ulps(value, expect[0]) <= 4, "{value} vs {}", expect[0]);
+    for i in 0..n {
+        assert!(ulps(grad[i], expect[i + 1]) <= 4, "d/dx{i}: {} vs {}", grad[i], expect[i + 1]);
+    }
+}
+
+#[test]
+fn large_sums_of_like_terms_take_loops_and_agree() {
+    // 2,000-variable Rosenbrock: two classes of 1,999 like terms, one loop each.
     let n = 2000;
     let src: String = (0..n - 1)
         .map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1))
@@ -146,7 +173,9 @@ fn large_functions_take_the_chunked_path_and_agree() {
     let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
     let vars: Vec<&str> = names.iter().map(String::as_str).collect();
     let g = compile_gradient(&f, &vars).unwrap();
-    assert!(g.stats().chunks > 1, "{:?}", g.stats());
+    let classes: Vec<(usize, usize)> =
+        g.stats().classes.iter().map(|c| (c.members, c.template_nodes)).collect();
+    assert_eq!(classes, [(1999, 5), (1999, 3)]);
     let x: Vec<f64> = (0..n).map(|i| 0.3 + (i as f64 * 0.37).sin()).collect();
     let mut grad = vec![0.0; n];
     let value = g.eval(&x, &mut grad);

@@ -13,6 +13,7 @@ pub mod lower;
 pub mod node;
 pub mod print;
 pub mod simplify;
+pub mod structure;
 pub mod tensor;
 
 pub use eval::{EvalError, EvalErrorKind, eval};

@@ -249,10 +249,12 @@ impl Graph {
                 for &u in self.args(t) {
                     push(self, u, &mut numbers, &mut rest);
                 }
-            } else if let Some((c, inner)) = self.scaled_sum(t) {
+            } else if let Some((c, inner)) = self.scaled_sum(t).filter(|_| terms.len() > 1) {
                 // add-distribute: c*(a + b) inside a sum becomes c*a + c*b, so that like
                 // terms meet (`(x + 1) - (x - 1)` is 2). Only small inner sums, so chains
-                // of nested sums cannot grow quadratically.
+                // of nested sums cannot grow quadratically; and only among other terms (a
+                // sum of one term, such as an adjoint with one contribution, is left as it
+                // is: spreading it would only cost operations).
                 for k in 0..self.args(inner).len() {
                     let u = self.args(inner)[k];
                     let cn = self.num(c);

@@ -83,7 +83,7 @@ pub enum JitError {
     Codegen(String),
 }
 
-fn codegen(e: impl std::fmt::Display) -> JitError {
+pub(super) fn codegen(e: impl std::fmt::Display) -> JitError {
     JitError::Codegen(e.to_string())
 }
 
@@ -107,6 +107,21 @@ pub struct Stats {
     pub compile_time: Duration,
     /// `"backtracking"` or `"single_pass"`.
     pub allocator: &'static str,
+    /// The classes of like terms compiled as loops (empty for straight-line code).
+    pub classes: Vec<ClassStats>,
+    /// Template nodes run in loops, counted once per member (`nodes` are straight-line).
+    pub looped_nodes: usize,
+}
+
+/// One class of like terms compiled as a loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Terms in the class.
+    pub members: usize,
+    /// Nodes of one term.
+    pub template_nodes: usize,
+    /// Operands one term reads (variables, numbers, shared subexpressions).
+    pub slots: usize,
 }
 
 /// A compiled function. Owns its code; the code is freed when this is dropped.
@@ -373,7 +388,7 @@ fn negative_product(g: &Graph, id: Id) -> Option<(f64, &[Id])> {
 
 /// How a function is compiled, by size (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tier {
+pub(super) enum Tier {
     /// One function, backtracking allocator, e-graph optimizer.
     Small,
     /// Chunks, backtracking allocator (the windows keep it linear), no optimizer.
@@ -401,7 +416,7 @@ impl Tier {
     }
 }
 
-fn make_isa(tier: Tier) -> Result<OwnedTargetIsa, JitError> {
+pub(super) fn make_isa(tier: Tier) -> Result<OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     let mut set = |k: &str, v: &str| flags.set(k, v).map_err(codegen);
     set("opt_level", if tier == Tier::Small { "speed" } else { "none" })?;
@@ -484,6 +499,8 @@ pub fn compile(
         spilled: plan.slots,
         compile_time: start.elapsed(),
         allocator: tier.allocator(),
+        classes: Vec::new(),
+        looped_nodes: 0,
     };
     Ok(CompiledFunction {
         modules,
@@ -702,15 +719,16 @@ fn lower_chunk(
     Ok(())
 }
 
-struct Emitter<'a> {
-    b: FunctionBuilder<'a>,
-    module: &'a mut JITModule,
+/// Emits the operations of one function (shared with the loop compiler, `loops.rs`).
+pub(super) struct Emitter<'a> {
+    pub(super) b: FunctionBuilder<'a>,
+    pub(super) module: &'a mut JITModule,
     /// Host functions already declared in this function.
-    calls: HashMap<&'static str, FuncRef>,
+    pub(super) calls: HashMap<&'static str, FuncRef>,
 }
 
 impl Emitter<'_> {
-    fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
+    pub(super) fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
         let fref = match self.calls.get(symbol) {
             Some(&f) => f,
             None => {
@@ -733,7 +751,7 @@ impl Emitter<'_> {
     }
 
     /// `b^e`, exactly as `graph::eval::pow` computes it.
-    fn pow(&mut self, b: Value, e: Value, exponent: Option<f64>) -> Result<Value, JitError> {
+    pub(super) fn pow(&mut self, b: Value, e: Value, exponent: Option<f64>) -> Result<Value, JitError> {
         let Some(x) = exponent else { return self.call("sd_pow", &[b, e]) };
         let one = || 1.0f64;
         Ok(if x == 2.0 {
@@ -761,7 +779,7 @@ impl Emitter<'_> {
         })
     }
 
-    fn func(&mut self, f: Func, x: Value) -> Result<Value, JitError> {
+    pub(super) fn func(&mut self, f: Func, x: Value) -> Result<Value, JitError> {
         let b = &mut self.b;
         Ok(match f {
             Func::Abs => b.ins().fabs(x),

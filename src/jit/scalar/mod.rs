@@ -1,6 +1,8 @@
 //! The expression compiler: scalar DAGs to native functions.
 //!
 //! `lower.rs` turns the nodes reachable from the outputs into Cranelift IR and machine code;
+//! `loops.rs` compiles a class of like terms (`graph/structure.rs`) as one loop;
+//! `program.rs` puts loops and straight-line phases together into a gradient;
 //! `export.rs` writes the same program as C or Rust source.
 //!
 //! **Architecture Invariant:** compiled scalar code computes the same operations in the same
@@ -10,6 +12,9 @@
 //! errors are the interpreter's business.
 
 pub mod export;
+mod loops;
 mod lower;
+mod program;
 
 pub use lower::{CompileOptions, CompiledFunction, JitError, Stats, compile};
+pub use program::{GradientCode, GradientError, compile_gradient};

@@ -1,0 +1,587 @@
+//! Structure recovery: the terms of a large sum that are the same expression up to which
+//! inputs and which numbers they read.
+//!
+//! Owns [`recover`] and what it finds ([`LoopSum`], [`Class`], [`Slot`]). It only reads the
+//! graph: it builds no node, and the compiler decides what to do with a class (one loop over
+//! the members, see `jit/scalar/program.rs`).
+//!
+//! **What a class is.** A *member* is one term of an n-ary sum together with its *private*
+//! nodes: the nodes below it that nothing else uses (no other term, nothing outside the
+//! sum). Everything else a member reads is a *slot*: a variable, a number, or an *external*
+//! node (a subexpression shared with other terms or with the rest of the function, such as
+//! the `S` of `Σ w_i·(x_i − log S)`). Two members are in one class when their private nodes
+//! are the same operators with the same arguments in the same order, and their slots are
+//! read in the same pattern: the terms of
+//!
+//! ```text
+//! 100*(x1 - x0^2)^2 + 100*(x2 - x1^2)^2 + ... + (1 - x0)^2 + (1 - x1)^2 + ...
+//! ```
+//!
+//! form two classes, `100*(p1 - p0^2)^2` with slots `(x_{i+1}, x_i)` and `(1 - p0)^2` with
+//! slot `x_i`. The numbers `100` and `1` are slots too; a slot that holds the same leaf in
+//! every member (here: those numbers) is *uniform*, and the compiler keeps it a literal.
+//! Exponents of powers are part of the operator, not slots (`x^2` and `x^3` compile to
+//! different code). Near misses are not merged: a term with another number in an exponent,
+//! another operator, arguments in another order, or a node shared with another term has
+//! another signature.
+//!
+//! **Why the members compute what the terms compute.** A member's private nodes are copied
+//! as they are, in the graph's canonical form and argument order, so a loop over a class
+//! performs, per member, the same operations in the same order as the term itself; only the
+//! order in which the terms are added together changes.
+//!
+//! **Cost.** The owners are found in one backward scan over the reachable nodes; every
+//! private node belongs to exactly one member and is visited once when its member's
+//! signature is built (an explicit stack, no recursion). Linear in the function.
+
+use hashbrown::HashMap;
+
+use smallvec::SmallVec;
+
+use super::node::Constant;
+use super::{Graph, Id, NodeMap, Op};
+
+/// Fewest members a class needs to become a loop; smaller ones stay straight-line code.
+pub const MIN_MEMBERS: usize = 16;
+/// Fewest terms a sum needs before it is searched for classes.
+pub const MIN_TERMS: usize = MIN_MEMBERS;
+/// Most private nodes one member may have (a larger term is not repeated structure worth
+/// a loop, and the template is compiled as one block).
+pub const MAX_TEMPLATE: usize = 512;
+/// Most slots one member may read.
+pub const MAX_SLOTS: usize = 64;
+
+/// What a slot holds in every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A variable node.
+    Var,
+    /// A number node.
+    Num,
+    /// Any other node, computed outside the class (a shared subexpression).
+    External,
+}
+
+/// One operand of a class: what each member reads there.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub kind: SlotKind,
+    /// The leaf of member `k` is `column[k]`.
+    pub column: Vec<Id>,
+}
+
+impl Slot {
+    /// Every member reads the same node here.
+    pub fn uniform(&self) -> bool {
+        self.column.iter().all(|&c| c == self.column[0])
+    }
+}
+
+/// Terms of one sum that share one signature.
+#[derive(Debug, Clone)]
+pub struct Class {
+    /// The members: each one term, or a few terms that share nodes only among themselves;
+    /// in the sum's argument order.
+    pub members: Vec<SmallVec<[Id; 2]>>,
+    /// What every member computes, over its slots: arguments come before the nodes that use
+    /// them, and the last node is the member's value (the sum of its terms).
+    pub template: Vec<TNode>,
+    /// The slots, numbered in the order the signature first meets them.
+    pub slots: Vec<Slot>,
+}
+
+/// One node of a template: an operator of the scalar core over earlier nodes and slots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TNode {
+    pub op: Op,
+    pub args: SmallVec<[TArg; 3]>,
+}
+
+/// An argument of a template node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TArg {
+    /// An earlier node of the template (its index).
+    Node(u32),
+    /// A slot (its index).
+    Slot(u32),
+    /// The exponent of a power, the same in every member.
+    Exponent(f64),
+    /// `pi` or `e`.
+    Constant(Constant),
+}
+
+/// A sum with classes among its terms.
+#[derive(Debug, Clone)]
+pub struct LoopSum {
+    pub sum: Id,
+    pub classes: Vec<Class>,
+    /// The terms in no class, in argument order.
+    pub rest: Vec<Id>,
+}
+
+/// Owner marks (see [`recover`]): a member number, or one of these.
+const UNSET: u32 = u32::MAX;
+const SHARED: u32 = u32::MAX - 1;
+const OUTSIDE: u32 = u32::MAX - 2;
+
+fn combine(old: u32, new: u32) -> u32 {
+    if old == UNSET || old == new { new } else { SHARED }
+}
+
+/// Most terms in one member.
+pub const MAX_GROUP: usize = 4;
+
+/// `reach` with member (or OUTSIDE) `m` added: up to two members are remembered.
+fn reach2((a, b): (u32, u32), m: u32) -> (u32, u32) {
+    if a == UNSET {
+        (m, UNSET)
+    } else if a == m || b == m {
+        (a, b)
+    } else if a < OUTSIDE && b == UNSET && m < OUTSIDE {
+        (a, m)
+    } else {
+        (SHARED, UNSET)
+    }
+}
+
+fn find(group: &mut [u32], mut m: u32) -> u32 {
+    while group[m as usize] != m {
+        let up = group[group[m as usize] as usize];
+        group[m as usize] = up;
+        m = up;
+    }
+    m
+}
+
+/// The sums below `roots` (in id order) that have classes of at least [`MIN_MEMBERS`]
+/// members.
+///
+/// The algorithm. (1) Owners: scan the reachable nodes from the largest id down (users
+/// before the nodes they use). A sum of at least [`MIN_TERMS`] terms gives each term a
+/// member number of its own; any other node passes its own owner down (a node owned by no
+/// member passes *outside*). A node reached from two different owners is *shared*. A node
+/// is private to member `m` when its owner is `m`. (2) Signatures: for each term whose root
+/// is private to it, walk its private nodes depth-first, numbering them in post-order and
+/// its slots in the order first met, and write each node as its operator, arity and
+/// arguments (a private node's number, or a slot's kind and number, or an exponent's
+/// value). (3) Classes: terms with equal signatures, kept when there are enough of them.
+pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
+    let order = g.reachable(roots);
+    let is_candidate = |id: Id| g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id);
+    if !order.iter().any(|&id| is_candidate(id)) {
+        return Vec::new();
+    }
+    // Pass 1: who reaches each node, up to two members (`(a, b)`; `b` is UNSET for one).
+    let mut reach = NodeMap::new(&order, (UNSET, UNSET));
+    let mut members = 0u32;
+    let mut sum_of: Vec<u32> = Vec::new(); // the sum (by number) each member belongs to
+    let mut sums = 0u32;
+    for &id in order.iter().rev() {
+        if is_candidate(id) {
+            for &a in g.args(id) {
+                let r = reach2(*reach.get(a), members);
+                reach.set(a, r);
+                sum_of.push(sums);
+                members += 1;
+            }
+            sums += 1;
+        } else {
+            let (a, b) = *reach.get(id);
+            for &c in g.args(id) {
+                let mut r = *reach.get(c);
+                r = reach2(r, if a < OUTSIDE { a } else { OUTSIDE });
+                if b != UNSET {
+                    r = reach2(r, b);
+                }
+                reach.set(c, r);
+            }
+        }
+    }
+    // Terms of one sum that share a node no one else uses are one member (a group): the two
+    // powers of `4*(r2^-6 - r2^-3)` share `r2`. Groups are kept small.
+    let mut group: Vec<u32> = (0..members).collect();
+    let mut size: Vec<u32> = vec![1; members as usize];
+    for &id in &order {
+        let (a, b) = *reach.get(id);
+        if b < OUTSIDE
+            && a < OUTSIDE
+            && !is_leaf(g, id)
+            && !cheap(g, id)
+            && sum_of[a as usize] == sum_of[b as usize]
+        {
+            let (ra, rb) = (find(&mut group, a), find(&mut group, b));
+            if ra != rb && size[ra as usize] + size[rb as usize] <= MAX_GROUP as u32 {
+                let (big, small) = if ra < rb { (ra, rb) } else { (rb, ra) };
+                group[small as usize] = big;
+                size[big as usize] += size[small as usize];
+            }
+        }
+    }
+    for m in 0..members {
+        let r = find(&mut group, m);
+        group[m as usize] = r;
+    }
+    drop(reach);
+    // Pass 2: owners, with the members of a group as one.
+    let mut owner = NodeMap::new(&order, UNSET);
+    let mut tag = 0u32;
+    for &id in order.iter().rev() {
+        if is_candidate(id) {
+            for &a in g.args(id) {
+                let o = combine(*owner.get(a), group[tag as usize]);
+                owner.set(a, o);
+                tag += 1;
+            }
+        } else {
+            let mine = *owner.get(id);
+            let pass = if mine < OUTSIDE { mine } else { OUTSIDE };
+            for &a in g.args(id) {
+                let o = combine(*owner.get(a), pass);
+                owner.set(a, o);
+            }
+        }
+    }
+    // A structural hash of every node (leaves by kind only, the two operands of a two-term
+    // sum or product in either order): equal for like terms, to put those operands in one
+    // order (see `Walk::arguments`).
+    let mut shape = NodeMap::new(&order, 0u64);
+    for &id in &order {
+        let op = g.op(id);
+        let h = match op {
+            Op::Var(_) => 0x9e37_79b9,
+            Op::Num(bits) => bits.wrapping_mul(31) ^ 0x51,
+            Op::Const(c) => 0x77 + c as u64,
+            _ => {
+                let mut kids: SmallVec<[u64; 4]> = g
+                    .args(id)
+                    .iter()
+                    .map(|&a| if matches!(g.op(a), Op::Num(_)) { 0x51 } else { *shape.get(a) })
+                    .collect();
+                if kids.len() == 2 && matches!(op, Op::Add | Op::Mul) {
+                    kids.sort_unstable();
+                }
+                let mut h = match op {
+                    Op::Add => 1u64,
+                    Op::Mul => 2,
+                    Op::Pow => 3 ^ g.as_num(g.args(id)[1]).map_or(0, f64::to_bits),
+                    Op::Func(f) => 16 + f as u64,
+                    _ => 4,
+                };
+                for k in kids {
+                    h = (h.rotate_left(5) ^ k).wrapping_mul(0x0100_0000_01b3);
+                }
+                h
+            }
+        };
+        shape.set(id, h);
+    }
+    let mut walk = Walk::new(&order, shape);
+    let mut found = Vec::new();
+    // Member numbers were handed out from the largest sum down, in argument order; walk the
+    // sums in that order again to know each term's number.
+    let sums: Vec<Id> = order.iter().rev().copied().filter(|&id| is_candidate(id)).collect();
+    let mut tag = 0u32;
+    for &sum in &sums {
+        let mut by_key: HashMap<Vec<u64>, usize> = HashMap::new();
+        let mut classes: Vec<Class> = Vec::new();
+        let mut rest = Vec::new();
+        // The groups of this sum's terms, in the order of their first term.
+        let mut groups: Vec<(u32, SmallVec<[Id; 2]>)> = Vec::new();
+        let mut slot_of_group: HashMap<u32, usize> = HashMap::new();
+        for &term in g.args(sum) {
+            let me = group[tag as usize];
+            tag += 1;
+            let k = *slot_of_group.entry(me).or_insert_with(|| {
+                groups.push((me, SmallVec::new()));
+                groups.len() - 1
+            });
+            groups[k].1.push(term);
+        }
+        for (me, terms) in groups {
+            if terms.iter().any(|&t| *owner.get(t) != me || is_leaf(g, t))
+                || !walk.signature(g, &owner, me, &terms)
+            {
+                rest.extend_from_slice(&terms);
+                continue;
+            }
+            let k = match by_key.get(&walk.key) {
+                Some(&k) => k,
+                None => {
+                    let k = classes.len();
+                    by_key.insert(walk.key.clone(), k);
+                    let slots =
+                        walk.leaves.iter().map(|&(kind, _)| Slot { kind, column: Vec::new() }).collect();
+                    classes.push(Class { members: Vec::new(), template: walk.template.clone(), slots });
+                    k
+                }
+            };
+            let class = &mut classes[k];
+            class.members.push(terms);
+            for (slot, &(_, leaf)) in class.slots.iter_mut().zip(&walk.leaves) {
+                slot.column.push(leaf);
+            }
+        }
+        let mut kept = Vec::new();
+        for c in classes {
+            if c.members.len() >= MIN_MEMBERS {
+                kept.push(c);
+            } else {
+                rest.extend(c.members.iter().flatten());
+            }
+        }
+        if !kept.is_empty() {
+            rest.sort_unstable();
+            found.push(LoopSum { sum, classes: kept, rest });
+        }
+    }
+    found.sort_by_key(|l| l.sum);
+    found
+}
+
+/// Scratch state for building signatures, reused across terms.
+struct Walk {
+    /// The structural hash of every node.
+    shape: NodeMap<u64>,
+    /// `(member, number)` of each node walked: its template index for a node computed in the
+    /// member, its slot for a leaf; valid when the member matches.
+    seen: NodeMap<(u32, u32)>,
+    key: Vec<u64>,
+    template: Vec<TNode>,
+    leaves: Vec<(SlotKind, Id)>,
+    stack: Vec<(Id, usize, SmallVec<[Id; 3]>)>,
+}
+
+/// Tags of the words in a signature.
+const NODE: u64 = 1 << 60;
+const VAR: u64 = 2 << 60;
+const NUM: u64 = 3 << 60;
+const EXTERNAL: u64 = 4 << 60;
+const EXPONENT: u64 = 5 << 60;
+const CONSTANT: u64 = 6 << 60;
+
+impl Walk {
+    fn new(order: &[Id], shape: NodeMap<u64>) -> Walk {
+        Walk {
+            shape,
+            seen: NodeMap::new(order, (u32::MAX, 0)),
+            key: Vec::new(),
+            template: Vec::new(),
+            leaves: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    /// Whether member `me` computes node `a` itself: a node private to it, or a cheap node
+    /// of leaves that it shares (`-x`, `x^2`, `2*x`), which every member that reads it
+    /// recomputes (the same operations on the same values: the same result, to the bit).
+    fn computes(g: &Graph, owner: &NodeMap<u32>, me: u32, a: Id) -> bool {
+        if is_leaf(g, a) {
+            return false;
+        }
+        *owner.get(a) == me || cheap(g, a)
+    }
+
+    /// A node's arguments in the order the signature takes them: as stored, except that the
+    /// two arguments of a two-term sum or product are put in a fixed order of their kinds
+    /// (computed, variable, number, external) and, for two computed ones, of their
+    /// structural hashes, so that `x5 + t` and `t + x7` match (both operations are
+    /// commutative, exactly, for two operands).
+    fn arguments(&self, g: &Graph, owner: &NodeMap<u32>, me: u32, id: Id) -> SmallVec<[Id; 3]> {
+        let mut args: SmallVec<[Id; 3]> = g.args(id).iter().copied().collect();
+        if args.len() == 2 && matches!(g.op(id), Op::Add | Op::Mul) {
+            let rank = |a: Id| {
+                if Self::computes(g, owner, me, a) {
+                    (0, *self.shape.get(a))
+                } else {
+                    let r = match g.op(a) {
+                        Op::Var(_) => 1,
+                        Op::Num(_) => 2,
+                        Op::Const(_) => 4,
+                        _ => 3,
+                    };
+                    (r, 0)
+                }
+            };
+            if rank(args[1]) < rank(args[0]) {
+                args.swap(0, 1);
+            }
+        }
+        args
+    }
+
+    /// Builds the signature of member `me` rooted at `term` into `self.key`, its template
+    /// into `self.template` and its slots into `self.leaves`; `false` when the member is too
+    /// large or has a tensor operator.
+    fn signature(&mut self, g: &Graph, owner: &NodeMap<u32>, me: u32, terms: &[Id]) -> bool {
+        self.key.clear();
+        self.template.clear();
+        self.leaves.clear();
+        let mut roots: SmallVec<[TArg; 3]> = SmallVec::new();
+        for &term in terms {
+            if self.seen.get(term).0 != me && !self.walk(g, owner, me, term) {
+                return false;
+            }
+            self.key.push(0); // between terms
+            roots.push(TArg::Node(self.seen.get(term).1));
+        }
+        if roots.len() > 1 {
+            self.template.push(TNode { op: Op::Add, args: roots });
+        }
+        true
+    }
+
+    /// The depth-first walk of [`signature`](Self::signature) from one term.
+    fn walk(&mut self, g: &Graph, owner: &NodeMap<u32>, me: u32, term: Id) -> bool {
+        self.stack.clear();
+        self.seen.set(term, (me, u32::MAX));
+        let args = self.arguments(g, owner, me, term);
+        self.stack.push((term, 0, args));
+        while let Some((id, next, args)) = self.stack.last_mut() {
+            let id = *id;
+            if *next < args.len() {
+                let a = args[*next];
+                *next += 1;
+                if Self::computes(g, owner, me, a) && self.seen.get(a).0 != me {
+                    if self.template.len() + self.stack.len() > MAX_TEMPLATE {
+                        return false;
+                    }
+                    self.seen.set(a, (me, u32::MAX)); // on the stack
+                    let args = self.arguments(g, owner, me, a);
+                    self.stack.push((a, 0, args));
+                }
+                continue;
+            }
+            let (_, _, args) = self.stack.pop().expect("the loop saw it");
+            let op = g.op(id);
+            self.key.push(match op {
+                Op::Add => 1,
+                Op::Mul => 2,
+                Op::Pow => 3,
+                Op::Func(f) => 16 + f as u64,
+                _ => return false,
+            });
+            self.key.push(args.len() as u64);
+            let mut targs = SmallVec::new();
+            for (i, &a) in args.iter().enumerate() {
+                if Self::computes(g, owner, me, a) {
+                    let k = self.seen.get(a).1;
+                    self.key.push(NODE | u64::from(k));
+                    targs.push(TArg::Node(k));
+                    continue;
+                }
+                match g.op(a) {
+                    Op::Num(bits) if op == Op::Pow && i == 1 => {
+                        self.key.push(EXPONENT);
+                        self.key.push(bits);
+                        targs.push(TArg::Exponent(f64::from_bits(bits)));
+                    }
+                    Op::Const(c) => {
+                        self.key.push(CONSTANT | c as u64);
+                        targs.push(TArg::Constant(c));
+                    }
+                    leaf => {
+                        let kind = match leaf {
+                            Op::Var(_) => SlotKind::Var,
+                            Op::Num(_) => SlotKind::Num,
+                            _ => SlotKind::External,
+                        };
+                        let (m, s) = *self.seen.get(a);
+                        let slot = if m == me {
+                            s
+                        } else {
+                            let s = self.leaves.len() as u32;
+                            if s as usize >= MAX_SLOTS {
+                                return false;
+                            }
+                            self.leaves.push((kind, a));
+                            self.seen.set(a, (me, s));
+                            s
+                        };
+                        self.key.push(
+                            match kind {
+                                SlotKind::Var => VAR,
+                                SlotKind::Num => NUM,
+                                SlotKind::External => EXTERNAL,
+                            } | u64::from(slot),
+                        );
+                        targs.push(TArg::Slot(slot));
+                    }
+                }
+            }
+            self.seen.set(id, (me, self.template.len() as u32));
+            self.template.push(TNode { op, args: targs });
+        }
+        true
+    }
+}
+
+/// A node every member that reads it computes itself: an operation of the scalar core over
+/// at most three variables and numbers.
+fn cheap(g: &Graph, a: Id) -> bool {
+    matches!(g.op(a), Op::Add | Op::Mul | Op::Pow)
+        && g.args(a).len() <= 3
+        && g.args(a).iter().all(|&b| matches!(g.op(b), Op::Num(_) | Op::Var(_)))
+}
+
+fn is_leaf(g: &Graph, id: Id) -> bool {
+    matches!(g.op(id), Op::Num(_) | Op::Var(_) | Op::Const(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `src`, recovers its classes and describes them as
+    /// `members x nodes [slot kinds, u for uniform]`, sums separated by `;` and classes by `,`.
+    fn check(src: &str, expected: &str) {
+        let e = crate::Expr::parse(src).expect("formula");
+        let g = e.graph();
+        let found = recover(&g, &[e.node()]);
+        let text: Vec<String> = found
+            .iter()
+            .map(|l| {
+                let classes: Vec<String> = l
+                    .classes
+                    .iter()
+                    .map(|c| {
+                        let slots: String = c
+                            .slots
+                            .iter()
+                            .map(|s| {
+                                let k = match s.kind {
+                                    SlotKind::Var => 'v',
+                                    SlotKind::Num => 'n',
+                                    SlotKind::External => 'e',
+                                };
+                                if s.uniform() { k.to_ascii_uppercase() } else { k }
+                            })
+                            .collect();
+                        format!("{}x{} [{slots}]", c.members.len(), c.template.len())
+                    })
+                    .collect();
+                format!("{} + {} rest", classes.join(", "), l.rest.len())
+            })
+            .collect();
+        assert_eq!(text.join("; "), expected, "{src}");
+    }
+
+    fn sum(n: usize, term: impl Fn(usize) -> String) -> String {
+        (0..n).map(term).collect::<Vec<_>>().join(" + ")
+    }
+
+    #[test]
+    fn classes() {
+        let rosen = sum(20, |i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1));
+        check(&rosen, "20x5 [vNvN], 20x3 [vNN] + 0 rest");
+        check(&sum(10, |i| format!("x{i}^2")), "");
+        check(&sum(16, |i| format!("sin(x{i})")), "16x1 [v] + 0 rest");
+        // Numbers that vary are slots; a uniform variable is a uniform slot.
+        check(&sum(16, |i| format!("(y - {}.5*x{i})^2", i + 1)), "16x3 [vnV] + 0 rest");
+        // Near misses: another exponent, another function.
+        let mixed = sum(16, |i| format!("x{i}^2")) + " + x99^3 + " + &sum(16, |i| format!("cos(y{i})"));
+        check(&mixed, "16x1 [v], 16x1 [v] + 1 rest");
+        // A shared subexpression is an external slot of every member.
+        let shared = sum(16, |i| format!("w{i}*(x{i} - log(exp(x0) + exp(x1)))"));
+        check(&shared, "16x2 [vEv] + 0 rest");
+    }
+}

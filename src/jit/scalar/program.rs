@@ -1,0 +1,533 @@
+//! A gradient with loops: recovered classes compiled once each, the rest straight-line.
+//!
+//! Owns [`GradientCode`] (what `compile_gradient` returns underneath) and [`compile_gradient`],
+//! which decides between one straight-line function (`lower.rs`) and a program of loops
+//! (`loops.rs`) around straight-line phases.
+//!
+//! **The program.** `graph::structure::recover` finds sums `A_1 < A_2 < ... < A_r` (by id)
+//! with classes among their terms. Write `σ_j` for the sum of `A_j`'s classes, so that
+//! `A_j = σ_j + rest_j`. Each `σ_j` becomes a fresh variable, and the function is rebuilt
+//! over them: `f*(x, σ)`; the externals `E_e` the classes read are rebuilt the same way
+//! (`E*_e(x, σ_{<j})`, since an external of `A_j` may use an earlier sum, as the `log S` of a
+//! softmax cross-entropy uses the sum `S`). Then, for values,
+//!
+//! 1. for `j = 1..r`: compute the externals of `A_j` (phase `pre_j`), run its loops: `σ_j`,
+//!    and per member the template's partials, scattered into an accumulator `acc_j` (or
+//!    straight into the gradient when `∂f/∂σ_j` is 1) and into the external adjoints;
+//! 2. `main`: `f*`, `∂f*/∂x` and `∂f*/∂σ` (reverse mode on the rebuilt function);
+//!
+//! and, for the gradient, the chain rule backwards over the sums: for `j = r..1`, with
+//! `σ̄_j = ∂f/∂σ_j` now complete (every later use of `σ_j` has been accounted for),
+//! `x̄ += σ̄_j · acc_j`, and the externals' adjoints `η_e = σ̄_j · ∂σ_j/∂E_e` are pushed
+//! through the externals by one more reverse-mode phase (`post_j`, the gradient of
+//! `Σ_e η_e E*_e` with the `η` as inputs), into `x̄` and the `σ̄` of earlier sums.
+//!
+//! **Exactness.** Each member's value is computed as the interpreter computes the term (see
+//! `loops.rs`); its partials are the reverse-mode partials of the term alone, scaled by
+//! `σ̄_j` afterwards (not at all when `σ̄_j` is the literal 1). Sums over members are left
+//! folds in member order, class after class, and the rebuilt function adds `σ_j` to its
+//! sums where the original added the terms. So the value and every partial are the
+//! interpreter's up to the order of additions across members: the error of a reordered sum,
+//! at most about `(m - 1)·ε·Σ|terms|` for `m` terms.
+//!
+//! **When.** Only when there are classes (at least `MIN_MEMBERS` like terms); otherwise the
+//! gradient is one straight-line function, exactly as before.
+
+use hashbrown::HashMap;
+
+use super::loops::{self, Array, ClassLoop, LoopFn, Loops, Source};
+use super::lower::{CompileOptions, CompiledFunction, JitError, Stats, compile};
+use crate::diff::reverse;
+use crate::graph::node::OverBudget;
+use crate::graph::structure::{self, LoopSum, SlotKind, TArg};
+use crate::graph::{Graph, Id};
+
+/// Why a gradient could not be compiled.
+#[derive(Debug)]
+pub enum GradientError {
+    Budget(OverBudget),
+    Jit(JitError),
+}
+
+impl From<JitError> for GradientError {
+    fn from(e: JitError) -> GradientError {
+        GradientError::Jit(e)
+    }
+}
+
+impl From<OverBudget> for GradientError {
+    fn from(e: OverBudget) -> GradientError {
+        GradientError::Budget(e)
+    }
+}
+
+/// A compiled value-and-gradient.
+pub enum GradientCode {
+    /// One straight-line function.
+    Straight(CompiledFunction),
+    /// Loops and phases.
+    Looped(Box<Looped>),
+}
+
+impl GradientCode {
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        match self {
+            GradientCode::Straight(c) => c.inputs(),
+            GradientCode::Looped(l) => l.n,
+        }
+    }
+
+    /// The value at `x`, the gradient into `grad`; `None` (nothing written) on wrong lengths.
+    pub fn call(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
+        match self {
+            GradientCode::Straight(c) => {
+                let mut value = [0.0];
+                c.call2(x, &mut value, grad).then_some(value[0])
+            }
+            GradientCode::Looped(l) => l.call(x, grad),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        match self {
+            GradientCode::Straight(c) => c.stats(),
+            GradientCode::Looped(l) => &l.stats,
+        }
+    }
+
+    pub fn ir(&self) -> Option<&str> {
+        match self {
+            GradientCode::Straight(c) => c.ir(),
+            GradientCode::Looped(l) => l.ir.as_deref(),
+        }
+    }
+}
+
+/// One recovered sum at run time.
+struct SumCode {
+    /// Computes this sum's externals into `ext[ext_start..ext_start + ext_len]`.
+    pre: Option<CompiledFunction>,
+    ext_start: usize,
+    ext_len: usize,
+    /// Entry points of its classes' loops.
+    loops: Vec<usize>,
+    /// The loops scatter straight into the gradient (`∂f/∂σ_j` is the literal 1).
+    direct: bool,
+    /// Pushes the externals' adjoints back: outputs are `x̄` entries (`post_x`), then `σ̄`
+    /// entries of earlier sums (`post_sigma`).
+    post: Option<(CompiledFunction, Vec<u32>, Vec<u32>)>,
+}
+
+/// The program (see the module doc).
+pub struct Looped {
+    n: usize,
+    sums: Vec<SumCode>,
+    /// `None` when `f*` is one `σ_j` (a sum and nothing else): the value is that sum.
+    main: Option<CompiledFunction>,
+    /// A phase reads the inputs: they are copied into the phases' input array.
+    phases_read_x: bool,
+    /// The inputs whose `∂f*/∂x` is not identically zero, in `main`'s second group.
+    main_nz: Vec<u32>,
+    ext_total: usize,
+    code: Loops,
+    stats: Stats,
+    ir: Option<String>,
+}
+
+// SAFETY: as for `CompiledFunction`: finalized code reading only its arguments, and tables
+// that are never written after compiling.
+unsafe impl Send for Looped {}
+unsafe impl Sync for Looped {}
+
+thread_local! {
+    static WORK: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Looped {
+    fn call(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
+        let (n, r, e) = (self.n, self.sums.len(), self.ext_total);
+        if x.len() != n || grad.len() != n {
+            return None;
+        }
+        let indirect = self.sums.iter().filter(|s| !s.direct).count();
+        let main_out = self.main_nz.len() + r;
+        WORK.with(|w| {
+            let mut w = w.borrow_mut();
+            // inputs [x, σ, η] | ext | ext_adj | acc per indirect sum | main out | σ̄ | post out
+            let post_len =
+                self.sums.iter().map(|s| s.post.as_ref().map_or(0, |p| p.1.len() + p.2.len())).max();
+            let len = (n + r + e) + 2 * e + indirect * n + main_out + r + post_len.unwrap_or(0);
+            if w.len() < len {
+                w.resize(len, 0.0);
+            }
+            let (inputs, tail) = w.split_at_mut(n + r + e);
+            let (ext, tail) = tail.split_at_mut(e);
+            let (ext_adj, tail) = tail.split_at_mut(e);
+            let (accs, tail) = tail.split_at_mut(indirect * n);
+            let (main, tail) = tail.split_at_mut(main_out);
+            let (sbar, post) = tail.split_at_mut(r);
+            if self.phases_read_x {
+                inputs[..n].copy_from_slice(x);
+            }
+            inputs[n..].fill(0.0);
+            ext_adj.fill(0.0);
+            accs.fill(0.0);
+            grad.fill(0.0);
+            let mut acc_of = Vec::with_capacity(r);
+            let mut next_acc = 0;
+            for (j, s) in self.sums.iter().enumerate() {
+                if let Some(pre) = &s.pre {
+                    pre.call1(inputs, &mut ext[s.ext_start..s.ext_start + s.ext_len]);
+                }
+                let target: *mut f64 = if s.direct {
+                    acc_of.push(usize::MAX);
+                    grad.as_mut_ptr()
+                } else {
+                    acc_of.push(next_acc);
+                    next_acc += 1;
+                    accs[(next_acc - 1) * n..].as_mut_ptr()
+                };
+                let mut sum = 0.0f64;
+                for &l in &s.loops {
+                    // SAFETY: every loop was compiled for this signature; it reads inputs at
+                    // indices below `n` (checked when its index rules were made), externals
+                    // below `ext_total`, and writes the same ranges of `target`/`ext_adj`,
+                    // which are `n` and `ext_total` long.
+                    unsafe {
+                        let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(self.code.entries[l]);
+                        f(x.as_ptr(), target, ext.as_ptr(), ext_adj.as_mut_ptr(), &mut sum);
+                    }
+                }
+                inputs[n + j] = sum;
+            }
+            let mut value = [0.0];
+            match &self.main {
+                Some(code) => {
+                    code.call2(inputs, &mut value, main);
+                    for (k, &i) in self.main_nz.iter().enumerate() {
+                        grad[i as usize] += main[k];
+                    }
+                    sbar.copy_from_slice(&main[self.main_nz.len()..]);
+                }
+                None => {
+                    // f* = σ_j: its only partial is ∂f*/∂σ_j = 1.
+                    let j = self.sums.len() - 1;
+                    value[0] = inputs[n + j];
+                    sbar.fill(0.0);
+                    sbar[j] = 1.0;
+                }
+            }
+            for (j, s) in self.sums.iter().enumerate().rev() {
+                let sb = sbar[j];
+                if !s.direct {
+                    let acc = &accs[acc_of[j] * n..(acc_of[j] + 1) * n];
+                    for (g, a) in grad.iter_mut().zip(acc) {
+                        *g += sb * a;
+                    }
+                }
+                if let Some((code, xs, sigmas)) = &s.post {
+                    for k in s.ext_start..s.ext_start + s.ext_len {
+                        inputs[n + r + k] = if s.direct { ext_adj[k] } else { sb * ext_adj[k] };
+                    }
+                    let out = &mut post[..xs.len() + sigmas.len()];
+                    code.call1(inputs, out);
+                    for (k, &i) in xs.iter().enumerate() {
+                        grad[i as usize] += out[k];
+                    }
+                    for (k, &i) in sigmas.iter().enumerate() {
+                        sbar[i as usize] += out[xs.len() + k];
+                    }
+                }
+            }
+            Some(value[0])
+        })
+    }
+}
+
+/// Compiles `f`'s value and gradient with respect to `inputs` (variable nodes): with loops
+/// when `f` has classes, else one straight-line function. The graph is left as it was.
+pub fn compile_gradient(
+    g: &mut Graph,
+    f: Id,
+    inputs: &[Id],
+    opts: &CompileOptions,
+) -> Result<GradientCode, GradientError> {
+    let found = structure::recover(g, &[f]);
+    if found.is_empty() {
+        let grad = reverse::try_gradient(g, f, inputs)?;
+        return Ok(GradientCode::Straight(compile(g, inputs, &[&[f], &grad], opts)?));
+    }
+    let mark = g.mark();
+    let r = build(g, f, inputs, &found, opts);
+    g.rollback(mark);
+    r.map(|l| GradientCode::Looped(Box::new(l)))
+}
+
+fn build(
+    g: &mut Graph,
+    f: Id,
+    inputs: &[Id],
+    found: &[LoopSum],
+    opts: &CompileOptions,
+) -> Result<Looped, GradientError> {
+    let start = std::time::Instant::now();
+    let n = inputs.len();
+    let r = found.len();
+    let sigma: Vec<Id> = (0..r).map(|j| g.var(&format!("#sum{j}"))).collect();
+    // The externals, numbered in order of first use, sum by sum.
+    let mut ext_index: HashMap<Id, u32> = HashMap::new();
+    let mut ext_nodes: Vec<Id> = Vec::new();
+    let mut ext_ranges = Vec::new();
+    for l in found {
+        let first = ext_nodes.len();
+        for c in &l.classes {
+            for s in c.slots.iter().filter(|s| s.kind == SlotKind::External) {
+                for &e in &s.column {
+                    ext_index.entry(e).or_insert_with(|| {
+                        ext_nodes.push(e);
+                        (ext_nodes.len() - 1) as u32
+                    });
+                }
+            }
+        }
+        ext_ranges.push((first, ext_nodes.len() - first));
+    }
+    let eta: Vec<Id> = (0..ext_nodes.len()).map(|k| g.var(&format!("#adj{k}"))).collect();
+    let w: Vec<Id> = inputs.iter().chain(&sigma).chain(&eta).copied().collect();
+    // Rebuild the function and the externals over the σ.
+    let mut roots = vec![f];
+    roots.extend_from_slice(&ext_nodes);
+    let image = rebuild(g, &roots, found, &sigma)?;
+    let fstar = image[&f];
+    // main: f*, ∂f*/∂x (the entries not identically zero), ∂f*/∂σ.
+    let wrt: Vec<Id> = inputs.iter().chain(&sigma).copied().collect();
+    let grad = reverse::try_gradient(g, fstar, &wrt)?;
+    let main_nz: Vec<u32> = (0..n).filter(|&i| !g.is_num(grad[i], 0.0)).map(|i| i as u32).collect();
+    let mut out: Vec<Id> = main_nz.iter().map(|&i| grad[i as usize]).collect();
+    out.extend_from_slice(&grad[n..]);
+    let mut straight = 0;
+    // Whether a phase reads an input (a variable other than the σ and η).
+    let internal: hashbrown::HashSet<Id> = sigma.iter().chain(&eta).copied().collect();
+    let reads_x = |g: &Graph, v: Id| matches!(g.op(v), crate::graph::Op::Var(_)) && !internal.contains(&v);
+    let mut read_x = g.reachable(&out).iter().chain(&[fstar]).any(|v| reads_x(g, *v));
+    let main = if fstar == sigma[r - 1] && main_nz.is_empty() {
+        None
+    } else {
+        let code = compile(g, &w, &[&[fstar], &out], &CompileOptions::default())?;
+        straight += code.stats().nodes;
+        read_x |= g.reachable(&[fstar]).iter().any(|v| reads_x(g, *v));
+        Some(code)
+    };
+    // Per sum: pre and post phases.
+    let mut sums = Vec::new();
+    let mut feeds_later = vec![false; r]; // σ_j is read by a later sum's externals
+    for j in 0..r {
+        let (first, len) = ext_ranges[j];
+        let ext: Vec<Id> = ext_nodes[first..first + len].iter().map(|e| image[e]).collect();
+        let (pre, post) = if ext.is_empty() {
+            (None, None)
+        } else {
+            let pre = compile(g, &w, &[&ext], &CompileOptions::default())?;
+            straight += pre.stats().nodes;
+            read_x |= g.reachable(&ext).iter().any(|v| reads_x(g, *v));
+            let terms: Vec<Id> =
+                ext.iter().zip(&eta[first..first + len]).map(|(&e, &h)| g.mul(&[h, e])).collect();
+            let y = g.add(&terms);
+            let wrt: Vec<Id> = inputs.iter().chain(&sigma[..j]).copied().collect();
+            let d = reverse::try_gradient(g, y, &wrt)?;
+            let xs: Vec<u32> = (0..n).filter(|&i| !g.is_num(d[i], 0.0)).map(|i| i as u32).collect();
+            let ss: Vec<u32> = (0..j).filter(|&i| !g.is_num(d[n + i], 0.0)).map(|i| i as u32).collect();
+            for &i in &ss {
+                feeds_later[i as usize] = true;
+            }
+            let outs: Vec<Id> =
+                xs.iter().map(|&i| d[i as usize]).chain(ss.iter().map(|&i| d[n + i as usize])).collect();
+            let post = if outs.is_empty() {
+                None
+            } else {
+                let code = compile(g, &w, &[&outs], &CompileOptions::default())?;
+                straight += code.stats().nodes;
+                read_x |= g.reachable(&outs).iter().any(|v| reads_x(g, *v));
+                Some((code, xs, ss))
+            };
+            (Some(pre), post)
+        };
+        sums.push(SumCode { pre, ext_start: first, ext_len: len, loops: Vec::new(), direct: false, post });
+    }
+    for (j, s) in sums.iter_mut().enumerate() {
+        s.direct = g.is_num(grad[n + j], 1.0) && !feeds_later[j];
+    }
+    // The classes' loops: the classes of one sum with equal numbers of members share one.
+    let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+    let mut class_loops: Vec<Vec<ClassLoop>> = Vec::new();
+    let mut class_stats = Vec::new();
+    for (j, l) in found.iter().enumerate() {
+        let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
+        for c in &l.classes {
+            let cl = template(g, c, &input_of, &ext_index)?;
+            class_stats.push(super::lower::ClassStats {
+                members: c.members.len(),
+                template_nodes: c.template.len(),
+                slots: c.slots.len(),
+            });
+            match by_members.iter().find(|(m, _)| *m == c.members.len()) {
+                Some(&(_, k)) => class_loops[k].push(cl),
+                None => {
+                    by_members.push((c.members.len(), class_loops.len()));
+                    sums[j].loops.push(class_loops.len());
+                    class_loops.push(vec![cl]);
+                }
+            }
+        }
+    }
+    let code = loops::compile(&mut class_loops, opts.keep_ir)?;
+    let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
+    let main_stats = main.as_ref().map(|m| m.stats());
+    let stats = Stats {
+        nodes: straight,
+        chunks: code.entries.len() + main_stats.map_or(0, |s| s.chunks),
+        spilled: main_stats.map_or(0, |s| s.spilled),
+        compile_time: start.elapsed(),
+        allocator: main_stats.map_or("backtracking", |s| s.allocator),
+        classes: class_stats,
+        looped_nodes,
+    };
+    let ir = opts.keep_ir.then(|| code.ir.clone());
+    Ok(Looped { n, sums, main, phases_read_x: read_x, main_nz, ext_total: ext_nodes.len(), code, stats, ir })
+}
+
+/// `roots` rebuilt with every recovered sum `A_j` replaced by `σ_j + rest_j`: a depth-first
+/// walk that enters a recovered sum only through its rest (its classes' members are never
+/// needed again), then a rebuild in post-order.
+fn rebuild(
+    g: &mut Graph,
+    roots: &[Id],
+    found: &[LoopSum],
+    sigma: &[Id],
+) -> Result<HashMap<Id, Id>, OverBudget> {
+    let which: HashMap<Id, usize> = found.iter().enumerate().map(|(j, l)| (l.sum, j)).collect();
+    let children = |g: &Graph, id: Id| -> Vec<Id> {
+        match which.get(&id) {
+            Some(&j) => found[j].rest.clone(),
+            None => g.args(id).to_vec(),
+        }
+    };
+    let mut order = Vec::new();
+    let mut seen: hashbrown::HashSet<Id> = hashbrown::HashSet::new();
+    let mut stack: Vec<(Id, Vec<Id>, usize)> = Vec::new();
+    for &root in roots {
+        if !seen.insert(root) {
+            continue;
+        }
+        stack.push((root, children(g, root), 0));
+        while let Some((id, kids, next)) = stack.last_mut() {
+            if *next < kids.len() {
+                let a = kids[*next];
+                *next += 1;
+                if seen.insert(a) {
+                    let k = children(g, a);
+                    stack.push((a, k, 0));
+                }
+                continue;
+            }
+            order.push(*id);
+            stack.pop();
+        }
+    }
+    let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
+    let mut args = Vec::new();
+    for id in order {
+        let image = if let Some(&j) = which.get(&id) {
+            args.clear();
+            args.push(sigma[j]);
+            args.extend(found[j].rest.iter().map(|a| new[a]));
+            g.add(&args)
+        } else {
+            args.clear();
+            let mut changed = false;
+            for a in g.args(id) {
+                let na = new[a];
+                changed |= na != *a;
+                args.push(na);
+            }
+            if changed { crate::graph::lower::rebuild(g, id, &args) } else { id }
+        };
+        new.insert(id, image);
+        g.check_budget()?;
+    }
+    Ok(new)
+}
+
+/// The template graph of class `c` and where its slots live.
+fn template(
+    g: &Graph,
+    c: &structure::Class,
+    input_of: &HashMap<Id, u32>,
+    ext_index: &HashMap<Id, u32>,
+) -> Result<ClassLoop, GradientError> {
+    let mut tg = Graph::new();
+    let mut slot_vars = Vec::new();
+    let mut slot_nodes = Vec::new();
+    let mut sources = Vec::new();
+    for (s, slot) in c.slots.iter().enumerate() {
+        match slot.kind {
+            SlotKind::Num if slot.uniform() => {
+                let v = g.as_num(slot.column[0]).expect("a number slot holds numbers");
+                slot_nodes.push(tg.num(v));
+                slot_vars.push(None);
+                sources.push(Source::Numbers(Vec::new()));
+            }
+            kind => {
+                let v = tg.var(&format!("p{s}"));
+                slot_nodes.push(v);
+                slot_vars.push(Some(v));
+                sources.push(match kind {
+                    SlotKind::Num => Source::Numbers(
+                        slot.column
+                            .iter()
+                            .map(|&x| g.as_num(x).expect("a number slot holds numbers"))
+                            .collect(),
+                    ),
+                    SlotKind::Var => {
+                        let mut idx = Vec::with_capacity(slot.column.len());
+                        for v in &slot.column {
+                            idx.push(*input_of.get(v).ok_or_else(|| {
+                                JitError::NotAnInput(g.var_name(*v).unwrap_or("?").to_owned())
+                            })?);
+                        }
+                        Source::of_indices(Array::Inputs, &idx)
+                    }
+                    SlotKind::External => {
+                        let idx: Vec<u32> = slot.column.iter().map(|e| ext_index[e]).collect();
+                        Source::of_indices(Array::External, &idx)
+                    }
+                });
+            }
+        }
+    }
+    let mut nodes: Vec<Id> = Vec::with_capacity(c.template.len());
+    for t in &c.template {
+        let args: Vec<Id> = t
+            .args
+            .iter()
+            .map(|a| match *a {
+                TArg::Node(k) => nodes[k as usize],
+                TArg::Slot(s) => slot_nodes[s as usize],
+                TArg::Exponent(e) => tg.num(e),
+                TArg::Constant(k) => tg.constant(k),
+            })
+            .collect();
+        // As it is (not re-simplified): the member's own operations, in its order.
+        nodes.push(tg.intern(t.op, &args));
+    }
+    let value = *nodes.last().expect("a template has nodes");
+    let wrt: Vec<(usize, Id)> = slot_vars.iter().enumerate().filter_map(|(s, v)| v.map(|v| (s, v))).collect();
+    let diff_slots: Vec<(usize, Id)> =
+        wrt.into_iter().filter(|(s, _)| c.slots[*s].kind != SlotKind::Num).collect();
+    let vars: Vec<Id> = diff_slots.iter().map(|p| p.1).collect();
+    let d = reverse::gradient(&mut tg, value, &vars);
+    let partials =
+        diff_slots.iter().zip(d).filter(|(_, d)| !tg.is_num(*d, 0.0)).map(|((s, _), d)| (*s, d)).collect();
+    Ok(ClassLoop { graph: tg, value, partials, slot_vars, sources, members: c.members.len() })
+}

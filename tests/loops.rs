@@ -1,0 +1,150 @@
+//! Gradients compiled with loops (structure recovery) against the interpreter.
+//!
+//! Each case is a large function written out as a new user would write it: the compiled
+//! value and gradient must agree with the interpreter (the value of `f` and of every
+//! reverse-mode partial, evaluated in one pass) within the rounding of a reordered sum, and
+//! the classes found must be the expected ones, near misses included: a term with another
+//! operator or exponent is not merged; one with another number is merged with the number in
+//! a table.
+
+use proptest::prelude::*;
+use symdiff::{Expr, compile_gradient};
+
+/// `n` terms joined by ` + `.
+fn sum(n: usize, term: impl Fn(usize) -> String) -> String {
+    (0..n).map(term).collect::<Vec<_>>().join(" + ")
+}
+
+/// A point that is not special: every coordinate different, away from 0 and 1.
+fn point(n: usize) -> Vec<f64> {
+    (0..n).map(|i| 0.5 + 0.3 * ((i as f64) * 0.7).sin()).collect()
+}
+
+/// The classes as `members x nodes`, largest first.
+fn classes(stats: &symdiff::CompileStats) -> String {
+    let mut c: Vec<(usize, usize)> = stats.classes.iter().map(|c| (c.members, c.template_nodes)).collect();
+    c.sort_by(|a, b| b.cmp(a));
+    c.iter().map(|(m, t)| format!("{m}x{t}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Compiles the gradient of `src` over `vars` (all of its variables, sorted), checks the
+/// classes against `expected` and the results against the interpreter at `point`.
+fn check_at(src: &str, expected: &str, at: &[f64]) {
+    let f = Expr::parse(src).unwrap_or_else(|e| panic!("{e}"));
+    let names = f.variables();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = compile_gradient(&f, &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(classes(g.stats()), expected, "classes of {}", &src[..src.len().min(80)]);
+    let x = &at[..vars.len()];
+    let mut grad = vec![0.0; vars.len()];
+    let value = g.eval(x, &mut grad);
+    let bound: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+    let mut exprs = vec![f.clone()];
+    exprs.extend(f.gradient(&vars));
+    let expect = Expr::eval_all(&exprs, &bound).expect("the interpreter evaluates it");
+    let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-11 * scale;
+    assert!(close(value, expect[0]), "value: compiled {value}, interpreted {}", expect[0]);
+    for (k, v) in vars.iter().enumerate() {
+        assert!(close(grad[k], expect[k + 1]), "d/d{v}: compiled {}, interpreted {}", grad[k], expect[k + 1]);
+    }
+}
+
+fn check(src: &str, expected: &str) {
+    check_at(src, expected, &point(100_000));
+}
+
+/// Variable `x{i}` zero-padded so that sorted names are in index order.
+fn x(i: usize) -> String {
+    format!("x{i:05}")
+}
+
+#[test]
+fn shapes() {
+    let n = 300;
+    // Banded sums.
+    check(&sum(n - 1, |i| format!("100*({} - {}^2)^2 + (1 - {})^2", x(i + 1), x(i), x(i))), "299x5, 299x3");
+    let broyden = |i: usize| {
+        let left = if i == 0 { String::new() } else { format!(" - {}", x(i - 1)) };
+        let right = if i == n - 1 { String::new() } else { format!(" - 2*{}", x(i + 1)) };
+        format!("((3 - 2*{0})*{0}{left}{right} + 1)^2", x(i))
+    };
+    check(&sum(n, broyden), "298x7");
+    let lv = |i: usize| format!("100*({}^2 - {})^2 + ({} - 1)^2", x(i), x(i + 1), x(i));
+    check(&sum(n - 1, lv), "299x5, 299x2");
+    // Data points: numbers that differ per term.
+    let t = |k: usize| (k as f64 * 0.37).sin();
+    let fit = |k: usize| format!("({} - (a*exp(-b*{}) + c))^2", 1.0 + t(k + 7), t(k));
+    check(&sum(200, fit), "199x6");
+    // Pair interactions.
+    let atoms = 12;
+    let mut pairs = Vec::new();
+    for i in 0..atoms {
+        for j in i + 1..atoms {
+            let r2 = format!("(px{i} - px{j})^2 + (py{i} - py{j})^2 + (pz{i} - pz{j})^2");
+            pairs.push(format!("4*((1/({r2}))^6 - (1/({r2}))^3)"));
+        }
+    }
+    check(&pairs.join(" + "), "66x15");
+    // Reductions with a shared subexpression.
+    check(&format!("log({})", sum(n, |i| format!("exp({})", x(i)))), "300x1");
+    let softmax = sum(n, |i| {
+        format!("{}*({} - log({}))", 0.5 + (i % 7) as f64, x(i), sum(n, |j| format!("exp({})", x(j))))
+    });
+    check(&softmax, "300x1, 300x1");
+}
+
+#[test]
+fn near_misses() {
+    let n = 40;
+    // One member with another number: merged, the number in a table.
+    check(&sum(n, |i| format!("{}*{}^2", if i == 7 { 101 } else { 100 }, x(i))), "40x2");
+    // Another exponent or operator: not merged.
+    check(&sum(n, |i| format!("{}^{}", x(i), if i == 7 { 3 } else { 2 })), "39x1");
+    check(&sum(n, |i| format!("{}({})", if i == 7 { "cos" } else { "sin" }, x(i))), "39x1");
+    // A shared operand: computed once, outside, and read by every member.
+    check(&sum(n, |i| format!("sin({} + {})*exp(u + v)", x(i), x(i + 1))), "40x3");
+    // Too few like terms for a loop.
+    check(&sum(10, |i| format!("sin({})", x(i))), "");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Sums of terms drawn from a few shapes, with numbers and variables drawn per term and
+    /// the odd near miss: whatever the classes, the results are the interpreter's.
+    #[test]
+    fn generated_sums(terms in proptest::collection::vec((0usize..6, 0usize..40, 0usize..40, -3i32..4), 16..120)) {
+        let shapes = [
+            "{c}*(x{a} - x{b})^2",
+            "sin(x{a})*x{b}",
+            "exp({c}*x{a}) + x{b}",
+            "(x{a} + {c})^3",
+            "x{a}*x{b}/(1 + x{a}^2)",
+            "log(1 + x{a}^2)*{c}",
+        ];
+        let src = terms
+            .iter()
+            .map(|&(s, a, b, c)| {
+                shapes[s].replace("{a}", &format!("{a:02}")).replace("{b}", &format!("{b:02}")).replace("{c}", &format!("{}.25", c))
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let f = Expr::parse(&src).unwrap();
+        let names = f.variables();
+        let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+        let g = compile_gradient(&f, &vars).unwrap();
+        let x = point(vars.len());
+        let mut grad = vec![0.0; vars.len()];
+        let value = g.eval(&x, &mut grad);
+        let bound: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+        let mut exprs = vec![f.clone()];
+        exprs.extend(f.gradient(&vars));
+        let expect = Expr::eval_all(&exprs, &bound).unwrap();
+        let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        prop_assert!((value - expect[0]).abs() <= 1e-11 * scale, "{src}: value {value} vs {}", expect[0]);
+        for k in 0..vars.len() {
+            prop_assert!((grad[k] - expect[k + 1]).abs() <= 1e-11 * scale, "{src}: d/d{} {} vs {}", vars[k], grad[k], expect[k + 1]);
+        }
+    }
+}
