@@ -38,6 +38,6 @@ pub use compiled::{
 pub use expr::{Error, Expr, Point, Result};
 pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};
-pub use jit::{CompileOptions, CompileStats, set_threads, threads};
+pub use jit::{ClassStats, CompileOptions, CompileStats, set_threads, threads};
 pub use session::{HELP, Session};
 pub use syntax::{Diagnostic, MAX_INPUT, Span};

@@ -37,7 +37,8 @@ use crate::diff;
 use crate::expr::{Error, Result, derive, variables};
 use crate::graph::lower::MAX_ORDER;
 use crate::graph::{self, FnDef, Graph, Id, Scope, Style, substitute, try_substitute};
-use crate::jit::{self, CompileOptions, CompiledFunction};
+use crate::jit::scalar::{GradientCode, GradientError};
+use crate::jit::{self, CompileOptions};
 use crate::syntax::{self, Ast, AstId, AstKind, Binding, Diagnostic, Span, Stmt};
 
 /// Help text for `:help`.
@@ -673,7 +674,7 @@ impl Session {
 
 impl Session {
     /// Parses `EXPR [at ...]` (after `:ir` or `:time`) and compiles its value and gradient.
-    fn compile_line(&mut self, src: &str, keep_ir: bool) -> Result<(CompiledFunction, Vec<String>, At, Id)> {
+    fn compile_line(&mut self, src: &str, keep_ir: bool) -> Result<(GradientCode, Vec<String>, At, Id)> {
         if src.is_empty() {
             return Err(Error::Invalid("give an expression or a function name, as in `:ir f`".into()));
         }
@@ -688,9 +689,11 @@ impl Session {
             return Err(cx.err(line.span, "`:ir` and `:time` compile scalar functions").into());
         }
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let grad = diff::reverse::try_gradient(&mut self.g, body, &var_ids)
-            .map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
-        let code = jit::compile(&self.g, &var_ids, &[&[body], &grad], &CompileOptions { keep_ir })?;
+        let code = jit::scalar::compile_gradient(&mut self.g, body, &var_ids, &CompileOptions { keep_ir })
+            .map_err(|e| match e {
+                GradientError::Budget(b) => too_large(&cx, line.span, "this gradient", b),
+                GradientError::Jit(e) => e.into(),
+            })?;
         Ok((code, vars, at, body))
     }
 
@@ -698,11 +701,17 @@ impl Session {
         let (code, vars, _, _) = self.compile_line(src, true)?;
         let s = code.stats();
         Ok(format!(
-            "; value and gradient with respect to ({}): {} nodes, {} function(s), {} allocator\n; signature: (inputs, value, gradient, scratch)\n{}",
+            "; value and gradient with respect to ({}): {} nodes, {} function(s), {} allocator\n; {}\n; signature: {}\n{}",
             vars.join(", "),
             s.nodes,
             s.chunks,
             s.allocator,
+            s.structure(),
+            if s.classes.is_empty() {
+                "(inputs, value, gradient, scratch)"
+            } else {
+                "of each loop (inputs, gradient, externals, external adjoints, sum)"
+            },
             code.ir().unwrap_or("").trim_end()
         ))
     }
@@ -736,7 +745,7 @@ impl Session {
             }
         };
         let native = per_call(&mut || {
-            code.call2(std::hint::black_box(&x), &mut value, &mut grad);
+            value[0] = code.call(std::hint::black_box(&x), &mut grad).unwrap_or(f64::NAN);
         });
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
         let grads = diff::reverse::gradient(&mut self.g, body, &var_ids); // built by compile_line

@@ -470,6 +470,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let mut grad = vec![0.0; names.len()];
     let value;
     let mut report = vec![("parse", parse_time)];
+    let mut structure = None;
     if interp {
         let t = Instant::now();
         let grads = f.try_gradient(&names)?;
@@ -483,6 +484,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         let compiled = symdiff::compile_gradient(&f, &names)?;
         report.push(("gradient graph", compiled.build_time()));
         report.push(("compile", compiled.compile_time()));
+        structure = Some(compiled.stats().structure());
         let t = Instant::now();
         value = compiled.eval(&x, &mut grad);
         report.push(("evaluate (native)", t.elapsed()));
@@ -504,6 +506,9 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     if timings {
         for (what, d) in &report {
             note!("{what:>34}: {d:?}");
+        }
+        if let Some(s) = structure {
+            note!("{:>34}: {s}", "structure");
         }
     }
     if json_out {
