@@ -21,7 +21,11 @@
 //!    gradient entry (or external adjoint) of its slot, or, for a slot the same in every
 //!    member, to a running sum written once after the loop.
 //!
-//! Members are visited in order, so the sums over members are left folds in member order.
+//! Two members run per iteration, in `f64x2` registers (lane by lane for host calls), and an
+//! odd last one alone; each lane performs its member's operations, so the per-member results
+//! are those of the scalar code. The gradient entries are updated lane by lane, in member
+//! order. The running sums have one lane per parity of member, added together after the
+//! loop: the order of additions across members changes, nothing else.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, Value, types};
@@ -172,7 +176,33 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
     Ok(Loops { module: Some(module), entries, _tables: tables, _numbers: numbers, ir })
 }
 
-/// Emits one loop over the classes of `group` (see the module doc).
+/// What every iteration of a group's loop reads: the arrays, and the slots hoisted out.
+struct Frame<'a> {
+    group: &'a [ClassLoop],
+    addresses: &'a [Vec<i64>],
+    inputs: Value,
+    grad: Value,
+    ext: Value,
+    ext_adj: Value,
+    /// Scalar values of the slots the same in every member, per class and slot.
+    hoisted: Vec<Vec<Option<Value>>>,
+    /// Array entries with partials that are the same in every member (carried in registers).
+    carried: Vec<(Array, u32)>,
+}
+
+impl Frame<'_> {
+    fn base(&self, a: Array, read: bool) -> Value {
+        match (a, read) {
+            (Array::Inputs, true) => self.inputs,
+            (Array::Inputs, false) => self.grad,
+            (Array::External, true) => self.ext,
+            (Array::External, false) => self.ext_adj,
+        }
+    }
+}
+
+/// Emits one loop over the classes of `group` (see the module doc): two members per
+/// iteration in `f64x2` registers, then the last member alone when their number is odd.
 fn emit(
     group: &[ClassLoop],
     addresses: &[Vec<i64>],
@@ -187,54 +217,109 @@ fn emit(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let (inputs, grad, ext, ext_adj, sum_ptr) = (p[0], p[1], p[2], p[3], p[4]);
+    let sum_ptr = p[4];
     let mut em = Emitter { b, module, calls: HashMap::new() };
     let flags = MemFlagsData::trusted();
-    // Inputs and externals are not written while the loop runs.
-    let read_only = MemFlagsData::trusted().with_readonly().with_can_move();
-    let base = |a: Array, read: bool| match (a, read) {
-        (Array::Inputs, true) => inputs,
-        (Array::Inputs, false) => grad,
-        (Array::External, true) => ext,
-        (Array::External, false) => ext_adj,
+    let mut frame = Frame {
+        group,
+        addresses,
+        inputs: p[0],
+        grad: p[1],
+        ext: p[2],
+        ext_adj: p[3],
+        hoisted: Vec::new(),
+        carried: Vec::new(),
     };
     // Before the loop: slots the same in every member.
-    let mut hoisted: Vec<Vec<Option<Value>>> = Vec::new();
     for l in group {
         let mut h = vec![None; l.sources.len()];
         for (s, src) in l.sources.iter().enumerate() {
             if let (Source::Same(a, i), Some(_)) = (src, l.slot_vars[s]) {
-                h[s] = Some(em.b.ins().load(types::F64, read_only, base(*a, true), 8 * *i as i32));
+                h[s] = Some(em.b.ins().load(types::F64, READ_ONLY, frame.base(*a, true), 8 * *i as i32));
             }
         }
-        hoisted.push(h);
+        frame.hoisted.push(h);
     }
-    // Loop-carried: the member index, the value's sum, and one sum per array entry that is
-    // the same in every member and has partials (several partials to one entry share it).
-    let mut carried: Vec<(Array, u32)> = Vec::new();
     for (c, l) in group.iter().enumerate() {
         for (s, _) in &l.partials {
-            if let (Source::Same(a, i), Some(_)) = (&l.sources[*s], hoisted[c][*s])
-                && !carried.contains(&(*a, *i))
+            if let (Source::Same(a, i), Some(_)) = (&l.sources[*s], frame.hoisted[c][*s])
+                && !frame.carried.contains(&(*a, *i))
             {
-                carried.push((*a, *i));
+                frame.carried.push((*a, *i));
             }
         }
     }
+    let start_sum = em.b.ins().load(types::F64, flags, sum_ptr, 0);
+    let zero = em.b.ins().f64const(0.0);
+    let zeros = vec![zero; frame.carried.len()];
+    let pairs = members / 2;
+    let (mut sum, mut carried) = (start_sum, zeros.clone());
+    if pairs > 0 {
+        let vzero = em.b.ins().splat(types::F64X2, zero);
+        let (vsum, vcarried) = run(&mut em, &frame, 2, 0, 2 * pairs, vzero, vec![vzero; zeros.len()])?;
+        let lane = |em: &mut Emitter, v: Value, l: u8| em.b.ins().extractlane(v, l);
+        let (s0, s1) = (lane(&mut em, vsum, 0), lane(&mut em, vsum, 1));
+        let t = em.b.ins().fadd(sum, s0);
+        sum = em.b.ins().fadd(t, s1);
+        for (c, v) in vcarried.into_iter().enumerate() {
+            let (a, b) = (lane(&mut em, v, 0), lane(&mut em, v, 1));
+            carried[c] = em.b.ins().fadd(a, b);
+        }
+    }
+    if members % 2 == 1 {
+        (sum, carried) = run(&mut em, &frame, 1, members - 1, members, sum, carried)?;
+    }
+    em.b.ins().store(flags, sum, sum_ptr, 0);
+    for (c, &(a, i)) in frame.carried.iter().enumerate() {
+        let at = frame.base(a, false);
+        let old = em.b.ins().load(types::F64, flags, at, 8 * i as i32);
+        let new = em.b.ins().fadd(old, carried[c]);
+        em.b.ins().store(flags, new, at, 8 * i as i32);
+    }
+    em.b.ins().return_(&[]);
+    let config = em.module.target_config();
+    em.b.finalize(config);
+    Ok(())
+}
+
+/// Inputs and externals are not written while a loop runs. No alignment is promised: a
+/// vector load of two inputs starts at any input.
+const READ_ONLY: MemFlagsData = MemFlagsData::new().with_notrap().with_readonly().with_can_move();
+/// Gradient and adjoint entries.
+const WRITE: MemFlagsData = MemFlagsData::new().with_notrap();
+
+/// Emits the loop over members `from..to`, `lanes` (1 or 2) at a time, starting from `sum`
+/// and the `carried` sums (scalars or vectors, as `lanes` says); returns them after the
+/// loop.
+fn run(
+    em: &mut Emitter,
+    frame: &Frame,
+    lanes: u8,
+    from: usize,
+    to: usize,
+    sum: Value,
+    carried: Vec<Value>,
+) -> Result<(Value, Vec<Value>), JitError> {
+    let vector = lanes == 2;
+    let ty = if vector { types::F64X2 } else { types::F64 };
+    // Hoisted slots, as this loop's values.
+    let hoisted: Vec<Vec<Option<Value>>> = frame
+        .hoisted
+        .iter()
+        .map(|h| h.iter().map(|v| v.map(|v| if vector { em.b.ins().splat(ty, v) } else { v })).collect())
+        .collect();
     let header = em.b.create_block();
     let exit = em.b.create_block();
     em.b.append_block_param(header, types::I64);
-    em.b.append_block_param(header, types::F64);
+    em.b.append_block_param(header, ty);
+    em.b.append_block_param(exit, ty);
     for _ in &carried {
-        em.b.append_block_param(header, types::F64);
-        em.b.append_block_param(exit, types::F64);
+        em.b.append_block_param(header, ty);
+        em.b.append_block_param(exit, ty);
     }
-    em.b.append_block_param(exit, types::F64);
-    let zero_i = em.b.ins().iconst(types::I64, 0);
-    let start_sum = em.b.ins().load(types::F64, flags, sum_ptr, 0);
-    let zero = em.b.ins().f64const(0.0);
-    let mut init: Vec<BlockArg> = vec![zero_i.into(), start_sum.into()];
-    init.extend(carried.iter().map(|_| BlockArg::from(zero)));
+    let k0 = em.b.ins().iconst(types::I64, from as i64);
+    let mut init: Vec<BlockArg> = vec![k0.into(), sum.into()];
+    init.extend(carried.iter().map(|&v| BlockArg::from(v)));
     em.b.ins().jump(header, &init);
     em.b.switch_to_block(header);
     let hp = em.b.block_params(header).to_vec();
@@ -243,43 +328,57 @@ fn emit(
     let mut carried_now: Vec<Value> = hp[2..].to_vec();
     // Partials to indexed entries, by the rule of the entry: partials of one entry in one
     // member are added together before the entry is updated once.
-    let mut scatter: Vec<(String, Value, Value)> = Vec::new();
-    for (c, l) in group.iter().enumerate() {
+    let mut scatter: Vec<(String, Vec<Value>, Value)> = Vec::new();
+    for (c, l) in frame.group.iter().enumerate() {
         let g = &l.graph;
-        // Operands of member k, and the address of each indexed slot (for its partial).
+        // Operands of these members, and the address of each indexed slot per lane.
         let mut slot_value: Vec<Option<Value>> = hoisted[c].clone();
-        let mut slot_addr: Vec<Option<(String, Value)>> = vec![None; l.sources.len()];
+        let mut slot_addr: Vec<Option<(String, Vec<Value>)>> = vec![None; l.sources.len()];
         for (s, src) in l.sources.iter().enumerate() {
             if l.slot_vars[s].is_none() {
                 continue;
             }
-            let offset = match src {
+            let (array, rule, contiguous) = match src {
                 Source::Same(..) => continue,
-                Source::Affine(_, step, first) => {
-                    let t = em.b.ins().imul_imm_s(k, 8 * step);
-                    em.b.ins().iadd_imm_s(t, 8 * first)
-                }
-                Source::Table(..) => {
-                    let t = em.b.ins().imul_imm_s(k, 4);
-                    let at = em.b.ins().iadd_imm_s(t, addresses[c][s]);
-                    let i = em.b.ins().uload32(read_only, at, 0);
-                    em.b.ins().ishl_imm_s(i, 3)
-                }
-                Source::Numbers(_) => {
-                    let t = em.b.ins().imul_imm_s(k, 8);
-                    let at = em.b.ins().iadd_imm_s(t, addresses[c][s]);
-                    slot_value[s] = Some(em.b.ins().load(types::F64, read_only, at, 0));
-                    continue;
-                }
+                Source::Affine(a, step, first) => (Some(*a), format!("{a:?} {step} {first}"), *step == 1),
+                Source::Table(a, t) => (Some(*a), format!("{a:?} @{:x}", t.as_ptr() as usize), false),
+                Source::Numbers(_) => (None, String::new(), false),
             };
-            let (a, rule) = match src {
-                Source::Affine(a, step, first) => (*a, format!("{a:?} {step} {first}")),
-                Source::Table(a, t) => (*a, format!("{a:?} @{:x}", t.as_ptr() as usize)),
-                _ => unreachable!("handled above"),
+            // Byte offset into the slot's array (or the address of the number) of each lane.
+            let mut offsets = Vec::new();
+            for lane in 0..lanes {
+                let kl = if lane == 0 { k } else { em.b.ins().iadd_imm_s(k, lane as i64) };
+                offsets.push(match src {
+                    Source::Affine(_, step, first) => {
+                        let t = em.b.ins().imul_imm_s(kl, 8 * step);
+                        em.b.ins().iadd_imm_s(t, 8 * first)
+                    }
+                    Source::Table(..) => {
+                        let t = em.b.ins().imul_imm_s(kl, 4);
+                        let at = em.b.ins().iadd_imm_s(t, frame.addresses[c][s]);
+                        let i = em.b.ins().uload32(READ_ONLY, at, 0);
+                        em.b.ins().ishl_imm_s(i, 3)
+                    }
+                    Source::Numbers(_) => {
+                        let t = em.b.ins().imul_imm_s(kl, 8);
+                        em.b.ins().iadd_imm_s(t, frame.addresses[c][s])
+                    }
+                    Source::Same(..) => unreachable!("skipped above"),
+                });
+            }
+            let Some(a) = array else {
+                slot_value[s] = Some(gather(em, lanes, &offsets));
+                continue;
             };
-            let read = em.b.ins().iadd(base(a, true), offset);
-            slot_value[s] = Some(em.b.ins().load(types::F64, read_only, read, 0));
-            slot_addr[s] = Some((rule, em.b.ins().iadd(base(a, false), offset)));
+            let read: Vec<Value> = offsets.iter().map(|&o| em.b.ins().iadd(frame.base(a, true), o)).collect();
+            slot_value[s] = Some(if contiguous && vector {
+                em.b.ins().load(ty, READ_ONLY, read[0], 0)
+            } else {
+                gather(em, lanes, &read)
+            });
+            let write: Vec<Value> =
+                offsets.iter().map(|&o| em.b.ins().iadd(frame.base(a, false), o)).collect();
+            slot_addr[s] = Some((rule, write));
         }
         // The template.
         let var_slot: HashMap<Id, usize> =
@@ -289,8 +388,8 @@ fn emit(
         for id in g.reachable(&roots) {
             let args: Vec<Value> = g.args(id).iter().map(|a| values[a]).collect();
             let v = match g.op(id) {
-                Op::Num(bits) => em.b.ins().f64const(f64::from_bits(bits)),
-                Op::Const(c) => em.b.ins().f64const(c.value()),
+                Op::Num(bits) => constant(em, ty, f64::from_bits(bits)),
+                Op::Const(c) => constant(em, ty, c.value()),
                 Op::Var(_) => slot_value[var_slot[&id]].expect("every slot variable has a value"),
                 Op::Add => args[1..].iter().fold(args[0], |acc, &x| em.b.ins().fadd(acc, x)),
                 Op::Mul => match *g.args(id) {
@@ -299,8 +398,9 @@ fn emit(
                     [x, a] if g.is_num(a, -1.0) => em.b.ins().fneg(values[&x]),
                     _ => args[1..].iter().fold(args[0], |acc, &x| em.b.ins().fmul(acc, x)),
                 },
-                Op::Pow => em.pow(args[0], args[1], g.as_num(g.args(id)[1]))?,
-                Op::Func(f) => em.func(f, args[0])?,
+                Op::Pow => pow(em, ty, args[0], args[1], g.as_num(g.args(id)[1]))?,
+                Op::Func(crate::graph::Func::Abs) => em.b.ins().fabs(args[0]),
+                Op::Func(f) => per_lane(em, lanes, &args, |em, xs| em.func(f, xs[0]))?,
                 _ => return Err(JitError::Tensor(crate::graph::print(g, id, crate::graph::Style::Text))),
             };
             values.insert(id, v);
@@ -309,41 +409,116 @@ fn emit(
         sum = em.b.ins().fadd(sum, values[&l.value]);
         for (s, d) in &l.partials {
             if let Some((rule, at)) = &slot_addr[*s] {
-                match scatter.iter_mut().find(|(r, _, _)| r == rule) {
-                    Some((_, _, p)) => *p = em.b.ins().fadd(*p, values[d]),
-                    None => scatter.push((rule.clone(), *at, values[d])),
+                match scatter.iter_mut().find(|(r, ..)| r == rule) {
+                    Some((.., p)) => *p = em.b.ins().fadd(*p, values[d]),
+                    None => scatter.push((rule.clone(), at.clone(), values[d])),
                 }
             } else if let Source::Same(a, i) = l.sources[*s] {
-                let c = carried.iter().position(|&e| e == (a, i)).expect("carried above");
+                let c = frame.carried.iter().position(|&e| e == (a, i)).expect("carried above");
                 carried_now[c] = em.b.ins().fadd(carried_now[c], values[d]);
             }
         }
     }
+    // Lane by lane, in order: two members may update one entry, and a vector update of two
+    // neighbouring entries would make the next, overlapping one wait for its store (a
+    // failed store-to-load forward).
     for (_, at, p) in scatter {
-        let old = em.b.ins().load(types::F64, flags, at, 0);
-        let new = em.b.ins().fadd(old, p);
-        em.b.ins().store(flags, new, at, 0);
+        for (lane, &a) in at.iter().enumerate() {
+            let x = if vector { em.b.ins().extractlane(p, lane as u8) } else { p };
+            let old = em.b.ins().load(types::F64, WRITE, a, 0);
+            let new = em.b.ins().fadd(old, x);
+            em.b.ins().store(WRITE, new, a, 0);
+        }
     }
-    let next = em.b.ins().iadd_imm_s(k, 1);
-    let more = em.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, members as i64);
+    let next = em.b.ins().iadd_imm_s(k, lanes as i64);
+    let more = em.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, to as i64);
     let mut back: Vec<BlockArg> = vec![next.into(), sum.into()];
     back.extend(carried_now.iter().map(|&v| BlockArg::from(v)));
-    let mut out: Vec<BlockArg> = carried_now.iter().map(|&v| BlockArg::from(v)).collect();
-    out.push(sum.into());
+    let mut out: Vec<BlockArg> = vec![sum.into()];
+    out.extend(carried_now.iter().map(|&v| BlockArg::from(v)));
     em.b.ins().brif(more, header, &back, exit, &out);
     em.b.seal_block(header);
     em.b.switch_to_block(exit);
     em.b.seal_block(exit);
     let ep = em.b.block_params(exit).to_vec();
-    em.b.ins().store(flags, ep[carried.len()], sum_ptr, 0);
-    for (c, &(a, i)) in carried.iter().enumerate() {
-        let at = base(a, false);
-        let old = em.b.ins().load(types::F64, flags, at, 8 * i as i32);
-        let new = em.b.ins().fadd(old, ep[c]);
-        em.b.ins().store(flags, new, at, 8 * i as i32);
+    Ok((ep[0], ep[1..].to_vec()))
+}
+
+/// A number in every lane.
+fn constant(em: &mut Emitter, ty: types::Type, x: f64) -> Value {
+    let c = em.b.ins().f64const(x);
+    if ty == types::F64 { c } else { em.b.ins().splat(ty, c) }
+}
+
+/// The numbers at `addresses`, one per lane.
+fn gather(em: &mut Emitter, lanes: u8, addresses: &[Value]) -> Value {
+    let first = em.b.ins().load(types::F64, READ_ONLY, addresses[0], 0);
+    if lanes == 1 {
+        return first;
     }
-    em.b.ins().return_(&[]);
-    let config = em.module.target_config();
-    em.b.finalize(config);
-    Ok(())
+    let v = em.b.ins().scalar_to_vector(types::F64X2, first);
+    let second = em.b.ins().load(types::F64, READ_ONLY, addresses[1], 0);
+    em.b.ins().insertlane(v, second, 1)
+}
+
+/// `f` applied to each lane of `args` (host calls and selects work on scalars).
+fn per_lane(
+    em: &mut Emitter,
+    lanes: u8,
+    args: &[Value],
+    mut f: impl FnMut(&mut Emitter, &[Value]) -> Result<Value, JitError>,
+) -> Result<Value, JitError> {
+    if lanes == 1 {
+        return f(em, args);
+    }
+    let mut out = None;
+    for lane in 0..lanes {
+        let xs: Vec<Value> = args.iter().map(|&a| em.b.ins().extractlane(a, lane)).collect();
+        let r = f(em, &xs)?;
+        out = Some(match out {
+            None => em.b.ins().scalar_to_vector(types::F64X2, r),
+            Some(v) => em.b.ins().insertlane(v, r, lane),
+        });
+    }
+    Ok(out.expect("two lanes"))
+}
+
+/// `b^e` in every lane, exactly as `Emitter::pow` (and the interpreter) computes it.
+fn pow(
+    em: &mut Emitter,
+    ty: types::Type,
+    b: Value,
+    e: Value,
+    exponent: Option<f64>,
+) -> Result<Value, JitError> {
+    if ty == types::F64 {
+        return em.pow(b, e, exponent);
+    }
+    let one = |em: &mut Emitter| constant(em, ty, 1.0);
+    Ok(match exponent {
+        Some(2.0) => em.b.ins().fmul(b, b),
+        Some(-1.0) => {
+            let c = one(em);
+            em.b.ins().fdiv(c, b)
+        }
+        Some(0.5) => em.b.ins().sqrt(b),
+        Some(-0.5) => {
+            let s = em.b.ins().sqrt(b);
+            let c = one(em);
+            em.b.ins().fdiv(c, s)
+        }
+        Some(x) if x.fract() == 0.0 && x.abs() <= 64.0 => {
+            let p = match crate::jit::square_and_multiply(&mut em.b, b, x.abs() as u32) {
+                Some(p) => p,
+                None => one(em),
+            };
+            if x < 0.0 {
+                let c = one(em);
+                em.b.ins().fdiv(c, p)
+            } else {
+                p
+            }
+        }
+        _ => return per_lane(em, 2, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
+    })
 }
