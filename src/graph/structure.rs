@@ -221,26 +221,34 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
         let r = find(&mut group, m);
         group[m as usize] = r;
     }
-    drop(reach);
-    // Pass 2: owners, with the members of a group as one.
+    // Pass 2: owners, with the members of a group as one. Without groups, they are what
+    // pass 1 found.
     let mut owner = NodeMap::new(&order, UNSET);
-    let mut tag = 0u32;
-    for &id in order.iter().rev() {
-        if is_candidate(id) {
-            for &a in g.args(id) {
-                let o = combine(*owner.get(a), group[tag as usize]);
-                owner.set(a, o);
-                tag += 1;
-            }
-        } else {
-            let mine = *owner.get(id);
-            let pass = if mine < OUTSIDE { mine } else { OUTSIDE };
-            for &a in g.args(id) {
-                let o = combine(*owner.get(a), pass);
-                owner.set(a, o);
+    if (0..members).all(|m| group[m as usize] == m) {
+        for &id in &order {
+            let (a, b) = *reach.get(id);
+            owner.set(id, if b == UNSET || a >= OUTSIDE { a } else { SHARED });
+        }
+    } else {
+        let mut tag = 0u32;
+        for &id in order.iter().rev() {
+            if is_candidate(id) {
+                for &a in g.args(id) {
+                    let o = combine(*owner.get(a), group[tag as usize]);
+                    owner.set(a, o);
+                    tag += 1;
+                }
+            } else {
+                let mine = *owner.get(id);
+                let pass = if mine < OUTSIDE { mine } else { OUTSIDE };
+                for &a in g.args(id) {
+                    let o = combine(*owner.get(a), pass);
+                    owner.set(a, o);
+                }
             }
         }
     }
+    drop(reach);
     // A structural hash of every node (leaves by kind only, the two operands of a two-term
     // sum or product in either order): equal for like terms, to put those operands in one
     // order (see `Walk::arguments`).
