@@ -22,8 +22,8 @@ use hashbrown::HashMap;
 use crate::diff;
 use crate::expr::{Error, Expr, Result};
 use crate::graph::{Graph, Id};
-use crate::jit::scalar::{GradientCode, GradientError};
-use crate::jit::{self, CompileOptions, CompileStats, CompiledFunction};
+use crate::jit::scalar::{GradientCode, GradientError, VectorCode};
+use crate::jit::{self, CompileOptions, CompileStats};
 
 impl From<jit::JitError> for Error {
     fn from(e: jit::JitError) -> Error {
@@ -204,7 +204,7 @@ pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> 
 
 /// A compiled vector function: `outputs()` values from `inputs()` values.
 pub struct Compiled {
-    code: CompiledFunction,
+    code: VectorCode,
 }
 
 impl Compiled {
@@ -215,7 +215,12 @@ impl Compiled {
 
     /// Number of outputs.
     pub fn outputs(&self) -> usize {
-        self.code.groups()[0]
+        self.code.outputs()
+    }
+
+    /// How the function was compiled: nodes, chunks, classes of like terms in loops.
+    pub fn stats(&self) -> &CompileStats {
+        self.code.stats()
     }
 
     /// Computes the outputs at `x`. Wrong lengths are an error; nothing is written then.
@@ -252,7 +257,7 @@ fn compile_outputs(
     check_vars(exprs, vars)?;
     let code = with_graph(exprs, vars, |g, roots, vs| {
         let outs = build(g, roots, vs)?;
-        Ok::<_, Error>(jit::compile(g, vs, &[&outs], &CompileOptions::default())?)
+        Ok::<_, Error>(VectorCode::Straight(jit::compile(g, vs, &[&outs], &CompileOptions::default())?))
     })?;
     Ok(Compiled { code })
 }
@@ -278,11 +283,18 @@ pub fn compile_jacobian(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
     })
 }
 
-/// Compiles the Hessian of `f`: `n × n` outputs, row by row (reverse over reverse).
+/// Compiles the Hessian of `f`: `n × n` outputs, row by row (reverse over reverse). A large
+/// sum of like terms is assembled by loops: each term's Hessian, computed once as a template,
+/// is added into the matrix for every term.
 pub fn compile_hessian(f: &Expr, vars: &[&str]) -> Result<Compiled> {
-    compile_outputs(&[f], vars, |g, roots, vs| {
-        Ok(diff::reverse::try_hessian(g, roots[0], vs).map_err(|b| too_large("the Hessian", b))?.concat())
-    })
+    check_vars(&[f], vars)?;
+    let code = with_graph(&[f], vars, |g, roots, vs| {
+        jit::scalar::compile_hessian(g, roots[0], vs).map_err(|e| match e {
+            GradientError::Budget(b) => too_large("the Hessian", b),
+            GradientError::Jit(e) => e.into(),
+        })
+    })?;
+    Ok(Compiled { code })
 }
 
 fn export(f: &Expr, vars: &[&str], name: &str, lang: jit::export::Lang) -> Result<String> {

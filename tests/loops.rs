@@ -8,7 +8,7 @@
 //! a table.
 
 use proptest::prelude::*;
-use symdiff::{Expr, compile_gradient};
+use symdiff::{Expr, compile_gradient, compile_hessian};
 
 /// `n` terms joined by ` + `.
 fn sum(n: usize, term: impl Fn(usize) -> String) -> String {
@@ -106,6 +106,42 @@ fn near_misses() {
     check(&sum(n, |i| format!("sin({} + {})*exp(u + v)", x(i), x(i + 1))), "40x3");
     // Too few like terms for a loop.
     check(&sum(10, |i| format!("sin({})", x(i))), "");
+}
+
+/// The compiled Hessian of `src` (over its sorted variables) has the classes `expected` and
+/// agrees with the interpreter's Hessian (reverse over reverse, evaluated in one pass).
+fn check_hessian(src: &str, expected: &str) {
+    let f = Expr::parse(src).unwrap_or_else(|e| panic!("{e}"));
+    let names = f.variables();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let h = compile_hessian(&f, &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(classes(h.stats()), expected, "classes of the Hessian of {}", &src[..src.len().min(80)]);
+    let n = vars.len();
+    let x = point(n);
+    let mut out = vec![0.0; n * n];
+    h.eval(&x, &mut out).unwrap();
+    let bound: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+    let expect = Expr::eval_all(&f.hessian(&vars).concat(), &bound).expect("the interpreter evaluates it");
+    let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (k, (a, b)) in out.iter().zip(&expect).enumerate() {
+        assert!((a - b).abs() <= 1e-11 * scale, "H[{}][{}]: compiled {a}, interpreted {b}", k / n, k % n);
+    }
+}
+
+#[test]
+fn hessians() {
+    let n = 60;
+    // Element assembly: a banded matrix from two templates.
+    check_hessian(
+        &sum(n - 1, |i| format!("100*({} - {}^2)^2 + (1 - {})^2", x(i + 1), x(i), x(i))),
+        "59x5, 59x3",
+    );
+    // Plus a rest that is not a class, and uniform variables (every term reads a, b, c).
+    let t = |k: usize| (k as f64 * 0.37).sin() + 1.5;
+    let fit = |k: usize| format!("({} - (a*exp(-b*{}) + c))^2", 1.0 + t(k + 7), t(k));
+    check_hessian(&(sum(40, fit) + " + sin(a*b*c)"), "39x6");
+    // A shared subexpression: straight-line code.
+    check_hessian(&format!("log({})", sum(20, |i| format!("exp({})", x(i)))), "");
 }
 
 proptest! {

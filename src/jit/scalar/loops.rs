@@ -83,6 +83,10 @@ pub struct ClassLoop {
     pub graph: Graph,
     pub value: Id,
     pub partials: Vec<(usize, Id)>,
+    /// Second partials `(a, b, node)`, added to entry `row_a * width + row_b` of the
+    /// output (a Hessian's rows; `a` and `b` are input slots).
+    pub pairs: Vec<(usize, usize, Id)>,
+    pub width: usize,
     /// The slot variables of `graph`, in slot order (`None` for a literal number).
     pub slot_vars: Vec<Option<Id>>,
     pub sources: Vec<Source>,
@@ -334,12 +338,20 @@ fn run(
         // Operands of these members, and the address of each indexed slot per lane.
         let mut slot_value: Vec<Option<Value>> = hoisted[c].clone();
         let mut slot_addr: Vec<Option<(String, Vec<Value>)>> = vec![None; l.sources.len()];
+        // Byte offsets and rule of every input slot, per lane (for second partials).
+        let mut slot_offset: Vec<Option<(String, Vec<Value>)>> = vec![None; l.sources.len()];
         for (s, src) in l.sources.iter().enumerate() {
             if l.slot_vars[s].is_none() {
                 continue;
             }
             let (array, rule, contiguous) = match src {
-                Source::Same(..) => continue,
+                Source::Same(a, i) => {
+                    if !l.pairs.is_empty() && *a == Array::Inputs {
+                        let o = em.b.ins().iconst(types::I64, 8 * *i as i64);
+                        slot_offset[s] = Some((format!("same {i}"), vec![o; lanes as usize]));
+                    }
+                    continue;
+                }
                 Source::Affine(a, step, first) => (Some(*a), format!("{a:?} {step} {first}"), *step == 1),
                 Source::Table(a, t) => (Some(*a), format!("{a:?} @{:x}", t.as_ptr() as usize), false),
                 Source::Numbers(_) => (None, String::new(), false),
@@ -378,12 +390,18 @@ fn run(
             });
             let write: Vec<Value> =
                 offsets.iter().map(|&o| em.b.ins().iadd(frame.base(a, false), o)).collect();
+            if !l.pairs.is_empty() && a == Array::Inputs {
+                slot_offset[s] = Some((rule.clone(), offsets.clone()));
+            }
             slot_addr[s] = Some((rule, write));
         }
         // The template.
         let var_slot: HashMap<Id, usize> =
             l.slot_vars.iter().enumerate().filter_map(|(s, v)| v.map(|v| (v, s))).collect();
-        let roots: Vec<Id> = std::iter::once(l.value).chain(l.partials.iter().map(|p| p.1)).collect();
+        let roots: Vec<Id> = std::iter::once(l.value)
+            .chain(l.partials.iter().map(|p| p.1))
+            .chain(l.pairs.iter().map(|p| p.2))
+            .collect();
         let mut values: HashMap<Id, Value> = HashMap::new();
         for id in g.reachable(&roots) {
             let args: Vec<Value> = g.args(id).iter().map(|a| values[a]).collect();
@@ -416,6 +434,27 @@ fn run(
             } else if let Source::Same(a, i) = l.sources[*s] {
                 let c = frame.carried.iter().position(|&e| e == (a, i)).expect("carried above");
                 carried_now[c] = em.b.ins().fadd(carried_now[c], values[d]);
+            }
+        }
+        for &(a, b, d) in &l.pairs {
+            let (Some((ra, oa)), Some((rb, ob))) = (&slot_offset[a], &slot_offset[b]) else {
+                return Err(JitError::Codegen("a second partial of a slot that is not an input".into()));
+            };
+            let rule = format!("pair {ra} | {rb}");
+            match scatter.iter_mut().find(|(r, ..)| *r == rule) {
+                Some((.., p)) => *p = em.b.ins().fadd(*p, values[&d]),
+                None => {
+                    let at: Vec<Value> = oa
+                        .iter()
+                        .zip(ob)
+                        .map(|(&x, &y)| {
+                            let row = em.b.ins().imul_imm_s(x, l.width as i64);
+                            let off = em.b.ins().iadd(row, y);
+                            em.b.ins().iadd(frame.grad, off)
+                        })
+                        .collect();
+                    scatter.push((rule, at, values[&d]));
+                }
             }
         }
     }

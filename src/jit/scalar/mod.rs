@@ -17,4 +17,4 @@ mod lower;
 mod program;
 
 pub use lower::{ClassStats, CompileOptions, CompiledFunction, JitError, Stats, compile};
-pub use program::{GradientCode, GradientError, compile_gradient};
+pub use program::{GradientCode, GradientError, VectorCode, compile_gradient, compile_hessian};

@@ -365,7 +365,7 @@ fn build(
     for (j, l) in found.iter().enumerate() {
         let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
         for c in &l.classes {
-            let cl = template(g, c, &input_of, &ext_index)?;
+            let cl = template(g, c, &input_of, &ext_index, None)?;
             class_stats.push(super::lower::ClassStats {
                 members: c.members.len(),
                 template_nodes: c.template.len(),
@@ -465,6 +465,7 @@ fn template(
     c: &structure::Class,
     input_of: &HashMap<Id, u32>,
     ext_index: &HashMap<Id, u32>,
+    hessian_width: Option<usize>,
 ) -> Result<ClassLoop, GradientError> {
     let mut tg = Graph::new();
     let mut slot_vars = Vec::new();
@@ -526,8 +527,165 @@ fn template(
     let diff_slots: Vec<(usize, Id)> =
         wrt.into_iter().filter(|(s, _)| c.slots[*s].kind != SlotKind::Num).collect();
     let vars: Vec<Id> = diff_slots.iter().map(|p| p.1).collect();
-    let d = reverse::gradient(&mut tg, value, &vars);
-    let partials =
-        diff_slots.iter().zip(d).filter(|(_, d)| !tg.is_num(*d, 0.0)).map(|((s, _), d)| (*s, d)).collect();
-    Ok(ClassLoop { graph: tg, value, partials, slot_vars, sources, members: c.members.len() })
+    let (mut partials, mut pairs) = (Vec::new(), Vec::new());
+    match hessian_width {
+        None => {
+            let d = reverse::gradient(&mut tg, value, &vars);
+            partials = diff_slots
+                .iter()
+                .zip(d)
+                .filter(|(_, d)| !tg.is_num(*d, 0.0))
+                .map(|((s, _), d)| (*s, d))
+                .collect();
+        }
+        Some(_) => {
+            let h = reverse::try_hessian(&mut tg, value, &vars)?;
+            for (a, row) in h.iter().enumerate() {
+                for (b, &d) in row.iter().enumerate() {
+                    if !tg.is_num(d, 0.0) {
+                        pairs.push((diff_slots[a].0, diff_slots[b].0, d));
+                    }
+                }
+            }
+        }
+    }
+    let width = hessian_width.unwrap_or(0);
+    Ok(ClassLoop { graph: tg, value, partials, pairs, width, slot_vars, sources, members: c.members.len() })
+}
+
+/// A compiled vector function: one straight-line function, or a Hessian assembled by loops
+/// over the classes of the sum `f` is, plus the rest's Hessian straight-line.
+pub enum VectorCode {
+    Straight(CompiledFunction),
+    Looped(Box<LoopedHessian>),
+}
+
+/// The Hessian of `Σ classes + rest`: every member's template Hessian scattered into the
+/// matrix (element assembly), then the entries of the rest's Hessian that are not
+/// identically zero added.
+pub struct LoopedHessian {
+    n: usize,
+    code: Loops,
+    rest: Option<(CompiledFunction, Vec<u32>)>,
+    stats: Stats,
+}
+
+// SAFETY: as for `Looped`.
+unsafe impl Send for LoopedHessian {}
+unsafe impl Sync for LoopedHessian {}
+
+impl VectorCode {
+    pub fn inputs(&self) -> usize {
+        match self {
+            VectorCode::Straight(c) => c.inputs(),
+            VectorCode::Looped(l) => l.n,
+        }
+    }
+
+    pub fn outputs(&self) -> usize {
+        match self {
+            VectorCode::Straight(c) => c.groups()[0],
+            VectorCode::Looped(l) => l.n * l.n,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        match self {
+            VectorCode::Straight(c) => c.stats(),
+            VectorCode::Looped(l) => &l.stats,
+        }
+    }
+
+    /// The Hessian at `x`, row by row, into `out`; `false` (nothing written) on wrong lengths.
+    pub fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
+        let l = match self {
+            VectorCode::Straight(c) => return c.call1(x, out),
+            VectorCode::Looped(l) => l,
+        };
+        if x.len() != l.n || out.len() != l.n * l.n {
+            return false;
+        }
+        out.fill(0.0);
+        let mut sum = 0.0f64;
+        for &entry in &l.code.entries {
+            // SAFETY: compiled for this signature; reads inputs below `n` and writes entries
+            // below `n * n` of `out`; no externals.
+            unsafe {
+                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
+                f(x.as_ptr(), out.as_mut_ptr(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
+            }
+        }
+        if let Some((code, idx)) = &l.rest {
+            WORK.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.len() < idx.len() {
+                    w.resize(idx.len(), 0.0);
+                }
+                code.call1(x, &mut w[..idx.len()]);
+                for (k, &i) in idx.iter().enumerate() {
+                    out[i as usize] += w[k];
+                }
+            });
+        }
+        true
+    }
+}
+
+/// Compiles the Hessian of `f` with respect to `inputs`, row by row: with loops when `f` is
+/// a sum with classes whose members read no shared subexpression, else straight-line.
+pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode, GradientError> {
+    let n = inputs.len();
+    let found = structure::recover(g, &[f]);
+    let simple = found.len() == 1
+        && found[0].sum == f
+        && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
+    if !simple {
+        let h = reverse::try_hessian(g, f, inputs)?.concat();
+        return Ok(VectorCode::Straight(compile(g, inputs, &[&h], &CompileOptions::default())?));
+    }
+    let start = std::time::Instant::now();
+    let mark = g.mark();
+    let r = (|| {
+        let l = &found[0];
+        let rest = g.add(&l.rest);
+        let h = reverse::try_hessian(g, rest, inputs)?.concat();
+        let idx: Vec<u32> = (0..h.len()).filter(|&k| !g.is_num(h[k], 0.0)).map(|k| k as u32).collect();
+        let entries: Vec<Id> = idx.iter().map(|&k| h[k as usize]).collect();
+        let (rest, straight) = if entries.is_empty() {
+            (None, 0)
+        } else {
+            let code = compile(g, inputs, &[&entries], &CompileOptions::default())?;
+            let nodes = code.stats().nodes;
+            (Some((code, idx)), nodes)
+        };
+        let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+        let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
+        let mut class_stats = Vec::new();
+        for c in &l.classes {
+            let cl = template(g, c, &input_of, &HashMap::new(), Some(n))?;
+            class_stats.push(super::lower::ClassStats {
+                members: c.members.len(),
+                template_nodes: c.template.len(),
+                slots: c.slots.len(),
+            });
+            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
+                Some(grp) => grp.push(cl),
+                None => groups.push(vec![cl]),
+            }
+        }
+        let code = loops::compile(&mut groups, false)?;
+        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
+        let stats = Stats {
+            nodes: straight,
+            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.0.stats().chunks),
+            spilled: rest.as_ref().map_or(0, |r| r.0.stats().spilled),
+            compile_time: start.elapsed(),
+            allocator: "backtracking",
+            classes: class_stats,
+            looped_nodes,
+        };
+        Ok(LoopedHessian { n, code, rest, stats })
+    })();
+    g.rollback(mark);
+    r.map(|l| VectorCode::Looped(Box::new(l)))
 }
