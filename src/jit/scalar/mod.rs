@@ -16,5 +16,5 @@ mod loops;
 mod lower;
 mod program;
 
-pub use lower::{ClassStats, CompileOptions, CompiledFunction, JitError, Stats, compile};
+pub use lower::{ClassStats, CompileOptions, JitError, Stats, compile};
 pub use program::{GradientCode, GradientError, VectorCode, compile_gradient, compile_hessian};
