@@ -470,6 +470,8 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let mut grad = vec![0.0; names.len()];
     let value;
     let mut report = vec![("parse", parse_time)];
+    // The compiled program's operations: (all, the function's alone).
+    let mut ops = None;
     if interp {
         let t = Instant::now();
         let grads = f.try_gradient(&names)?;
@@ -483,6 +485,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         let compiled = symdiff::compile_gradient(&f, &names)?;
         report.push(("gradient graph", compiled.build_time()));
         report.push(("compile", compiled.compile_time()));
+        ops = Some(compiled.stats().clone());
         let t = Instant::now();
         value = compiled.eval(&x, &mut grad);
         report.push(("evaluate (native)", t.elapsed()));
@@ -504,6 +507,15 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     if timings {
         for (what, d) in &report {
             note!("{what:>34}: {d:?}");
+        }
+        if let Some(s) = ops {
+            note!(
+                "{:>34}: {} ({} for the function alone: {:.2}x)",
+                "operations (value and gradient)",
+                s.ops,
+                s.value_ops,
+                s.gradient_ratio()
+            );
         }
     }
     if json_out {
