@@ -238,11 +238,11 @@ pub fn unbroadcast(g: &mut Graph, c: Id, a: Id) -> Id {
 }
 
 /// `d(b^e)` when both `b` and `e` vary, with derivatives `db` and `de`:
-/// `b^e * (de*log(b) + e*db/b)`, the two partials above with `b^e` factored out.
-pub fn pow_both(g: &mut Graph, node: Id, db: Id, de: Id) -> Id {
+/// `b^e * (de*log(b) + e*db/b)`, the two partials above with `b^e` factored out; `db` and
+/// `de` are shared, merged into their uses up to `limit` arguments (`Graph::mul_shared`).
+pub fn pow_both(g: &mut Graph, node: Id, db: Id, de: Id, limit: usize) -> Id {
     let [b, e] = [g.args(node)[0], g.args(node)[1]];
     let l = g.func(crate::graph::Func::Log, b);
-    let limit = crate::graph::simplify::PRINTED_SHARE_LIMIT; // `db` and `de` are shared
     let t1 = g.mul_shared_within(de, l, limit);
     let rb = g.recip(b);
     let eb = g.mul(&[e, rb]);

@@ -282,9 +282,16 @@ pub struct Users {
     /// `edges[start[p]..start[p + 1]]`: (position of a user, argument index) for position `p`.
     start: Vec<u32>,
     edges: Vec<(u32, u32)>,
+    /// The root's operations ([`Graph::ops_of`]).
+    ops: usize,
 }
 
 impl Users {
+    /// The operations of the root's DAG ([`Graph::ops_of`]).
+    pub fn ops(&self) -> usize {
+        self.ops
+    }
+
     /// The root this index is for.
     pub fn root(&self) -> Id {
         self.root
@@ -501,7 +508,8 @@ impl Graph {
                 fill[c] += 1;
             }
         }
-        let u = std::sync::Arc::new(Users { root, order, position, start, edges });
+        let ops = order.iter().map(|&id| self.ops(id)).sum();
+        let u = std::sync::Arc::new(Users { root, order, position, start, edges, ops });
         self.users = (Some(root), Some(std::sync::Arc::clone(&u)));
         Some(u)
     }
