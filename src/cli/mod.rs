@@ -516,6 +516,14 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
                 s.value_ops,
                 s.gradient_ratio()
             );
+            note!(
+                "{:>34}: {} nodes, {} chunks, {} values through scratch, {} allocator",
+                "compiled as",
+                s.nodes,
+                s.chunks,
+                s.spilled,
+                s.allocator
+            );
         }
     }
     if json_out {
