@@ -4,7 +4,10 @@
 //! n = 10, 100, 1,000 and 10,000 variables: building the gradient graph, compiling it, and
 //! one evaluation of value + gradient, against the interpreter and a hand-written Rust
 //! gradient in this same binary; the function alone (for the cheap-gradient ratio); the
-//! swell case (10th derivative of sin^7); and a 100,000-operation random DAG. The summary
+//! swell case (10th derivative of sin^7, with the interpreter); the product of n variables
+//! (n = 1,000 and 10,000) against a hand-written prefix/suffix gradient; and a
+//! 100,000-operation random DAG. Every compiled gradient also reports its operations
+//! relative to the function's (`CompileStats::gradient_ratio`, counts, not times). The summary
 //! reads criterion's estimates back and prints every comparison as a ratio measured in this
 //! run. `cargo bench --bench gradient -- --quick` is a faster, rougher pass.
 
@@ -94,6 +97,47 @@ fn rosenbrock_benches(c: &mut Criterion) {
     }
 }
 
+/// The gradient of `x0*x1*...*x(n-1)` by hand: prefix products forward, suffix products
+/// backward, no division (safe with a zero factor).
+fn product_by_hand(x: &[f64], g: &mut [f64]) -> f64 {
+    let mut p = 1.0;
+    for (gi, &xi) in g.iter_mut().zip(x) {
+        *gi = p;
+        p *= xi;
+    }
+    let mut s = 1.0;
+    for (gi, &xi) in g.iter_mut().zip(x).rev() {
+        *gi *= s;
+        s *= xi;
+    }
+    p
+}
+
+fn product_benches(c: &mut Criterion) {
+    for n in [1_000, 10_000] {
+        let src = (0..n).map(|i| format!("x{i}")).collect::<Vec<_>>().join("*");
+        let vars = names(n);
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let x: Vec<f64> = (0..n).map(|i| 1.0 + 1e-4 * (i as f64 * 0.7).sin()).collect();
+        let mut group = c.benchmark_group(format!("product/{n}"));
+        group.sample_size(10);
+        group.bench_function("build+compile", |b| {
+            b.iter_batched(
+                || Expr::parse(&src).unwrap(),
+                |f| black_box(compile_gradient(&f, &vars).unwrap()),
+                BatchSize::PerIteration,
+            )
+        });
+        let f = Expr::parse(&src).unwrap();
+        let g = compile_gradient(&f, &vars).unwrap();
+        eprintln!("product/{n}: gradient/function operations {:.2}x", g.stats().gradient_ratio());
+        let mut grad = vec![0.0; n];
+        group.bench_function("eval-compiled", |b| b.iter(|| g.eval(black_box(&x), &mut grad)));
+        group.bench_function("eval-by-hand", |b| b.iter(|| product_by_hand(black_box(&x), &mut grad)));
+        group.finish();
+    }
+}
+
 fn swell_benches(c: &mut Criterion) {
     let src = "sin(sin(sin(sin(sin(sin(sin(x)))))))";
     let mut group = c.benchmark_group("swell");
@@ -113,6 +157,11 @@ fn swell_benches(c: &mut Criterion) {
     let compiled = compile(std::slice::from_ref(&d10), &["x"]).unwrap();
     let mut out = [0.0];
     group.bench_function("eval-10th-derivative", |b| b.iter(|| compiled.eval(black_box(&[0.3]), &mut out)));
+    group.bench_function("eval-10th-derivative-interpreter", |b| {
+        b.iter(|| d10.eval(black_box(&[("x", 0.3)])))
+    });
+    let with_gradient = compile_gradient(&d10, &["x"]).unwrap();
+    eprintln!("swell: gradient/function operations {:.2}x", with_gradient.stats().gradient_ratio());
     group.finish();
 }
 
@@ -159,6 +208,7 @@ fn random_dag_benches(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     group.bench_function("build+compile", |b| b.iter(|| black_box(compile_gradient(&f, &vars).unwrap())));
     let g = compile_gradient(&f, &vars).unwrap();
+    eprintln!("random DAG: gradient/function operations {:.2}x", g.stats().gradient_ratio());
     let x: Vec<f64> = (0..vars.len()).map(|i| 0.1 + 0.01 * i as f64).collect();
     let mut grad = vec![0.0; vars.len()];
     group.bench_function("eval-compiled", |b| b.iter(|| g.eval(black_box(&x), &mut grad)));
@@ -216,12 +266,33 @@ fn summary() {
             ev / func
         );
     }
+    for n in [1_000, 10_000] {
+        let get = |what: &str| median(&format!("product_{n}/{what}"));
+        if let (Some(bc), Some(e), Some(h)) =
+            (get("build+compile"), get("eval-compiled"), get("eval-by-hand"))
+        {
+            println!(
+                "product of {n}: build+compile {}, eval {}, by hand {}, compiled/hand {:.2}x",
+                fmt(bc),
+                fmt(e),
+                fmt(h),
+                e / h
+            );
+        }
+    }
     if let (Some(b), Some(c), Some(e)) = (
         median("swell/build-10th-derivative"),
         median("swell/compile-10th-derivative"),
         median("swell/eval-10th-derivative"),
     ) {
-        println!("\nswell (10th derivative of sin^7): build {}, compile {}, eval {}", fmt(b), fmt(c), fmt(e));
+        let interp = median("swell/eval-10th-derivative-interpreter")
+            .map_or("-".to_owned(), |i| format!("{:.1}x", i / e));
+        println!(
+            "\nswell (10th derivative of sin^7): build {}, compile {}, eval {}, interpreter/compiled {interp}",
+            fmt(b),
+            fmt(c),
+            fmt(e)
+        );
     }
     if let (Some(bc), Some(e), Some(f)) = (
         median("random-dag-100k/build+compile"),
@@ -240,6 +311,7 @@ fn summary() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     rosenbrock_benches(&mut c);
+    product_benches(&mut c);
     swell_benches(&mut c);
     random_dag_benches(&mut c);
     c.final_summary();

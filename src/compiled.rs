@@ -135,7 +135,7 @@ impl CompiledGradient {
         };
         let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
         // Threads pay off only when each gets real work (about 100 µs of it).
-        if threads < 2 || m * (self.code.stats().nodes + self.code.stats().looped_nodes + 1) < 200_000 {
+        if threads < 2 || m * (self.code.stats().ops + 1) < 200_000 {
             run(xs, values, grads);
             return Ok(());
         }

@@ -818,19 +818,19 @@ mod budget {
 
     use super::*;
 
-    /// Runs `setup`, then gives the graph `room` more nodes of budget and runs `line`, which
+    /// Runs `setup`, then gives the graph `room` more operations of budget and runs `line`, which
     /// must fail at the written `at` (the text under the caret) naming `what`.
     fn check(setup: &[&str], room: usize, line: &str, what: &str, at: &str) {
         let mut s = Session::new();
         for l in setup {
             s.run(l).unwrap_or_else(|e| panic!("{l}: {e}"));
         }
-        s.g.set_budget(s.g.len() + room);
+        s.g.set_budget(s.g.size() + room);
         let before = s.g.len();
         let err = s.run(line).expect_err(line);
         let Error::Parse(d) = &err else { panic!("{line}: not positioned: {err}") };
         assert!(d.message.contains(what), "{line}: `{}` lacks `{what}`", d.message);
-        assert!(d.message.contains("nodes (the limit)"), "{line}: `{}` names no limit", d.message);
+        assert!(d.message.contains("operations (the limit"), "{line}: `{}` names no limit", d.message);
         assert_eq!(&line[d.span.start..d.span.end], at, "{line}: the caret");
         assert_eq!(s.g.len(), before, "{line}: the failed line's nodes are forgotten");
         assert_eq!(s.run("1 + 1").unwrap(), "2", "{line}: the session goes on");
@@ -863,7 +863,7 @@ mod budget {
             match s.run(&format!("f{i}(x) = diff(f{}(x), x)", i - 1)) {
                 Ok(_) => assert!(s.g.len() <= 50_000, "f{i}: {} nodes", s.g.len()),
                 Err(e) => {
-                    assert!(e.to_string().contains("nodes (the limit)"), "{e}");
+                    assert!(e.to_string().contains("operations (the limit"), "{e}");
                     assert_eq!(s.g.len(), before);
                     failed = Some(i);
                     break;
@@ -897,7 +897,7 @@ mod budget {
         check(&setup, 50, "hessian f", "this Hessian is too large", "hessian f");
         let mut s = Session::new();
         s.run(setup[0]).unwrap();
-        s.g.set_budget(s.g.len() + 50);
+        s.g.set_budget(s.g.size() + 50);
         let err = s.run(":ir f").expect_err(":ir f");
         assert!(err.to_string().contains("this gradient is too large"), "{err}");
     }

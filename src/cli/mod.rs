@@ -471,6 +471,8 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let value;
     let mut report = vec![("parse", parse_time)];
     let mut structure = None;
+    // The compiled program's operations: (all, the function's alone).
+    let mut ops = None;
     if interp {
         let t = Instant::now();
         let grads = f.try_gradient(&names)?;
@@ -485,6 +487,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         report.push(("gradient graph", compiled.build_time()));
         report.push(("compile", compiled.compile_time()));
         structure = Some(compiled.stats().structure());
+        ops = Some(compiled.stats().clone());
         let t = Instant::now();
         value = compiled.eval(&x, &mut grad);
         report.push(("evaluate (native)", t.elapsed()));
@@ -509,6 +512,23 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         }
         if let Some(s) = structure {
             note!("{:>34}: {s}", "structure");
+        }
+        if let Some(s) = ops {
+            note!(
+                "{:>34}: {} ({} for the function alone: {:.2}x)",
+                "operations (value and gradient)",
+                s.ops,
+                s.value_ops,
+                s.gradient_ratio()
+            );
+            note!(
+                "{:>34}: {} nodes, {} chunks, {} values through scratch, {} allocator",
+                "compiled as",
+                s.nodes,
+                s.chunks,
+                s.spilled,
+                s.allocator
+            );
         }
     }
     if json_out {

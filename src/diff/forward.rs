@@ -13,17 +13,36 @@
 //! ```
 //!
 //! with the partials from `rules.rs`. Each node's derivative is computed once (memoized), so
-//! the work is linear in the size of the DAG (times the arity of products), and the result
-//! shares every forward subexpression it uses. The simplifying constructors keep it compact.
+//! the work is linear in the size of the DAG, and the result shares every forward
+//! subexpression it uses. A derivative `d(arg)` is shared by every user of `arg`, so it is
+//! multiplied and summed in with `Graph::mul_shared` and `Graph::add_shared`, which keep it
+//! one argument rather than copying its factors or terms into each use
+//! (`simplify::SHARE_LIMIT`; up to `PRINTED_SHARE_LIMIT` for functions of fewer than
+//! `PRINTED_OPS` operations, whose derivatives are printed), and the partials of a product of many factors that depend on
+//! `x` come from shared prefix and suffix products (`rules::product_partials`). So each
+//! order of derivative costs a bounded number of operations per edge of the DAG below it,
+//! counted in operations, not in nodes: `d^10/dx^10` of `sin(sin(...(x)))` stays small.
 //!
 //! The `try_` functions check the graph's node budget after every node (they serve input from
 //! users: `diff(...)`, the REPL's `d/dx`, `grad` and `hessian`); the others have no limit.
 
 use hashbrown::HashSet;
 
-use super::rules::{is_wide, partial, wide_partials};
+use super::rules::{is_wide, partial, product_partials};
 use crate::graph::node::OverBudget;
+use crate::graph::simplify::{PRINTED_SHARE_LIMIT, SHARE_LIMIT};
 use crate::graph::{Graph, Id, NodeMap, Op};
+
+/// Functions of fewer operations than this are differentiated for reading: shared
+/// derivatives merge into their uses up to [`PRINTED_SHARE_LIMIT`] arguments, so that printed
+/// results keep their compact canonical form. Larger ones (derivatives of derivatives above
+/// all, whose copies would compound order after order) use [`SHARE_LIMIT`].
+const PRINTED_OPS: usize = 1_000;
+
+/// The share limit for differentiating a function of `ops` operations (see [`PRINTED_OPS`]).
+fn share_limit(ops: usize) -> usize {
+    if ops < PRINTED_OPS { PRINTED_SHARE_LIMIT } else { SHARE_LIMIT }
+}
 
 /// `d root / d var`; `var` must be a variable node. Stops with an error once the graph is
 /// over its node budget.
@@ -31,6 +50,7 @@ pub fn try_derivative(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget
     let Some(users) = g.repeated_users(root) else {
         return scan(g, root, var);
     };
+    let limit = share_limit(users.ops());
     let Some(start) = users.position(var) else {
         let zero = g.num(0.0);
         return Ok(g.keep_undefined_of(root, zero));
@@ -65,22 +85,23 @@ pub fn try_derivative(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget
             // d(b^e) = b^e * (de*log(b) + e*db/b) prints as SymPy does (x^x*(log(x) + 1)).
             let [b, e] = [g.args(id)[0], g.args(id)[1]];
             let (db, de) = (derivative_of(&d, b), derivative_of(&d, e));
-            super::rules::pow_both(g, id, db, de)
+            super::rules::pow_both(g, id, db, de, limit)
         } else if is_wide(g, id, group.len()) {
             let which: Vec<usize> = group.iter().map(|&(_, i)| i as usize).collect();
-            for (&i, part) in which.iter().zip(wide_partials(g, id, &which)) {
+            let one = g.num(1.0);
+            for (&i, part) in which.iter().zip(product_partials(g, id, &which, one)) {
                 let da = derivative_of(&d, g.args(id)[i]);
-                terms.push(g.mul(&[part, da]));
+                terms.push(g.mul_shared_within(part, da, limit));
             }
-            g.add(&terms)
+            g.add_shared_within(&terms, limit)
         } else {
             for &(_, i) in group {
                 let a = g.args(id)[i as usize];
                 let da = derivative_of(&d, a);
                 let part = partial(g, id, i as usize);
-                terms.push(g.mul(&[part, da]));
+                terms.push(g.mul_shared_within(part, da, limit));
             }
-            g.add(&terms)
+            g.add_shared_within(&terms, limit)
         };
         d.set(id, Some(r));
         g.check_budget()?;
@@ -93,6 +114,7 @@ pub fn try_derivative(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget
 /// same nodes in the same order, so the same result.
 fn scan(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget> {
     let order = g.reachable(&[root]);
+    let limit = share_limit(order.iter().map(|&id| g.ops(id)).sum());
     let mut d: NodeMap<Option<Id>> = NodeMap::new(&order, None);
     let mut terms = Vec::new();
     for &id in &order {
@@ -105,7 +127,7 @@ fn scan(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget> {
             && let [b, e] = *g.args(id)
             && let (Some(db), Some(de)) = (*d.get(b), *d.get(e))
         {
-            let r = super::rules::pow_both(g, id, db, de); // see try_derivative
+            let r = super::rules::pow_both(g, id, db, de, limit); // see try_derivative
             d.set(id, Some(r));
             g.check_budget()?;
             continue;
@@ -113,19 +135,20 @@ fn scan(g: &mut Graph, root: Id, var: Id) -> Result<Id, OverBudget> {
         terms.clear();
         let which: Vec<usize> = (0..g.args(id).len()).filter(|&i| d.get(g.args(id)[i]).is_some()).collect();
         if is_wide(g, id, which.len()) {
-            for (&i, part) in which.iter().zip(wide_partials(g, id, &which)) {
+            let one = g.num(1.0);
+            for (&i, part) in which.iter().zip(product_partials(g, id, &which, one)) {
                 let da = derivative_of(&d, g.args(id)[i]);
-                terms.push(g.mul(&[part, da]));
+                terms.push(g.mul_shared_within(part, da, limit));
             }
         } else {
             for i in which {
                 let da = derivative_of(&d, g.args(id)[i]);
                 let part = partial(g, id, i);
-                terms.push(g.mul(&[part, da]));
+                terms.push(g.mul_shared_within(part, da, limit));
             }
         }
         if !terms.is_empty() {
-            let sum = g.add(&terms);
+            let sum = g.add_shared_within(&terms, limit);
             d.set(id, Some(sum));
             g.check_budget()?;
         }

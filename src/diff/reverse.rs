@@ -16,13 +16,22 @@
 //!
 //! Cost: one partial per (node, dependent argument) edge, so the gradient graph is a constant
 //! factor larger than the function's, whatever the number of inputs (the cheap-gradient
-//! principle). The partials of a product of k factors are built from shared prefix and
-//! suffix products when k is above `FLATTEN_LIMIT` (`rules::wide_partials`), so they cost
-//! O(k), not the O(k²) of k products of k-1 factors.
+//! principle). Two things keep that constant small:
+//!
+//! * the partials of a product of k factors, many of them depending on the inputs, are built
+//!   from shared prefix and suffix products seeded with the adjoint
+//!   (`rules::product_partials`): at most 3k multiplications, not the k² of k products of
+//!   k-1 factors;
+//! * an adjoint is multiplied into each contribution, and the contributions are summed, with
+//!   `Graph::mul_shared` and `Graph::add_shared`, which keep a shared adjoint one argument
+//!   instead of copying its factors into every use (`simplify::SHARE_LIMIT`).
+//!
+//! The compiled gradient program (function and gradient) stays within 4 times the
+//! function's operations; `tests/cheap_gradient.rs` holds it to that.
 
 use smallvec::SmallVec;
 
-use super::rules::{is_wide, unbroadcast, vjp, wide_partials};
+use super::rules::{is_wide, product_partials, unbroadcast, vjp};
 use crate::graph::node::OverBudget;
 use crate::graph::{Graph, Id, NodeMap};
 
@@ -76,7 +85,7 @@ pub fn try_gradient_with_adjoints(
             continue;
         }
         let parts = std::mem::take(contributions.get_mut(id));
-        let adj = g.add(&parts);
+        let adj = g.add_shared(&parts);
         adjoint.set(id, Some(adj));
         if g.is_zero(adj) {
             continue;
@@ -84,9 +93,8 @@ pub fn try_gradient_with_adjoints(
         let which: Vec<usize> = (0..g.args(id).len()).filter(|&i| *depends.get(g.args(id)[i])).collect();
         if is_wide(g, id, which.len()) {
             // A wide product: its partials from shared prefix and suffix products.
-            for (&i, p) in which.iter().zip(wide_partials(g, id, &which)) {
+            for (&i, c) in which.iter().zip(product_partials(g, id, &which, adj)) {
                 let a = g.args(id)[i];
-                let c = g.mul(&[adj, p]);
                 let c = unbroadcast(g, c, a);
                 if !g.is_zero(c) {
                     contributions.get_mut(a).push(c);

@@ -28,7 +28,6 @@
 //! | `logsoftmax(a)`     | `a - logsumexp(a)` per row  | `Ā - softmax(a) * sum(Ā, last)`             |
 //! | `onehot(l, k)`      | labels to one-hot rows      | nothing (labels are data)                   |
 
-use crate::graph::simplify::FLATTEN_LIMIT;
 use crate::graph::{ALL_AXES, Func, Graph, Id, Op};
 
 /// `∂node/∂args(node)[i]`, for elementwise operators (scalars included).
@@ -73,33 +72,49 @@ pub fn partial(g: &mut Graph, node: Id, i: usize) -> Id {
     }
 }
 
-/// Whether the partials of `node` with respect to its arguments `which` are better built
-/// together by [`wide_partials`]: a product of more factors than the simplifier flattens,
-/// differentiated with respect to several of them.
+/// Whether the partials of the product `node` with respect to its arguments `which` are
+/// cheaper built together by [`product_partials`] than one by one. One by one, each is the
+/// product of the other `k - 1` factors, times the adjoint: `|which| * (k - 1)`
+/// multiplications, quadratic when many factors depend on the inputs. Together, from prefix
+/// and suffix products seeded with the adjoint, they cost at most about `3k`: no more as soon
+/// as three factors depend on the inputs (and the same nodes for `x*y*z`).
 pub fn is_wide(g: &Graph, node: Id, which: usize) -> bool {
-    g.op(node) == Op::Mul && which > 1 && g.args(node).len() > FLATTEN_LIMIT
+    g.op(node) == Op::Mul && which > 2
 }
 
-/// `∂node/∂args(node)[i]` for each `i` in `which` (ascending), for a wide product (see
-/// [`is_wide`]). Each partial is the product of the other factors; written out, `k` of them
-/// over `k` factors hold `k²` argument slots (40 GB for the gradient of
-/// `x0*x1*...*x99999`), so they are built from shared prefix and suffix products instead:
-/// `O(k)` nodes, each of at most about `2 * FLATTEN_LIMIT` arguments.
-pub fn wide_partials(g: &mut Graph, node: Id, which: &[usize]) -> Vec<Id> {
+/// The partials of the product `node` with respect to its arguments `which` (ascending),
+/// each multiplied by `seed` (an adjoint, or `1`), for a wide product (see [`is_wide`]).
+///
+/// The algorithm. With factors `a_0 ... a_{k-1}`, the partial for `a_i` times the seed is
+/// `L_i * R_i`, where `L_0 = seed`, `L_i = L_{i-1} * a_{i-1}` (the seed times the factors
+/// before `i`) and `R_{k-1} = 1`, `R_i = a_{i+1} * R_{i+1}` (the factors after `i`). Each
+/// `L` and `R` is one binary node built from its predecessor without flattening it
+/// ([`Graph::mul_step`]), so the whole set costs at most `3k` multiplications and `O(k)`
+/// nodes; no factor is divided out, so a zero factor is safe. Only the prefixes up to the
+/// last requested argument and the suffixes down to the first are built.
+pub fn product_partials(g: &mut Graph, node: Id, which: &[usize], seed: Id) -> Vec<Id> {
     let args: Vec<Id> = g.args(node).to_vec();
     let k = args.len();
     let (Some(&first), Some(&last)) = (which.first(), which.last()) else { return Vec::new() };
-    let one = g.num(1.0);
-    // prefix[i] = args[0] * ... * args[i-1], suffix[i] = args[i+1] * ... * args[k-1].
-    let mut prefix = vec![one; k];
+    let mut prefix = vec![seed; k];
     for i in 1..=last {
-        prefix[i] = g.mul(&[prefix[i - 1], args[i - 1]]);
+        prefix[i] = g.mul_step(prefix[i - 1], args[i - 1]);
     }
-    let mut suffix = vec![one; k];
+    // suffix[i] is None for the empty product after the last factor.
+    let mut suffix: Vec<Option<Id>> = vec![None; k];
     for i in (first..k - 1).rev() {
-        suffix[i] = g.mul(&[args[i + 1], suffix[i + 1]]);
+        suffix[i] = Some(match suffix[i + 1] {
+            Some(s) => g.mul_step(args[i + 1], s),
+            None => args[i + 1],
+        });
     }
-    which.iter().map(|&i| g.mul(&[prefix[i], suffix[i]])).collect()
+    which
+        .iter()
+        .map(|&i| match suffix[i] {
+            Some(s) => g.mul_step(prefix[i], s),
+            None => prefix[i],
+        })
+        .collect()
 }
 
 /// What `node` passes back to its argument `i` when its adjoint is `adj`: the
@@ -110,7 +125,7 @@ pub fn vjp(g: &mut Graph, node: Id, i: usize, adj: Id) -> Id {
     match g.op(node) {
         Op::Add | Op::Mul | Op::Pow | Op::Func(_) => {
             let p = partial(g, node, i);
-            let c = g.mul(&[adj, p]);
+            let c = g.mul_shared(adj, p);
             unbroadcast(g, c, a)
         }
         Op::MatMul => {
@@ -223,13 +238,15 @@ pub fn unbroadcast(g: &mut Graph, c: Id, a: Id) -> Id {
 }
 
 /// `d(b^e)` when both `b` and `e` vary, with derivatives `db` and `de`:
-/// `b^e * (de*log(b) + e*db/b)`, the two partials above with `b^e` factored out.
-pub fn pow_both(g: &mut Graph, node: Id, db: Id, de: Id) -> Id {
+/// `b^e * (de*log(b) + e*db/b)`, the two partials above with `b^e` factored out; `db` and
+/// `de` are shared, merged into their uses up to `limit` arguments (`Graph::mul_shared`).
+pub fn pow_both(g: &mut Graph, node: Id, db: Id, de: Id, limit: usize) -> Id {
     let [b, e] = [g.args(node)[0], g.args(node)[1]];
     let l = g.func(crate::graph::Func::Log, b);
-    let t1 = g.mul(&[de, l]);
+    let t1 = g.mul_shared_within(de, l, limit);
     let rb = g.recip(b);
-    let t2 = g.mul(&[e, db, rb]);
-    let s = g.add(&[t1, t2]);
-    g.mul(&[node, s])
+    let eb = g.mul(&[e, rb]);
+    let t2 = g.mul_shared_within(db, eb, limit);
+    let s = g.add_shared_within(&[t1, t2], limit);
+    g.mul_shared_within(node, s, limit)
 }

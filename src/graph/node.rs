@@ -231,9 +231,11 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeErr
 /// Most nodes a graph may hold: ids are `u32` and a few bits stay free.
 pub const MAX_NODES: usize = 1 << 30;
 
-/// The node budget: the most nodes a graph may grow to while it is built from user input (a
-/// formula, a REPL line, a `diff(...)`, a derivative, gradient or Hessian asked for, a user
-/// function inlined). At about 100 bytes a node that is about 1 GB. Every route that builds
+/// The node budget: the largest size, in operations ([`Graph::size`]: every node counts, and
+/// every argument of an n-ary node counts once more, so a product of 999 factors is 1,000
+/// and no wide node passes for a small one), a graph may grow to while it is built from user
+/// input (a formula, a REPL line, a `diff(...)`, a derivative, gradient or Hessian asked for,
+/// a user function inlined). At about 100 bytes a node that is at most about 1 GB. Every route that builds
 /// nodes from input checks it as it goes ([`Graph::check_budget`]) and stops with an error
 /// naming the limit, so no input, and no sequence of REPL lines, can grow a graph until the
 /// allocator gives up. (A 16 MiB formula, the most the parser reads, lowers to well under
@@ -243,7 +245,7 @@ pub const NODE_BUDGET: usize = 10_000_000;
 /// A route that builds nodes from user input reached the graph's node budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverBudget {
-    /// The budget, in nodes.
+    /// The budget, in operations ([`Graph::size`]).
     pub limit: usize,
 }
 
@@ -251,7 +253,7 @@ impl OverBudget {
     /// The message for an error: `what` is too large.
     pub fn message(&self, what: &str) -> String {
         format!(
-            "{what} is too large: building it would grow the expression graph past {} nodes (the limit)",
+            "{what} is too large: building it would grow the expression graph past {} operations (the limit; a node of k arguments counts k + 1)",
             self.limit
         )
     }
@@ -280,9 +282,16 @@ pub struct Users {
     /// `edges[start[p]..start[p + 1]]`: (position of a user, argument index) for position `p`.
     start: Vec<u32>,
     edges: Vec<(u32, u32)>,
+    /// The root's operations ([`Graph::ops_of`]).
+    ops: usize,
 }
 
 impl Users {
+    /// The operations of the root's DAG ([`Graph::ops_of`]).
+    pub fn ops(&self) -> usize {
+        self.ops
+    }
+
     /// The root this index is for.
     pub fn root(&self) -> Id {
         self.root
@@ -379,21 +388,53 @@ impl Graph {
         }
     }
 
-    /// The node budget of this graph ([`NODE_BUDGET`] unless changed).
+    /// The budget of this graph, in operations ([`NODE_BUDGET`] unless changed).
     pub fn budget(&self) -> usize {
         self.budget
     }
 
-    /// Changes the node budget (tests use small ones).
-    pub fn set_budget(&mut self, nodes: usize) {
-        self.budget = nodes.min(MAX_NODES);
+    /// Changes the budget, in operations (tests use small ones).
+    pub fn set_budget(&mut self, ops: usize) {
+        self.budget = ops.min(2 * MAX_NODES);
     }
 
-    /// An error once the graph holds more nodes than its budget. Routes that build from user
-    /// input call this as they go: each step adds a bounded number of nodes, so they stop
-    /// close to the limit.
+    /// An error once the graph's [`size`](Self::size) is over its budget. Routes that build
+    /// from user input call this as they go: each step adds a bounded number of operations,
+    /// so they stop close to the limit.
     pub fn check_budget(&self) -> Result<(), OverBudget> {
-        if self.nodes.len() > self.budget { Err(OverBudget { limit: self.budget }) } else { Ok(()) }
+        if self.size() > self.budget { Err(OverBudget { limit: self.budget }) } else { Ok(()) }
+    }
+
+    // Sizes in operations. A node count hides wide nodes (the 1,000 partials of a product of
+    // 1,000 factors, written out, are 1,000 nodes and a million multiplications), so every
+    // limit, budget and compiler decision counts operations instead: `size` for what a graph
+    // holds, `ops` for what evaluating a node costs.
+
+    /// The graph's size in operations: every node counts one, and every argument of every
+    /// node one more (what the arena holds, and about what compiling it all emits).
+    pub fn size(&self) -> usize {
+        self.nodes.len() + self.args.len()
+    }
+
+    /// The arithmetic operations evaluating node `id` takes, its arguments given: a sum or
+    /// product of k arguments is k - 1 additions or multiplications, any other operator is
+    /// one, a leaf (number, constant, variable) none. A coefficient -1 is a sign, not a
+    /// multiplication (`a - b*c` is one multiplication and one subtraction, as compiled).
+    pub fn ops(&self, id: Id) -> usize {
+        match self.op(id) {
+            Op::Num(_) | Op::Const(_) | Op::Var(_) => 0,
+            Op::Mul if self.args(id).first().is_some_and(|&c| self.op(c) == Op::Num((-1.0f64).to_bits())) => {
+                self.args(id).len() - 2
+            }
+            Op::Add | Op::Mul => self.args(id).len().saturating_sub(1),
+            _ => 1,
+        }
+    }
+
+    /// The arithmetic operations ([`ops`](Self::ops)) of the program that computes `roots`:
+    /// every node reachable from them counted once, shared ones included.
+    pub fn ops_of(&self, roots: &[Id]) -> usize {
+        self.reachable(roots).iter().map(|&id| self.ops(id)).sum()
     }
 
     /// The graph's present state, to [`rollback`](Self::rollback) to.
@@ -425,7 +466,7 @@ impl Graph {
     /// `f` on this graph with no node budget (for the library's infallible calls), the budget
     /// restored afterwards.
     pub fn unbudgeted<T>(&mut self, f: impl FnOnce(&mut Graph) -> T) -> T {
-        let saved = std::mem::replace(&mut self.budget, MAX_NODES);
+        let saved = std::mem::replace(&mut self.budget, usize::MAX);
         let r = f(self);
         self.budget = saved;
         r
@@ -467,7 +508,8 @@ impl Graph {
                 fill[c] += 1;
             }
         }
-        let u = std::sync::Arc::new(Users { root, order, position, start, edges });
+        let ops = order.iter().map(|&id| self.ops(id)).sum();
+        let u = std::sync::Arc::new(Users { root, order, position, start, edges, ops });
         self.users = (Some(root), Some(std::sync::Arc::clone(&u)));
         Some(u)
     }

@@ -119,6 +119,23 @@ const DISTRIBUTE_LIMIT: usize = 8;
 /// O(limit) per step instead of O(length): linear overall, not quadratic.
 pub const FLATTEN_LIMIT: usize = 64;
 
+/// Derivatives multiply and add *shared* values: an adjoint is used by every contribution
+/// its node passes down, a derivative `d(arg)` by every user of `arg`. Flattening a shared
+/// product or sum into each use copies its arguments there, and along a chain
+/// (`sin(sin(...(x)))`, where each adjoint is the one above times a cosine) the copies grow
+/// by one argument per step up to [`FLATTEN_LIMIT`]: 64 times the operations the chain
+/// needs. [`Graph::mul_shared`] and [`Graph::add_shared`] flatten only nested products and
+/// sums of at most this many arguments, so a derivative costs a bounded number of
+/// operations per edge (the cheap-gradient bound), and keep the rest as one argument.
+/// Reverse mode uses this limit; symbolic `d/dx`, whose results are printed, uses
+/// [`PRINTED_SHARE_LIMIT`].
+pub const SHARE_LIMIT: usize = 2;
+
+/// The share limit of symbolic `d/dx` (forward mode): its results are read by people, so a
+/// coefficient or a short product still merges into its use (`-2*x*(1 - x)`, not
+/// `(1 - x)*(-2*x)`), at a cost of at most this many copied arguments per use.
+pub const PRINTED_SHARE_LIMIT: usize = 8;
+
 impl Graph {
     /// `t = c * (sum)` with a number `c` and a small sum: `(c, sum)`.
     fn scaled_sum(&self, t: Id) -> Option<(f64, Id)> {
@@ -226,7 +243,56 @@ impl Graph {
         }
     }
 
+    /// `a * b` where `a` or `b` is shared (see [`SHARE_LIMIT`]): canonical, except that a
+    /// product argument of more than [`SHARE_LIMIT`] factors stays one factor.
+    pub fn mul_shared(&mut self, a: Id, b: Id) -> Id {
+        self.mul_within(&[a, b], SHARE_LIMIT)
+    }
+
+    /// [`Graph::mul_shared`] with another share limit.
+    pub fn mul_shared_within(&mut self, a: Id, b: Id, limit: usize) -> Id {
+        self.mul_within(&[a, b], limit)
+    }
+
+    /// `a * b` with neither flattened: a step of a prefix or suffix product, whose
+    /// predecessor is shared by the next step and by a partial.
+    pub fn mul_step(&mut self, a: Id, b: Id) -> Id {
+        self.mul_within(&[a, b], 0)
+    }
+
+    /// The sum of `terms`, some of which are shared (see [`SHARE_LIMIT`]): canonical, except
+    /// that a sum argument of more than [`SHARE_LIMIT`] terms stays one term.
+    pub fn add_shared(&mut self, terms: &[Id]) -> Id {
+        self.add_shared_within(terms, SHARE_LIMIT)
+    }
+
+    /// [`Graph::add_shared`] with another share limit.
+    pub fn add_shared_within(&mut self, terms: &[Id], limit: usize) -> Id {
+        let shape = self.broadcast_of(terms);
+        let r = if terms.iter().any(|&t| self.is_undefined(t)) {
+            self.keep_undefined(Op::Add, terms)
+        } else {
+            self.add_elementwise_within(terms, limit)
+        };
+        self.fit(r, shape)
+    }
+
+    /// [`Graph::mul`], flattening nested products of at most `flatten` factors.
+    fn mul_within(&mut self, factors: &[Id], flatten: usize) -> Id {
+        let shape = self.broadcast_of(factors);
+        let r = if factors.iter().any(|&f| self.is_undefined(f)) {
+            self.keep_undefined(Op::Mul, factors)
+        } else {
+            self.mul_elementwise_within(factors, flatten)
+        };
+        self.fit(r, shape)
+    }
+
     fn add_elementwise(&mut self, terms: &[Id]) -> Id {
+        self.add_elementwise_within(terms, FLATTEN_LIMIT)
+    }
+
+    fn add_elementwise_within(&mut self, terms: &[Id], flatten: usize) -> Id {
         // add-flatten, add-fold: split numbers from the rest, one level of nested sums.
         let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
         let mut rest: SmallVec<[Term; 8]> = SmallVec::new();
@@ -245,11 +311,13 @@ impl Graph {
             }
         };
         for &t in terms {
-            if self.op(t) == Op::Add && self.args(t).len() <= FLATTEN_LIMIT {
+            if self.op(t) == Op::Add && self.args(t).len() <= flatten {
                 for &u in self.args(t) {
                     push(self, u, &mut numbers, &mut rest);
                 }
-            } else if let Some((c, inner)) = self.scaled_sum(t).filter(|_| terms.len() > 1) {
+            } else if let Some((c, inner)) =
+                self.scaled_sum(t).filter(|&(_, s)| terms.len() > 1 && self.args(s).len() <= flatten)
+            {
                 // add-distribute: c*(a + b) inside a sum becomes c*a + c*b, so that like
                 // terms meet (`(x + 1) - (x - 1)` is 2). Only small inner sums, so chains
                 // of nested sums cannot grow quadratically; and only among other terms (a
@@ -315,6 +383,10 @@ impl Graph {
     }
 
     fn mul_elementwise(&mut self, factors: &[Id]) -> Id {
+        self.mul_elementwise_within(factors, FLATTEN_LIMIT)
+    }
+
+    fn mul_elementwise_within(&mut self, factors: &[Id], flatten: usize) -> Id {
         // mul-flatten, mul-fold, mul-zero.
         let mut coef = 1.0;
         let mut numbers: SmallVec<[f64; 4]> = SmallVec::new();
@@ -324,8 +396,10 @@ impl Graph {
         let mut overflow = false;
         // (base, exponent or None for 1, the factor as given)
         let mut powers: SmallVec<[(Id, Option<Id>, Id); 8]> = SmallVec::new();
-        let mut stack: SmallVec<[Id; 8]> = factors.iter().rev().copied().collect();
-        while let Some(f) = stack.pop() {
+        // (factor, whether it may be flattened): one level only, so that a chain of nested
+        // products built by `mul_step` is not unrolled into every product over it.
+        let mut stack: SmallVec<[(Id, bool); 8]> = factors.iter().rev().map(|&f| (f, true)).collect();
+        while let Some((f, top)) = stack.pop() {
             // A broadcast number is a number here: `mul` restores the shape at the end.
             if let Some(x) = self.as_num(f).or_else(|| self.broadcast_num(f)) {
                 if x == 0.0 && !overflow {
@@ -337,8 +411,8 @@ impl Graph {
                 continue;
             }
             match self.op(f) {
-                Op::Mul if self.args(f).len() <= FLATTEN_LIMIT => {
-                    stack.extend(self.args(f).iter().rev().copied())
+                Op::Mul if top && self.args(f).len() <= flatten => {
+                    stack.extend(self.args(f).iter().rev().map(|&a| (a, false)))
                 }
                 Op::Pow => powers.push((self.args(f)[0], Some(self.args(f)[1]), f)),
                 _ => powers.push((f, None, f)),

@@ -11,20 +11,23 @@
 //! shape (about 0.8 s at 10,000 operations, over a minute at 100,000, in our probe). Three
 //! measures keep it linear:
 //!
-//! 1. **Windows.** The node sequence is cut into windows of [`WINDOW`] nodes. A value used
-//!    only inside its window stays in a register; a value used later is stored to a scratch
-//!    slot when computed and reloaded (once per window) where used; numbers are recomputed and
-//!    inputs reloaded from the input array. No SSA value lives much longer than a window.
-//! 2. **Chunks.** Functions of more than [`SMALL`] nodes are split into chunks of [`CHUNK`]
-//!    nodes (whole windows), each its own Cranelift function; values cross chunk boundaries
-//!    through the scratch slots anyway. The chunks are compiled on all cores in parallel,
-//!    without the e-graph optimizer (the graph is already hash-consed and simplified, so the
-//!    optimizer finds little; and its value numbering would merge the per-window copies of
-//!    numbers back into long-lived values). Up to [`MEDIUM`] nodes the chunks keep the
-//!    backtracking allocator (linear thanks to the windows, and about twice as fast code);
-//!    beyond, the single-pass allocator halves compile time. A call runs the chunks in order.
-//! 3. **Small functions** (one chunk of at most [`SMALL`] nodes) get the backtracking allocator
-//!    and `opt_level=speed`: best code where compile time is small anyway.
+//! 1. **Windows.** The node sequence is cut into windows of [`WINDOW`] weight (about that many
+//!    instructions: every argument of a sum or product counts, see `weight`, so a node of
+//!    999 arguments is not taken for one instruction). A value used only inside its window
+//!    stays in a register; a value used later is stored to a scratch slot when computed and
+//!    reloaded (once per window) where used; numbers are recomputed and inputs reloaded from
+//!    the input array. No SSA value lives much longer than a window.
+//! 2. **Chunks.** Functions of more than [`SMALL`] weight are split into chunks of about
+//!    [`CHUNK`] (whole windows), each its own Cranelift function; values cross chunk
+//!    boundaries through the scratch slots anyway. The chunks are compiled on all cores in
+//!    parallel, without the e-graph optimizer (the graph is already hash-consed and
+//!    simplified, so the optimizer finds little; and its value numbering would merge the
+//!    per-window copies of numbers back into long-lived values). Up to [`MEDIUM`] weight the
+//!    chunks keep the backtracking allocator (linear thanks to the windows, and about twice
+//!    as fast code); beyond, the single-pass allocator halves compile time. A call runs the
+//!    chunks in order.
+//! 3. **Small functions** (one chunk of at most [`SMALL`] weight) get the backtracking
+//!    allocator and `opt_level=speed`: best code where compile time is small anyway.
 //!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
@@ -46,19 +49,32 @@ use hashbrown::HashMap;
 use crate::graph::{Func, Graph, Id, NodeMap, Op};
 use crate::jit::runtime;
 
-/// Nodes per window (see the module doc).
-pub const WINDOW: usize = 256;
+/// Weight per window (see the module doc): about this many instructions.
+pub const WINDOW: usize = 512;
 
-/// Nodes per chunk of a large function: a whole number of windows.
+/// Weight per chunk of a large function: a whole number of windows.
 pub const CHUNK: usize = 32 * WINDOW;
 
-/// Functions of at most this many nodes are compiled as one function with the best
+/// Functions of at most this weight are compiled as one function with the best
 /// (backtracking) register allocator and the optimizer.
-pub const SMALL: usize = 2_000;
+pub const SMALL: usize = 4_000;
 
-/// Functions of at most this many nodes keep the backtracking allocator in their chunks:
+/// Functions of at most this weight keep the backtracking allocator in their chunks:
 /// about twice the compile time of the single-pass one, and about twice as fast code.
-pub const MEDIUM: usize = 50_000;
+pub const MEDIUM: usize = 100_000;
+
+/// The weight of the node at `id`: about the instructions it is lowered to, one per
+/// argument of a sum or product (a fetch and an `fadd`/`fmul` each) and two for anything
+/// else; leaves are materialized where used and weigh nothing. Windows, chunks and tiers are
+/// measured in it, not in nodes, so that a node of 999 arguments is not taken for one
+/// instruction.
+fn weight(g: &Graph, id: Id) -> usize {
+    match g.op(id) {
+        Op::Num(_) | Op::Const(_) | Op::Var(_) => 0,
+        Op::Add | Op::Mul => g.args(id).len(),
+        _ => 2,
+    }
+}
 
 /// Most inputs or outputs in one group: offsets must fit Cranelift's 32-bit immediates.
 const MAX_ARRAY: usize = (i32::MAX / 8) as usize;
@@ -99,6 +115,13 @@ pub struct CompileOptions {
 pub struct Stats {
     /// Graph nodes lowered.
     pub nodes: usize,
+    /// Arithmetic operations lowered (`Graph::ops`: a sum or product of k arguments is
+    /// k - 1), every output group together.
+    pub ops: usize,
+    /// The operations the first output group needs on its own: for a compiled gradient, the
+    /// function's, so that `ops / value_ops` is the gradient program's cost relative to the
+    /// function ([`Stats::gradient_ratio`]).
+    pub value_ops: usize,
     /// Cranelift functions the nodes were split into.
     pub chunks: usize,
     /// Scratch slots for values crossing windows.
@@ -150,6 +173,15 @@ pub struct ClassStats {
     pub template_nodes: usize,
     /// Operands one term reads (variables, numbers, shared subexpressions).
     pub slots: usize,
+}
+
+impl Stats {
+    /// The program's operations over the first group's alone (for a compiled gradient: the
+    /// value and gradient together relative to the function, at most 4 by the cheap-gradient
+    /// bound that `tests/cheap_gradient.rs` checks). 1 for a program of no operations.
+    pub fn gradient_ratio(&self) -> f64 {
+        if self.value_ops == 0 { 1.0 } else { self.ops as f64 / self.value_ops as f64 }
+    }
 }
 
 /// A compiled function. Owns its code; the code is freed when this is dropped.
@@ -278,6 +310,12 @@ struct Plan<'g> {
     /// A product with a negative coefficient whose every use is a sum: never emitted, the
     /// sums subtract it (see the module doc).
     absorbed: Vec<bool>,
+    /// `window[p]`: the window of position `p` (`window[n]`: the output stores', after all).
+    window: Vec<u32>,
+    /// Position where each chunk starts (the first is 0), on window boundaries.
+    chunk_starts: Vec<usize>,
+    /// The total weight (see [`weight`]).
+    weight: usize,
     /// `slot_of[p]`: scratch slot of the value at position `p`, or `u32::MAX`.
     slot_of: Vec<u32>,
     slots: usize,
@@ -341,17 +379,50 @@ impl<'g> Plan<'g> {
         for r in &roots {
             last[pos(r)] = n; // stored at the very end
         }
+        // Windows and chunks by weight: a window closes once it holds WINDOW of weight (a
+        // node heavier than that is a window of its own), a chunk once it holds CHUNK.
+        let mut window = Vec::with_capacity(n + 1);
+        let mut chunk_starts = vec![0];
+        let (mut w, mut in_window, mut in_chunk, mut total) = (0u32, 0usize, 0usize, 0usize);
+        for (p, &id) in order.iter().enumerate() {
+            let wt = if absorbed[p] { 0 } else { weight(g, id) };
+            if in_window > 0 && in_window + wt > WINDOW {
+                w += 1;
+                in_chunk += in_window;
+                in_window = 0;
+                if in_chunk >= CHUNK {
+                    chunk_starts.push(p);
+                    in_chunk = 0;
+                }
+            }
+            in_window += wt;
+            total += wt;
+            window.push(w);
+        }
+        window.push(w + 1);
         let mut slot_of = vec![u32::MAX; n];
         let mut slots = 0;
         for (p, &id) in order.iter().enumerate() {
             let rematerializable = matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_));
-            if !absorbed[p] && !rematerializable && last[p] / WINDOW > p / WINDOW {
+            if !absorbed[p] && !rematerializable && window[last[p]] > window[p] {
                 slot_of[p] = slots as u32;
                 slots += 1;
             }
         }
         let groups = groups.iter().map(|g| g.to_vec()).collect();
-        Ok(Plan { g, order, pos_of, input_of, absorbed, slot_of, slots, groups })
+        Ok(Plan {
+            g,
+            order,
+            pos_of,
+            input_of,
+            absorbed,
+            window,
+            chunk_starts,
+            weight: total,
+            slot_of,
+            slots,
+            groups,
+        })
     }
 
     fn pos(&self, id: Id) -> usize {
@@ -426,10 +497,11 @@ pub(super) enum Tier {
 }
 
 impl Tier {
-    fn of(nodes: usize) -> Tier {
-        if nodes <= SMALL {
+    /// The tier for a function of this weight (see [`weight`]).
+    fn of(weight: usize) -> Tier {
+        if weight <= SMALL {
             Tier::Small
-        } else if nodes <= MEDIUM {
+        } else if weight <= MEDIUM {
             Tier::Medium
         } else {
             Tier::Large
@@ -475,12 +547,14 @@ pub fn compile(
     let start = Instant::now();
     let plan = Plan::new(g, inputs, groups)?;
     let n = plan.order.len();
-    let tier = Tier::of(n);
+    let tier = Tier::of(plan.weight);
     let small = tier == Tier::Small;
     let bounds: Vec<(usize, usize)> = if small {
         vec![(0, n)]
     } else {
-        (0..n.div_ceil(CHUNK)).map(|c| (c * CHUNK, ((c + 1) * CHUNK).min(n))).collect()
+        let mut ends: Vec<usize> = plan.chunk_starts[1..].to_vec();
+        ends.push(n);
+        plan.chunk_starts.iter().copied().zip(ends).collect()
     };
     let workers = std::thread::available_parallelism().map_or(1, |p| p.get()).min(bounds.len());
     // Each worker compiles chunks taken from a shared counter into a module of its own, so
@@ -521,8 +595,12 @@ pub fn compile(
     numbered.sort_by_key(|&(c, _)| c);
     let chunks: Vec<*const u8> = numbered.into_iter().map(|(_, code)| code).collect();
     let ir = irs.concat();
+    let ops = plan.order.iter().map(|&id| g.ops(id)).sum();
+    let value_ops = if groups.len() > 1 { g.ops_of(groups[0]) } else { ops };
     let stats = Stats {
         nodes: n,
+        ops,
+        value_ops,
         chunks: chunks.len(),
         spilled: plan.slots,
         compile_time: start.elapsed(),
@@ -652,7 +730,7 @@ fn lower_chunk(
         if plan.absorbed[p] || matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
             continue;
         }
-        let window = p / WINDOW;
+        let window = plan.window[p] as usize;
         let v = match g.op(id) {
             Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
             Op::Add => {
@@ -733,7 +811,7 @@ fn lower_chunk(
     }
     if store_outputs {
         // The stores count as uses after the last node (see `Plan::new`).
-        let end = plan.order.len() / WINDOW;
+        let end = plan.window[plan.order.len()] as usize;
         for (k, group) in plan.groups.iter().enumerate() {
             for (j, id) in group.iter().enumerate() {
                 let v = fetch(&mut em, &mut values, plan.pos(*id), end);

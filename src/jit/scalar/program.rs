@@ -30,8 +30,9 @@
 //! interpreter's up to the order of additions across members: the error of a reordered sum,
 //! at most about `(m - 1)·ε·Σ|terms|` for `m` terms.
 //!
-//! **When.** Only when there are classes (at least `MIN_MEMBERS` like terms); otherwise the
-//! gradient is one straight-line function, exactly as before.
+//! **When.** Only when there are classes (at least `MIN_MEMBERS` like terms) and they hold
+//! at least half of the function's nodes; otherwise the gradient is one straight-line
+//! function, exactly as before.
 
 use hashbrown::HashMap;
 
@@ -254,7 +255,7 @@ pub fn compile_gradient(
     opts: &CompileOptions,
 ) -> Result<GradientCode, GradientError> {
     let found = structure::recover(g, &[f]);
-    if found.is_empty() {
+    if !worth_loops(g, f, &found) {
         let grad = reverse::try_gradient(g, f, inputs)?;
         return Ok(GradientCode::Straight(compile(g, inputs, &[&[f], &grad], opts)?));
     }
@@ -262,6 +263,16 @@ pub fn compile_gradient(
     let r = build(g, f, inputs, &found, opts);
     g.rollback(mark);
     r.map(|l| GradientCode::Looped(Box::new(l)))
+}
+
+/// Loops pay when the classes hold most of the function: at least half of its operation
+/// nodes (leaves not counted) are in members. A few like terms in a large irregular function (a nested derivative has some)
+/// would only add phases around them.
+fn worth_loops(g: &Graph, f: Id, found: &[LoopSum]) -> bool {
+    let looped: usize =
+        found.iter().flat_map(|l| &l.classes).map(|c| c.members.len() * c.template.len()).sum();
+    let operations = g.reachable(&[f]).iter().filter(|&&id| !g.args(id).is_empty()).count();
+    looped > 0 && 2 * looped >= operations
 }
 
 fn build(
@@ -381,11 +392,25 @@ fn build(
             }
         }
     }
+    // Operations: the straight-line phases', and each template's (value and partials) once
+    // per member; the function's own, on the original graph, for the ratio.
+    let mut ops = main.as_ref().map_or(0, |m| m.stats().ops)
+        + sums.iter().map(|s| s.pre.as_ref().map_or(0, |p| p.stats().ops)).sum::<usize>()
+        + sums.iter().map(|s| s.post.as_ref().map_or(0, |p| p.0.stats().ops)).sum::<usize>();
+    for grp in &class_loops {
+        for l in grp {
+            let roots: Vec<Id> = std::iter::once(l.value).chain(l.partials.iter().map(|p| p.1)).collect();
+            ops += l.members * l.graph.ops_of(&roots);
+        }
+    }
+    let value_ops = g.ops_of(&[f]);
     let code = loops::compile(&mut class_loops, opts.keep_ir)?;
     let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
     let main_stats = main.as_ref().map(|m| m.stats());
     let stats = Stats {
         nodes: straight,
+        ops,
+        value_ops,
         chunks: code.entries.len() + main_stats.map_or(0, |s| s.chunks),
         spilled: main_stats.map_or(0, |s| s.spilled),
         compile_time: start.elapsed(),
@@ -636,7 +661,8 @@ impl VectorCode {
 pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode, GradientError> {
     let n = inputs.len();
     let found = structure::recover(g, &[f]);
-    let simple = found.len() == 1
+    let simple = worth_loops(g, f, &found)
+        && found.len() == 1
         && found[0].sum == f
         && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
     if !simple {
@@ -673,10 +699,19 @@ pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode
                 None => groups.push(vec![cl]),
             }
         }
+        let mut ops = rest.as_ref().map_or(0, |r| r.0.stats().ops);
+        for grp in &groups {
+            for l in grp {
+                let roots: Vec<Id> = l.pairs.iter().map(|p| p.2).collect();
+                ops += l.members * l.graph.ops_of(&roots);
+            }
+        }
         let code = loops::compile(&mut groups, false)?;
         let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
         let stats = Stats {
             nodes: straight,
+            ops,
+            value_ops: ops,
             chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.0.stats().chunks),
             spilled: rest.as_ref().map_or(0, |r| r.0.stats().spilled),
             compile_time: start.elapsed(),
