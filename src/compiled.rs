@@ -257,7 +257,12 @@ fn compile_outputs(
     check_vars(exprs, vars)?;
     let code = with_graph(exprs, vars, |g, roots, vs| {
         let outs = build(g, roots, vs)?;
-        Ok::<_, Error>(VectorCode::Straight(jit::compile(g, vs, &[&outs], &CompileOptions::default())?))
+        Ok::<_, Error>(VectorCode::Straight(Box::new(jit::compile(
+            g,
+            vs,
+            &[&outs],
+            &CompileOptions::default(),
+        )?)))
     })?;
     Ok(Compiled { code })
 }

@@ -65,7 +65,7 @@ impl From<OverBudget> for GradientError {
 /// A compiled value-and-gradient.
 pub enum GradientCode {
     /// One straight-line function.
-    Straight(CompiledFunction),
+    Straight(Box<CompiledFunction>),
     /// Loops and phases.
     Looped(Box<Looped>),
 }
@@ -257,7 +257,7 @@ pub fn compile_gradient(
     let found = structure::recover(g, &[f]);
     if !worth_loops(g, f, &found) {
         let grad = reverse::try_gradient(g, f, inputs)?;
-        return Ok(GradientCode::Straight(compile(g, inputs, &[&[f], &grad], opts)?));
+        return Ok(GradientCode::Straight(Box::new(compile(g, inputs, &[&[f], &grad], opts)?)));
     }
     let mark = g.mark();
     let r = build(g, f, inputs, &found, opts);
@@ -581,7 +581,7 @@ fn template(
 /// A compiled vector function: one straight-line function, or a Hessian assembled by loops
 /// over the classes of the sum `f` is, plus the rest's Hessian straight-line.
 pub enum VectorCode {
-    Straight(CompiledFunction),
+    Straight(Box<CompiledFunction>),
     Looped(Box<LoopedHessian>),
 }
 
@@ -667,7 +667,7 @@ pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode
         && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
     if !simple {
         let h = reverse::try_hessian(g, f, inputs)?.concat();
-        return Ok(VectorCode::Straight(compile(g, inputs, &[&h], &CompileOptions::default())?));
+        return Ok(VectorCode::Straight(Box::new(compile(g, inputs, &[&h], &CompileOptions::default())?)));
     }
     let start = std::time::Instant::now();
     let mark = g.mark();
