@@ -147,8 +147,10 @@ pub struct Graph {
     /// All argument lists, concatenated; a node's arguments are `args[start..start+len]`.
     args: Vec<Id>,
     /// Hash-consing table (also called interning): `(op, args)` to the one node that has them,
-    /// stored with the key's hash so that growing the table never rehashes a key.
-    memo: HashTable<(u64, Id)>,
+    /// stored with 32 bits of the key's hash (8 bytes an entry, half a cache line's worth of
+    /// misses less than 16) so that growing the table never rehashes a key: the table's hash
+    /// is [`spread`] of those bits.
+    memo: HashTable<(u32, Id)>,
     hasher: DefaultHashBuilder,
     /// Variable names and shapes, indexed by `Op::Var`.
     vars: Vec<(String, ShapeId)>,
@@ -396,6 +398,15 @@ impl Graph {
         if self.nodes.len() > self.budget { Err(OverBudget { limit: self.budget }) } else { Ok(()) }
     }
 
+    /// Room for `nodes` more nodes (and twice as many arguments) without growing: for a
+    /// parser that knows about how many it will build. Untouched room costs address space,
+    /// not memory.
+    pub fn reserve(&mut self, nodes: usize) {
+        self.nodes.reserve(nodes);
+        self.args.reserve(2 * nodes);
+        self.memo.reserve(nodes, |&(h, _)| spread(h));
+    }
+
     /// The graph's present state, to [`rollback`](Self::rollback) to.
     pub fn mark(&self) -> Mark {
         Mark { nodes: self.nodes.len(), args: self.args.len(), vars: self.vars.len() }
@@ -524,9 +535,9 @@ impl Graph {
     /// Adds `(op, args)` as is, or returns the existing node. Callers guarantee the canonical
     /// form; only `simplify.rs` and the constructors above call this.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
-        let hash = hash_key(&self.hasher, op, args);
+        let hash = hash_key(&self.hasher, op, args) as u32;
         let Graph { nodes, args: all_args, memo, .. } = self;
-        let found = memo.find(hash, |&(h, id)| {
+        let found = memo.find(spread(hash), |&(h, id)| {
             let n = &nodes[id.index()];
             h == hash && n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
         });
@@ -544,7 +555,7 @@ impl Graph {
         let Graph { nodes, args: all_args, memo, .. } = self;
         nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape, flags });
         all_args.extend_from_slice(args);
-        memo.insert_unique(hash, (hash, id), |&(h, _)| h);
+        memo.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
         id
     }
 
@@ -795,6 +806,13 @@ impl<T: Clone> NodeMap<T> {
     pub fn set(&mut self, id: Id, value: T) {
         *self.get_mut(id) = value;
     }
+}
+
+/// The hash table's 64-bit hash from the 32 bits a memo entry keeps: a multiplication by an
+/// odd constant, which keeps the low bits (the bucket) a permutation of the kept bits and
+/// fills the high bits (hashbrown's tag byte) from all of them.
+fn spread(h: u32) -> u64 {
+    (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn hash_key(hasher: &DefaultHashBuilder, op: Op, args: &[Id]) -> u64 {
