@@ -127,33 +127,38 @@ impl Expr {
         let pieces = syntax::split_sum(src, piece_bytes)?;
         let mut g = Graph::new();
         g.set_budget(budget_for(src));
-        // A written-out sum lowers to 0.15 to 0.25 nodes per byte.
-        g.reserve(src.len() / 4);
         let functions = HashMap::new();
         let mut terms = Vec::new();
         let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), Diagnostic>| {
             let (ast, root) = parsed.ok()?;
             let scope = Scope { src: &src[p.range.clone()], ast: &ast, functions: &functions, derive };
-            scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()
+            scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
+            Some(ast)
         };
         let parse =
             |p: &syntax::Piece| syntax::parse_formula(&src[p.range.clone()], &|_| false, syntax::MAX_FORMULA);
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
+        if !one_thread && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             // A pipeline: one thread parses the next pieces while this one lowers (the graph
             // is built in order, on one thread). Stopping early drops the receiver, which
-            // stops the parser at its next piece.
+            // stops the parser at its next piece. Syntax trees go back to the parser to be
+            // dropped, so that their names are freed by the thread that allocated them
+            // (freeing another thread's allocations contends for its allocator arena).
             std::thread::scope(|s| {
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
                 let pieces = &pieces;
                 s.spawn(move || {
                     for p in pieces {
+                        while done_rx.try_recv().is_ok() {}
                         if tx.send(parse(p)).is_err() {
                             break;
                         }
                     }
+                    while done_rx.recv().is_ok() {}
                 });
                 for (p, parsed) in pieces.iter().zip(rx) {
-                    lower(p, parsed)?;
+                    let _ = done_tx.send(lower(p, parsed)?);
                 }
                 Some(())
             })?;

@@ -406,15 +406,6 @@ impl Graph {
         if self.nodes.len() > self.budget { Err(OverBudget { limit: self.budget }) } else { Ok(()) }
     }
 
-    /// Room for `nodes` more nodes (and twice as many arguments) without growing: for a
-    /// parser that knows about how many it will build. Untouched room costs address space,
-    /// not memory.
-    pub fn reserve(&mut self, nodes: usize) {
-        self.nodes.reserve(nodes);
-        self.args.reserve(2 * nodes);
-        self.memo.reserve(nodes, |&(h, _)| spread(h));
-    }
-
     /// The graph's present state, to [`rollback`](Self::rollback) to.
     pub fn mark(&self) -> Mark {
         Mark { nodes: self.nodes.len(), args: self.args.len(), vars: self.vars.len() }

@@ -126,8 +126,8 @@ pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
 
 /// One piece of a long sum, cut by [`split_sum`]: the bytes `range` of the source (a sum of
 /// whole terms) and whether the cut was a `-`, which the piece's first term then carries.
-/// `first` is where the piece's first token starts, relative to the piece (0 for the first
-/// piece): in the whole text, a later piece's first term is the right operand of a sign, so
+/// `first` is where the piece's first token starts, relative to the piece (`None` for the
+/// first piece): in the whole text, a later piece's first term is the right operand of a sign, so
 /// a sum in parentheses there is one term, while the same sum opening the formula would be
 /// part of the top-level chain; a syntax node of the piece that starts at `first` is the
 /// chain's, one that starts later was in parentheses.
