@@ -17,6 +17,13 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion};
 use symdiff::{Expr, compile, compile_gradient};
 
+// The generator is shared with `benches/structure.rs`, which also uses its hand-written
+// gradient.
+#[allow(dead_code)]
+#[path = "common/random_dag.rs"]
+mod random_dag;
+use random_dag::{RandomDag, random_dag};
+
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
 fn rosenbrock(n: usize) -> String {
@@ -165,43 +172,8 @@ fn swell_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// A random DAG of `ops` operations over 100 variables: each node combines two earlier
-/// nodes (mostly recent ones, as real programs do) with + - * / or a function. Everything
-/// lives in one graph, so sharing is real: a DAG, not a tree.
-fn random_dag(ops: usize) -> (Expr, Vec<String>) {
-    let vars: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
-    let base = Expr::parse(&vars.join(" + ")).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut nodes: Vec<Expr> = vars.iter().map(|v| base.parse_with(v).unwrap()).collect();
-    let templates = ["a + b", "a*b", "a - b", "sin(a) + b", "a*exp(-b^2)", "tanh(a)*b", "a/(1 + b^2)"];
-    let templates: Vec<Expr> = templates.iter().map(|t| base.parse_with(t).unwrap()).collect();
-    while nodes.len() < ops {
-        let k = nodes.len();
-        let pick = |r: u64| {
-            if r.is_multiple_of(4) { ((r >> 8) as usize) % k } else { k - ((r % 64) as usize + 1).min(k) }
-        };
-        let (a, b) = (pick(next()), pick(next()));
-        let t = &templates[(next() % templates.len() as u64) as usize];
-        let e = t.substitute_all(&[("a", &nodes[a]), ("b", &nodes[b])]);
-        nodes.push(e);
-    }
-    // The output: the sum of the last 100 nodes.
-    let plus = base.parse_with("acc + term").unwrap();
-    let mut out = nodes[nodes.len() - 1].clone();
-    for n in nodes.iter().rev().skip(1).take(99) {
-        out = plus.substitute_all(&[("acc", &out), ("term", n)]);
-    }
-    (out, vars)
-}
-
 fn random_dag_benches(c: &mut Criterion) {
-    let (f, vars) = random_dag(100_000);
+    let RandomDag { expr: f, vars, .. } = random_dag(100_000);
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     eprintln!("random DAG: {} nodes", f.node_count());
     let mut group = c.benchmark_group("random-dag-100k");

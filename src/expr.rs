@@ -64,6 +64,20 @@ pub(crate) fn derive(g: &mut Graph, e: Id, var: Id) -> Result<Id, graph::OverBud
     diff::forward::try_derivative(g, e, var)
 }
 
+/// Formulas of at least twice this many bytes that are long sums are parsed in pieces of
+/// about this size (see [`Expr::parse_in_pieces`]): 64 KiB of text, a syntax tree of about
+/// a megabyte, is read and lowered at a time.
+const PIECE_BYTES: usize = 64 << 10;
+
+/// The node budget of a graph parsed from `src`: [`NODE_BUDGET`](crate::NODE_BUDGET) (10
+/// million nodes), or one node per byte of text if that is more. A written-out formula lowers
+/// to about 0.2 nodes per byte and its gradient to two or three times that, so a large formula
+/// and its gradient fit; a derivative that multiplies the formula's size (`d^40/dx^40`) is
+/// stopped, as it is for small formulas, at a budget proportional to what was written.
+pub(crate) fn budget_for(src: &str) -> usize {
+    graph::NODE_BUDGET.max(src.len())
+}
+
 /// The library's error for a derivative, gradient or Hessian over the node budget.
 fn too_large(what: &str, b: graph::OverBudget) -> Error {
     Error::Invalid(b.message(what))
@@ -72,22 +86,104 @@ fn too_large(what: &str, b: graph::OverBudget) -> Error {
 impl Expr {
     /// Parses a formula: numbers, variables, `+ - * / ^` (`**` too), parentheses, the built-in
     /// functions and `diff(expr, x[, n])`.
+    ///
+    /// Text up to [`MAX_FORMULA`](crate::MAX_FORMULA) bytes is read (a written-out sum of
+    /// millions of terms); longer text is an error. The expression's graph may grow to
+    /// [`NODE_BUDGET`](crate::NODE_BUDGET) nodes or one node per byte of `src`, whichever is
+    /// more, so a large formula has room for its gradient while a
+    /// derivative that swells is still stopped. Text from a person (a command line, a
+    /// terminal) is better read with [`parse_limited`](Self::parse_limited) and
+    /// [`MAX_INPUT`](crate::MAX_INPUT), as the `symdiff` commands do.
     pub fn parse(src: &str) -> Result<Expr> {
-        let (ast, root) = syntax::parse_formula(src, &graph::lower::is_builtin_function)?;
+        Self::parse_limited(src, syntax::MAX_FORMULA)
+    }
+
+    /// [`parse`](Self::parse), refusing text over `max_bytes` (at most
+    /// [`MAX_FORMULA`](crate::MAX_FORMULA)) with an error that names the size and the limit.
+    pub fn parse_limited(src: &str, max_bytes: usize) -> Result<Expr> {
+        let limit = max_bytes.min(syntax::MAX_FORMULA);
+        if src.len() <= limit
+            && src.len() >= 2 * PIECE_BYTES
+            && let Some(e) = Self::parse_in_pieces(src, PIECE_BYTES)
+        {
+            return Ok(e);
+        }
+        let (ast, root) = syntax::parse_formula(src, &graph::lower::is_builtin_function, limit)?;
         let mut g = Graph::new();
+        g.set_budget(budget_for(src));
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
         let id = scope.lower(&mut g, root)?;
+        drop(ast);
         Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
+    /// A long sum, parsed and lowered piece by piece ([`syntax::split_sum`]): the same graph
+    /// as in one piece (the terms are lowered in the same order and summed by the same
+    /// calls), without ever holding the whole syntax tree. `None` if the text is not a long
+    /// sum or anything fails; the caller then parses it in one piece, for the same result or
+    /// the positioned error.
+    fn parse_in_pieces(src: &str, piece_bytes: usize) -> Option<Expr> {
+        let pieces = syntax::split_sum(src, piece_bytes)?;
+        let mut g = Graph::new();
+        g.set_budget(budget_for(src));
+        let functions = HashMap::new();
+        let mut terms = Vec::new();
+        let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), Diagnostic>| {
+            let (ast, root) = parsed.ok()?;
+            let scope = Scope { src: &src[p.range.clone()], ast: &ast, functions: &functions, derive };
+            scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
+            Some(ast)
+        };
+        let parse =
+            |p: &syntax::Piece| syntax::parse_formula(&src[p.range.clone()], &|_| false, syntax::MAX_FORMULA);
+        let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
+        if !one_thread && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            // A pipeline: one thread parses the next pieces while this one lowers (the graph
+            // is built in order, on one thread). Stopping early drops the receiver, which
+            // stops the parser at its next piece. Syntax trees go back to the parser to be
+            // dropped, so that their names are freed by the thread that allocated them
+            // (freeing another thread's allocations contends for its allocator arena).
+            std::thread::scope(|s| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
+                let pieces = &pieces;
+                s.spawn(move || {
+                    for p in pieces {
+                        while done_rx.try_recv().is_ok() {}
+                        if tx.send(parse(p)).is_err() {
+                            break;
+                        }
+                    }
+                    while done_rx.recv().is_ok() {}
+                });
+                for (p, parsed) in pieces.iter().zip(rx) {
+                    let _ = done_tx.send(lower(p, parsed)?);
+                }
+                Some(())
+            })?;
+        } else {
+            for p in &pieces {
+                lower(p, parse(p))?;
+            }
+        }
+        let id = graph::lower::finish_sum(&mut g, &terms).ok()?;
+        Some(Expr { graph: Arc::new(Mutex::new(g)), id })
+    }
+
     /// Parses `src` into the graph `self` lives in, so that combining the two (with
-    /// [`substitute`](Self::substitute), say) shares nodes instead of copying them.
+    /// [`substitute`](Self::substitute), say) shares nodes instead of copying them. The graph's
+    /// node budget grows with the text as in [`parse`](Self::parse).
     pub fn parse_with(&self, src: &str) -> Result<Expr> {
-        let (ast, root) = syntax::parse_formula(src, &graph::lower::is_builtin_function)?;
+        let (ast, root) =
+            syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
         let functions = HashMap::new();
         let scope = Scope { src, ast: &ast, functions: &functions, derive };
-        let id = self.transaction(|g| Ok(scope.lower(g, root)?))?;
+        let id = self.transaction(|g| {
+            let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
+            g.set_budget(g.budget().saturating_add(more));
+            Ok(scope.lower(g, root)?)
+        })?;
         Ok(self.derived(id))
     }
 
@@ -415,6 +511,61 @@ mod tests {
         let g = Expr::parse("x*y").unwrap();
         assert_eq!(g.try_diff("x").unwrap().to_string(), "y");
         assert_eq!(g.try_gradient(&["x", "y"]).unwrap().len(), 2);
+    }
+
+    /// A parsed graph's node budget: `NODE_BUDGET`, or one node per byte of the text if more;
+    /// text parsed into the graph later adds its share.
+    #[test]
+    fn node_budget_grows_with_the_text() {
+        let long = format!("x^2 #{}", "-".repeat(graph::NODE_BUDGET));
+        let check = |e: &Expr, want: usize| assert_eq!(e.graph().budget(), want);
+        check(&Expr::parse("x").unwrap(), graph::NODE_BUDGET);
+        check(&Expr::parse(&long).unwrap(), long.len());
+        check(&Expr::parse(&long).unwrap().parse_with("y").unwrap(), long.len());
+        check(&Expr::parse("x").unwrap().parse_with(&long).unwrap(), long.len());
+    }
+
+    /// A sum parsed in pieces (here cut at every term) is the same graph as in one piece: the
+    /// same nodes, ids and printed form; text that does not parse, or lower, in pieces is
+    /// left to the one-piece parse (`None`), whose error has the position.
+    #[test]
+    fn sums_parse_in_pieces_to_the_same_graph() {
+        let check = |src: &str, in_pieces: bool| {
+            let whole = Expr::parse_limited(src, 1 << 20);
+            match (Expr::parse_in_pieces(src, 1), whole) {
+                (Some(p), Ok(w)) => {
+                    assert!(in_pieces, "{src}: parsed in pieces");
+                    assert_eq!((p.id, p.graph().len()), (w.id, w.graph().len()), "{src}");
+                    assert_eq!(p.to_string(), w.to_string(), "{src}");
+                }
+                (None, _) => assert!(!in_pieces, "{src}: not parsed in pieces"),
+                (Some(_), Err(e)) => panic!("{src}: in pieces, but one piece fails: {e}"),
+            }
+        };
+        check("100*(x1 - x0^2)^2 + (1 - x0)^2 + 100*(x2 - x1^2)^2 + (1 - x1)^2", true);
+        check("-x - y + -z - -w + +v", true);
+        check("a - (b - c) - (d + e) + f*(g - h) - 2^-x - 3", true);
+        check("(a + b) + c - (d - e)", true);
+        check("x + x - x + 2*x - y + y", true);
+        check("sin(x - y) + exp(-x + y) - log(1 + x^2) + pi - e + diff(x^3 - x, x)", true);
+        check("1 + 2 - 3 + x", true);
+        check("x*y - y*x + x/y - y/x", true);
+        check("x + 0", true);
+        check("x", false);
+        check("(x + y)", false);
+        check("x - y + ", false);
+        check("x + sinn(y) - z", false);
+        check("x + (y - z", false);
+        check("x + y) - z", false);
+        check("x + [1, 2] - y", false);
+        check("(a - b) + (c - d) - ((e + f)) + +(g - h) - -(i + j) + k", true);
+        check("((a - b) + c) - (d - e) + f", true);
+        check("x + y #comment\n - (z - w) # more", true);
+        check(
+            "4*((1/((x0 - x1)^2 + (y0 - y1)^2))^6 - (1/((x0 - x1)^2 + (y0 - y1)^2))^3) + 4*(1/(x0 - x2)^2)^6",
+            true,
+        );
+        check("(1.5e-3 - (a*exp(-b*0.25) + c))^2 + (2.5 - (a*exp(-b*1e2) + c))^2 - 1e-3", true);
     }
 
     #[test]

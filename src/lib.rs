@@ -40,4 +40,4 @@ pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};
 pub use jit::{ClassStats, CompileOptions, CompileStats, set_threads, threads};
 pub use session::{HELP, Session};
-pub use syntax::{Diagnostic, MAX_INPUT, Span};
+pub use syntax::{Diagnostic, MAX_FORMULA, MAX_INPUT, Span};

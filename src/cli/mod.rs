@@ -397,7 +397,7 @@ fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
 }
 
 fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool) -> Result<String, Error> {
-    let f = Expr::parse(src)?;
+    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let vars = f.variables();
     for w in wrt {
         if !vars.contains(w) {
@@ -459,7 +459,7 @@ fn symdiff_value(x: f64) -> String {
 
 fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -> Result<String, Error> {
     let start = Instant::now();
-    let f = Expr::parse(src)?;
+    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let parse_time = start.elapsed();
     let vars = f.variables();
     let p = point(at)?.unwrap_or_default();
@@ -541,7 +541,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
 }
 
 fn export(src: &str, lang: Lang, name: &str) -> Result<String, Error> {
-    let f = Expr::parse(src)?;
+    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let vars = f.variables();
     let names: Vec<&str> = vars.iter().map(String::as_str).collect();
     match lang {
@@ -551,7 +551,7 @@ fn export(src: &str, lang: Lang, name: &str) -> Result<String, Error> {
 }
 
 fn eval(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
-    let f = Expr::parse(src)?;
+    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let vars = f.variables();
     let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;

@@ -71,21 +71,30 @@ impl Scope<'_> {
 
     /// Lowers the subtree at `root`.
     pub fn lower(&self, g: &mut Graph, root: AstId) -> Result<Id, Diagnostic> {
-        // The subtree's smallest id, by an explicit stack: the arrays below cover ids from
-        // there to the root only, so lowering the k-th of many `at` values costs in
+        Ok(self.lower_many(g, &[root])?[0])
+    }
+
+    /// Lowers the subtrees at `roots` (in one forward scan, as if they were one tree), giving
+    /// one node per root.
+    pub fn lower_many(&self, g: &mut Graph, roots: &[AstId]) -> Result<Vec<Id>, Diagnostic> {
+        // The subtrees' smallest id, by an explicit stack: the arrays below cover ids from
+        // there to the last root only, so lowering the k-th of many `at` values costs in
         // proportion to that value, not to k.
-        let mut base = root.0 as usize;
-        let mut stack = vec![root];
+        let top = roots.iter().map(|r| r.0 as usize).max().unwrap_or(0);
+        let mut base = top;
+        let mut stack = roots.to_vec();
         while let Some(a) = stack.pop() {
             base = base.min(a.0 as usize);
             stack.extend(children(&self.ast.node(a).kind));
         }
-        // Mark the subtree: children have smaller ids, so one backward pass finds it.
+        // Mark the subtrees: children have smaller ids, so one backward pass finds them.
         // Index `i` of the arrays is node `base + i`.
-        let n = root.0 as usize + 1 - base;
+        let n = top + 1 - base;
         let at = |a: &AstId| a.0 as usize - base;
         let mut inside = vec![false; n];
-        inside[n - 1] = true;
+        for r in roots {
+            inside[at(r)] = true;
+        }
         for i in (0..n).rev() {
             if inside[i] {
                 for c in children(&self.ast.node(AstId((base + i) as u32)).kind) {
@@ -114,6 +123,9 @@ impl Scope<'_> {
         let mut ids = Lowered { base, ids: vec![None; n] };
         // Names that became new (scalar) variables here, where they were written.
         let mut fresh: Vec<(&str, Span)> = Vec::new();
+        // What each name resolved to, so that a name written a million times is looked up
+        // (in the functions, the function table and the variables) once.
+        let mut resolved: HashMap<&str, Id> = HashMap::new();
         for i in 0..n {
             if !inside[i] || chained[i] {
                 continue;
@@ -121,14 +133,18 @@ impl Scope<'_> {
             let node = self.ast.node(AstId((base + i) as u32));
             let id = match &node.kind {
                 AstKind::Num(x) => Ok(g.num(*x)),
-                AstKind::Name(name) => {
-                    let new = g.find_var(name).is_none() && !self.functions.contains_key(&**name);
-                    let id = self.name(g, name, node.span)?;
-                    if new && g.var_name(id).is_some() {
-                        fresh.push((name, node.span));
+                AstKind::Name(name) => match resolved.get(&**name) {
+                    Some(&id) => Ok(id),
+                    None => {
+                        let new = g.find_var(name).is_none() && !self.functions.contains_key(&**name);
+                        let id = self.name(g, name, node.span)?;
+                        if new && g.var_name(id).is_some() {
+                            fresh.push((name, node.span));
+                        }
+                        resolved.insert(name, id);
+                        Ok(id)
                     }
-                    Ok(id)
-                }
+                },
                 AstKind::Neg(a) => Ok(g.neg(ids.get(a))),
                 AstKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, ..) => {
                     self.chain(g, AstId((base + i) as u32), &ids)
@@ -153,7 +169,38 @@ impl Scope<'_> {
             ids.ids[i] = Some(id);
             g.check_budget().map_err(|b| self.err(node.span, b.message("this expression")))?;
         }
-        Ok(ids.get(&root))
+        Ok(roots.iter().map(|r| ids.get(r)).collect())
+    }
+
+    /// The terms of the sum (or difference) at `root`, lowered, each with whether it is
+    /// subtracted, appended to `terms` left to right; the first one is subtracted if
+    /// `negated`. [`finish_sum`] builds the sum from them exactly as lowering the whole chain
+    /// would: this is how a long sum is lowered in pieces. `first`: the chain's nodes start
+    /// there (a node starting later is a sum in parentheses, one term); `None`: every `+ -`
+    /// on the left spine is the chain's, as at the start of a formula.
+    pub fn lower_terms(
+        &self,
+        g: &mut Graph,
+        root: AstId,
+        negated: bool,
+        first: Option<usize>,
+        terms: &mut Vec<(Id, bool)>,
+    ) -> Result<(), Diagnostic> {
+        // The left spine of `+ -` nodes, as `chain` walks it: right operands, top first.
+        let mut spine = Vec::new();
+        let mut cur = root;
+        while let AstKind::Binary(op @ (BinOp::Add | BinOp::Sub), a, b) = &self.ast.node(cur).kind
+            && first.is_none_or(|f| self.ast.span(cur).start == f)
+        {
+            spine.push((*b, *op == BinOp::Sub));
+            cur = *a;
+        }
+        spine.push((cur, negated));
+        spine.reverse();
+        let roots: Vec<AstId> = spine.iter().map(|t| t.0).collect();
+        let ids = self.lower_many(g, &roots)?;
+        terms.extend(ids.into_iter().zip(spine.iter().map(|t| t.1)));
+        Ok(())
     }
 
     /// An operation at `span` failed: if a name in it that became a new scalar variable is a
@@ -205,6 +252,10 @@ impl Scope<'_> {
 
     /// Errors, at `span`, if `op` does not accept arguments of these shapes.
     fn check(&self, g: &Graph, op: Op, args: &[Id], span: Span) -> Result<Vec<usize>, Diagnostic> {
+        // Scalars always combine elementwise: the common case costs one look at each argument.
+        if matches!(op, Op::Add | Op::Mul | Op::Pow) && args.iter().all(|&a| g.is_scalar(a)) {
+            return Ok(Vec::new());
+        }
         let shapes: Vec<&[usize]> = args.iter().map(|a| g.shape(*a)).collect();
         g.result_shape(op, &shapes).map_err(|e| self.err(span, e.0))
     }
@@ -432,6 +483,22 @@ impl Scope<'_> {
             }
         }
     }
+}
+
+/// The sum of `terms` (from [`Scope::lower_terms`]): the same calls, in the same order, as
+/// lowering the chain `t0 ± t1 ± ...` in one piece (`chain`), so the same nodes. `Err` if the
+/// terms do not add up (shapes) or the sum is over the node budget; the caller then lowers
+/// the text in one piece for the positioned error.
+pub fn finish_sum(g: &mut Graph, terms: &[(Id, bool)]) -> Result<Id, ()> {
+    let mut items: Vec<Id> = terms.iter().rev().map(|&(t, sub)| if sub { g.neg(t) } else { t }).collect();
+    items.reverse();
+    let shapes: Vec<&[usize]> = items.iter().map(|&a| g.shape(a)).collect();
+    if !items.iter().all(|&a| g.is_scalar(a)) && g.result_shape(Op::Add, &shapes).is_err() {
+        return Err(());
+    }
+    let sum = g.add(&items);
+    g.check_budget().map_err(|_| ())?;
+    Ok(sum)
 }
 
 /// The children of a syntax node.

@@ -147,8 +147,16 @@ pub struct Graph {
     /// All argument lists, concatenated; a node's arguments are `args[start..start+len]`.
     args: Vec<Id>,
     /// Hash-consing table (also called interning): `(op, args)` to the one node that has them,
-    /// stored with the key's hash so that growing the table never rehashes a key.
-    memo: HashTable<(u64, Id)>,
+    /// stored with 32 bits of the key's hash (8 bytes an entry, half a cache line's worth of
+    /// misses less than 16) so that growing the table never rehashes a key: the table's hash
+    /// is [`spread`] of those bits.
+    memo: HashTable<(u32, Id)>,
+    /// The last node interned under each of [`RECENT`] hash values (`hash % RECENT`): a
+    /// small table in cache in front of `memo`, which misses the cache on every look-up once
+    /// a graph has millions of nodes. Written-out formulas repeat what they just built (the
+    /// squared distance written twice in a term), and an entry is only a hint: it is used
+    /// only if its node has exactly the key, so it never needs invalidating.
+    recent: Box<[(u32, Id)]>,
     hasher: DefaultHashBuilder,
     /// Variable names and shapes, indexed by `Op::Var`.
     vars: Vec<(String, ShapeId)>,
@@ -180,6 +188,7 @@ impl Default for Graph {
             nodes: Vec::new(),
             args: Vec::new(),
             memo: HashTable::new(),
+            recent: vec![(0, Id(u32::MAX)); RECENT].into_boxed_slice(),
             hasher: DefaultHashBuilder::default(),
             vars: Vec::new(),
             var_ids: hashbrown::HashMap::new(),
@@ -238,8 +247,9 @@ pub const MAX_NODES: usize = 1 << 30;
 /// a user function inlined). At about 100 bytes a node that is at most about 1 GB. Every route that builds
 /// nodes from input checks it as it goes ([`Graph::check_budget`]) and stops with an error
 /// naming the limit, so no input, and no sequence of REPL lines, can grow a graph until the
-/// allocator gives up. (A 16 MiB formula, the most the parser reads, lowers to well under
-/// this: only derivatives and function inlining multiply sizes.)
+/// allocator gives up. (A 16 MiB formula, the most a command reads, lowers to well under
+/// this: only derivatives and function inlining multiply sizes. A graph the library parses
+/// from longer text gets one node per byte instead, see `Expr::parse`.)
 pub const NODE_BUDGET: usize = 10_000_000;
 
 /// A route that builds nodes from user input reached the graph's node budget.
@@ -566,13 +576,21 @@ impl Graph {
     /// Adds `(op, args)` as is, or returns the existing node. Callers guarantee the canonical
     /// form; only `simplify.rs` and the constructors above call this.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
-        let hash = hash_key(&self.hasher, op, args);
-        let Graph { nodes, args: all_args, memo, .. } = self;
-        let found = memo.find(hash, |&(h, id)| {
-            let n = &nodes[id.index()];
-            h == hash && n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
-        });
-        if let Some(&(_, id)) = found {
+        let hash = hash_key(&self.hasher, op, args) as u32;
+        let Graph { nodes, args: all_args, memo, recent, .. } = self;
+        let is_key = |h: u32, id: Id| {
+            h == hash
+                && nodes.get(id.index()).is_some_and(|n| {
+                    n.op == op && &all_args[n.start as usize..(n.start + n.len) as usize] == args
+                })
+        };
+        let slot = hash as usize % RECENT;
+        let (h, id) = recent[slot];
+        if is_key(h, id) {
+            return id;
+        }
+        if let Some(&(_, id)) = memo.find(spread(hash), |&(h, id)| is_key(h, id)) {
+            recent[slot] = (hash, id);
             return id;
         }
         assert!(nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
@@ -586,7 +604,8 @@ impl Graph {
         let Graph { nodes, args: all_args, memo, .. } = self;
         nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape, flags });
         all_args.extend_from_slice(args);
-        memo.insert_unique(hash, (hash, id), |&(h, _)| h);
+        memo.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
+        self.recent[slot] = (hash, id);
         id
     }
 
@@ -837,6 +856,16 @@ impl<T: Clone> NodeMap<T> {
     pub fn set(&mut self, id: Id, value: T) {
         *self.get_mut(id) = value;
     }
+}
+
+/// Entries of the cache of recently interned nodes (`Graph::recent`): 8 KiB.
+const RECENT: usize = 1024;
+
+/// The hash table's 64-bit hash from the 32 bits a memo entry keeps: a multiplication by an
+/// odd constant, which keeps the low bits (the bucket) a permutation of the kept bits and
+/// fills the high bits (hashbrown's tag byte) from all of them.
+fn spread(h: u32) -> u64 {
+    (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn hash_key(hasher: &DefaultHashBuilder, op: Op, args: &[Id]) -> u64 {

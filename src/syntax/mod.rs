@@ -3,12 +3,14 @@
 //! Owns the lexer (logos), the generated parser (lalrpop, from `grammar/symdiff.lalrpop`), the
 //! arena AST and positioned [`Diagnostic`]s.
 //!
-//! **Input size.** Every parse entry point (formulas, REPL lines, `--at` points, model files)
-//! refuses text longer than [`MAX_INPUT`] (16 MiB) with an error before lexing it: all text
-//! routes (a command-line argument, `-` on stdin, a REPL or script line, a model file) meet
-//! here. Parsing costs up to about 130 bytes of memory per byte of input (2 GB for 16 MiB of
-//! `x^x^x^...`, less for anything else), and what the parsed text builds is bounded by the
-//! graph's node budget, so no text makes symdiff abort.
+//! **Input size.** Two limits, by where text comes from. Text a person types or a command
+//! reads (a REPL or script line, a formula on the command line or stdin, `--at` points, a
+//! model file) is refused over [`MAX_INPUT`] (16 MiB); the library's `Expr::parse`, whose
+//! caller is a program that already holds the text, reads up to [`MAX_FORMULA`] (256 MiB, a
+//! written-out sum of several million terms). Both are refused with an error before lexing
+//! ([`check_size`]). Parsing costs up to about 130 bytes of memory per byte of input for the
+//! worst nesting (`x^x^x^...`), about 30 for a written-out sum, and what the parsed text builds
+//! is bounded by the graph's node budget, so no text makes symdiff abort.
 //!
 //! **Architecture Invariant:** `syntax` knows nothing about graphs, values or derivatives, and
 //! never panics on any input: every failure is a [`Diagnostic`] with a span.
@@ -35,14 +37,19 @@ lalrpop_util::lalrpop_mod!(
     "/symdiff.rs"
 );
 
-/// The most bytes of text the parser reads at once: a formula, a REPL line, a point or a model
-/// file. 16 MiB holds a sum of a million variables.
+/// The most bytes of interactive or command-line text the parser reads at once: a REPL or
+/// script line, a formula given to a command, a point or a model file. 16 MiB holds a sum of
+/// a million variables.
 pub const MAX_INPUT: usize = 16 << 20;
 
-/// An error for `src` if it is longer than [`MAX_INPUT`]. The report points at the start and
+/// The most bytes of a formula the library parses (`Expr::parse`): 256 MiB, a written-out sum
+/// of about five million terms. Spans are `u32`-safe below it.
+pub const MAX_FORMULA: usize = 256 << 20;
+
+/// An error for `src` if it is longer than `limit` bytes. The report points at the start and
 /// quotes only the first characters (the text may be gigabytes).
-pub fn check_size(src: &str, what: &str) -> Result<(), Diagnostic> {
-    if src.len() <= MAX_INPUT {
+pub fn check_size(src: &str, what: &str, limit: usize) -> Result<(), Diagnostic> {
+    if src.len() <= limit {
         return Ok(());
     }
     let line = src.lines().next().unwrap_or("");
@@ -55,11 +62,10 @@ pub fn check_size(src: &str, what: &str) -> Result<(), Diagnostic> {
         &head,
         Span::new(0, 0),
         format!(
-            "{what} is {} bytes ({:.1} MiB); the limit is {} bytes ({} MiB)",
+            "{what} is {} bytes ({:.1} MiB); the limit is {limit} bytes ({} MiB)",
             src.len(),
             mib(src.len()),
-            MAX_INPUT,
-            MAX_INPUT >> 20
+            limit >> 20
         ),
     )
     .with_help("split it into smaller pieces (REPL definitions can name the parts)"))
@@ -69,9 +75,14 @@ pub fn check_size(src: &str, what: &str) -> Result<(), Diagnostic> {
 /// `a*x`). Syntax does not know; the caller does.
 pub type IsFunction<'a> = &'a dyn Fn(&str) -> bool;
 
-/// Parses one formula (`x^3 + 2*x^2 + 1`), with hints that know which names are functions.
-pub fn parse_formula(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, AstId), Diagnostic> {
-    check_size(src, "the formula")?;
+/// Parses one formula (`x^3 + 2*x^2 + 1`) of at most `limit` bytes, with hints that know which
+/// names are functions.
+pub fn parse_formula(
+    src: &str,
+    is_function: IsFunction<'_>,
+    limit: usize,
+) -> Result<(Ast, AstId), Diagnostic> {
+    check_size(src, "the formula", limit)?;
     check_nonempty(src, "an expression")?;
     let mut ast = Ast::default();
     let root = grammar::FormulaParser::new()
@@ -83,7 +94,7 @@ pub fn parse_formula(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, Ast
 /// Parses one REPL line (`d/dx x^3 at x = 4`, `f(x) = ...`, `grad f`, ...), with hints that
 /// know which names are functions.
 pub fn parse_line(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, Line), Diagnostic> {
-    check_size(src, "the line")?;
+    check_size(src, "the line", MAX_INPUT)?;
     check_nonempty(src, "an expression or a command")?;
     let mut ast = Ast::default();
     let line = grammar::LineParser::new()
@@ -94,7 +105,7 @@ pub fn parse_line(src: &str, is_function: IsFunction<'_>) -> Result<(Ast, Line),
 
 /// Parses a model file (newlines are statement separators; `#` starts a comment).
 pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
-    check_size(src, "the model file")?;
+    check_size(src, "the model file", MAX_INPUT)?;
     let mut ast = Ast::default();
     let lines = grammar::ModelParser::new()
         .parse(&mut ast, lexer::tokens(src, true))
@@ -104,13 +115,67 @@ pub fn parse_model(src: &str) -> Result<(Ast, Vec<ModelLine>), Diagnostic> {
 
 /// Parses `x = 4, y = 2`.
 pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
-    check_size(src, "the point")?;
+    check_size(src, "the point", MAX_INPUT)?;
     check_nonempty(src, "bindings")?;
     let mut ast = Ast::default();
     let b = grammar::BindingsParser::new()
         .parse(&mut ast, lexer::tokens(src, false))
         .map_err(|e| diagnose(src, e, &|_| false))?;
     Ok((ast, b))
+}
+
+/// One piece of a long sum, cut by [`split_sum`]: the bytes `range` of the source (a sum of
+/// whole terms) and whether the cut was a `-`, which the piece's first term then carries.
+/// `first` is where the piece's first token starts, relative to the piece (`None` for the
+/// first piece): in the whole text, a later piece's first term is the right operand of a sign, so
+/// a sum in parentheses there is one term, while the same sum opening the formula would be
+/// part of the top-level chain; a syntax node of the piece that starts at `first` is the
+/// chain's, one that starts later was in parentheses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub range: std::ops::Range<usize>,
+    pub negated: bool,
+    pub first: Option<usize>,
+}
+
+/// Cuts a formula whose top is a long sum `t0 ± t1 ± ...` into pieces of about `piece_bytes`
+/// each, at `+` and `-` signs between terms, so that each piece can be parsed (and lowered)
+/// on its own, and the syntax tree of the whole text is never held at once.
+///
+/// One scan over the tokens: a `+` or `-` outside parentheses and brackets that follows an
+/// operand (a number, a name, `)` or `]`) is a sign between terms of the top-level sum, since
+/// a sum is the loosest construct of the grammar; any other is unary or nested. `None` when
+/// there is nothing to cut (one piece) or the text does not lex; a piece that then fails to
+/// parse means the whole text does not parse, and the caller parses it in one piece for the
+/// error.
+pub fn split_sum(src: &str, piece_bytes: usize) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let (mut start, mut negated, mut first) = (0, false, None);
+    let (mut depth, mut after_operand, mut cut) = (0usize, false, false);
+    for t in lexer::tokens(src, false) {
+        let (l, tok, r) = t.ok()?;
+        if std::mem::take(&mut cut) {
+            first = Some(l - start);
+        }
+        match tok {
+            Tok::Plus | Tok::Minus if depth == 0 && after_operand && l - start >= piece_bytes => {
+                pieces.push(Piece { range: start..l, negated, first });
+                (start, negated, cut) = (r, matches!(tok, Tok::Minus), true);
+            }
+            Tok::LParen | Tok::LBracket => depth += 1,
+            Tok::RParen | Tok::RBracket => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+        after_operand = matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::RParen | Tok::RBracket);
+    }
+    if pieces.is_empty() {
+        return None;
+    }
+    if cut {
+        return None; // a sign with nothing after it: not a formula
+    }
+    pieces.push(Piece { range: start..src.len(), negated, first });
+    Some(pieces)
 }
 
 fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
