@@ -128,6 +128,10 @@ fn combine(old: u32, new: u32) -> u32 {
     if old == UNSET || old == new { new } else { SHARED }
 }
 
+/// Most operations in a cheap node: a shared expression of leaves this small is recomputed
+/// by every member that reads it instead of being computed once outside.
+pub const CHEAP_NODES: usize = 3;
+
 /// Most terms in one member.
 pub const MAX_GROUP: usize = 4;
 
@@ -171,6 +175,21 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
     if !order.iter().any(|&id| is_candidate(id)) {
         return Vec::new();
     }
+    // Cheap nodes: small expressions of leaves, which every member that reads one computes
+    // itself (see `Walk::computes`); their sizes, in one forward scan.
+    let mut small = NodeMap::new(&order, 0u8);
+    for &id in &order {
+        let size = if is_leaf(g, id) {
+            0
+        } else if matches!(g.op(id), Op::Add | Op::Mul | Op::Pow | Op::Func(_)) && g.args(id).len() <= 3 {
+            let s: u32 = g.args(id).iter().map(|&a| u32::from(*small.get(a))).sum::<u32>() + 1;
+            if s as usize <= CHEAP_NODES { s as u8 } else { u8::MAX }
+        } else {
+            u8::MAX
+        };
+        small.set(id, size);
+    }
+    let cheap = |id: Id| !is_leaf(g, id) && usize::from(*small.get(id)) <= CHEAP_NODES;
     // Pass 1: who reaches each node, up to two members (`(a, b)`; `b` is UNSET for one).
     let mut reach = NodeMap::new(&order, (UNSET, UNSET));
     let mut members = 0u32;
@@ -206,7 +225,7 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
         if b < OUTSIDE
             && a < OUTSIDE
             && !is_leaf(g, id)
-            && !cheap(g, id)
+            && !cheap(id)
             && sum_of[a as usize] == sum_of[b as usize]
         {
             let (ra, rb) = (find(&mut group, a), find(&mut group, b));
@@ -283,7 +302,7 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
         };
         shape.set(id, h);
     }
-    let mut walk = Walk::new(&order, shape);
+    let mut walk = Walk::new(&order, shape, small);
     let mut found = Vec::new();
     // Member numbers were handed out from the largest sum down, in argument order; walk the
     // sums in that order again to know each term's number.
@@ -350,6 +369,8 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
 struct Walk {
     /// The structural hash of every node.
     shape: NodeMap<u64>,
+    /// The size of every cheap node (`u8::MAX` for others).
+    small: NodeMap<u8>,
     /// `(member, number)` of each node walked: its template index for a node computed in the
     /// member, its slot for a leaf; valid when the member matches.
     seen: NodeMap<(u32, u32)>,
@@ -368,9 +389,10 @@ const EXPONENT: u64 = 5 << 60;
 const CONSTANT: u64 = 6 << 60;
 
 impl Walk {
-    fn new(order: &[Id], shape: NodeMap<u64>) -> Walk {
+    fn new(order: &[Id], shape: NodeMap<u64>, small: NodeMap<u8>) -> Walk {
         Walk {
             shape,
+            small,
             seen: NodeMap::new(order, (u32::MAX, 0)),
             key: Vec::new(),
             template: Vec::new(),
@@ -380,13 +402,14 @@ impl Walk {
     }
 
     /// Whether member `me` computes node `a` itself: a node private to it, or a cheap node
-    /// of leaves that it shares (`-x`, `x^2`, `2*x`), which every member that reads it
-    /// recomputes (the same operations on the same values: the same result, to the bit).
-    fn computes(g: &Graph, owner: &NodeMap<u32>, me: u32, a: Id) -> bool {
+    /// that it shares (at most [`CHEAP_NODES`] operations over leaves: `-x`, `x^2`,
+    /// `exp(-t*b)`), which every member that reads it recomputes (the same operations on the
+    /// same values: the same result, to the bit).
+    fn computes(&self, g: &Graph, owner: &NodeMap<u32>, me: u32, a: Id) -> bool {
         if is_leaf(g, a) {
             return false;
         }
-        *owner.get(a) == me || cheap(g, a)
+        *owner.get(a) == me || usize::from(*self.small.get(a)) <= CHEAP_NODES
     }
 
     /// A node's arguments in the order the signature takes them: as stored, except that the
@@ -398,7 +421,7 @@ impl Walk {
         let mut args: SmallVec<[Id; 3]> = g.args(id).iter().copied().collect();
         if args.len() == 2 && matches!(g.op(id), Op::Add | Op::Mul) {
             let rank = |a: Id| {
-                if Self::computes(g, owner, me, a) {
+                if self.computes(g, owner, me, a) {
                     (0, *self.shape.get(a))
                 } else {
                     let r = match g.op(a) {
@@ -449,7 +472,7 @@ impl Walk {
             if *next < args.len() {
                 let a = args[*next];
                 *next += 1;
-                if Self::computes(g, owner, me, a) && self.seen.get(a).0 != me {
+                if self.computes(g, owner, me, a) && self.seen.get(a).0 != me {
                     if self.template.len() + self.stack.len() > MAX_TEMPLATE {
                         return false;
                     }
@@ -471,7 +494,7 @@ impl Walk {
             self.key.push(args.len() as u64);
             let mut targs = SmallVec::new();
             for (i, &a) in args.iter().enumerate() {
-                if Self::computes(g, owner, me, a) {
+                if self.computes(g, owner, me, a) {
                     let k = self.seen.get(a).1;
                     self.key.push(NODE | u64::from(k));
                     targs.push(TArg::Node(k));
@@ -521,14 +544,6 @@ impl Walk {
         }
         true
     }
-}
-
-/// A node every member that reads it computes itself: an operation of the scalar core over
-/// at most three variables and numbers.
-fn cheap(g: &Graph, a: Id) -> bool {
-    matches!(g.op(a), Op::Add | Op::Mul | Op::Pow)
-        && g.args(a).len() <= 3
-        && g.args(a).iter().all(|&b| matches!(g.op(b), Op::Num(_) | Op::Var(_)))
 }
 
 fn is_leaf(g: &Graph, id: Id) -> bool {
