@@ -568,22 +568,27 @@ pub fn try_substitute(g: &mut Graph, root: Id, map: &HashMap<Id, Id>) -> Result<
     let mut new: HashMap<Id, Id> = HashMap::with_capacity(order.len());
     let mut args = Vec::new();
     for &id in &order {
-        let image = if let Some(&to) = map.get(&id) {
-            to
-        } else {
-            args.clear();
-            let mut changed = false;
-            for a in g.args(id) {
-                let na = new[a];
-                changed |= na != *a;
-                args.push(na);
-            }
-            if changed { rebuild(g, id, &args) } else { id }
+        let image = match map.get(&id) {
+            Some(&to) => to,
+            None => rebuild_over(g, id, &new, &mut args),
         };
         new.insert(id, image);
         g.check_budget()?;
     }
     Ok(new[&root])
+}
+
+/// `id` over the images `new` of its arguments: itself when none changed, else rebuilt
+/// (`args` is scratch).
+pub fn rebuild_over(g: &mut Graph, id: Id, new: &HashMap<Id, Id>, args: &mut Vec<Id>) -> Id {
+    args.clear();
+    let mut changed = false;
+    for a in g.args(id) {
+        let na = new[a];
+        changed |= na != *a;
+        args.push(na);
+    }
+    if changed { rebuild(g, id, args) } else { id }
 }
 
 /// The closest candidate within edit distance 2 (for "did you mean"); ties go to the

@@ -469,14 +469,7 @@ fn rebuild(
             args.extend(found[j].rest.iter().map(|a| new[a]));
             g.add(&args)
         } else {
-            args.clear();
-            let mut changed = false;
-            for a in g.args(id) {
-                let na = new[a];
-                changed |= na != *a;
-                args.push(na);
-            }
-            if changed { crate::graph::lower::rebuild(g, id, &args) } else { id }
+            crate::graph::lower::rebuild_over(g, id, &new, &mut args)
         };
         new.insert(id, image);
         g.check_budget()?;
