@@ -42,7 +42,7 @@ use super::node::Constant;
 use super::{Graph, Id, NodeMap, Op};
 
 /// Fewest members a class needs to become a loop; smaller ones stay straight-line code.
-pub const MIN_MEMBERS: usize = 16;
+pub const MIN_MEMBERS: usize = 24;
 /// Fewest terms a sum needs before it is searched for classes.
 pub const MIN_TERMS: usize = MIN_MEMBERS;
 /// Most private nodes one member may have (a larger term is not repeated structure worth
@@ -594,17 +594,17 @@ mod tests {
 
     #[test]
     fn classes() {
-        let rosen = sum(20, |i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1));
-        check(&rosen, "20x5 [vNvN], 20x3 [vNN] + 0 rest");
+        let rosen = sum(30, |i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1));
+        check(&rosen, "30x5 [vNvN], 30x3 [vNN] + 0 rest");
         check(&sum(10, |i| format!("x{i}^2")), "");
-        check(&sum(16, |i| format!("sin(x{i})")), "16x1 [v] + 0 rest");
+        check(&sum(24, |i| format!("sin(x{i})")), "24x1 [v] + 0 rest");
         // Numbers that vary are slots; a uniform variable is a uniform slot.
-        check(&sum(16, |i| format!("(y - {}.5*x{i})^2", i + 1)), "16x3 [vnV] + 0 rest");
+        check(&sum(24, |i| format!("(y - {}.5*x{i})^2", i + 1)), "24x3 [vnV] + 0 rest");
         // Near misses: another exponent, another function.
-        let mixed = sum(16, |i| format!("x{i}^2")) + " + x99^3 + " + &sum(16, |i| format!("cos(y{i})"));
-        check(&mixed, "16x1 [v], 16x1 [v] + 1 rest");
+        let mixed = sum(24, |i| format!("x{i}^2")) + " + x99^3 + " + &sum(24, |i| format!("cos(y{i})"));
+        check(&mixed, "24x1 [v], 24x1 [v] + 1 rest");
         // A shared subexpression is an external slot of every member.
-        let shared = sum(16, |i| format!("w{i}*(x{i} - log(exp(x0) + exp(x1)))"));
-        check(&shared, "16x2 [vEv] + 0 rest");
+        let shared = sum(24, |i| format!("w{i}*(x{i} - log(exp(x0) + exp(x1)))"));
+        check(&shared, "24x2 [vEv] + 0 rest");
     }
 }
