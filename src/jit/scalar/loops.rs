@@ -533,31 +533,8 @@ fn pow(
     if ty == types::F64 {
         return em.pow(b, e, exponent);
     }
-    let one = |em: &mut Emitter| constant(em, ty, 1.0);
-    Ok(match exponent {
-        Some(2.0) => em.b.ins().fmul(b, b),
-        Some(-1.0) => {
-            let c = one(em);
-            em.b.ins().fdiv(c, b)
-        }
-        Some(0.5) => em.b.ins().sqrt(b),
-        Some(-0.5) => {
-            let s = em.b.ins().sqrt(b);
-            let c = one(em);
-            em.b.ins().fdiv(c, s)
-        }
-        Some(x) if x.fract() == 0.0 && x.abs() <= 64.0 => {
-            let p = match crate::jit::square_and_multiply(&mut em.b, b, x.abs() as u32) {
-                Some(p) => p,
-                None => one(em),
-            };
-            if x < 0.0 {
-                let c = one(em);
-                em.b.ins().fdiv(c, p)
-            } else {
-                p
-            }
-        }
-        _ => return per_lane(em, 2, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
-    })
+    match em.pow_inline(ty, b, exponent) {
+        Some(p) => Ok(p),
+        None => per_lane(em, 2, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
+    }
 }

@@ -858,30 +858,45 @@ impl Emitter<'_> {
 
     /// `b^e`, exactly as `graph::eval::pow` computes it.
     pub(super) fn pow(&mut self, b: Value, e: Value, exponent: Option<f64>) -> Result<Value, JitError> {
-        let Some(x) = exponent else { return self.call("sd_pow", &[b, e]) };
-        let one = || 1.0f64;
-        Ok(if x == 2.0 {
+        match self.pow_inline(types::F64, b, exponent) {
+            Some(p) => Ok(p),
+            None => self.call("sd_pow", &[b, e]),
+        }
+    }
+
+    /// `b^x` for a numeric exponent that `graph::eval::pow` computes without `powf` (2, -1,
+    /// ±0.5, integers up to 64), in the same operations, on `F64` or `F64X2` values; `None`
+    /// when the host's `pow` is needed.
+    pub(super) fn pow_inline(&mut self, ty: types::Type, b: Value, exponent: Option<f64>) -> Option<Value> {
+        let x = exponent?;
+        let one = |em: &mut Self| {
+            let c = em.b.ins().f64const(1.0);
+            if ty == types::F64 { c } else { em.b.ins().splat(ty, c) }
+        };
+        Some(if x == 2.0 {
             self.b.ins().fmul(b, b)
         } else if x == -1.0 {
-            let c = self.b.ins().f64const(one());
+            let c = one(self);
             self.b.ins().fdiv(c, b)
         } else if x == 0.5 {
             self.b.ins().sqrt(b)
         } else if x == -0.5 {
             let s = self.b.ins().sqrt(b);
-            let c = self.b.ins().f64const(one());
+            let c = one(self);
             self.b.ins().fdiv(c, s)
         } else if x.fract() == 0.0 && x.abs() <= 64.0 {
-            let p = crate::jit::square_and_multiply(&mut self.b, b, x.abs() as u32)
-                .unwrap_or_else(|| self.b.ins().f64const(1.0));
+            let p = match crate::jit::square_and_multiply(&mut self.b, b, x.abs() as u32) {
+                Some(p) => p,
+                None => one(self),
+            };
             if x < 0.0 {
-                let c = self.b.ins().f64const(one());
+                let c = one(self);
                 self.b.ins().fdiv(c, p)
             } else {
                 p
             }
         } else {
-            return self.call("sd_pow", &[b, e]);
+            return None;
         })
     }
 

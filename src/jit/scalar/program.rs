@@ -131,6 +131,10 @@ pub struct Looped {
     /// The inputs whose `∂f*/∂x` is not identically zero, in `main`'s second group.
     main_nz: Vec<u32>,
     ext_total: usize,
+    /// Sums whose loops scatter into an accumulator of their own (not `direct`).
+    indirect: usize,
+    /// Scratch a call needs (see `call`).
+    work: usize,
     code: Loops,
     stats: Stats,
     ir: Option<String>,
@@ -151,16 +155,12 @@ impl Looped {
         if x.len() != n || grad.len() != n {
             return None;
         }
-        let indirect = self.sums.iter().filter(|s| !s.direct).count();
-        let main_out = self.main_nz.len() + r;
+        let (indirect, main_out) = (self.indirect, self.main_nz.len() + r);
         WORK.with(|w| {
             let mut w = w.borrow_mut();
             // inputs [x, σ, η] | ext | ext_adj | acc per indirect sum | main out | σ̄ | post out
-            let post_len =
-                self.sums.iter().map(|s| s.post.as_ref().map_or(0, |p| p.1.len() + p.2.len())).max();
-            let len = (n + r + e) + 2 * e + indirect * n + main_out + r + post_len.unwrap_or(0);
-            if w.len() < len {
-                w.resize(len, 0.0);
+            if w.len() < self.work {
+                w.resize(self.work, 0.0);
             }
             let (inputs, tail) = w.split_at_mut(n + r + e);
             let (ext, tail) = tail.split_at_mut(e);
@@ -419,7 +419,23 @@ fn build(
         looped_nodes,
     };
     let ir = opts.keep_ir.then(|| code.ir.clone());
-    Ok(Looped { n, sums, main, phases_read_x: read_x, main_nz, ext_total: ext_nodes.len(), code, stats, ir })
+    let (r, e) = (sums.len(), ext_nodes.len());
+    let indirect = sums.iter().filter(|s| !s.direct).count();
+    let post = sums.iter().map(|s| s.post.as_ref().map_or(0, |p| p.1.len() + p.2.len())).max().unwrap_or(0);
+    let work = (n + r + e) + 2 * e + indirect * n + (main_nz.len() + r) + r + post;
+    Ok(Looped {
+        n,
+        sums,
+        main,
+        phases_read_x: read_x,
+        main_nz,
+        ext_total: e,
+        indirect,
+        work,
+        code,
+        stats,
+        ir,
+    })
 }
 
 /// `roots` rebuilt with every recovered sum `A_j` replaced by `σ_j + rest_j`: a depth-first
