@@ -157,12 +157,14 @@ impl CompiledGradient {
         self.code.ir()
     }
 
-    /// Time spent building the gradient graph (reverse mode).
+    /// Time spent before the program was built: the gradient graph (reverse mode) for
+    /// straight-line code, the search for classes of like terms for loops.
     pub fn build_time(&self) -> Duration {
         self.build_time
     }
 
-    /// Time spent in Cranelift.
+    /// Time spent building the program: Cranelift, and for loops also the templates'
+    /// derivatives and the phases around them.
     pub fn compile_time(&self) -> Duration {
         self.code.stats().compile_time
     }
