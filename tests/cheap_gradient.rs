@@ -16,6 +16,9 @@ use symdiff::{Expr, compile_gradient};
 
 mod common;
 use common::{TABLE, close};
+#[allow(dead_code)]
+#[path = "../benches/common/random_dag.rs"]
+mod random_dag;
 
 /// The most the gradient program may cost, in multiples of the function.
 const BOUND: f64 = 4.0;
@@ -56,34 +59,9 @@ fn product(n: usize) -> Expr {
 }
 
 /// A random DAG of `ops` nodes over 20 variables (the benchmark's generator, smaller): each
-/// node combines two earlier ones, mostly recent, through a template.
+/// node combines two earlier ones, mostly among the 16 most recent, through a template.
 fn random_dag(ops: usize, seed: u64) -> Expr {
-    let vars: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
-    let base = Expr::parse(&vars.join(" + ")).unwrap();
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut nodes: Vec<Expr> = vars.iter().map(|v| base.parse_with(v).unwrap()).collect();
-    let templates = ["a + b", "a*b", "a - b", "sin(a) + b", "a*exp(-b^2)", "tanh(a)*b", "a/(1 + b^2)"];
-    let templates: Vec<Expr> = templates.iter().map(|t| base.parse_with(t).unwrap()).collect();
-    while nodes.len() < ops {
-        let k = nodes.len();
-        let pick =
-            |r: u64| if r.is_multiple_of(4) { ((r >> 8) as usize) % k } else { k - ((r % 16) as usize + 1) };
-        let (a, b) = (pick(next()), pick(next()));
-        let t = &templates[(next() % templates.len() as u64) as usize];
-        nodes.push(t.substitute_all(&[("a", &nodes[a]), ("b", &nodes[b])]));
-    }
-    let plus = base.parse_with("acc + term").unwrap();
-    let mut out = nodes[nodes.len() - 1].clone();
-    for n in nodes.iter().rev().skip(1).take(19) {
-        out = plus.substitute_all(&[("acc", &out), ("term", n)]);
-    }
-    out
+    random_dag::generate(20, ops, seed | 1, 16).expr
 }
 
 #[test]

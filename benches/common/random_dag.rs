@@ -1,5 +1,5 @@
-//! The random DAG that `benches/gradient.rs` and `benches/structure.rs` share: a graph with
-//! no structure to recover.
+//! The random DAG that `benches/gradient.rs`, `benches/structure.rs` and
+//! `tests/cheap_gradient.rs` share: a graph with no structure to recover.
 //!
 //! Each of `ops` nodes combines two earlier nodes (mostly recent ones, as real programs do)
 //! with one of seven templates (`+ - *`, `sin`, `exp`, `tanh`, a quotient), over 100
@@ -26,11 +26,19 @@ pub struct RandomDag {
     steps: Vec<(usize, usize, usize)>,
 }
 
-/// A random DAG of `ops` nodes (at least the 100 variables).
+/// A random DAG of `ops` nodes (at least the 100 variables): the benchmarks' graph.
 pub fn random_dag(ops: usize) -> RandomDag {
-    let vars: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    generate(100, ops, 0x9e37_79b9_7f4a_7c15, 64)
+}
+
+/// A random DAG of `ops` nodes over `vars` variables, from `seed` (odd), each node reading two
+/// earlier ones that are mostly among the `window` most recent; the output is the sum of the
+/// last `vars` nodes.
+pub fn generate(vars: usize, ops: usize, seed: u64, window: u64) -> RandomDag {
+    let outputs = vars;
+    let vars: Vec<String> = (0..vars).map(|i| format!("v{i}")).collect();
     let base = Expr::parse(&vars.join(" + ")).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -43,7 +51,7 @@ pub fn random_dag(ops: usize) -> RandomDag {
     while nodes.len() < ops {
         let k = nodes.len();
         let pick = |r: u64| {
-            if r.is_multiple_of(4) { ((r >> 8) as usize) % k } else { k - ((r % 64) as usize + 1).min(k) }
+            if r.is_multiple_of(4) { ((r >> 8) as usize) % k } else { k - ((r % window) as usize + 1).min(k) }
         };
         let (a, b) = (pick(next()), pick(next()));
         let t = (next() % templates.len() as u64) as usize;
@@ -51,10 +59,10 @@ pub fn random_dag(ops: usize) -> RandomDag {
         nodes.push(e);
         steps.push((t, a, b));
     }
-    // The output: the sum of the last 100 nodes.
+    // The output: the sum of the last `outputs` nodes.
     let plus = base.parse_with("acc + term").unwrap();
     let mut out = nodes[nodes.len() - 1].clone();
-    for n in nodes.iter().rev().skip(1).take(99) {
+    for n in nodes.iter().rev().skip(1).take(outputs - 1) {
         out = plus.substitute_all(&[("acc", &out), ("term", n)]);
     }
     RandomDag { expr: out, vars, steps }
@@ -82,7 +90,7 @@ impl RandomDag {
         adj.clear();
         adj.resize(n, 0.0);
         let mut value = 0.0;
-        for k in n - 100.min(n)..n {
+        for k in n - self.vars.len().min(n)..n {
             value += v[k];
             adj[k] += 1.0;
         }
