@@ -65,17 +65,22 @@ fn with_graph<T>(
     }
 }
 
-fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
+pub(crate) fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
     let mut seen = HashMap::new();
     for v in vars {
         if seen.insert(*v, ()).is_some() {
             return Err(Error::Invalid(format!("variable `{v}` is listed twice")));
         }
     }
-    for e in exprs {
-        if let Some(missing) = e.variables().into_iter().find(|x| !seen.contains_key(x.as_str())) {
-            return Err(Error::Invalid(format!("`{missing}` is not among the variables {vars:?}")));
-        }
+    // One scan per run of expressions in one graph (10⁵ equations parsed into one graph are
+    // one scan), not one per expression.
+    let mut names = Vec::new();
+    for run in exprs.chunk_by(|a, b| a.shares_graph(b)) {
+        let roots: Vec<Id> = run.iter().map(|x| x.node()).collect();
+        names.extend(crate::expr::variables(&run[0].graph(), &roots));
+    }
+    if let Some(missing) = names.into_iter().find(|x| !seen.contains_key(x.as_str())) {
+        return Err(Error::Invalid(format!("`{missing}` is not among the variables {vars:?}")));
     }
     Ok(())
 }
@@ -180,7 +185,7 @@ impl CompiledGradient {
     }
 }
 
-fn lengths(n: usize, x: usize, out: usize) -> Error {
+pub(crate) fn lengths(n: usize, x: usize, out: usize) -> Error {
     Error::Invalid(format!("expected {n} inputs and {n} outputs, got {x} and {out}"))
 }
 
@@ -271,7 +276,7 @@ fn compile_outputs(
 
 /// The error for a derivative over the graph's node budget (the gradients, Jacobians and
 /// Hessians compiled here are built from input, so they keep to it as every such route does).
-fn too_large(what: &str, b: crate::graph::OverBudget) -> Error {
+pub(crate) fn too_large(what: &str, b: crate::graph::OverBudget) -> Error {
     Error::Invalid(b.message(what))
 }
 
@@ -282,8 +287,20 @@ pub fn compile(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
 }
 
 /// Compiles the Jacobian of `(f_1, ..., f_m)`: `m × n` outputs, row by row (reverse mode, one
-/// sweep per output).
+/// sweep per output). A Jacobian too large to hold densely is refused; use
+/// [`compile_sparse_jacobian`] for its nonzero entries.
+///
+/// ```
+/// let x = symdiff::Expr::parse("x*y")?;
+/// let y = x.parse_with("x + y^2")?;
+/// let j = symdiff::compile_jacobian(&[x, y], &["x", "y"])?;
+/// let mut out = [0.0; 4];
+/// j.eval(&[2.0, 3.0], &mut out)?;
+/// assert_eq!(out, [3.0, 2.0, 1.0, 6.0]);
+/// # Ok::<(), symdiff::Error>(())
+/// ```
 pub fn compile_jacobian(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
+    dense_fits("Jacobian", fs.len(), vars.len(), "compile_sparse_jacobian")?;
     let refs: Vec<&Expr> = fs.iter().collect();
     compile_outputs(&refs, vars, |g, roots, vs| {
         Ok(diff::reverse::try_jacobian(g, roots, vs).map_err(|b| too_large("the Jacobian", b))?.concat())
@@ -292,16 +309,202 @@ pub fn compile_jacobian(fs: &[Expr], vars: &[&str]) -> Result<Compiled> {
 
 /// Compiles the Hessian of `f`: `n × n` outputs, row by row (reverse over reverse). A large
 /// sum of like terms is assembled by loops: each term's Hessian, computed once as a template,
-/// is added into the matrix for every term.
+/// is added into the matrix for every term. A Hessian too large to hold densely is refused;
+/// use [`compile_sparse_hessian`] for its nonzero entries.
 pub fn compile_hessian(f: &Expr, vars: &[&str]) -> Result<Compiled> {
+    dense_fits("Hessian", vars.len(), vars.len(), "compile_sparse_hessian")?;
     check_vars(&[f], vars)?;
     let code = with_graph(&[f], vars, |g, roots, vs| {
-        jit::scalar::compile_hessian(g, roots[0], vs).map_err(|e| match e {
-            GradientError::Budget(b) => too_large("the Hessian", b),
-            GradientError::Jit(e) => e.into(),
-        })
+        jit::scalar::compile_hessian(g, roots[0], vs).map_err(|e| gradient_error("the Hessian", e))
     })?;
     Ok(Compiled { code })
+}
+
+pub(crate) fn gradient_error(what: &str, e: GradientError) -> Error {
+    match e {
+        GradientError::Budget(b) => too_large(what, b),
+        GradientError::Jit(e) => e.into(),
+    }
+}
+
+/// Refuses a dense `rows × cols` matrix that would not fit: more entries than one compiled
+/// array can index, or more than half the memory the system has available (its entries
+/// and the graph's table of them take 12 bytes each), before anything is allocated.
+fn dense_fits(what: &str, rows: usize, cols: usize, sparse: &str) -> Result<()> {
+    let entries = rows.saturating_mul(cols);
+    let bytes = entries.saturating_mul(12);
+    let available = available_memory();
+    if entries > jit::scalar::MAX_ARRAY || available.is_some_and(|a| bytes > a / 2) {
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        let room =
+            available.map_or(String::new(), |a| format!(", and {:.1} GiB of memory is available", gib(a)));
+        return Err(Error::Invalid(format!(
+            "the dense {what} of {rows} x {cols} has {entries} entries ({:.1} GiB){room}; \
+             `{sparse}` computes only the entries that are not identically zero",
+            gib(entries.saturating_mul(8))
+        )));
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (`None` where there is no such file).
+fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Which entries of a symmetric matrix a sparse Hessian holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triangle {
+    /// The entries on and below the diagonal (`col <= row`): each pair once.
+    Lower,
+    /// Every entry; the upper triangle repeats the lower one's values.
+    Full,
+}
+
+/// The structural sparsity pattern of a Jacobian or Hessian: the entries whose simplified
+/// derivative is not identically zero, found symbolically (exact, not sampled). An entry that
+/// vanishes only at some points is in the pattern and evaluates to 0 there.
+///
+/// Entries are in row-major order with ascending columns (coordinate form); [`csr`](Self::csr)
+/// gives the compressed-row form of the same order.
+///
+/// ```
+/// let f = symdiff::Expr::parse("x^2*y + z^2")?;
+/// let h = symdiff::compile_sparse_hessian(&f, &["x", "y", "z"], symdiff::Triangle::Lower)?;
+/// let p = h.pattern();
+/// assert_eq!((p.rows(), p.cols()), (&[0, 1, 2][..], &[0, 0, 2][..]));
+/// let (row_start, cols) = p.csr();
+/// assert_eq!((row_start, cols), (vec![0, 1, 2, 3], &[0, 0, 2][..]));
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparsePattern(diff::sparsity::Pattern);
+
+impl SparsePattern {
+    /// Rows of the matrix (outputs of a Jacobian, variables of a Hessian).
+    pub fn nrows(&self) -> usize {
+        self.0.nrows
+    }
+
+    /// Columns of the matrix (variables).
+    pub fn ncols(&self) -> usize {
+        self.0.ncols
+    }
+
+    /// Entries in the pattern.
+    pub fn nnz(&self) -> usize {
+        self.0.rows.len()
+    }
+
+    /// The row of each entry.
+    pub fn rows(&self) -> &[u32] {
+        &self.0.rows
+    }
+
+    /// The column of each entry.
+    pub fn cols(&self) -> &[u32] {
+        &self.0.cols
+    }
+
+    /// Compressed rows: `row_start[i]..row_start[i + 1]` are row `i`'s entries (`nrows + 1`
+    /// offsets), with their columns.
+    pub fn csr(&self) -> (Vec<usize>, &[u32]) {
+        let mut start = vec![0usize; self.0.nrows + 1];
+        for &r in &self.0.rows {
+            start[r as usize + 1] += 1;
+        }
+        for i in 0..self.0.nrows {
+            start[i + 1] += start[i];
+        }
+        (start, &self.0.cols)
+    }
+}
+
+/// The compiled values of a sparse Jacobian or Hessian, one per entry of its
+/// [`pattern`](Self::pattern), in pattern order.
+///
+/// ```
+/// let a = symdiff::Expr::parse("x*y")?;
+/// let b = a.parse_with("y + z")?;
+/// let j = symdiff::compile_sparse_jacobian(&[a, b], &["x", "y", "z"])?;
+/// assert_eq!(j.pattern().nnz(), 4); // (0,0) (0,1) (1,1) (1,2)
+/// let mut values = vec![0.0; 4];
+/// j.eval(&[2.0, 3.0, 5.0], &mut values)?;
+/// assert_eq!(values, [3.0, 2.0, 1.0, 1.0]);
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+pub struct CompiledSparse {
+    pattern: SparsePattern,
+    code: VectorCode,
+}
+
+impl CompiledSparse {
+    /// Which entries [`eval`](Self::eval) computes.
+    pub fn pattern(&self) -> &SparsePattern {
+        &self.pattern
+    }
+
+    /// Number of variables.
+    pub fn inputs(&self) -> usize {
+        self.code.inputs()
+    }
+
+    /// How the values were compiled: nodes, chunks, classes of like terms in loops.
+    pub fn stats(&self) -> &CompileStats {
+        self.code.stats()
+    }
+
+    /// The entries' values at `x`, into `values` (one per entry of the pattern). Wrong
+    /// lengths are an error; nothing is written then.
+    pub fn eval(&self, x: &[f64], values: &mut [f64]) -> Result<()> {
+        if self.code.call1(x, values) { Ok(()) } else { Err(lengths(self.inputs(), x.len(), values.len())) }
+    }
+}
+
+/// Compiles the sparse Jacobian of `(f_1, ..., f_m)`: its structural pattern and the values
+/// of its entries (one reverse sweep per output, over the variables it reaches).
+pub fn compile_sparse_jacobian(fs: &[Expr], vars: &[&str]) -> Result<CompiledSparse> {
+    if fs.is_empty() {
+        return Err(Error::Invalid("nothing to compile: no expressions".into()));
+    }
+    let refs: Vec<&Expr> = fs.iter().collect();
+    check_vars(&refs, vars)?;
+    let (p, code) = with_graph(&refs, vars, |g, roots, vs| {
+        jit::scalar::compile_sparse_jacobian(g, roots, vs).map_err(|e| gradient_error("the Jacobian", e))
+    })?;
+    Ok(CompiledSparse { pattern: SparsePattern(p), code })
+}
+
+/// Compiles the sparse Hessian of `f`: its structural pattern (the lower triangle or every
+/// entry) and the values of its entries. A large sum of like terms is assembled by loops,
+/// each term's entries added at their positions in the pattern.
+///
+/// ```
+/// // Rosenbrock: a tridiagonal Hessian, 3n - 2 entries in full.
+/// let n = 100;
+/// let terms: Vec<String> = (0..n - 1)
+///     .map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1))
+///     .collect();
+/// let f = symdiff::Expr::parse(&terms.join(" + "))?;
+/// let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+/// let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+/// let h = symdiff::compile_sparse_hessian(&f, &vars, symdiff::Triangle::Full)?;
+/// assert_eq!(h.pattern().nnz(), 3 * n - 2);
+/// let mut values = vec![0.0; h.pattern().nnz()];
+/// h.eval(&vec![1.0; n], &mut values)?;
+/// assert_eq!(values[..2], [802.0, -400.0]); // row 0 at the minimum
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+pub fn compile_sparse_hessian(f: &Expr, vars: &[&str], triangle: Triangle) -> Result<CompiledSparse> {
+    check_vars(&[f], vars)?;
+    let (p, code) = with_graph(&[f], vars, |g, roots, vs| {
+        jit::scalar::compile_sparse_hessian(g, roots[0], vs, triangle == Triangle::Full)
+            .map_err(|e| gradient_error("the Hessian", e))
+    })?;
+    Ok(CompiledSparse { pattern: SparsePattern(p), code })
 }
 
 fn export(f: &Expr, vars: &[&str], name: &str, lang: jit::export::Lang) -> Result<String> {

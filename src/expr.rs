@@ -370,6 +370,21 @@ impl Expr {
         variables(&g, &[self.id])
     }
 
+    /// The variables written in the formula this expression was parsed from, in the order
+    /// they first appear, including those simplification cancelled: for `x - x + y` this is
+    /// `x, y` where [`variables`](Self::variables) is `y`. (For an expression that shares its
+    /// graph with others, every variable any of them has built.)
+    ///
+    /// ```
+    /// let f = symdiff::Expr::parse("z*y - z*y + x")?;
+    /// assert_eq!(f.written_variables(), ["z", "y", "x"]);
+    /// assert_eq!(f.variables(), ["x"]);
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
+    pub fn written_variables(&self) -> Vec<String> {
+        self.graph().var_names().map(str::to_owned).collect()
+    }
+
     /// LaTeX for the expression (`3 x^{2} + 4 x`).
     pub fn to_latex(&self) -> String {
         graph::print(&self.graph(), self.id, Style::Latex)

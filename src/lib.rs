@@ -32,8 +32,9 @@ mod syntax;
 pub mod train;
 
 pub use compiled::{
-    Compiled, CompiledGradient, compile, compile_gradient, compile_gradient_with, compile_hessian,
-    compile_jacobian, export_c, export_rust,
+    Compiled, CompiledGradient, CompiledSparse, SparsePattern, Triangle, compile, compile_gradient,
+    compile_gradient_with, compile_hessian, compile_jacobian, compile_sparse_hessian,
+    compile_sparse_jacobian, export_c, export_rust,
 };
 pub use expr::{Error, Expr, Point, Result};
 pub use graph::simplify::{RULES, Rule};

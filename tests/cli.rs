@@ -64,6 +64,19 @@ fn one_shot_commands() {
     check(&["grad", "x^2*y + sin(x*y)", "--at", "x=1,y=2"], "value = 2.909297426825682\nd/dx = 3.1677063269057153\nd/dy = 0.5838531634528576\n", 0);
     check(&["grad", "x^2*y + sin(x*y)", "--at", "x=1,y=2", "--interp"], "value = 2.909297426825682\nd/dx = 3.1677063269057153\nd/dy = 0.5838531634528576\n", 0);
     check(&["eval", "2^3^2"], "512\n", 0);
+    // A variable cancelled by simplification is still the formula's: its partial is 0.
+    check(&["grad", "x - x + y", "--at", "x=1.5,y=2"], "value = 2\nd/dx = 0\nd/dy = 1\n", 0);
+    check(&["grad", "2^3^2"], "value = 512\n", 0);
+    check(&["diff", "x - x + y", "--wrt", "x"], "0\n", 0);
+    check(&["hessian", "x^2*y + sin(z)", "--at", "x=1,y=2,z=0"], "value = 2\nhessian over x, y, z:\n4  2  0\n2  0  0\n0  0  0\n", 0);
+    check(&["hessian", "x^2*y + sin(z)", "--at", "x=1,y=2,z=0", "--json"], "{\"value\":2,\"variables\":[\"x\",\"y\",\"z\"],\"hessian\":[[4,2,0],[2,0,0],[0,0,0]]}\n", 0);
+    check(&["hessian", "x^2*y + z^3", "--at", "x=1,y=2,z=1", "--sparse", "--json"], "{\"value\":3,\"variables\":[\"x\",\"y\",\"z\"],\"triangle\":\"lower\",\"entries\":[[0,0,4],[1,0,2],[2,2,6]]}\n", 0);
+    check(&["hessian", "x^2*y + z^3", "--at", "x=1,y=2,z=1", "--sparse"], "value = 3\nd2/dxdx = 4\nd2/dydx = 2\nd2/dzdz = 6\n", 0);
+    check(&["hessian", "x^2*y + z^3", "--at", "x=1,y=2,z=1", "--wrt", "y", "--wrt", "x", "--json"], "{\"value\":3,\"variables\":[\"y\",\"x\"],\"hessian\":[[0,2],[2,4]]}\n", 0);
+    check(&["hessian", "x + y", "--at", "x=1,y=2", "--sparse"], "value = 3\n(every second derivative is identically zero)\n", 0);
+    check(&["jacobian", "x*y, x + y^2", "sin(x - 1)", "--at", "x=1,y=2"], "f0 = 2\nf1 = 5\nf2 = 0\njacobian over x, y:\n2  1\n1  4\n1  0\n", 0);
+    check(&["jacobian", "x*y, y - y + 3", "--at", "x=1,y=2", "--sparse", "--json"], "{\"values\":[2,3],\"variables\":[\"x\",\"y\"],\"entries\":[[0,0,2],[0,1,1]]}\n", 0);
+    check(&["jacobian", "--at", "x=1,y=2", "--json", "--", "-x, (x + y)"], "{\"values\":[-1,3],\"variables\":[\"x\",\"y\"],\"jacobian\":[[-1,0],[1,1]]}\n", 0);
     check(&["eval", "sin(x)", "--at", "x=pi/2", "--json"], "{\"value\":1}\n", 0);
 }
 
@@ -83,7 +96,16 @@ fn one_shot_errors() {
     check_err(&["eval", "1/0"], "division by zero", 1);
     check_err(&["eval", "exp(1000)"], "overflow", 1);
     check_err(&["eval", "x"], "no value for `x`", 1);
-    check_err(&["grad", "x"], "--at", 2); // clap: --at is required
+    check_err(&["grad", "x"], "no value for `x`", 1);
+    check_err(&["grad", "x*y", "--at", "x=1,y=2,q=3"], "`q` does not occur", 1);
+    check_err(&["hessian", "x*y", "--at", "x=1"], "no value for `y`", 1);
+    check_err(&["hessian", "x*y", "--at", "x=1,y=1", "--wrt", "q"], "`q` does not occur", 1);
+    check_err(&["hessian", "x*y", "--at", "x=1,y=1", "--wrt", "x", "--wrt", "x"], "listed twice", 1);
+    check_err(&["hessian", "log(x)*x^3", "--at", "x=-1"], "domain error in `log(x)`", 1); // compiled NaN explained
+    check_err(&["hessian", "x^", "--at", "x=1"], "formula:1:3", 1);
+    check_err(&["jacobian", "x*y, x +", "--at", "x=1,y=1"], "unexpected end of input", 1);
+    check_err(&["jacobian", "sqrt(x), x", "--at", "x=-1"], "domain error in `sqrt(x)`", 1);
+    check_err(&["jacobian", ",", "--at", "x=1"], "no formulas", 1);
     check_err(&["grad", "log(x)", "--at", "x=-1"], "domain error in `log(x)`", 1); // compiled NaN explained
     check_err(&["grad", "sqrt(x)", "--at", "x=0"], "division by zero", 1);
     check_err(&["export", "x^2", "--name", "2bad"], "not a valid function name", 1);

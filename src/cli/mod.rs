@@ -30,6 +30,7 @@ macro_rules! note {
     }};
 }
 
+mod matrix;
 mod model;
 mod repl;
 
@@ -78,7 +79,7 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4,y=2 (every variable needs a value).
-        #[arg(long, value_name = "VAR=VALUE,...", required = true)]
+        #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
         /// Print JSON: {"value":...,"grad":{...}}.
         #[arg(long)]
@@ -89,6 +90,46 @@ enum Command {
         /// Print parse, gradient, compile and evaluation times to stderr.
         #[arg(long)]
         timings: bool,
+    },
+    /// Print the value and the Hessian at a point (compiled; dense, or --sparse).
+    Hessian {
+        /// The formula ('-' reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
+        expr: String,
+        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        #[arg(long, value_name = "VAR=VALUE,...")]
+        at: Vec<String>,
+        /// Differentiate with respect to VAR (repeatable, in this order); default: every
+        /// variable, as they first appear. The others keep their values from --at.
+        #[arg(long, value_name = "VAR")]
+        wrt: Vec<String>,
+        /// Only the entries that are not identically zero, lower triangle (col <= row).
+        #[arg(long)]
+        sparse: bool,
+        /// Print JSON: {"value","variables","hessian"}; with --sparse, "entries":
+        /// [[row, col, value], ...] (0-based indices into "variables").
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the values and the Jacobian of formulas at a point: 'f1, f2, ...'.
+    Jacobian {
+        /// The formulas, separated by commas or given as separate arguments (after `--`
+        /// when the first starts with `-`).
+        #[arg(required = true)]
+        exprs: Vec<String>,
+        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        #[arg(long, value_name = "VAR=VALUE,...")]
+        at: Vec<String>,
+        /// Differentiate with respect to VAR (repeatable, in this order); default: every
+        /// variable, as they first appear.
+        #[arg(long, value_name = "VAR")]
+        wrt: Vec<String>,
+        /// Only the entries that are not identically zero.
+        #[arg(long)]
+        sparse: bool,
+        /// Print JSON: {"values","variables","jacobian"}; with --sparse, "entries".
+        #[arg(long)]
+        json: bool,
     },
     /// Print the gradient of a formula as standalone C or Rust source.
     Export {
@@ -276,6 +317,7 @@ pub fn main() -> ExitCode {
     if let Some(
         Command::Diff { expr, .. }
         | Command::Grad { expr, .. }
+        | Command::Hessian { expr, .. }
         | Command::Eval { expr, .. }
         | Command::Export { expr, .. },
     ) = &mut cli.command
@@ -295,6 +337,12 @@ pub fn main() -> ExitCode {
         Some(Command::Diff { expr, wrt, at, format, json }) => formula(diff(&expr, &wrt, &at, format, json)),
         Some(Command::Grad { expr, at, json, interp, timings }) => {
             formula(grad(&expr, &at, json, interp, timings))
+        }
+        Some(Command::Hessian { expr, at, wrt, sparse, json }) => {
+            formula(matrix::hessian(&expr, &wrt, &at, sparse, json))
+        }
+        Some(Command::Jacobian { exprs, at, wrt, sparse, json }) => {
+            formula(matrix::jacobian(&exprs, &wrt, &at, sparse, json))
         }
         Some(Command::Export { expr, lang, name }) => formula(export(&expr, lang, &name)),
         Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
@@ -398,7 +446,8 @@ fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
 
 fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool) -> Result<String, Error> {
     let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
-    let vars = f.variables();
+    let mut vars = f.written_variables();
+    vars.sort();
     for w in wrt {
         if !vars.contains(w) {
             return Err(Error::Invalid(format!("--wrt {w}: `{w}` does not occur in the expression")));
@@ -461,7 +510,9 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let start = Instant::now();
     let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let parse_time = start.elapsed();
-    let vars = f.variables();
+    // Every variable written, sorted: one cancelled by simplification has the partial 0.
+    let mut vars = f.written_variables();
+    vars.sort();
     let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;
     p.check_complete(&vars)?;

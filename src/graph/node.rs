@@ -390,6 +390,12 @@ impl Graph {
         s
     }
 
+    /// The names of every variable built in this graph, in the order they were first built
+    /// (for a freshly parsed formula: as they first appear in it).
+    pub fn var_names(&self) -> impl Iterator<Item = &str> {
+        self.vars.iter().map(|(n, _)| n.as_str())
+    }
+
     /// The name of variable node `id`, if it is one.
     pub fn var_name(&self, id: Id) -> Option<&str> {
         match self.op(id) {

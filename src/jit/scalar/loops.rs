@@ -74,6 +74,16 @@ impl Source {
             Source::Table(array, column.to_vec())
         }
     }
+
+    /// The index member `k` reads (`None` for numbers).
+    pub fn index(&self, k: usize) -> Option<u32> {
+        match self {
+            Source::Same(_, i) => Some(*i),
+            Source::Affine(_, step, first) => Some((first + step * k as i64) as u32),
+            Source::Table(_, t) => Some(t[k]),
+            Source::Numbers(_) => None,
+        }
+    }
 }
 
 /// One class as a loop: a template graph over slot variables, and where the slots live.
@@ -84,9 +94,13 @@ pub struct ClassLoop {
     pub value: Id,
     pub partials: Vec<(usize, Id)>,
     /// Second partials `(a, b, node)`, added to entry `row_a * width + row_b` of the
-    /// output (a Hessian's rows; `a` and `b` are input slots).
+    /// output (a Hessian's rows; `a` and `b` are input slots), or, where `pair_at` is not
+    /// empty, to the entry `pair_at[p].0[k]` of a sparse Hessian's values for member `k`,
+    /// times `pair_at[p].1[k]` when there is such a column (2 where two slots of one
+    /// member read one variable, so that the lower triangle's diagonal gets both).
     pub pairs: Vec<(usize, usize, Id)>,
     pub width: usize,
+    pub pair_at: Vec<(Vec<u32>, Option<Vec<f64>>)>,
     /// The slot variables of `graph`, in slot order (`None` for a literal number).
     pub slot_vars: Vec<Option<Id>>,
     pub sources: Vec<Source>,
@@ -153,7 +167,16 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
                     .collect()
             })
             .collect();
-        emit(group, &addresses, &mut module, &mut ctx.func, &mut fbc)?;
+        let pair_addresses: Vec<Vec<(i64, i64)>> = group
+            .iter()
+            .map(|l| {
+                l.pair_at
+                    .iter()
+                    .map(|(t, w)| (t.as_ptr() as i64, w.as_ref().map_or(0, |w| w.as_ptr() as i64)))
+                    .collect()
+            })
+            .collect();
+        emit(group, &addresses, &pair_addresses, &mut module, &mut ctx.func, &mut fbc)?;
         if keep_ir {
             let members = group.first().map_or(0, |l| l.members);
             ir += &format!(
@@ -173,6 +196,10 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
                     _ => {}
                 }
             }
+            for (t, w) in std::mem::take(&mut l.pair_at) {
+                tables.push(t);
+                numbers.extend(w);
+            }
         }
     }
     module.finalize_definitions().map_err(codegen)?;
@@ -184,6 +211,8 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
 struct Frame<'a> {
     group: &'a [ClassLoop],
     addresses: &'a [Vec<i64>],
+    /// Per class and pair: the addresses of its entry table and weight column (0 if none).
+    pair_addresses: &'a [Vec<(i64, i64)>],
     inputs: Value,
     grad: Value,
     ext: Value,
@@ -210,6 +239,7 @@ impl Frame<'_> {
 fn emit(
     group: &[ClassLoop],
     addresses: &[Vec<i64>],
+    pair_addresses: &[Vec<(i64, i64)>],
     module: &mut JITModule,
     func: &mut cranelift_codegen::ir::Function,
     fbc: &mut FunctionBuilderContext,
@@ -227,6 +257,7 @@ fn emit(
     let mut frame = Frame {
         group,
         addresses,
+        pair_addresses,
         inputs: p[0],
         grad: p[1],
         ext: p[2],
@@ -436,7 +467,33 @@ fn run(
                 carried_now[c] = em.b.ins().fadd(carried_now[c], values[d]);
             }
         }
-        for &(a, b, d) in &l.pairs {
+        for (p, &(a, b, d)) in l.pairs.iter().enumerate() {
+            if !l.pair_at.is_empty() {
+                // A sparse entry per member, from the pair's table (never merged with
+                // another pair's: the tables differ).
+                let (table, weights) = frame.pair_addresses[c][p];
+                let mut at = Vec::new();
+                let mut weight = Vec::new();
+                for lane in 0..lanes {
+                    let kl = if lane == 0 { k } else { em.b.ins().iadd_imm_s(k, lane as i64) };
+                    let t = em.b.ins().imul_imm_s(kl, 4);
+                    let t = em.b.ins().iadd_imm_s(t, table);
+                    let i = em.b.ins().uload32(READ_ONLY, t, 0);
+                    let off = em.b.ins().ishl_imm_s(i, 3);
+                    at.push(em.b.ins().iadd(frame.grad, off));
+                    if weights != 0 {
+                        let t = em.b.ins().imul_imm_s(kl, 8);
+                        weight.push(em.b.ins().iadd_imm_s(t, weights));
+                    }
+                }
+                let mut v = values[&d];
+                if !weight.is_empty() {
+                    let w = gather(em, lanes, &weight);
+                    v = em.b.ins().fmul(v, w);
+                }
+                scatter.push((format!("sparse {c} {p}"), at, v));
+                continue;
+            }
             let (Some((ra, oa)), Some((rb, ob))) = (&slot_offset[a], &slot_offset[b]) else {
                 return Err(JitError::Codegen("a second partial of a slot that is not an input".into()));
             };

@@ -77,7 +77,7 @@ fn weight(g: &Graph, id: Id) -> usize {
 }
 
 /// Most inputs or outputs in one group: offsets must fit Cranelift's 32-bit immediates.
-const MAX_ARRAY: usize = (i32::MAX / 8) as usize;
+pub(crate) const MAX_ARRAY: usize = (i32::MAX / 8) as usize;
 
 /// What can go wrong while compiling.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

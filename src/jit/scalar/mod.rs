@@ -16,5 +16,9 @@ mod loops;
 mod lower;
 mod program;
 
-pub use lower::{ClassStats, CompileOptions, JitError, Stats, compile};
-pub use program::{GradientCode, GradientError, VectorCode, compile_gradient, compile_hessian};
+pub(crate) use lower::MAX_ARRAY;
+pub use lower::{ClassStats, CompileOptions, CompiledFunction, JitError, Stats, compile};
+pub use program::{
+    GradientCode, GradientError, VectorCode, compile_gradient, compile_hessian, compile_sparse_hessian,
+    compile_sparse_jacobian,
+};

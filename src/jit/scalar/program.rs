@@ -39,6 +39,7 @@ use hashbrown::HashMap;
 use super::loops::{self, Array, ClassLoop, LoopFn, Loops, Source};
 use super::lower::{CompileOptions, CompiledFunction, JitError, Stats, compile};
 use crate::diff::reverse;
+use crate::diff::sparsity::{self, Pattern};
 use crate::graph::node::OverBudget;
 use crate::graph::structure::{self, LoopSum, SlotKind, TArg};
 use crate::graph::{Graph, Id};
@@ -584,7 +585,17 @@ fn template(
         }
     }
     let width = hessian_width.unwrap_or(0);
-    Ok(ClassLoop { graph: tg, value, partials, pairs, width, slot_vars, sources, members: c.members.len() })
+    Ok(ClassLoop {
+        graph: tg,
+        value,
+        partials,
+        pairs,
+        width,
+        pair_at: Vec::new(),
+        slot_vars,
+        sources,
+        members: c.members.len(),
+    })
 }
 
 /// A compiled vector function: one straight-line function, or a Hessian assembled by loops
@@ -592,13 +603,84 @@ fn template(
 pub enum VectorCode {
     Straight(Box<CompiledFunction>),
     Looped(Box<LoopedHessian>),
+    Entries(Box<Entries>),
 }
+
+/// The entries of a sparse matrix of which some are numbers (the linear parts of a system
+/// make many): the numbers are copied from a template of the values, and only the rest are
+/// compiled, their results written to their positions. Code then grows with the entries
+/// that depend on the point, not with the pattern.
+pub struct Entries {
+    n: usize,
+    template: Vec<f64>,
+    code: Option<(CompiledFunction, Vec<u32>)>,
+}
+
+/// `entries` as code: [`Entries`] when some are numbers, else one straight-line function.
+fn entries_code(g: &Graph, inputs: &[Id], entries: &[Id]) -> Result<VectorCode, GradientError> {
+    let numbers = entries.iter().filter(|&&e| g.as_num(e).is_some()).count();
+    if numbers == 0 {
+        return Ok(VectorCode::Straight(Box::new(compile(
+            g,
+            inputs,
+            &[entries],
+            &CompileOptions::default(),
+        )?)));
+    }
+    let template: Vec<f64> = entries.iter().map(|&e| g.as_num(e).unwrap_or(0.0)).collect();
+    let at: Vec<u32> =
+        (0..entries.len()).filter(|&k| g.as_num(entries[k]).is_none()).map(|k| k as u32).collect();
+    let computed: Vec<Id> = at.iter().map(|&k| entries[k as usize]).collect();
+    let code = if computed.is_empty() {
+        None
+    } else {
+        Some((compile(g, inputs, &[&computed], &CompileOptions::default())?, at))
+    };
+    Ok(VectorCode::Entries(Box::new(Entries { n: inputs.len(), template, code })))
+}
+
+impl Entries {
+    fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
+        if x.len() != self.n || out.len() != self.template.len() {
+            return false;
+        }
+        out.copy_from_slice(&self.template);
+        if let Some((code, at)) = &self.code {
+            WORK.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.len() < at.len() {
+                    w.resize(at.len(), 0.0);
+                }
+                code.call1(x, &mut w[..at.len()]);
+                for (k, &i) in at.iter().enumerate() {
+                    out[i as usize] = w[k];
+                }
+            });
+        }
+        true
+    }
+}
+
+/// The statistics of code that computes nothing (every entry a number).
+static NO_STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(|| Stats {
+    nodes: 0,
+    ops: 0,
+    value_ops: 0,
+    chunks: 0,
+    spilled: 0,
+    compile_time: std::time::Duration::ZERO,
+    allocator: "backtracking",
+    classes: Vec::new(),
+    looped_nodes: 0,
+});
 
 /// The Hessian of `Σ classes + rest`: every member's template Hessian scattered into the
 /// matrix (element assembly), then the entries of the rest's Hessian that are not
 /// identically zero added.
 pub struct LoopedHessian {
     n: usize,
+    /// Entries written: `n * n`, or the sparse pattern's.
+    outputs: usize,
     code: Loops,
     rest: Option<(CompiledFunction, Vec<u32>)>,
     stats: Stats,
@@ -612,6 +694,7 @@ impl VectorCode {
     pub fn inputs(&self) -> usize {
         match self {
             VectorCode::Straight(c) => c.inputs(),
+            VectorCode::Entries(e) => e.n,
             VectorCode::Looped(l) => l.n,
         }
     }
@@ -619,13 +702,15 @@ impl VectorCode {
     pub fn outputs(&self) -> usize {
         match self {
             VectorCode::Straight(c) => c.groups()[0],
-            VectorCode::Looped(l) => l.n * l.n,
+            VectorCode::Entries(e) => e.template.len(),
+            VectorCode::Looped(l) => l.outputs,
         }
     }
 
     pub fn stats(&self) -> &Stats {
         match self {
             VectorCode::Straight(c) => c.stats(),
+            VectorCode::Entries(e) => e.code.as_ref().map_or(&*NO_STATS, |c| c.0.stats()),
             VectorCode::Looped(l) => &l.stats,
         }
     }
@@ -634,16 +719,17 @@ impl VectorCode {
     pub fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
         let l = match self {
             VectorCode::Straight(c) => return c.call1(x, out),
+            VectorCode::Entries(e) => return e.call1(x, out),
             VectorCode::Looped(l) => l,
         };
-        if x.len() != l.n || out.len() != l.n * l.n {
+        if x.len() != l.n || out.len() != l.outputs {
             return false;
         }
         out.fill(0.0);
         let mut sum = 0.0f64;
         for &entry in &l.code.entries {
             // SAFETY: compiled for this signature; reads inputs below `n` and writes entries
-            // below `n * n` of `out`; no externals.
+            // below `outputs` of `out` (the tables hold positions below it); no externals.
             unsafe {
                 let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
                 f(x.as_ptr(), out.as_mut_ptr(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
@@ -665,9 +751,66 @@ impl VectorCode {
     }
 }
 
+/// How a compiled Hessian lays out its entries: the dense matrix row by row, or the values
+/// of a sparse pattern (`diff::sparsity`), its lower triangle or every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HessianForm {
+    Dense,
+    Lower,
+    Full,
+}
+
 /// Compiles the Hessian of `f` with respect to `inputs`, row by row: with loops when `f` is
 /// a sum with classes whose members read no shared subexpression, else straight-line.
 pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode, GradientError> {
+    Ok(hessian_code(g, f, inputs, HessianForm::Dense)?.1)
+}
+
+/// Compiles the values of the Hessian's sparsity pattern (in pattern order), the lower
+/// triangle or, with `full`, every entry; returns the pattern with the code.
+pub fn compile_sparse_hessian(
+    g: &mut Graph,
+    f: Id,
+    inputs: &[Id],
+    full: bool,
+) -> Result<(Pattern, VectorCode), GradientError> {
+    let form = if full { HessianForm::Full } else { HessianForm::Lower };
+    let (p, code) = hessian_code(g, f, inputs, form)?;
+    Ok((p.expect("a sparse form has a pattern"), code))
+}
+
+/// Compiles the values of the Jacobian's sparsity pattern, in pattern order.
+pub fn compile_sparse_jacobian(
+    g: &mut Graph,
+    outputs: &[Id],
+    inputs: &[Id],
+) -> Result<(Pattern, VectorCode), GradientError> {
+    let (p, entries) = sparsity::jacobian(g, outputs, inputs)?;
+    Ok((p, entries_code(g, inputs, &entries)?))
+}
+
+/// A (row, column) of a sparse Hessian and the factor a member's partial is added with.
+type SparseEntry = ((u32, u32), f64);
+
+/// The entry of the sparse pattern a second partial of slots `a` and `b` (in diff order)
+/// of one member goes to, reading variables `ra` and `rb`, with the factor it is added
+/// with: the lower triangle takes each unordered pair once, so a pair of two slots that
+/// read one variable counts twice on the diagonal. `None`: not stored (the upper half).
+fn sparse_entry(form: HessianForm, a: usize, b: usize, ra: u32, rb: u32) -> Option<SparseEntry> {
+    match form {
+        HessianForm::Full | HessianForm::Dense => Some(((ra, rb), 1.0)),
+        HessianForm::Lower if a > b => None,
+        HessianForm::Lower if a < b && ra == rb => Some(((ra, rb), 2.0)),
+        HessianForm::Lower => Some(((ra.max(rb), ra.min(rb)), 1.0)),
+    }
+}
+
+fn hessian_code(
+    g: &mut Graph,
+    f: Id,
+    inputs: &[Id],
+    form: HessianForm,
+) -> Result<(Option<Pattern>, VectorCode), GradientError> {
     let n = inputs.len();
     let found = structure::recover(g, &[f]);
     let simple = worth_loops(g, f, &found)
@@ -675,34 +818,103 @@ pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode
         && found[0].sum == f
         && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
     if !simple {
-        let h = reverse::try_hessian(g, f, inputs)?.concat();
-        return Ok(VectorCode::Straight(Box::new(compile(g, inputs, &[&h], &CompileOptions::default())?)));
+        if form == HessianForm::Dense {
+            let h = reverse::try_hessian(g, f, inputs)?.concat();
+            let code = compile(g, inputs, &[&h], &CompileOptions::default())?;
+            return Ok((None, VectorCode::Straight(Box::new(code))));
+        }
+        let (p, entries) = sparsity::hessian(g, f, inputs, form == HessianForm::Full)?;
+        return Ok((Some(p), entries_code(g, inputs, &entries)?));
     }
     let start = std::time::Instant::now();
     let mark = g.mark();
     let r = (|| {
         let l = &found[0];
         let rest = g.add(&l.rest);
-        let h = reverse::try_hessian(g, rest, inputs)?.concat();
-        let idx: Vec<u32> = (0..h.len()).filter(|&k| !g.is_num(h[k], 0.0)).map(|k| k as u32).collect();
-        let entries: Vec<Id> = idx.iter().map(|&k| h[k as usize]).collect();
-        let (rest, straight) = if entries.is_empty() {
-            (None, 0)
-        } else {
-            let code = compile(g, inputs, &[&entries], &CompileOptions::default())?;
-            let nodes = code.stats().nodes;
-            (Some((code, idx)), nodes)
+        // The rest's entries (not identically zero) and where each goes.
+        let (pattern_rest, rest_entries) = match form {
+            HessianForm::Dense => {
+                let h = reverse::try_hessian(g, rest, inputs)?.concat();
+                let idx: Vec<u32> =
+                    (0..h.len()).filter(|&k| !g.is_num(h[k], 0.0)).map(|k| k as u32).collect();
+                let entries: Vec<Id> = idx.iter().map(|&k| h[k as usize]).collect();
+                (idx.iter().map(|&k| (k / n as u32, k % n as u32)).collect::<Vec<_>>(), entries)
+            }
+            _ => {
+                let (p, entries) = sparsity::hessian(g, rest, inputs, form == HessianForm::Full)?;
+                (p.rows.into_iter().zip(p.cols).collect(), entries)
+            }
         };
         let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
-        let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
+        let mut loops_: Vec<ClassLoop> = Vec::new();
         let mut class_stats = Vec::new();
         for c in &l.classes {
-            let cl = template(g, c, &input_of, &HashMap::new(), Some(n))?;
+            loops_.push(template(g, c, &input_of, &HashMap::new(), Some(n))?);
             class_stats.push(super::lower::ClassStats {
                 members: c.members.len(),
                 template_nodes: c.template.len(),
                 slots: c.slots.len(),
             });
+        }
+        // A sparse pattern: the rest's entries and every member's, each member's pairs
+        // pointing at theirs.
+        let pattern = if form == HessianForm::Dense {
+            None
+        } else {
+            let mut all = pattern_rest.clone();
+            let mut per_pair: Vec<Vec<Vec<Option<SparseEntry>>>> = Vec::new();
+            for cl in &loops_ {
+                let mut pairs = Vec::new();
+                for &(a, b, _) in &cl.pairs {
+                    let entries: Vec<Option<SparseEntry>> = (0..cl.members)
+                        .map(|k| {
+                            let ra = cl.sources[a].index(k).expect("a differentiated slot reads an input");
+                            let rb = cl.sources[b].index(k).expect("a differentiated slot reads an input");
+                            sparse_entry(form, a, b, ra, rb)
+                        })
+                        .collect();
+                    all.extend(entries.iter().flatten().map(|e| e.0));
+                    pairs.push(entries);
+                }
+                per_pair.push(pairs);
+            }
+            let p = Pattern::from_pairs(n, n, all);
+            let at = p.positions();
+            for (cl, pairs) in loops_.iter_mut().zip(per_pair) {
+                let mut keep = Vec::new();
+                let mut tables = Vec::new();
+                for (pair, entries) in cl.pairs.iter().zip(pairs) {
+                    if entries[0].is_none() {
+                        continue; // the upper half (the same for every member: a > b)
+                    }
+                    let table: Vec<u32> =
+                        entries.iter().map(|e| at[&e.expect("one half for all").0]).collect();
+                    let weights: Vec<f64> = entries.iter().map(|e| e.expect("one half for all").1).collect();
+                    let weight = weights.iter().any(|&w| w != 1.0).then_some(weights);
+                    keep.push(*pair);
+                    tables.push((table, weight));
+                }
+                cl.pairs = keep;
+                cl.pair_at = tables;
+            }
+            Some(p)
+        };
+        let idx: Vec<u32> = match &pattern {
+            None => pattern_rest.iter().map(|&(r, c)| r * n as u32 + c).collect(),
+            Some(p) => {
+                let at = p.positions();
+                pattern_rest.iter().map(|rc| at[rc]).collect()
+            }
+        };
+        let (rest, straight) = if rest_entries.is_empty() {
+            (None, 0)
+        } else {
+            let code = compile(g, inputs, &[&rest_entries], &CompileOptions::default())?;
+            let nodes = code.stats().nodes;
+            (Some((code, idx)), nodes)
+        };
+        let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
+        for cl in loops_ {
             match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
                 Some(grp) => grp.push(cl),
                 None => groups.push(vec![cl]),
@@ -728,8 +940,9 @@ pub fn compile_hessian(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<VectorCode
             classes: class_stats,
             looped_nodes,
         };
-        Ok(LoopedHessian { n, code, rest, stats })
+        let outputs = pattern.as_ref().map_or(n * n, |p| p.rows.len());
+        Ok((pattern, LoopedHessian { n, outputs, code, rest, stats }))
     })();
     g.rollback(mark);
-    r.map(|l| VectorCode::Looped(Box::new(l)))
+    r.map(|(p, l)| (p, VectorCode::Looped(Box::new(l))))
 }
