@@ -287,22 +287,26 @@ fn build(
     let n = inputs.len();
     let r = found.len();
     let sigma: Vec<Id> = (0..r).map(|j| g.var(&format!("#sum{j}"))).collect();
-    // The externals, numbered in order of first use, sum by sum.
-    let mut ext_index: HashMap<Id, u32> = HashMap::new();
+    // The externals, numbered in order of first use, sum by sum. An external that two sums
+    // read has an entry in each sum's range: its adjoint from sum j is scaled by σ̄_j alone
+    // (`post_j`), and two sums' σ̄ differ (`u*Σ... + v*Σ...`).
+    let mut ext_index: Vec<HashMap<Id, u32>> = Vec::new();
     let mut ext_nodes: Vec<Id> = Vec::new();
     let mut ext_ranges = Vec::new();
     for l in found {
         let first = ext_nodes.len();
+        let mut index = HashMap::new();
         for c in &l.classes {
             for s in c.slots.iter().filter(|s| s.kind == SlotKind::External) {
                 for &e in &s.column {
-                    ext_index.entry(e).or_insert_with(|| {
+                    index.entry(e).or_insert_with(|| {
                         ext_nodes.push(e);
                         (ext_nodes.len() - 1) as u32
                     });
                 }
             }
         }
+        ext_index.push(index);
         ext_ranges.push((first, ext_nodes.len() - first));
     }
     let eta: Vec<Id> = (0..ext_nodes.len()).map(|k| g.var(&format!("#adj{k}"))).collect();
@@ -377,7 +381,7 @@ fn build(
     for (j, l) in found.iter().enumerate() {
         let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
         for c in &l.classes {
-            let cl = template(g, c, &input_of, &ext_index, None)?;
+            let cl = template(g, c, &input_of, &ext_index[j], None)?;
             class_stats.push(super::lower::ClassStats {
                 members: c.members.len(),
                 template_nodes: c.template.len(),
