@@ -21,6 +21,7 @@
 
 mod compiled;
 mod diff;
+mod directional;
 mod expr;
 mod graph;
 mod jit;
@@ -36,6 +37,7 @@ pub use compiled::{
     compile_gradient_with, compile_hessian, compile_jacobian, compile_sparse_hessian,
     compile_sparse_jacobian, export_c, export_rust,
 };
+pub use directional::{CompiledDirectional, compile_hvp, compile_jvp, compile_vjp};
 pub use expr::{Error, Expr, Point, Result};
 pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};

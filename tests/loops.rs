@@ -94,8 +94,14 @@ fn shapes() {
     check(&softmax, "300x1, 300x1");
     // Two sums that read the same shared subexpressions, each under its own factor (`u` and
     // `w`): each sum's partials through them are scaled by its own factor.
-    let e = |k: usize| format!("({:.3} - a*exp(-b*{:.3}) - c)", 2.0 + (k as f64 * 0.37).sin(), 1.0 + (k % 5) as f64 / 4.0);
-    let two = format!("u*({}) + w*({})", sum(40, |k| format!("{}*sin({})", 1 + k % 3, e(k))), sum(40, |k| format!("{}^2", e(k))));
+    let e = |k: usize| {
+        format!("({:.3} - a*exp(-b*{:.3}) - c)", 2.0 + (k as f64 * 0.37).sin(), 1.0 + (k % 5) as f64 / 4.0)
+    };
+    let two = format!(
+        "u*({}) + w*({})",
+        sum(40, |k| format!("{}*sin({})", 1 + k % 3, e(k))),
+        sum(40, |k| format!("{}^2", e(k)))
+    );
     check(&two, "40x1, 26x2");
 }
 
