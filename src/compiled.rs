@@ -113,13 +113,54 @@ impl CompiledGradient {
 
     /// Like [`eval`](Self::eval), with an error for wrong lengths.
     pub fn try_eval(&self, x: &[f64], grad: &mut [f64]) -> Result<f64> {
+        if self.params() > 0 {
+            return Err(Error::Invalid(format!(
+                "this gradient also reads {} parameters: call eval_params(x, params, grad)",
+                self.params()
+            )));
+        }
         self.code.call(x, grad).ok_or_else(|| lengths(self.len(), x.len(), grad.len()))
+    }
+
+    /// Number of parameters (see [`compile_gradient_params`]).
+    pub fn params(&self) -> usize {
+        self.code.params()
+    }
+
+    /// The value at the point `x` with the parameters `params`, with the gradient (with
+    /// respect to the variables only) written to `grad`. Wrong lengths are an error; nothing
+    /// is written then.
+    pub fn eval_params(&self, x: &[f64], params: &[f64], grad: &mut [f64]) -> Result<f64> {
+        let (n, np) = (self.len(), self.params());
+        if x.len() != n || params.len() != np || grad.len() != n {
+            return Err(Error::Invalid(format!(
+                "expected {n} values, {np} parameters and {n} gradient entries, got {}, {} and {}",
+                x.len(),
+                params.len(),
+                grad.len()
+            )));
+        }
+        if np == 0 {
+            return self.try_eval(x, grad);
+        }
+        POINT.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            buf.extend_from_slice(x);
+            buf.extend_from_slice(params);
+            self.code.call(&buf, grad).ok_or_else(|| lengths(n, x.len(), grad.len()))
+        })
     }
 
     /// Evaluates many points: `xs` holds the points one after another (`len()` values each),
     /// `values` receives one value per point and `grads` one gradient per point. Large batches
     /// are split across the machine's cores.
     pub fn eval_many(&self, xs: &[f64], values: &mut [f64], grads: &mut [f64]) -> Result<()> {
+        if self.params() > 0 {
+            return Err(Error::Invalid(
+                "eval_many: this gradient reads parameters; call eval_params per point".into(),
+            ));
+        }
         let n = self.len();
         let m = values.len();
         if xs.len() != m * n || grads.len() != m * n {
@@ -195,12 +236,42 @@ pub fn compile_gradient(f: &Expr, vars: &[&str]) -> Result<CompiledGradient> {
     compile_gradient_with(f, vars, &CompileOptions::default())
 }
 
+std::thread_local! {
+    /// A point and its parameters side by side, for [`CompiledGradient::eval_params`].
+    static POINT: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// [`compile_gradient`] with options (keeping the Cranelift IR for [`CompiledGradient::ir`]).
 pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> Result<CompiledGradient> {
-    check_vars(&[f], vars)?;
+    gradient_of(f, vars, &[], opts)
+}
+
+/// Compiles the value and gradient of `f` with respect to `vars`, reading `params` as well:
+/// values passed at each call and not differentiated (data, weights, a time step), so that
+/// new data needs no recompiling. Every variable of `f` is in one of the two lists.
+///
+/// ```
+/// // A least-squares term with its data point (t, y) as parameters.
+/// let f = symdiff::Expr::parse("(y - a*exp(-b*t))^2")?;
+/// let g = symdiff::compile_gradient_params(&f, &["a", "b"], &["t", "y"])?;
+/// let mut grad = [0.0; 2];
+/// let value = g.eval_params(&[2.0, 0.0], &[1.0, 3.0], &mut grad)?; // (3 - 2)^2
+/// assert_eq!((value, grad), (1.0, [-2.0, 4.0]));
+/// let value = g.eval_params(&[2.0, 0.0], &[5.0, 2.0], &mut grad)?; // other data, same code
+/// assert_eq!((value, grad), (0.0, [0.0, 0.0]));
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+pub fn compile_gradient_params(f: &Expr, vars: &[&str], params: &[&str]) -> Result<CompiledGradient> {
+    gradient_of(f, vars, params, &CompileOptions::default())
+}
+
+fn gradient_of(f: &Expr, vars: &[&str], params: &[&str], opts: &CompileOptions) -> Result<CompiledGradient> {
+    let all: Vec<&str> = vars.iter().chain(params).copied().collect();
+    check_vars(&[f], &all)?;
     let start = std::time::Instant::now();
-    let code = with_graph(&[f], vars, |g, roots, vs| {
-        jit::scalar::compile_gradient(g, roots[0], vs, opts).map_err(|e| match e {
+    let code = with_graph(&[f], &all, |g, roots, ids| {
+        let (vs, ps) = ids.split_at(vars.len());
+        jit::scalar::compile_gradient(g, roots[0], vs, ps, opts).map_err(|e| match e {
             GradientError::Budget(b) => too_large("the gradient", b),
             GradientError::Jit(e) => e.into(),
         })

@@ -80,7 +80,7 @@ fn in_scratch_graph<T>(
     }
 }
 
-/// A compiled gradient over `(x, direction)` of which the first `n` partials are wanted.
+/// A compiled directional derivative: a function of a point `x` and a direction.
 pub struct CompiledDirectional {
     code: DirectionalCode,
     /// Variables (the length of `x`).
@@ -92,7 +92,7 @@ pub struct CompiledDirectional {
 }
 
 enum DirectionalCode {
-    /// A gradient over `x ++ direction`; the result is its first `m` partials.
+    /// A gradient with respect to `x`, the direction its parameters.
     Gradient(GradientCode),
     /// A vector function of `x ++ direction` with `m` outputs.
     Vector(jit::scalar::CompiledFunction),
@@ -137,10 +137,8 @@ impl CompiledDirectional {
             )));
         }
         match &self.code {
-            DirectionalCode::Gradient(c) => with_scratch(x, dir, self.n + self.k, |input, grad| {
-                c.call(input, grad).ok_or_else(|| lengths(self.n + self.k, input.len(), grad.len()))?;
-                out.copy_from_slice(&grad[..self.m]);
-                Ok(())
+            DirectionalCode::Gradient(c) => with_scratch(x, dir, 0, |input, _| {
+                c.call(input, out).map(|_| ()).ok_or_else(|| lengths(self.n, input.len(), out.len()))
             }),
             DirectionalCode::Vector(c) => with_scratch(x, dir, 0, |input, _| {
                 if c.call1(input, out) {
@@ -172,8 +170,7 @@ pub fn compile_hvp(f: &Expr, vars: &[&str]) -> Result<CompiledDirectional> {
             .map_err(|b| crate::compiled::too_large("the Hessian", b))?;
         let terms: Vec<Id> = grad.iter().zip(v).map(|(&d, &vi)| g.mul(&[vi, d])).collect();
         let s = g.add(&terms);
-        let inputs: Vec<Id> = vs.iter().chain(v).copied().collect();
-        compile_gradient(g, s, &inputs, &CompileOptions::default())
+        compile_gradient(g, s, vs, v, &CompileOptions::default())
             .map_err(|e| gradient_error("the Hessian", e))
     })?;
     Ok(CompiledDirectional { code: DirectionalCode::Gradient(code), n, k: n, m: n })
@@ -197,8 +194,7 @@ pub fn compile_vjp(fs: &[Expr], vars: &[&str]) -> Result<CompiledDirectional> {
     let code = in_scratch_graph(&refs, vars, m, |g, roots, vs, u| {
         let terms: Vec<Id> = roots.iter().zip(u).map(|(&f, &ui)| g.mul(&[ui, f])).collect();
         let s = g.add(&terms);
-        let inputs: Vec<Id> = vs.iter().chain(u).copied().collect();
-        compile_gradient(g, s, &inputs, &CompileOptions::default())
+        compile_gradient(g, s, vs, u, &CompileOptions::default())
             .map_err(|e| gradient_error("the Jacobian", e))
     })?;
     Ok(CompiledDirectional { code: DirectionalCode::Gradient(code), n, k: m, m: n })

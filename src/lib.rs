@@ -34,8 +34,8 @@ pub mod train;
 
 pub use compiled::{
     Compiled, CompiledGradient, CompiledSparse, SparsePattern, Triangle, compile, compile_gradient,
-    compile_gradient_with, compile_hessian, compile_jacobian, compile_sparse_hessian,
-    compile_sparse_jacobian, export_c, export_rust,
+    compile_gradient_params, compile_gradient_with, compile_hessian, compile_jacobian,
+    compile_sparse_hessian, compile_sparse_jacobian, export_c, export_rust,
 };
 pub use directional::{CompiledDirectional, compile_hvp, compile_jvp, compile_vjp};
 pub use expr::{Error, Expr, Point, Result};

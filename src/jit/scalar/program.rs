@@ -72,15 +72,24 @@ pub enum GradientCode {
 }
 
 impl GradientCode {
-    /// Number of inputs.
+    /// Number of inputs (differentiated).
     pub fn inputs(&self) -> usize {
         match self {
-            GradientCode::Straight(c) => c.inputs(),
+            GradientCode::Straight(c) => c.groups()[1],
             GradientCode::Looped(l) => l.n,
         }
     }
 
-    /// The value at `x`, the gradient into `grad`; `None` (nothing written) on wrong lengths.
+    /// Number of parameters (read after the inputs, not differentiated).
+    pub fn params(&self) -> usize {
+        match self {
+            GradientCode::Straight(c) => c.inputs() - c.groups()[1],
+            GradientCode::Looped(l) => l.np,
+        }
+    }
+
+    /// The value at `x` (the inputs, then the parameters), the gradient into `grad`; `None`
+    /// (nothing written) on wrong lengths.
     pub fn call(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
         match self {
             GradientCode::Straight(c) => {
@@ -124,6 +133,8 @@ struct SumCode {
 /// The program (see the module doc).
 pub struct Looped {
     n: usize,
+    /// Parameters, read after the inputs and not differentiated.
+    np: usize,
     sums: Vec<SumCode>,
     /// `None` when `f*` is one `σ_j` (a sum and nothing else): the value is that sum.
     main: Option<CompiledFunction>,
@@ -151,28 +162,35 @@ thread_local! {
 }
 
 impl Looped {
-    fn call(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
+    /// `x` holds the inputs and then the parameters; `grad` the inputs' partials.
+    fn call(&self, x: &[f64], out: &mut [f64]) -> Option<f64> {
         let (n, r, e) = (self.n, self.sums.len(), self.ext_total);
-        if x.len() != n || grad.len() != n {
+        let full = n + self.np;
+        if x.len() != full || out.len() != n {
             return None;
         }
         let (indirect, main_out) = (self.indirect, self.main_nz.len() + r);
         WORK.with(|w| {
             let mut w = w.borrow_mut();
-            // inputs [x, σ, η] | ext | ext_adj | acc per indirect sum | main out | σ̄ | post out
+            // inputs [x, p, σ, η] | ext | ext_adj | acc per indirect sum | main out | σ̄ |
+            // post out | gradient with room for the parameters' partials
             if w.len() < self.work {
                 w.resize(self.work, 0.0);
             }
-            let (inputs, tail) = w.split_at_mut(n + r + e);
+            let (inputs, tail) = w.split_at_mut(full + r + e);
             let (ext, tail) = tail.split_at_mut(e);
             let (ext_adj, tail) = tail.split_at_mut(e);
-            let (accs, tail) = tail.split_at_mut(indirect * n);
+            let (accs, tail) = tail.split_at_mut(indirect * full);
             let (main, tail) = tail.split_at_mut(main_out);
-            let (sbar, post) = tail.split_at_mut(r);
+            let (sbar, tail) = tail.split_at_mut(r);
+            let post_len = tail.len() - full;
+            let (post, room) = tail.split_at_mut(post_len);
+            // Loops scatter parameters' partials (of slots that also read inputs) past `n`.
+            let grad: &mut [f64] = if self.np == 0 { &mut *out } else { &mut *room };
             if self.phases_read_x {
-                inputs[..n].copy_from_slice(x);
+                inputs[..full].copy_from_slice(x);
             }
-            inputs[n..].fill(0.0);
+            inputs[full..].fill(0.0);
             ext_adj.fill(0.0);
             accs.fill(0.0);
             grad.fill(0.0);
@@ -188,20 +206,21 @@ impl Looped {
                 } else {
                     acc_of.push(next_acc);
                     next_acc += 1;
-                    accs[(next_acc - 1) * n..].as_mut_ptr()
+                    accs[(next_acc - 1) * full..].as_mut_ptr()
                 };
                 let mut sum = 0.0f64;
                 for &l in &s.loops {
                     // SAFETY: every loop was compiled for this signature; it reads inputs at
-                    // indices below `n` (checked when its index rules were made), externals
-                    // below `ext_total`, and writes the same ranges of `target`/`ext_adj`,
-                    // which are `n` and `ext_total` long.
+                    // indices below `n + np` (checked when its index rules were made),
+                    // externals below `ext_total`, and writes the same ranges of
+                    // `target`/`ext_adj`, which are `n + np` (`n` when there are no
+                    // parameters) and `ext_total` long.
                     unsafe {
                         let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(self.code.entries[l]);
                         f(x.as_ptr(), target, ext.as_ptr(), ext_adj.as_mut_ptr(), &mut sum);
                     }
                 }
-                inputs[n + j] = sum;
+                inputs[full + j] = sum;
             }
             let mut value = [0.0];
             match &self.main {
@@ -215,7 +234,7 @@ impl Looped {
                 None => {
                     // f* = σ_j: its only partial is ∂f*/∂σ_j = 1.
                     let j = self.sums.len() - 1;
-                    value[0] = inputs[n + j];
+                    value[0] = inputs[full + j];
                     sbar.fill(0.0);
                     sbar[j] = 1.0;
                 }
@@ -223,14 +242,14 @@ impl Looped {
             for (j, s) in self.sums.iter().enumerate().rev() {
                 let sb = sbar[j];
                 if !s.direct {
-                    let acc = &accs[acc_of[j] * n..(acc_of[j] + 1) * n];
+                    let acc = &accs[acc_of[j] * full..acc_of[j] * full + n];
                     for (g, a) in grad.iter_mut().zip(acc) {
                         *g += sb * a;
                     }
                 }
                 if let Some((code, xs, sigmas)) = &s.post {
                     for k in s.ext_start..s.ext_start + s.ext_len {
-                        inputs[n + r + k] = if s.direct { ext_adj[k] } else { sb * ext_adj[k] };
+                        inputs[full + r + k] = if s.direct { ext_adj[k] } else { sb * ext_adj[k] };
                     }
                     let out = &mut post[..xs.len() + sigmas.len()];
                     code.call1(inputs, out);
@@ -242,26 +261,33 @@ impl Looped {
                     }
                 }
             }
+            if self.np > 0 {
+                out.copy_from_slice(&room[..n]);
+            }
             Some(value[0])
         })
     }
 }
 
-/// Compiles `f`'s value and gradient with respect to `inputs` (variable nodes): with loops
-/// when `f` has classes, else one straight-line function. The graph is left as it was.
+/// Compiles `f`'s value and gradient with respect to `inputs` (variable nodes), reading
+/// `params` too (variables passed at call time, after the inputs, and not differentiated):
+/// with loops when `f` has classes, else one straight-line function. The graph is left as
+/// it was.
 pub fn compile_gradient(
     g: &mut Graph,
     f: Id,
     inputs: &[Id],
+    params: &[Id],
     opts: &CompileOptions,
 ) -> Result<GradientCode, GradientError> {
     let found = structure::recover(g, &[f]);
+    let read: Vec<Id> = inputs.iter().chain(params).copied().collect();
     if !worth_loops(g, f, &found) {
         let grad = reverse::try_gradient(g, f, inputs)?;
-        return Ok(GradientCode::Straight(Box::new(compile(g, inputs, &[&[f], &grad], opts)?)));
+        return Ok(GradientCode::Straight(Box::new(compile(g, &read, &[&[f], &grad], opts)?)));
     }
     let mark = g.mark();
-    let r = build(g, f, inputs, &found, opts);
+    let r = build(g, f, inputs, params, &found, opts);
     g.rollback(mark);
     r.map(|l| GradientCode::Looped(Box::new(l)))
 }
@@ -280,11 +306,17 @@ fn build(
     g: &mut Graph,
     f: Id,
     inputs: &[Id],
+    params: &[Id],
     found: &[LoopSum],
     opts: &CompileOptions,
 ) -> Result<Looped, GradientError> {
     let start = std::time::Instant::now();
     let n = inputs.len();
+    let np = params.len();
+    // Every phase and loop reads the inputs and then the parameters; only the inputs are
+    // differentiated (a loop's partials of a slot that reads only parameters are not
+    // computed; one that reads both scatters into a gradient buffer with room for them).
+    let read: Vec<Id> = inputs.iter().chain(params).copied().collect();
     let r = found.len();
     let sigma: Vec<Id> = (0..r).map(|j| g.var(&format!("#sum{j}"))).collect();
     // The externals, numbered in order of first use, sum by sum. An external that two sums
@@ -310,7 +342,7 @@ fn build(
         ext_ranges.push((first, ext_nodes.len() - first));
     }
     let eta: Vec<Id> = (0..ext_nodes.len()).map(|k| g.var(&format!("#adj{k}"))).collect();
-    let w: Vec<Id> = inputs.iter().chain(&sigma).chain(&eta).copied().collect();
+    let w: Vec<Id> = read.iter().chain(&sigma).chain(&eta).copied().collect();
     // Rebuild the function and the externals over the σ.
     let mut roots = vec![f];
     roots.extend_from_slice(&ext_nodes);
@@ -375,13 +407,23 @@ fn build(
         s.direct = g.is_num(grad[n + j], 1.0) && !feeds_later[j];
     }
     // The classes' loops: the classes of one sum with equal numbers of members share one.
-    let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+    let input_of: HashMap<Id, u32> = read.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
     let mut class_loops: Vec<Vec<ClassLoop>> = Vec::new();
     let mut class_stats = Vec::new();
     for (j, l) in found.iter().enumerate() {
         let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
         for c in &l.classes {
-            let cl = template(g, c, &input_of, &ext_index[j], None)?;
+            let mut cl = template(g, c, &input_of, &ext_index[j], None)?;
+            // No partials for a slot that reads parameters only.
+            cl.partials.retain(|&(s, _)| match &cl.sources[s] {
+                Source::Same(Array::Inputs, i) => (*i as usize) < n,
+                Source::Table(Array::Inputs, t) => t.iter().any(|&i| (i as usize) < n),
+                Source::Affine(Array::Inputs, step, first) => {
+                    let last = first + step * (c.members.len() as i64 - 1);
+                    (*first.min(&last) as usize) < n
+                }
+                _ => true,
+            });
             class_stats.push(super::lower::ClassStats {
                 members: c.members.len(),
                 template_nodes: c.template.len(),
@@ -427,9 +469,11 @@ fn build(
     let (r, e) = (sums.len(), ext_nodes.len());
     let indirect = sums.iter().filter(|s| !s.direct).count();
     let post = sums.iter().map(|s| s.post.as_ref().map_or(0, |p| p.1.len() + p.2.len())).max().unwrap_or(0);
-    let work = (n + r + e) + 2 * e + indirect * n + (main_nz.len() + r) + r + post;
+    let full = n + np;
+    let work = (full + r + e) + 2 * e + indirect * full + (main_nz.len() + r) + r + post + full;
     Ok(Looped {
         n,
+        np,
         sums,
         main,
         phases_read_x: read_x,
