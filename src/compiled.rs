@@ -241,7 +241,12 @@ std::thread_local! {
     static POINT: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`compile_gradient`] with options (keeping the Cranelift IR for [`CompiledGradient::ir`]).
+/// [`compile_gradient`] with options: keeping the Cranelift IR for [`CompiledGradient::ir`],
+/// or checking the compiled code against the interpreter before returning it
+/// (`check`): at up to 8 random points of the domain (drawn from [-2, 2] per variable; points
+/// where the interpreter reports a domain error or overflow are skipped, up to 64 tried), the
+/// value and every partial must agree within 1e-9 of the largest of them, else the result is
+/// an error naming the point and the first entry that disagrees.
 pub fn compile_gradient_with(f: &Expr, vars: &[&str], opts: &CompileOptions) -> Result<CompiledGradient> {
     gradient_of(f, vars, &[], opts)
 }
@@ -277,7 +282,61 @@ fn gradient_of(f: &Expr, vars: &[&str], params: &[&str], opts: &CompileOptions) 
         })
     })?;
     let build_time = start.elapsed().saturating_sub(code.stats().compile_time);
-    Ok(CompiledGradient { code, build_time })
+    let compiled = CompiledGradient { code, build_time };
+    if opts.check {
+        check_against_interpreter(f, &all, vars.len(), &compiled)?;
+    }
+    Ok(compiled)
+}
+
+/// Points tried by [`CompileOptions::check`], and how many of them must be in the domain.
+const CHECK_TRIES: usize = 64;
+const CHECK_POINTS: usize = 8;
+
+/// Compares `code` with the interpreter (the value and the reverse-mode gradient as graph
+/// nodes, evaluated with domain checks) at up to [`CHECK_POINTS`] random points where the
+/// interpreter has a value, drawn from [-2, 2] per variable and parameter by a fixed
+/// generator. Agreement is within the rounding guarantee of a reordered sum: `1e-9` of the
+/// largest magnitude among the value and the partials at that point.
+fn check_against_interpreter(f: &Expr, all: &[&str], n: usize, code: &CompiledGradient) -> Result<()> {
+    let grads = f.try_gradient(&all[..n])?;
+    let mut exprs = vec![f.clone()];
+    exprs.extend(grads);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+    };
+    let mut checked = 0;
+    for _ in 0..CHECK_TRIES {
+        let point: Vec<f64> = all.iter().map(|_| next()).collect();
+        let bound: Vec<(&str, f64)> = all.iter().copied().zip(point.iter().copied()).collect();
+        let Ok(expect) = Expr::eval_all(&exprs, &bound) else { continue };
+        if expect.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let mut grad = vec![0.0; n];
+        let value = code.eval_params(&point[..n], &point[n..], &mut grad)?;
+        let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let got = std::iter::once(value).chain(grad.iter().copied());
+        let what = std::iter::once("the value".to_owned()).chain(all[..n].iter().map(|v| format!("d/d{v}")));
+        for ((got, want), what) in got.zip(&expect).zip(what) {
+            if !((got - want).abs() <= 1e-9 * scale) {
+                let at: Vec<String> = bound.iter().map(|(v, x)| format!("{v}={x}")).collect();
+                return Err(Error::Invalid(format!(
+                    "compiled code disagrees with the interpreter at {}: {what} is {got} compiled, {want} interpreted",
+                    at.join(",")
+                )));
+            }
+        }
+        checked += 1;
+        if checked == CHECK_POINTS {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A compiled vector function: `outputs()` values from `inputs()` values.
@@ -622,4 +681,52 @@ pub fn export_c(f: &Expr, vars: &[&str], name: &str) -> Result<String> {
 /// `fn name(x: &[f64; N], grad: &mut [f64; N]) -> f64`.
 pub fn export_rust(f: &Expr, vars: &[&str], name: &str) -> Result<String> {
     export(f, vars, name, jit::export::Lang::Rust)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CompileOptions, check_against_interpreter, compile_gradient_params, compile_gradient_with};
+    use crate::Expr;
+
+    /// The check on `src`'s gradient over its variables (sorted) and `params`, against the
+    /// interpreter of `against` (the same formula: it must pass; another: it must name the
+    /// first entry that differs).
+    fn check(src: &str, against: &str, params: &[&str], expected: &str) {
+        let f = Expr::parse(src).unwrap();
+        let names: Vec<String> =
+            f.variables().into_iter().filter(|v| !params.contains(&v.as_str())).collect();
+        let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+        let code = compile_gradient_params(&f, &vars, params).unwrap();
+        let all: Vec<&str> = vars.iter().chain(params).copied().collect();
+        let other = f.parse_with(against).unwrap();
+        let got = match check_against_interpreter(&other, &all, vars.len(), &code) {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert!(got.contains(expected), "{src} against {against}: {got}");
+    }
+
+    #[test]
+    fn checks() {
+        check("x^2*y + sin(x)", "x^2*y + sin(x)", &[], "ok");
+        check("log(x)*y", "log(x)*y", &[], "ok"); // half the points are outside the domain
+        check("(y - a*t)^2", "(y - a*t)^2", &["t", "y"], "ok");
+        let rosen: Vec<String> =
+            (0..99).map(|i| format!("100*(x{:02} - x{i:02}^2)^2 + (1 - x{i:02})^2", i + 1)).collect();
+        check(&rosen.join(" + "), &rosen.join(" + "), &[], "ok"); // loops
+        check("x^2*y + sin(x)", "x^2*y + cos(x)", &[], "the value is");
+        check("x^2*y + x", "x^2*y + x + y", &[], "the value is");
+        check("x*y", "x*y + 0*sqrt(y)", &[], "ok");
+        check("x + 2*y", "x + 2*y + 1e-14*x", &[], "ok"); // within the tolerance
+        check("x + y", "x + 2*y - y + 3*x - 3*x + 1e-3*y", &[], "the value is 1.56");
+    }
+
+    #[test]
+    fn the_option_runs_the_check() {
+        let f = Expr::parse("exp(x)*y - y^3").unwrap();
+        let opts = CompileOptions { check: true, ..Default::default() };
+        let g = compile_gradient_with(&f, &["x", "y"], &opts).unwrap();
+        let mut grad = [0.0; 2];
+        assert_eq!(g.eval(&[0.0, 1.0], &mut grad), 0.0);
+    }
 }

@@ -689,12 +689,17 @@ impl Session {
             return Err(cx.err(line.span, "`:ir` and `:time` compile scalar functions").into());
         }
         let var_ids: Vec<Id> = vars.iter().map(|v| self.g.var(v)).collect();
-        let code =
-            jit::scalar::compile_gradient(&mut self.g, body, &var_ids, &[], &CompileOptions { keep_ir })
-                .map_err(|e| match e {
-                    GradientError::Budget(b) => too_large(&cx, line.span, "this gradient", b),
-                    GradientError::Jit(e) => e.into(),
-                })?;
+        let code = jit::scalar::compile_gradient(
+            &mut self.g,
+            body,
+            &var_ids,
+            &[],
+            &CompileOptions { keep_ir, ..Default::default() },
+        )
+        .map_err(|e| match e {
+            GradientError::Budget(b) => too_large(&cx, line.span, "this gradient", b),
+            GradientError::Jit(e) => e.into(),
+        })?;
         Ok((code, vars, at, body))
     }
 

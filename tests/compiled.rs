@@ -295,7 +295,7 @@ fn compiled_code_is_freed_and_recompiles() {
 #[test]
 fn ir_is_available_on_request() {
     let f = Expr::parse("x^3 + 2*x^2 + 1").unwrap();
-    let opts = symdiff::CompileOptions { keep_ir: true };
+    let opts = symdiff::CompileOptions { keep_ir: true, ..Default::default() };
     let g = symdiff::compile_gradient_with(&f, &["x"], &opts).unwrap();
     let ir = g.ir().unwrap();
     assert!(ir.contains("fmul") && ir.contains("store"), "{ir}");

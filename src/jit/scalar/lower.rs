@@ -104,10 +104,21 @@ pub(super) fn codegen(e: impl std::fmt::Display) -> JitError {
 }
 
 /// How to compile.
+///
+/// ```
+/// let f = symdiff::Expr::parse("log(x)*y + sqrt(y)")?;
+/// let opts = symdiff::CompileOptions { check: true, ..Default::default() };
+/// let g = symdiff::compile_gradient_with(&f, &["x", "y"], &opts)?; // checked at random points
+/// # Ok::<(), symdiff::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct CompileOptions {
     /// Keep the function's Cranelift IR as text (for `:ir` and `--dump-ir`).
     pub keep_ir: bool,
+    /// Before returning a compiled gradient, compare it with the interpreter at random points
+    /// of the function's domain and fail with the first disagreement (see
+    /// [`compile_gradient_with`](crate::compile_gradient_with)).
+    pub check: bool,
 }
 
 /// What compiling cost and produced.
