@@ -323,7 +323,9 @@ fn check_against_interpreter(f: &Expr, all: &[&str], n: usize, code: &CompiledGr
         let got = std::iter::once(value).chain(grad.iter().copied());
         let what = std::iter::once("the value".to_owned()).chain(all[..n].iter().map(|v| format!("d/d{v}")));
         for ((got, want), what) in got.zip(&expect).zip(what) {
-            if !((got - want).abs() <= 1e-9 * scale) {
+            // NaN compiled where the interpreter has a value is a disagreement too.
+            let agrees = (got - want).abs() <= 1e-9 * scale;
+            if !agrees {
                 let at: Vec<String> = bound.iter().map(|(v, x)| format!("{v}={x}")).collect();
                 return Err(Error::Invalid(format!(
                     "compiled code disagrees with the interpreter at {}: {what} is {got} compiled, {want} interpreted",
