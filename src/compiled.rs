@@ -396,12 +396,7 @@ fn compile_outputs(
     check_vars(exprs, vars)?;
     let code = with_graph(exprs, vars, |g, roots, vs| {
         let outs = build(g, roots, vs)?;
-        Ok::<_, Error>(VectorCode::Straight(Box::new(jit::compile(
-            g,
-            vs,
-            &[&outs],
-            &CompileOptions::default(),
-        )?)))
+        jit::scalar::compile_vector(g, &outs, vs).map_err(|e| gradient_error("the function", e))
     })?;
     Ok(Compiled { code })
 }

@@ -95,7 +95,7 @@ enum DirectionalCode {
     /// A gradient with respect to `x`, the direction its parameters.
     Gradient(GradientCode),
     /// A vector function of `x ++ direction` with `m` outputs.
-    Vector(jit::scalar::CompiledFunction),
+    Vector(jit::scalar::VectorCode),
 }
 
 impl CompiledDirectional {
@@ -226,7 +226,7 @@ pub fn compile_jvp(fs: &[Expr], vars: &[&str]) -> Result<CompiledDirectional> {
         }
         let outs: Vec<Id> = rows.iter().map(|terms| g.add(terms)).collect();
         let inputs: Vec<Id> = vs.iter().chain(v).copied().collect();
-        Ok(jit::compile(g, &inputs, &[&outs], &CompileOptions::default())?)
+        jit::scalar::compile_vector(g, &outs, &inputs).map_err(|e| gradient_error("the Jacobian", e))
     })?;
     Ok(CompiledDirectional { code: DirectionalCode::Vector(code), n, k: n, m })
 }

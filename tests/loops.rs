@@ -8,7 +8,7 @@
 //! a table.
 
 use proptest::prelude::*;
-use symdiff::{Expr, compile_gradient, compile_hessian};
+use symdiff::{Expr, compile, compile_gradient, compile_hessian, compile_jacobian};
 
 /// `n` terms joined by ` + `.
 fn sum(n: usize, term: impl Fn(usize) -> String) -> String {
@@ -136,6 +136,69 @@ fn check_hessian(src: &str, expected: &str) {
     let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     for (k, (a, b)) in out.iter().zip(&expect).enumerate() {
         assert!((a - b).abs() <= 1e-11 * scale, "H[{}][{}]: compiled {a}, interpreted {b}", k / n, k % n);
+    }
+}
+
+/// The compiled vector function `srcs` (over their sorted variables) has the classes
+/// `expected`; a sum agrees with the interpreter within the rounding of a reordered sum, and
+/// classes of like outputs to the bit (each output is computed as in straight-line code).
+fn check_vector(srcs: &[String], expected: &str) {
+    let first = Expr::parse(&srcs[0]).unwrap_or_else(|e| panic!("{e}"));
+    let fs: Vec<Expr> = srcs.iter().map(|s| first.parse_with(s).unwrap()).collect();
+    let mut names: Vec<String> = fs.iter().flat_map(|f| f.variables()).collect();
+    names.sort();
+    names.dedup();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let c = compile(&fs, &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(classes(c.stats()), expected, "classes of {}", &srcs[0][..srcs[0].len().min(80)]);
+    let x = point(vars.len());
+    let mut out = vec![f64::NAN; fs.len()];
+    c.eval(&x, &mut out).unwrap();
+    let bound: Vec<(&str, f64)> = vars.iter().copied().zip(x.iter().copied()).collect();
+    let expect = Expr::eval_all(&fs, &bound).unwrap();
+    for (k, (a, b)) in out.iter().zip(&expect).enumerate() {
+        if fs.len() == 1 {
+            assert!((a - b).abs() <= 1e-11 * b.abs().max(1.0), "value: compiled {a}, interpreted {b}");
+        } else {
+            assert_eq!(a.to_bits(), b.to_bits(), "output {k}: compiled {a}, interpreted {b}");
+        }
+    }
+}
+
+#[test]
+fn vector_functions() {
+    let n = 60;
+    // One large sum: its value by loops.
+    check_vector(
+        &[sum(n - 1, |i| format!("100*({} - {}^2)^2 + (1 - {})^2", x(i + 1), x(i), x(i)))],
+        "59x5, 59x3",
+    );
+    check_vector(&[sum(n, |i| format!("sin({})*{}", x(i), 0.5 + i as f64)) + " + exp(u)"], "60x2");
+    // A shared operand keeps a sum straight-line.
+    check_vector(&[format!("log({})", sum(n, |i| format!("exp({})", x(i))))], "");
+    // Like outputs: the residuals of a banded system, with a near miss and a repeated output.
+    let mut rows: Vec<String> = (0..n)
+        .map(|i| format!("(3 - 2*{})*{} - {} - 2*{} + 1", x(i + 1), x(i + 1), x(i), x(i + 2)))
+        .collect();
+    rows[7] = format!("(3 - 2*{})*{} - {} - 3*{} + 1", x(8), x(8), x(7), x(9));
+    rows.push(rows[0].clone());
+    check_vector(&rows, "58x6"); // not row 7, nor row 0, which is also output 60
+    check_vector(&rows[..10], "");
+    // The Jacobian of the banded system: like entries in loops, the rest straight-line.
+    let first = Expr::parse(&rows[0]).unwrap();
+    let fs: Vec<Expr> = rows[..n].iter().map(|s| first.parse_with(s).unwrap()).collect();
+    let names: Vec<String> = (0..n + 2).map(x).collect();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let j = compile_jacobian(&fs, &vars).unwrap();
+    let mut out = vec![0.0; n * (n + 2)];
+    let pt = point(n + 2);
+    j.eval(&pt, &mut out).unwrap();
+    let bound: Vec<(&str, f64)> = vars.iter().copied().zip(pt.iter().copied()).collect();
+    for (r, f) in fs.iter().enumerate() {
+        for (c, v) in vars.iter().enumerate() {
+            let e = f.diff(v).eval(&bound).unwrap();
+            assert_eq!(out[r * (n + 2) + c].to_bits(), e.to_bits(), "J[{r}][{c}]");
+        }
     }
 }
 

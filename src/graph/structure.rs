@@ -170,6 +170,13 @@ fn find(group: &mut [u32], mut m: u32) -> u32 {
 /// arguments (a private node's number, or a slot's kind and number, or an exponent's
 /// value). (3) Classes: terms with equal signatures, kept when there are enough of them.
 pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
+    recover_grouped(g, roots, MAX_GROUP)
+}
+
+/// [`recover`] with members of at most `max_group` terms: 1 for the outputs of a vector
+/// function gathered as the terms of one (unsimplified) sum, where each member must be one
+/// output.
+pub fn recover_grouped(g: &Graph, roots: &[Id], max_group: usize) -> Vec<LoopSum> {
     let order = g.reachable(roots);
     let is_candidate = |id: Id| g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id);
     if !order.iter().any(|&id| is_candidate(id)) {
@@ -229,7 +236,7 @@ pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
             && sum_of[a as usize] == sum_of[b as usize]
         {
             let (ra, rb) = (find(&mut group, a), find(&mut group, b));
-            if ra != rb && size[ra as usize] + size[rb as usize] <= MAX_GROUP as u32 {
+            if ra != rb && size[ra as usize] + size[rb as usize] <= max_group as u32 {
                 let (big, small) = if ra < rb { (ra, rb) } else { (rb, ra) };
                 group[small as usize] = big;
                 size[big as usize] += size[small as usize];

@@ -16,7 +16,7 @@ mod team;
 pub mod tensor;
 
 pub use scalar::export;
-pub use scalar::{ClassStats, CompileOptions, JitError, Stats as CompileStats, compile};
+pub use scalar::{ClassStats, CompileOptions, JitError, Stats as CompileStats};
 pub(crate) use team::for_each as parallel_for;
 pub use team::{set_threads, threads};
 pub use tensor::{fuse, step};

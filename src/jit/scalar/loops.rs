@@ -101,6 +101,9 @@ pub struct ClassLoop {
     pub pairs: Vec<(usize, usize, Id)>,
     pub width: usize,
     pub pair_at: Vec<(Vec<u32>, Option<Vec<f64>>)>,
+    /// Where member `k`'s value is stored in the output (a vector function's classes of like
+    /// outputs), instead of being added to the sum; empty for a sum.
+    pub value_at: Vec<u32>,
     /// The slot variables of `graph`, in slot order (`None` for a literal number).
     pub slot_vars: Vec<Option<Id>>,
     pub sources: Vec<Source>,
@@ -176,7 +179,11 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
                     .collect()
             })
             .collect();
-        emit(group, &addresses, &pair_addresses, &mut module, &mut ctx.func, &mut fbc)?;
+        let value_addresses: Vec<i64> = group
+            .iter()
+            .map(|l| if l.value_at.is_empty() { 0 } else { l.value_at.as_ptr() as i64 })
+            .collect();
+        emit(group, &addresses, &pair_addresses, &value_addresses, &mut module, &mut ctx.func, &mut fbc)?;
         if keep_ir {
             let members = group.first().map_or(0, |l| l.members);
             ir += &format!(
@@ -200,6 +207,7 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
                 tables.push(t);
                 numbers.extend(w);
             }
+            tables.push(std::mem::take(&mut l.value_at));
         }
     }
     module.finalize_definitions().map_err(codegen)?;
@@ -213,6 +221,8 @@ struct Frame<'a> {
     addresses: &'a [Vec<i64>],
     /// Per class and pair: the addresses of its entry table and weight column (0 if none).
     pair_addresses: &'a [Vec<(i64, i64)>],
+    /// Per class: the address of its table of output positions (0 for a sum).
+    value_addresses: &'a [i64],
     inputs: Value,
     grad: Value,
     ext: Value,
@@ -240,6 +250,7 @@ fn emit(
     group: &[ClassLoop],
     addresses: &[Vec<i64>],
     pair_addresses: &[Vec<(i64, i64)>],
+    value_addresses: &[i64],
     module: &mut JITModule,
     func: &mut cranelift_codegen::ir::Function,
     fbc: &mut FunctionBuilderContext,
@@ -258,6 +269,7 @@ fn emit(
         group,
         addresses,
         pair_addresses,
+        value_addresses,
         inputs: p[0],
         grad: p[1],
         ext: p[2],
@@ -455,7 +467,22 @@ fn run(
             values.insert(id, v);
         }
         // Results.
-        sum = em.b.ins().fadd(sum, values[&l.value]);
+        if frame.value_addresses[c] != 0 {
+            // Each member's value to its own output, lane by lane.
+            let v = values[&l.value];
+            for lane in 0..lanes {
+                let kl = if lane == 0 { k } else { em.b.ins().iadd_imm_s(k, lane as i64) };
+                let t = em.b.ins().imul_imm_s(kl, 4);
+                let t = em.b.ins().iadd_imm_s(t, frame.value_addresses[c]);
+                let i = em.b.ins().uload32(READ_ONLY, t, 0);
+                let off = em.b.ins().ishl_imm_s(i, 3);
+                let at = em.b.ins().iadd(frame.grad, off);
+                let x = if vector { em.b.ins().extractlane(v, lane) } else { v };
+                em.b.ins().store(WRITE, x, at, 0);
+            }
+        } else {
+            sum = em.b.ins().fadd(sum, values[&l.value]);
+        }
         for (s, d) in &l.partials {
             if let Some((rule, at)) = &slot_addr[*s] {
                 match scatter.iter_mut().find(|(r, ..)| r == rule) {

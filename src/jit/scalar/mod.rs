@@ -17,8 +17,8 @@ mod lower;
 mod program;
 
 pub(crate) use lower::MAX_ARRAY;
-pub use lower::{ClassStats, CompileOptions, CompiledFunction, JitError, Stats, compile};
+pub use lower::{ClassStats, CompileOptions, JitError, Stats};
 pub use program::{
     GradientCode, GradientError, VectorCode, compile_gradient, compile_hessian, compile_sparse_hessian,
-    compile_sparse_jacobian,
+    compile_sparse_jacobian, compile_vector,
 };

@@ -640,6 +640,7 @@ fn template(
         pairs,
         width,
         pair_at: Vec::new(),
+        value_at: Vec::new(),
         slot_vars,
         sources,
         members: c.members.len(),
@@ -652,6 +653,246 @@ pub enum VectorCode {
     Straight(Box<CompiledFunction>),
     Looped(Box<LoopedHessian>),
     Entries(Box<Entries>),
+    Outputs(Box<LoopedOutputs>),
+    Sum(Box<LoopedSum>),
+}
+
+/// A scalar function that is a large sum with classes of like terms: its value as loops
+/// over the classes plus the rest of the sum straight-line (the value half of
+/// [`compile_gradient`]'s program, for [`compile_vector`] with one output).
+pub struct LoopedSum {
+    n: usize,
+    code: Loops,
+    rest: Option<CompiledFunction>,
+    stats: Stats,
+}
+
+// SAFETY: as for `Looped`.
+unsafe impl Send for LoopedSum {}
+unsafe impl Sync for LoopedSum {}
+
+impl LoopedSum {
+    fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
+        if x.len() != self.n || out.len() != 1 {
+            return false;
+        }
+        let mut sum = 0.0f64;
+        for &entry in &self.code.entries {
+            // SAFETY: compiled for this signature; reads inputs below `n`; its classes have
+            // no partials, so it writes nothing but `sum`.
+            unsafe {
+                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
+                f(x.as_ptr(), std::ptr::null_mut(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
+            }
+        }
+        let mut rest = [0.0];
+        if let Some(code) = &self.rest {
+            code.call1(x, &mut rest);
+        }
+        out[0] = sum + rest[0];
+        true
+    }
+}
+
+/// `f` as a [`LoopedSum`] when it is one large sum with classes that read no shared
+/// subexpression and hold most of it; `None` otherwise.
+fn sum_code(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<Option<VectorCode>, GradientError> {
+    let found = structure::recover(g, &[f]);
+    let simple = worth_loops(g, f, &found)
+        && found.len() == 1
+        && found[0].sum == f
+        && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
+    if !simple {
+        return Ok(None);
+    }
+    let start = std::time::Instant::now();
+    let mark = g.mark();
+    let r = (|| {
+        let l = &found[0];
+        let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+        let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
+        let mut class_stats = Vec::new();
+        for c in &l.classes {
+            let mut cl = template(g, c, &input_of, &HashMap::new(), None)?;
+            cl.partials.clear();
+            class_stats.push(super::lower::ClassStats {
+                members: c.members.len(),
+                template_nodes: c.template.len(),
+                slots: c.slots.len(),
+            });
+            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
+                Some(grp) => grp.push(cl),
+                None => groups.push(vec![cl]),
+            }
+        }
+        let rest = if l.rest.is_empty() {
+            None
+        } else {
+            let r = g.add(&l.rest);
+            Some(compile(g, inputs, &[&[r]], &CompileOptions::default())?)
+        };
+        let mut ops = rest.as_ref().map_or(0, |r| r.stats().ops);
+        for grp in &groups {
+            for l in grp {
+                ops += l.members * l.graph.ops_of(&[l.value]);
+            }
+        }
+        let code = loops::compile(&mut groups, false)?;
+        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
+        let stats = Stats {
+            nodes: rest.as_ref().map_or(0, |r| r.stats().nodes),
+            ops,
+            value_ops: ops,
+            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.stats().chunks),
+            spilled: rest.as_ref().map_or(0, |r| r.stats().spilled),
+            compile_time: start.elapsed(),
+            allocator: "backtracking",
+            classes: class_stats,
+            looped_nodes,
+        };
+        Ok(LoopedSum { n: inputs.len(), code, rest, stats })
+    })();
+    g.rollback(mark);
+    r.map(|l| Some(VectorCode::Sum(Box::new(l))))
+}
+
+/// A vector function whose outputs include classes of like outputs (the entries of a banded
+/// system's Jacobian, the residuals of a fit): one loop per group of classes stores each
+/// member's value at its output, and the other outputs are straight-line code. Every output
+/// is computed as in straight-line code, so the results are the same to the bit.
+pub struct LoopedOutputs {
+    n: usize,
+    outputs: usize,
+    code: Loops,
+    rest: Option<(CompiledFunction, Vec<u32>)>,
+    stats: Stats,
+}
+
+// SAFETY: as for `Looped`.
+unsafe impl Send for LoopedOutputs {}
+unsafe impl Sync for LoopedOutputs {}
+
+impl LoopedOutputs {
+    fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
+        if x.len() != self.n || out.len() != self.outputs {
+            return false;
+        }
+        let mut sum = 0.0f64;
+        for &entry in &self.code.entries {
+            // SAFETY: compiled for this signature; reads inputs below `n`, writes outputs at
+            // the positions of its tables (each below `outputs`); no externals.
+            unsafe {
+                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
+                f(x.as_ptr(), out.as_mut_ptr(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
+            }
+        }
+        if let Some((code, idx)) = &self.rest {
+            WORK.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.len() < idx.len() {
+                    w.resize(idx.len(), 0.0);
+                }
+                code.call1(x, &mut w[..idx.len()]);
+                for (k, &i) in idx.iter().enumerate() {
+                    out[i as usize] = w[k];
+                }
+            });
+        }
+        true
+    }
+}
+
+/// Compiles the vector function `outs` of `inputs`: with loops over classes of like
+/// outputs when they hold at least half of its nodes (classes that read a shared
+/// subexpression stay straight-line), else one straight-line function.
+pub fn compile_vector(g: &mut Graph, outs: &[Id], inputs: &[Id]) -> Result<VectorCode, GradientError> {
+    let straight = |g: &mut Graph| -> Result<VectorCode, GradientError> {
+        Ok(VectorCode::Straight(Box::new(compile(g, inputs, &[outs], &CompileOptions::default())?)))
+    };
+    if let [f] = outs
+        && let Some(code) = sum_code(g, *f, inputs)?
+    {
+        return Ok(code);
+    }
+    if outs.len() < structure::MIN_MEMBERS {
+        return straight(g);
+    }
+    let start = std::time::Instant::now();
+    let mark = g.mark();
+    // The outputs as the terms of one sum, not simplified: its classes are classes of
+    // outputs, one output per member.
+    let all = g.intern(crate::graph::Op::Add, outs);
+    let found = structure::recover_grouped(g, &[all], 1);
+    let Some(l) = found.into_iter().find(|l| l.sum == all) else {
+        g.rollback(mark);
+        return straight(g);
+    };
+    let simple: Vec<&structure::Class> =
+        l.classes.iter().filter(|c| c.slots.iter().all(|s| s.kind != SlotKind::External)).collect();
+    let looped: usize = simple.iter().map(|c| c.members.len() * c.template.len()).sum();
+    let nodes = g.reachable(outs).iter().filter(|&&id| !g.args(id).is_empty()).count();
+    if 2 * looped < nodes {
+        g.rollback(mark);
+        return straight(g);
+    }
+    let r = (|| {
+        let mut position: HashMap<Id, u32> = HashMap::new();
+        for (k, &o) in outs.iter().enumerate() {
+            position.entry(o).or_insert(k as u32);
+        }
+        let input_of: HashMap<Id, u32> = inputs.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+        let mut in_loops = vec![false; outs.len()];
+        let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
+        let mut class_stats = Vec::new();
+        for c in &simple {
+            let mut cl = template(g, c, &input_of, &HashMap::new(), None)?;
+            cl.partials.clear();
+            cl.value_at = c.members.iter().map(|m| position[&m[0]]).collect();
+            for &k in &cl.value_at {
+                in_loops[k as usize] = true;
+            }
+            class_stats.push(super::lower::ClassStats {
+                members: c.members.len(),
+                template_nodes: c.template.len(),
+                slots: c.slots.len(),
+            });
+            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
+                Some(grp) => grp.push(cl),
+                None => groups.push(vec![cl]),
+            }
+        }
+        // Every output not stored by a loop (a repeated output node is stored by the loop
+        // once and by the rest at its other positions).
+        let idx: Vec<u32> = (0..outs.len() as u32).filter(|&k| !in_loops[k as usize]).collect();
+        let rest_nodes: Vec<Id> = idx.iter().map(|&k| outs[k as usize]).collect();
+        let rest = if rest_nodes.is_empty() {
+            None
+        } else {
+            Some((compile(g, inputs, &[&rest_nodes], &CompileOptions::default())?, idx))
+        };
+        let mut ops = rest.as_ref().map_or(0, |r| r.0.stats().ops);
+        for grp in &groups {
+            for l in grp {
+                ops += l.members * l.graph.ops_of(&[l.value]);
+            }
+        }
+        let code = loops::compile(&mut groups, false)?;
+        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
+        let stats = Stats {
+            nodes: rest.as_ref().map_or(0, |r| r.0.stats().nodes),
+            ops,
+            value_ops: ops,
+            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.0.stats().chunks),
+            spilled: rest.as_ref().map_or(0, |r| r.0.stats().spilled),
+            compile_time: start.elapsed(),
+            allocator: "backtracking",
+            classes: class_stats,
+            looped_nodes,
+        };
+        Ok(LoopedOutputs { n: inputs.len(), outputs: outs.len(), code, rest, stats })
+    })();
+    g.rollback(mark);
+    r.map(|l| VectorCode::Outputs(Box::new(l)))
 }
 
 /// The entries of a sparse matrix of which some are numbers (the linear parts of a system
@@ -661,29 +902,20 @@ pub enum VectorCode {
 pub struct Entries {
     n: usize,
     template: Vec<f64>,
-    code: Option<(CompiledFunction, Vec<u32>)>,
+    code: Option<(VectorCode, Vec<u32>)>,
 }
 
 /// `entries` as code: [`Entries`] when some are numbers, else one straight-line function.
-fn entries_code(g: &Graph, inputs: &[Id], entries: &[Id]) -> Result<VectorCode, GradientError> {
+fn entries_code(g: &mut Graph, inputs: &[Id], entries: &[Id]) -> Result<VectorCode, GradientError> {
     let numbers = entries.iter().filter(|&&e| g.as_num(e).is_some()).count();
     if numbers == 0 {
-        return Ok(VectorCode::Straight(Box::new(compile(
-            g,
-            inputs,
-            &[entries],
-            &CompileOptions::default(),
-        )?)));
+        return compile_vector(g, entries, inputs);
     }
     let template: Vec<f64> = entries.iter().map(|&e| g.as_num(e).unwrap_or(0.0)).collect();
     let at: Vec<u32> =
         (0..entries.len()).filter(|&k| g.as_num(entries[k]).is_none()).map(|k| k as u32).collect();
     let computed: Vec<Id> = at.iter().map(|&k| entries[k as usize]).collect();
-    let code = if computed.is_empty() {
-        None
-    } else {
-        Some((compile(g, inputs, &[&computed], &CompileOptions::default())?, at))
-    };
+    let code = if computed.is_empty() { None } else { Some((compile_vector(g, &computed, inputs)?, at)) };
     Ok(VectorCode::Entries(Box::new(Entries { n: inputs.len(), template, code })))
 }
 
@@ -743,6 +975,8 @@ impl VectorCode {
         match self {
             VectorCode::Straight(c) => c.inputs(),
             VectorCode::Entries(e) => e.n,
+            VectorCode::Outputs(o) => o.n,
+            VectorCode::Sum(o) => o.n,
             VectorCode::Looped(l) => l.n,
         }
     }
@@ -751,6 +985,8 @@ impl VectorCode {
         match self {
             VectorCode::Straight(c) => c.groups()[0],
             VectorCode::Entries(e) => e.template.len(),
+            VectorCode::Outputs(o) => o.outputs,
+            VectorCode::Sum(_) => 1,
             VectorCode::Looped(l) => l.outputs,
         }
     }
@@ -759,6 +995,8 @@ impl VectorCode {
         match self {
             VectorCode::Straight(c) => c.stats(),
             VectorCode::Entries(e) => e.code.as_ref().map_or(&*NO_STATS, |c| c.0.stats()),
+            VectorCode::Outputs(o) => &o.stats,
+            VectorCode::Sum(o) => &o.stats,
             VectorCode::Looped(l) => &l.stats,
         }
     }
@@ -768,6 +1006,8 @@ impl VectorCode {
         let l = match self {
             VectorCode::Straight(c) => return c.call1(x, out),
             VectorCode::Entries(e) => return e.call1(x, out),
+            VectorCode::Outputs(o) => return o.call1(x, out),
+            VectorCode::Sum(o) => return o.call1(x, out),
             VectorCode::Looped(l) => l,
         };
         if x.len() != l.n || out.len() != l.outputs {
