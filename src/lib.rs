@@ -35,7 +35,7 @@ pub use compiled::{
     Compiled, CompiledGradient, compile, compile_gradient, compile_gradient_with, compile_hessian,
     compile_jacobian, export_c, export_rust,
 };
-pub use expr::{Error, Expr, Point, Result};
+pub use expr::{Error, Expr, Operand, Point, Result};
 pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};
 pub use jit::{ClassStats, CompileOptions, CompileStats, set_threads, threads};

@@ -679,10 +679,22 @@ pub fn import(to: &mut Graph, from: &Graph, root: Id) -> Id {
     import_with(to, from, root, HashMap::new())
 }
 
+/// [`import`] of several roots in one walk, so that what they share is copied once; their
+/// ids in `to`, in order.
+pub fn import_all(to: &mut Graph, from: &Graph, roots: &[Id]) -> Vec<Id> {
+    let new = import_nodes(to, from, roots, HashMap::new());
+    roots.iter().map(|r| new[r]).collect()
+}
+
 /// [`import`], with the nodes of `from` in `map` replaced by nodes of `to` (applying a
 /// function defined in one graph to values of another).
 pub fn import_with(to: &mut Graph, from: &Graph, root: Id, map: HashMap<Id, Id>) -> Id {
-    let order = from.reachable(&[root]);
+    import_nodes(to, from, &[root], map)[&root]
+}
+
+/// The images in `to` of every node of `from` under `roots` (and of `map`'s keys).
+fn import_nodes(to: &mut Graph, from: &Graph, roots: &[Id], map: HashMap<Id, Id>) -> HashMap<Id, Id> {
+    let order = from.reachable(roots);
     let mut new: HashMap<Id, Id> = map;
     let mut args = Vec::new();
     for &id in &order {
@@ -708,5 +720,5 @@ pub fn import_with(to: &mut Graph, from: &Graph, root: Id, map: HashMap<Id, Id>)
         };
         new.insert(id, image);
     }
-    new[&root]
+    new
 }
