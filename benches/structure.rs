@@ -31,6 +31,18 @@
 //! prints one line saying why and the run goes on.
 //!
 //! `stats` is [`describe`] of the compiled function's `CompileStats`.
+//!
+//! ```text
+//! cargo bench --bench structure -- --build --sizes 1e6   # building in code against parsing
+//! ```
+//!
+//! `--build` measures something else: the Rosenbrock function built in code (`Expr::var` for
+//! `x0 ... xN`, the operators, `powi` and `Expr::sum`, as a user would write it) against
+//! `Expr::parse` of its text, in one child process per size (built first, then parsed; the
+//! text is generated before the clock starts). The row has both times, their ratio, the time
+//! the variables alone took, the peak memory after building, both DAGs' node counts, and the
+//! relative difference of their values at one point (the built sum creates `x0` before `x1`
+//! where the text names `x1` first, so its terms are stored, and added, in another order).
 
 use std::hint::black_box;
 use std::io::Read;
@@ -472,6 +484,44 @@ fn run_case(shape: &str, terms: usize, quick: bool) {
     ));
 }
 
+/// Builds the Rosenbrock function of `terms` terms in code and parses its text, and prints
+/// the row of `--build`.
+fn run_build_case(terms: usize) {
+    let n = terms + 1;
+    let text = (0..n - 1)
+        .map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let names = names("x", n);
+    let start = Instant::now();
+    let x: Vec<Expr> = names.iter().map(|v| Expr::var(v)).collect();
+    let vars = start.elapsed();
+    let built =
+        Expr::sum((0..n - 1).map(|i| 100.0 * (&x[i + 1] - x[i].powi(2)).powi(2) + (1.0 - &x[i]).powi(2)));
+    let build = start.elapsed();
+    let peak = peak_memory().map_or("?".to_owned(), |b| format!("{} MiB", b >> 20));
+    drop(x);
+    let (parsed, parse) = match parse(&text) {
+        Ok(p) => p,
+        Err(e) => return println!("| {terms} | parse failed: {e} |"),
+    };
+    let point: Vec<(&str, f64)> =
+        names.iter().enumerate().map(|(i, v)| (v.as_str(), 0.5 + 0.3 * (i as f64 * 0.7).sin())).collect();
+    let diff = match (built.eval(&point), parsed.eval(&point)) {
+        (Ok(b), Ok(p)) => format!("{:.1e}", (b - p).abs() / p.abs().max(f64::MIN_POSITIVE)),
+        (b, p) => format!("evaluation failed: {b:?} / {p:?}"),
+    };
+    println!(
+        "| {terms} | {} | {} | {:.2}x | {} | {peak} | {} / {} | {diff} |",
+        fmt_time(parse.as_secs_f64()),
+        fmt_time(build.as_secs_f64()),
+        build.as_secs_f64() / parse.as_secs_f64(),
+        fmt_time(vars.as_secs_f64()),
+        built.node_count(),
+        parsed.node_count(),
+    );
+}
+
 /// `1e5`, `100000` or `100_000`.
 fn parse_size(s: &str) -> Option<usize> {
     let s = s.replace('_', "");
@@ -493,13 +543,19 @@ fn cpu_model() -> String {
 
 /// Runs one case as a child process, relaying its row; a child that dies or runs past
 /// `timeout` gets a row saying so.
+/// (`shape` "built": a `--build` row.)
 fn spawn_case(shape: &str, terms: usize, quick: bool, timeout: Duration) {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return println!("| {shape} | {terms} | cannot re-execute the benchmark: {e} |"),
     };
     let mut cmd = Command::new(exe);
-    cmd.args(["--case", shape, &terms.to_string()]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if shape == "built" {
+        cmd.args(["--build-case", &terms.to_string()]);
+    } else {
+        cmd.args(["--case", shape, &terms.to_string()]);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if quick {
         cmd.arg("--quick");
     }
@@ -549,6 +605,13 @@ fn main() {
         };
         return run_case(shape, terms, quick);
     }
+    if let Some(i) = args.iter().position(|a| a == "--build-case") {
+        let Some(terms) = args.get(i + 1).and_then(|s| parse_size(s)) else {
+            eprintln!("usage: --build-case TERMS");
+            std::process::exit(2);
+        };
+        return run_build_case(terms);
+    }
     let default = if quick { "1e3,1e4" } else { "1e3,1e4,1e5" };
     let sizes_arg =
         value("--sizes").or_else(|| std::env::var("SYMDIFF_BENCH_SIZES").ok()).unwrap_or(default.into());
@@ -570,6 +633,19 @@ fn main() {
         cpu_model(),
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
+    if args.iter().any(|a| a == "--build") {
+        println!(
+            "\nRosenbrock, built in code (`Expr::var`, operators, `Expr::sum`) and parsed from its text:"
+        );
+        println!(
+            "\n| terms | parse | build in code | build/parse | of which variables | peak after building | nodes built / parsed | value difference |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &terms in &sizes {
+            spawn_case("built", terms, quick, timeout);
+        }
+        return;
+    }
     println!(
         "\n| shape | terms | text | parse | gradient build | compile | eval | hand-written | eval/hand | peak | err | stats |"
     );

@@ -18,6 +18,15 @@ fn main() -> Result<(), symdiff::Error> {
     assert_eq!(compiled.eval(&[4.0], &mut grad), 97.0);
     assert_eq!(grad, [64.0]);
 
+    // Built in code: the same nodes as the text parsed, no string in between.
+    let x = symdiff::Expr::var("x");
+    let built = x.powi(3) + 2.0 * x.powi(2) + 1.0;
+    assert_eq!(built.to_string(), f.to_string());
+    assert_eq!(built.diff("x").to_string(), "3*x^2 + 4*x");
+    let xs: Vec<symdiff::Expr> = (0..3).map(|i| symdiff::Expr::var(&format!("x{i}"))).collect();
+    let sum: symdiff::Expr = xs.iter().map(|xi| xi.sin()).sum();
+    assert_eq!(sum.to_string(), "sin(x0) + sin(x1) + sin(x2)");
+
     // Bad input is an error with a position, never a panic.
     let err = symdiff::Expr::parse("x^^2").unwrap_err();
     assert!(err.to_string().starts_with("formula:1:3:"));

@@ -14,6 +14,10 @@ use crate::diff;
 use crate::graph::{self, Graph, Id, Scope, Style};
 use crate::syntax::{self, Diagnostic};
 
+mod build;
+
+pub use build::Operand;
+
 /// Every error the library reports.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -46,6 +50,36 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert_eq!(df.eval(&[("x", 4.0)])?, 64.0);
 /// # Ok::<(), symdiff::Error>(())
 /// ```
+///
+/// **Built in code.** [`Expr::var`] and [`Expr::num`], the operators `+ - * /` and unary `-`
+/// (between `Expr`, `&Expr` and `f64`, and `+=` and friends), [`pow`](Expr::pow),
+/// [`powi`](Expr::powi), a method per built-in function ([`sin`](Expr::sin),
+/// [`sigmoid`](Expr::sigmoid), ...) and [`Expr::sum`] / [`Expr::product`] (also `impl Sum`
+/// and `impl Product`) build the nodes the parser builds for the same text, with no text in
+/// between: the result prints and evaluates as the parsed formula does.
+///
+/// ```
+/// use symdiff::Expr;
+/// let x = Expr::var("x");
+/// let f = (x.clone() + 1.0) * 2.0;
+/// assert_eq!(f.to_string(), Expr::parse("(x + 1)*2")?.to_string());
+/// assert_eq!((&x - &x).to_string(), "0");
+/// let xs: Vec<Expr> = (0..3).map(|i| Expr::var(&format!("x{i}"))).collect();
+/// let sum: Expr = xs.iter().map(|xi| xi.sin()).sum();
+/// assert_eq!(sum.to_string(), "sin(x0) + sin(x1) + sin(x2)");
+/// # Ok::<(), symdiff::Error>(())
+/// ```
+///
+/// Which graph: `Expr::var`, `Expr::num`, [`Expr::pi`] and [`Expr::e`] build in the calling
+/// thread's default graph, which every expression built from them on that thread shares
+/// for as long as any of them is alive (the thread holds it weakly: after the last is
+/// dropped, the next `Expr::var` starts an empty graph). [`var_in`](Expr::var_in) and
+/// [`num_in`](Expr::num_in) build in another expression's graph (a parsed one, say), so
+/// parsing and building mix without copying. Expressions of different graphs still
+/// combine: those of the graph with fewer nodes are copied into the other. Building has no
+/// size limit (as [`diff`](Expr::diff) has none); the node budget of the `try_` routes grows
+/// with what was built. NaN and infinite numbers, which no formula can write, are constants
+/// without a value: evaluating them fails.
 #[derive(Clone)]
 pub struct Expr {
     graph: Arc<Mutex<Graph>>,

@@ -27,7 +27,8 @@ pub enum EvalErrorKind {
     DivisionByZero,
     /// A finite computation whose result does not fit in an f64 (`exp(1000)`).
     Overflow,
-    /// A NaN appeared (only possible when an input value is NaN or infinite).
+    /// A NaN appeared (only possible when an input value is NaN or infinite, or a program
+    /// built a NaN number with `Expr::num`).
     NotANumber,
     /// A tensor operation reached the scalar interpreter (use the tensor interpreter).
     Tensor,

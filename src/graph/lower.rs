@@ -77,6 +77,13 @@ impl Scope<'_> {
     /// Lowers the subtrees at `roots` (in one forward scan, as if they were one tree), giving
     /// one node per root.
     pub fn lower_many(&self, g: &mut Graph, roots: &[AstId]) -> Result<Vec<Id>, Diagnostic> {
+        self.scan(g, roots, &[])
+    }
+
+    /// [`lower_many`](Self::lower_many), giving the negation of each root whose entry in
+    /// `negate` is true (missing entries: false), built right after the root itself, as a
+    /// chain builds the negation of a subtracted operand.
+    fn scan(&self, g: &mut Graph, roots: &[AstId], negate: &[bool]) -> Result<Vec<Id>, Diagnostic> {
         // The subtrees' smallest id, by an explicit stack: the arrays below cover ids from
         // there to the last root only, so lowering the k-th of many `at` values costs in
         // proportion to that value, not to k.
@@ -120,17 +127,32 @@ impl Scope<'_> {
                 chained[at(a)] = true;
             }
         }
-        let mut ids = Lowered { base, ids: vec![None; n] };
+        let mut negated = vec![false; n];
+        for (r, _) in roots.iter().zip(negate).filter(|(_, neg)| **neg) {
+            negated[at(r)] = true;
+        }
+        let mut out: HashMap<usize, Id> = HashMap::new();
+        let mut ids = Lowered { base, ids: vec![None; n], links: vec![None; n] };
         // Names that became new (scalar) variables here, where they were written.
         let mut fresh: Vec<(&str, Span)> = Vec::new();
         // What each name resolved to, so that a name written a million times is looked up
         // (in the functions, the function table and the variables) once.
         let mut resolved: HashMap<&str, Id> = HashMap::new();
         for i in 0..n {
-            if !inside[i] || chained[i] {
+            if !inside[i] {
                 continue;
             }
             let node = self.ast.node(AstId((base + i) as u32));
+            if chained[i] {
+                // A link below the top of its chain (`a - b` in `a - b - c`): its right
+                // operand, negated or inverted now, right after it was lowered, so that the
+                // chain's nodes are built in the order they are written (as `Expr`'s
+                // operators build them); the top builds the one n-ary node.
+                if let AstKind::Binary(op, _, b) = &node.kind {
+                    ids.links[i] = Some(link(g, *op, ids.get(b)));
+                }
+                continue;
+            }
             let id = match &node.kind {
                 AstKind::Num(x) => Ok(g.num(*x)),
                 AstKind::Name(name) => match resolved.get(&**name) {
@@ -167,15 +189,18 @@ impl Scope<'_> {
             };
             let id = id.map_err(|d| self.misspelt(g, &fresh, node.span).unwrap_or(d))?;
             ids.ids[i] = Some(id);
+            if negated[i] {
+                out.insert(i, g.neg(id));
+            }
             g.check_budget().map_err(|b| self.err(node.span, b.message("this expression")))?;
         }
-        Ok(roots.iter().map(|r| ids.get(r)).collect())
+        Ok(roots.iter().map(|r| out.get(&at(r)).copied().unwrap_or_else(|| ids.get(r))).collect())
     }
 
-    /// The terms of the sum (or difference) at `root`, lowered, each with whether it is
-    /// subtracted, appended to `terms` left to right; the first one is subtracted if
-    /// `negated`. [`finish_sum`] builds the sum from them exactly as lowering the whole chain
-    /// would: this is how a long sum is lowered in pieces. `first`: the chain's nodes start
+    /// The terms of the sum (or difference) at `root`, lowered (subtracted ones negated),
+    /// appended to `terms` left to right; the first one is subtracted if `negated`.
+    /// [`finish_sum`] builds the sum from them exactly as lowering the whole chain would: this
+    /// is how a long sum is lowered in pieces. `first`: the chain's nodes start
     /// there (a node starting later is a sum in parentheses, one term); `None`: every `+ -`
     /// on the left spine is the chain's, as at the start of a formula.
     pub fn lower_terms(
@@ -184,7 +209,7 @@ impl Scope<'_> {
         root: AstId,
         negated: bool,
         first: Option<usize>,
-        terms: &mut Vec<(Id, bool)>,
+        terms: &mut Vec<Id>,
     ) -> Result<(), Diagnostic> {
         // The left spine of `+ -` nodes, as `chain` walks it: right operands, top first.
         let mut spine = Vec::new();
@@ -198,8 +223,8 @@ impl Scope<'_> {
         spine.push((cur, negated));
         spine.reverse();
         let roots: Vec<AstId> = spine.iter().map(|t| t.0).collect();
-        let ids = self.lower_many(g, &roots)?;
-        terms.extend(ids.into_iter().zip(spine.iter().map(|t| t.1)));
+        let negate: Vec<bool> = spine.iter().map(|t| t.1).collect();
+        terms.extend(self.scan(g, &roots, &negate)?);
         Ok(())
     }
 
@@ -220,7 +245,11 @@ impl Scope<'_> {
     }
 
     /// Lowers the chain of `+ -` (or `* /`) whose top is `top`: walk down the left spine
-    /// collecting right operands, then build one n-ary node.
+    /// collecting right operands, then build one n-ary node. Subtracted and divided operands
+    /// were negated or inverted as the scan passed their links (`links`); the top's own
+    /// right operand, which was just lowered, is negated or inverted here, so that the nodes
+    /// are built in the order they are written, as `Expr`'s operators build `a - b - c`, and
+    /// a formula built in code is the node its text parses to.
     fn chain(&self, g: &mut Graph, top: AstId, ids: &Lowered) -> Result<Id, Diagnostic> {
         let additive = matches!(self.ast.node(top).kind, AstKind::Binary(BinOp::Add | BinOp::Sub, ..));
         let mut items = Vec::new();
@@ -230,12 +259,7 @@ impl Scope<'_> {
                 AstKind::Binary(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div), a, b)
                     if matches!(op, BinOp::Add | BinOp::Sub) == additive =>
                 {
-                    let rhs = ids.get(b);
-                    items.push(match op {
-                        BinOp::Sub => g.neg(rhs),
-                        BinOp::Div => g.recip(rhs),
-                        _ => rhs,
-                    });
+                    items.push(if cur == top { link(g, *op, ids.get(b)) } else { ids.link(&cur) });
                     cur = *a;
                 }
                 _ => {
@@ -485,18 +509,17 @@ impl Scope<'_> {
     }
 }
 
-/// The sum of `terms` (from [`Scope::lower_terms`]): the same calls, in the same order, as
-/// lowering the chain `t0 ± t1 ± ...` in one piece (`chain`), so the same nodes. `Err` if the
+/// The sum of `items` (from [`Scope::lower_terms`], subtracted terms already negated right
+/// after they were lowered): the same calls, in the same order, as lowering the chain
+/// `t0 ± t1 ± ...` in one piece (`chain`), so the same nodes. `Err` if the
 /// terms do not add up (shapes) or the sum is over the node budget; the caller then lowers
 /// the text in one piece for the positioned error.
-pub fn finish_sum(g: &mut Graph, terms: &[(Id, bool)]) -> Result<Id, ()> {
-    let mut items: Vec<Id> = terms.iter().rev().map(|&(t, sub)| if sub { g.neg(t) } else { t }).collect();
-    items.reverse();
+pub fn finish_sum(g: &mut Graph, items: &[Id]) -> Result<Id, ()> {
     let shapes: Vec<&[usize]> = items.iter().map(|&a| g.shape(a)).collect();
     if !items.iter().all(|&a| g.is_scalar(a)) && g.result_shape(Op::Add, &shapes).is_err() {
         return Err(());
     }
-    let sum = g.add(&items);
+    let sum = g.add(items);
     g.check_budget().map_err(|_| ())?;
     Ok(sum)
 }
@@ -512,15 +535,32 @@ fn children(k: &AstKind) -> SmallVec<[AstId; 4]> {
     }
 }
 
+/// The right operand of a link `a op b` of a chain, as the chain's n-ary node takes it:
+/// `-b` for `a - b`, `b^-1` for `a / b`, else `b`.
+fn link(g: &mut Graph, op: BinOp, b: Id) -> Id {
+    match op {
+        BinOp::Sub => g.neg(b),
+        BinOp::Div => g.recip(b),
+        _ => b,
+    }
+}
+
 /// The nodes lowered so far, by syntax node (from `base` on).
 struct Lowered {
     base: usize,
     ids: Vec<Option<Id>>,
+    /// For a link below the top of a chain, its right operand as the chain takes it
+    /// ([`link`]).
+    links: Vec<Option<Id>>,
 }
 
 impl Lowered {
     fn get(&self, a: &AstId) -> Id {
         self.ids[a.0 as usize - self.base].expect("children are lowered before their parents")
+    }
+
+    fn link(&self, a: &AstId) -> Id {
+        self.links[a.0 as usize - self.base].expect("links are lowered before the top of their chain")
     }
 }
 
@@ -639,10 +679,22 @@ pub fn import(to: &mut Graph, from: &Graph, root: Id) -> Id {
     import_with(to, from, root, HashMap::new())
 }
 
+/// [`import`] of several roots in one walk, so that what they share is copied once; their
+/// ids in `to`, in order.
+pub fn import_all(to: &mut Graph, from: &Graph, roots: &[Id]) -> Vec<Id> {
+    let new = import_nodes(to, from, roots, HashMap::new());
+    roots.iter().map(|r| new[r]).collect()
+}
+
 /// [`import`], with the nodes of `from` in `map` replaced by nodes of `to` (applying a
 /// function defined in one graph to values of another).
 pub fn import_with(to: &mut Graph, from: &Graph, root: Id, map: HashMap<Id, Id>) -> Id {
-    let order = from.reachable(&[root]);
+    import_nodes(to, from, &[root], map)[&root]
+}
+
+/// The images in `to` of every node of `from` under `roots` (and of `map`'s keys).
+fn import_nodes(to: &mut Graph, from: &Graph, roots: &[Id], map: HashMap<Id, Id>) -> HashMap<Id, Id> {
+    let order = from.reachable(roots);
     let mut new: HashMap<Id, Id> = map;
     let mut args = Vec::new();
     for &id in &order {
@@ -668,5 +720,5 @@ pub fn import_with(to: &mut Graph, from: &Graph, root: Id, map: HashMap<Id, Id>)
         };
         new.insert(id, image);
     }
-    new[&root]
+    new
 }

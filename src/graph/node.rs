@@ -77,7 +77,8 @@ impl Constant {
 /// into what a person writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// A number, as the bits of an `f64` (never NaN, never `-0.0`).
+    /// A number, as the bits of an `f64` (never `-0.0`; NaN or infinite only when a program
+    /// built it with `Expr::num`, and then undefined).
     Num(u64),
     /// `pi` or `e`.
     Const(Constant),
@@ -567,11 +568,18 @@ impl Graph {
         id
     }
 
-    /// A number node. `-0.0` becomes `0.0`; NaN is refused by the callers (constant folding
-    /// never produces it, and the parser cannot write it).
+    /// A number node. `-0.0` becomes `0.0` and every NaN the one quiet NaN. Constant folding
+    /// never produces a number that is not finite and the parser cannot write one; a program
+    /// can (`Expr::num(f64::NAN)`), and such a number is an undefined constant (see the
+    /// module doc): it has no value, and evaluating it fails.
     pub fn num(&mut self, x: f64) -> Id {
-        debug_assert!(!x.is_nan(), "NaN constant");
-        let x = if x == 0.0 { 0.0 } else { x };
+        let x = if x == 0.0 {
+            0.0
+        } else if x.is_nan() {
+            f64::NAN
+        } else {
+            x
+        };
         self.intern(Op::Num(x.to_bits()), &[])
     }
 

@@ -531,7 +531,9 @@ impl<'g> Printer<'g> {
     fn expand_sum(&self, id: Id, neg: bool, pieces: &mut Vec<Item>) {
         let mut terms: Vec<Id> = self.g.args(id).to_vec();
         // Ties in degree keep the order of first construction, judged without the
-        // coefficient (`-b` sorts where `b` would).
+        // coefficient (`-b` sorts where `b` would); terms without a value come after the
+        // others, and the number after the other constant terms (`pi + 1 + log(-1)`),
+        // wherever they were built.
         let g = self.g;
         let stem = |t: &Id| match (g.op(*t), g.args(*t)) {
             (Op::Mul, &[c, u]) if g.as_num(c).is_some() => u,
@@ -539,7 +541,11 @@ impl<'g> Printer<'g> {
         };
         terms.sort_by(|a, b| {
             let (da, db) = (self.degree[a], self.degree[b]);
-            db.partial_cmp(&da).unwrap_or(std::cmp::Ordering::Equal).then(stem(a).cmp(&stem(b)))
+            db.partial_cmp(&da)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(g.is_undefined(*a).cmp(&g.is_undefined(*b)))
+                .then(g.as_num(*a).is_some().cmp(&g.as_num(*b).is_some()))
+                .then(stem(a).cmp(&stem(b)))
         });
         // Printed sign of each term after the overall negation.
         let sign = |t: Id| self.negative(t) != neg;
@@ -589,10 +595,12 @@ impl<'g> Printer<'g> {
             }
             num.push(f);
         }
-        // Constants first (`2*pi*x`), then variables and their powers by name, then the rest.
+        // Constants first (`2*pi*x`), then variables and their powers by name, then the rest,
+        // factors without a value last (`x*sin(y)*log(-1)`).
         let key = |f: &Id| -> (u8, String, Id) {
             let base = if g.op(*f) == Op::Pow { g.args(*f)[0] } else { *f };
             match (g.op(base), g.var_name(base)) {
+                _ if g.is_undefined(*f) => (3, String::new(), *f),
                 (Op::Const(_), _) => (0, String::new(), *f),
                 (_, Some(name)) => (1, name.to_owned(), *f),
                 _ => (2, String::new(), *f),

@@ -179,7 +179,7 @@ impl Graph {
     pub fn add(&mut self, terms: &[Id]) -> Id {
         let shape = self.broadcast_of(terms);
         let r = if terms.iter().any(|&t| self.is_undefined(t)) {
-            self.keep_undefined(Op::Add, terms)
+            self.keep_undefined(Op::Add, terms, FLATTEN_LIMIT)
         } else {
             self.add_elementwise(terms)
         };
@@ -190,7 +190,7 @@ impl Graph {
     pub fn mul(&mut self, factors: &[Id]) -> Id {
         let shape = self.broadcast_of(factors);
         let r = if factors.iter().any(|&f| self.is_undefined(f)) {
-            self.keep_undefined(Op::Mul, factors)
+            self.keep_undefined(Op::Mul, factors, FLATTEN_LIMIT)
         } else {
             self.mul_elementwise(factors)
         };
@@ -209,12 +209,23 @@ impl Graph {
     }
 
     /// keep-undefined (rule 5): a sum or product (`op`) some of whose `args` are undefined.
-    /// The others are simplified together as usual; the undefined ones are kept as written
+    /// Nested sums (products) of at most `flatten` arguments are flattened first, one level,
+    /// as the other constructors flatten them, so that `(u + x) + y` is `u + x + y`; then the
+    /// defined arguments are simplified together as usual (and their sum or product spread
+    /// into the result, so that `-(x*u)` is `-x*u`) and the undefined ones are kept as written
     /// (sorted), so no identity (`0*u`, `u - u`, `u/u`) can make them vanish.
-    fn keep_undefined(&mut self, op: Op, args: &[Id]) -> Id {
+    fn keep_undefined(&mut self, op: Op, args: &[Id], flatten: usize) -> Id {
         let additive = op == Op::Add;
+        let mut flat: SmallVec<[Id; 8]> = SmallVec::new();
+        for &a in args {
+            if self.op(a) == op && self.args(a).len() <= flatten {
+                flat.extend_from_slice(self.args(a));
+            } else {
+                flat.push(a);
+            }
+        }
         let (mut bad, clean): (SmallVec<[Id; 8]>, SmallVec<[Id; 8]>) =
-            args.iter().copied().partition(|&a| self.is_undefined(a));
+            flat.iter().copied().partition(|&a| self.is_undefined(a));
         bad.sort_unstable();
         let rest = match clean.len() {
             0 => None,
@@ -224,18 +235,21 @@ impl Graph {
         // The neutral element adds nothing (`fit` restores a tensor shape it carried).
         let neutral = if additive { 0.0 } else { 1.0 };
         let rest = rest.filter(|&r| self.as_num(r).or_else(|| self.broadcast_num(r)) != Some(neutral));
+        // The defined part's own arguments, if it is a sum (product) that would be flattened:
+        // then a coefficient stays the coefficient (`-x*u`, not `(-x)*u`).
+        let rest: SmallVec<[Id; 8]> = match rest {
+            Some(r) if self.op(r) == op && self.args(r).len() <= flatten => self.args(r).into(),
+            Some(r) => smallvec::smallvec![r],
+            None => SmallVec::new(),
+        };
         let mut out: SmallVec<[Id; 8]> = SmallVec::new();
-        match rest {
-            // A coefficient comes first in a product, a constant term last in a sum.
-            Some(r) if !additive => {
-                out.push(r);
-                out.extend(bad);
-            }
-            Some(r) => {
-                out.extend(bad);
-                out.push(r);
-            }
-            None => out.extend(bad),
+        if additive {
+            // A constant term comes last in a sum, a coefficient first in a product.
+            out.extend(bad);
+            out.extend(rest);
+        } else {
+            out.extend(rest);
+            out.extend(bad);
         }
         match out.len() {
             1 => out[0],
@@ -270,7 +284,7 @@ impl Graph {
     pub fn add_shared_within(&mut self, terms: &[Id], limit: usize) -> Id {
         let shape = self.broadcast_of(terms);
         let r = if terms.iter().any(|&t| self.is_undefined(t)) {
-            self.keep_undefined(Op::Add, terms)
+            self.keep_undefined(Op::Add, terms, limit)
         } else {
             self.add_elementwise_within(terms, limit)
         };
@@ -281,7 +295,7 @@ impl Graph {
     fn mul_within(&mut self, factors: &[Id], flatten: usize) -> Id {
         let shape = self.broadcast_of(factors);
         let r = if factors.iter().any(|&f| self.is_undefined(f)) {
-            self.keep_undefined(Op::Mul, factors)
+            self.keep_undefined(Op::Mul, factors, flatten)
         } else {
             self.mul_elementwise_within(factors, flatten)
         };

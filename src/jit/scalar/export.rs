@@ -19,6 +19,13 @@ pub enum Lang {
 fn literal(x: f64, lang: Lang) -> String {
     let s = format!("{x:e}"); // shortest round-trip digits
     match lang {
+        // A program can build numbers that are not finite (`Expr::num(f64::NAN)`).
+        Lang::C if x.is_nan() => "NAN".to_owned(),
+        Lang::C if x.is_infinite() => if x > 0.0 { "INFINITY" } else { "(-INFINITY)" }.to_owned(),
+        Lang::Rust if x.is_nan() => "f64::NAN".to_owned(),
+        Lang::Rust if x.is_infinite() => {
+            if x > 0.0 { "f64::INFINITY" } else { "f64::NEG_INFINITY" }.to_owned()
+        }
         Lang::C => s,
         Lang::Rust => format!("{s}_f64"),
     }
