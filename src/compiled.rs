@@ -34,7 +34,7 @@ impl From<jit::JitError> for Error {
 /// The roots of `exprs` in one graph (a copy when they come from different graphs) plus the
 /// variable nodes of `vars`, under a lock-free view for the duration of `f`. If `f` fails, the
 /// nodes it built are forgotten (a gradient stopped at the node budget leaves none behind).
-fn with_graph<T>(
+pub(crate) fn with_graph<T>(
     exprs: &[&Expr],
     vars: &[&str],
     f: impl FnOnce(&mut Graph, &[Id], &[Id]) -> Result<T>,

@@ -15,7 +15,7 @@
 //! are forgotten with every other node built here once the code is compiled: the user's
 //! graph is left as it was.
 
-use crate::compiled::{check_vars, gradient_error, lengths};
+use crate::compiled::{check_vars, gradient_error, lengths, with_graph};
 use crate::diff::{reverse, sparsity};
 use crate::expr::{Error, Expr, Result};
 use crate::graph::{Graph, Id};
@@ -54,30 +54,13 @@ fn in_scratch_graph<T>(
         return Err(Error::Invalid("nothing to compile: no expressions".into()));
     }
     check_vars(exprs, vars)?;
-    let run = |g: &mut Graph, roots: &[Id]| {
+    with_graph(exprs, vars, |g, roots, vs| {
         let mark = g.mark();
-        let vs: Vec<Id> = vars.iter().map(|v| g.var(v)).collect();
         let dir: Vec<Id> = (0..k).map(|i| g.var(&format!("#v{i}"))).collect();
-        let r = build(g, roots, &vs, &dir);
+        let r = build(g, roots, vs, &dir);
         g.rollback(mark);
         r
-    };
-    let first = exprs[0];
-    if exprs.iter().all(|e| e.shares_graph(first)) {
-        let mut g = first.graph();
-        let roots: Vec<Id> = exprs.iter().map(|e| e.node()).collect();
-        run(&mut g, &roots)
-    } else {
-        let mut g = Graph::new();
-        let roots: Vec<Id> = exprs
-            .iter()
-            .map(|e| {
-                let copy = e.graph().clone();
-                crate::graph::lower::import(&mut g, &copy, e.node())
-            })
-            .collect();
-        run(&mut g, &roots)
-    }
+    })
 }
 
 /// A compiled directional derivative: a function of a point `x` and a direction.

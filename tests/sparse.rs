@@ -157,6 +157,11 @@ fn jacobians() {
         .collect();
     let refs: Vec<&str> = banded.iter().map(String::as_str).collect();
     check_jacobian(&refs, 3 * 300 - 2);
+    // Like entries in a loop, numbers from the template and a few irregular ones
+    // straight-line, all in one call.
+    let mut more = refs.clone();
+    more.push("sin(x000)*x001 + x299");
+    check_jacobian(&more, 3 * 300 - 2 + 3);
 }
 
 /// Dense matrices that would not fit are refused before anything is allocated, pointing

@@ -424,11 +424,7 @@ fn build(
                 }
                 _ => true,
             });
-            class_stats.push(super::lower::ClassStats {
-                members: c.members.len(),
-                template_nodes: c.template.len(),
-                slots: c.slots.len(),
-            });
+            class_stats.push(class_stats_of(c));
             match by_members.iter().find(|(m, _)| *m == c.members.len()) {
                 Some(&(_, k)) => class_loops[k].push(cl),
                 None => {
@@ -647,6 +643,85 @@ fn template(
     })
 }
 
+/// What a class compiles as, for [`Stats::classes`].
+fn class_stats_of(c: &structure::Class) -> super::lower::ClassStats {
+    super::lower::ClassStats {
+        members: c.members.len(),
+        template_nodes: c.template.len(),
+        slots: c.slots.len(),
+    }
+}
+
+/// `cl` into the group of loops whose classes have its number of members (one loop runs
+/// member `k` of each in iteration `k`), or a new group.
+fn push_grouped(groups: &mut Vec<Vec<ClassLoop>>, cl: ClassLoop) {
+    match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
+        Some(grp) => grp.push(cl),
+        None => groups.push(vec![cl]),
+    }
+}
+
+/// Runs `code` on `x` and writes (or, with `add`, adds) its outputs to the entries `at` of
+/// `out`, through the thread's scratch.
+fn scatter_rest(code: &CompiledFunction, at: &[u32], x: &[f64], out: &mut [f64], add: bool) {
+    scatter(&WORK, at, out, add, |w| {
+        code.call1(x, w);
+    });
+}
+
+thread_local! {
+    /// The scratch of [`Entries`], whose computed entries may themselves be code that uses
+    /// [`WORK`] (a vector function with loops and a rest).
+    static ENTRY_WORK: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `compute` into the scratch `work`, then its values written (or added) to the entries
+/// `at` of `out`. `compute` must not use `work` itself.
+fn scatter(
+    work: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f64>>>,
+    at: &[u32],
+    out: &mut [f64],
+    add: bool,
+    compute: impl FnOnce(&mut [f64]),
+) {
+    work.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.len() < at.len() {
+            w.resize(at.len(), 0.0);
+        }
+        compute(&mut w[..at.len()]);
+        for (k, &i) in at.iter().enumerate() {
+            if add {
+                out[i as usize] += w[k];
+            } else {
+                out[i as usize] = w[k];
+            }
+        }
+    });
+}
+
+/// The statistics of loops plus one straight-line rest, `ops` operations in all.
+fn loop_stats(
+    start: std::time::Instant,
+    code: &Loops,
+    rest: Option<&CompiledFunction>,
+    ops: usize,
+    classes: Vec<super::lower::ClassStats>,
+) -> Stats {
+    let looped_nodes = classes.iter().map(|c| c.members * c.template_nodes).sum();
+    Stats {
+        nodes: rest.map_or(0, |r| r.stats().nodes),
+        ops,
+        value_ops: ops,
+        chunks: code.entries.len() + rest.map_or(0, |r| r.stats().chunks),
+        spilled: rest.map_or(0, |r| r.stats().spilled),
+        compile_time: start.elapsed(),
+        allocator: "backtracking",
+        classes,
+        looped_nodes,
+    }
+}
+
 /// A compiled vector function: one straight-line function, or a Hessian assembled by loops
 /// over the classes of the sum `f` is, plus the rest's Hessian straight-line.
 pub enum VectorCode {
@@ -715,15 +790,8 @@ fn sum_code(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<Option<VectorCode>, G
         for c in &l.classes {
             let mut cl = template(g, c, &input_of, &HashMap::new(), None)?;
             cl.partials.clear();
-            class_stats.push(super::lower::ClassStats {
-                members: c.members.len(),
-                template_nodes: c.template.len(),
-                slots: c.slots.len(),
-            });
-            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
-                Some(grp) => grp.push(cl),
-                None => groups.push(vec![cl]),
-            }
+            class_stats.push(class_stats_of(c));
+            push_grouped(&mut groups, cl);
         }
         let rest = if l.rest.is_empty() {
             None
@@ -738,18 +806,7 @@ fn sum_code(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<Option<VectorCode>, G
             }
         }
         let code = loops::compile(&mut groups, false)?;
-        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
-        let stats = Stats {
-            nodes: rest.as_ref().map_or(0, |r| r.stats().nodes),
-            ops,
-            value_ops: ops,
-            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.stats().chunks),
-            spilled: rest.as_ref().map_or(0, |r| r.stats().spilled),
-            compile_time: start.elapsed(),
-            allocator: "backtracking",
-            classes: class_stats,
-            looped_nodes,
-        };
+        let stats = loop_stats(start, &code, rest.as_ref(), ops, class_stats);
         Ok(LoopedSum { n: inputs.len(), code, rest, stats })
     })();
     g.rollback(mark);
@@ -787,16 +844,7 @@ impl LoopedOutputs {
             }
         }
         if let Some((code, idx)) = &self.rest {
-            WORK.with(|w| {
-                let mut w = w.borrow_mut();
-                if w.len() < idx.len() {
-                    w.resize(idx.len(), 0.0);
-                }
-                code.call1(x, &mut w[..idx.len()]);
-                for (k, &i) in idx.iter().enumerate() {
-                    out[i as usize] = w[k];
-                }
-            });
+            scatter_rest(code, idx, x, out, false);
         }
         true
     }
@@ -851,15 +899,8 @@ pub fn compile_vector(g: &mut Graph, outs: &[Id], inputs: &[Id]) -> Result<Vecto
             for &k in &cl.value_at {
                 in_loops[k as usize] = true;
             }
-            class_stats.push(super::lower::ClassStats {
-                members: c.members.len(),
-                template_nodes: c.template.len(),
-                slots: c.slots.len(),
-            });
-            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
-                Some(grp) => grp.push(cl),
-                None => groups.push(vec![cl]),
-            }
+            class_stats.push(class_stats_of(c));
+            push_grouped(&mut groups, cl);
         }
         // Every output not stored by a loop (a repeated output node is stored by the loop
         // once and by the rest at its other positions).
@@ -877,18 +918,7 @@ pub fn compile_vector(g: &mut Graph, outs: &[Id], inputs: &[Id]) -> Result<Vecto
             }
         }
         let code = loops::compile(&mut groups, false)?;
-        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
-        let stats = Stats {
-            nodes: rest.as_ref().map_or(0, |r| r.0.stats().nodes),
-            ops,
-            value_ops: ops,
-            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.0.stats().chunks),
-            spilled: rest.as_ref().map_or(0, |r| r.0.stats().spilled),
-            compile_time: start.elapsed(),
-            allocator: "backtracking",
-            classes: class_stats,
-            looped_nodes,
-        };
+        let stats = loop_stats(start, &code, rest.as_ref().map(|r| &r.0), ops, class_stats);
         Ok(LoopedOutputs { n: inputs.len(), outputs: outs.len(), code, rest, stats })
     })();
     g.rollback(mark);
@@ -926,15 +956,8 @@ impl Entries {
         }
         out.copy_from_slice(&self.template);
         if let Some((code, at)) = &self.code {
-            WORK.with(|w| {
-                let mut w = w.borrow_mut();
-                if w.len() < at.len() {
-                    w.resize(at.len(), 0.0);
-                }
-                code.call1(x, &mut w[..at.len()]);
-                for (k, &i) in at.iter().enumerate() {
-                    out[i as usize] = w[k];
-                }
+            scatter(&ENTRY_WORK, at, out, false, |w| {
+                code.call1(x, w);
             });
         }
         true
@@ -1024,16 +1047,7 @@ impl VectorCode {
             }
         }
         if let Some((code, idx)) = &l.rest {
-            WORK.with(|w| {
-                let mut w = w.borrow_mut();
-                if w.len() < idx.len() {
-                    w.resize(idx.len(), 0.0);
-                }
-                code.call1(x, &mut w[..idx.len()]);
-                for (k, &i) in idx.iter().enumerate() {
-                    out[i as usize] += w[k];
-                }
-            });
+            scatter_rest(code, idx, x, out, true);
         }
         true
     }
@@ -1138,11 +1152,7 @@ fn hessian_code(
         let mut class_stats = Vec::new();
         for c in &l.classes {
             loops_.push(template(g, c, &input_of, &HashMap::new(), Some(n))?);
-            class_stats.push(super::lower::ClassStats {
-                members: c.members.len(),
-                template_nodes: c.template.len(),
-                slots: c.slots.len(),
-            });
+            class_stats.push(class_stats_of(c));
         }
         // A sparse pattern: the rest's entries and every member's, each member's pairs
         // pointing at theirs.
@@ -1194,19 +1204,14 @@ fn hessian_code(
                 pattern_rest.iter().map(|rc| at[rc]).collect()
             }
         };
-        let (rest, straight) = if rest_entries.is_empty() {
-            (None, 0)
+        let rest = if rest_entries.is_empty() {
+            None
         } else {
-            let code = compile(g, inputs, &[&rest_entries], &CompileOptions::default())?;
-            let nodes = code.stats().nodes;
-            (Some((code, idx)), nodes)
+            Some((compile(g, inputs, &[&rest_entries], &CompileOptions::default())?, idx))
         };
         let mut groups: Vec<Vec<ClassLoop>> = Vec::new();
         for cl in loops_ {
-            match groups.iter_mut().find(|grp| grp[0].members == cl.members) {
-                Some(grp) => grp.push(cl),
-                None => groups.push(vec![cl]),
-            }
+            push_grouped(&mut groups, cl);
         }
         let mut ops = rest.as_ref().map_or(0, |r| r.0.stats().ops);
         for grp in &groups {
@@ -1216,18 +1221,7 @@ fn hessian_code(
             }
         }
         let code = loops::compile(&mut groups, false)?;
-        let looped_nodes = class_stats.iter().map(|c| c.members * c.template_nodes).sum();
-        let stats = Stats {
-            nodes: straight,
-            ops,
-            value_ops: ops,
-            chunks: code.entries.len() + rest.as_ref().map_or(0, |r| r.0.stats().chunks),
-            spilled: rest.as_ref().map_or(0, |r| r.0.stats().spilled),
-            compile_time: start.elapsed(),
-            allocator: "backtracking",
-            classes: class_stats,
-            looped_nodes,
-        };
+        let stats = loop_stats(start, &code, rest.as_ref().map(|r| &r.0), ops, class_stats);
         let outputs = pattern.as_ref().map_or(n * n, |p| p.rows.len());
         Ok((pattern, LoopedHessian { n, outputs, code, rest, stats }))
     })();
