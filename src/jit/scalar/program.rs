@@ -643,6 +643,25 @@ fn template(
     })
 }
 
+/// Runs every loop of `code`, which reads no externals, on `x`, writing into `out`; returns
+/// the sum of the members' values.
+///
+/// # Safety
+/// `x` has the length the loops were compiled for, and `out` is valid for every position
+/// their tables and index rules write (null when they write nothing: no partials, no
+/// outputs).
+unsafe fn run_loops(code: &Loops, x: &[f64], out: *mut f64) -> f64 {
+    let mut sum = 0.0f64;
+    for &entry in &code.entries {
+        // SAFETY: the caller's contract; every entry has the `LoopFn` signature.
+        unsafe {
+            let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
+            f(x.as_ptr(), out, std::ptr::null(), std::ptr::null_mut(), &mut sum);
+        }
+    }
+    sum
+}
+
 /// What a class compiles as, for [`Stats::classes`].
 fn class_stats_of(c: &structure::Class) -> super::lower::ClassStats {
     super::lower::ClassStats {
@@ -751,15 +770,9 @@ impl LoopedSum {
         if x.len() != self.n || out.len() != 1 {
             return false;
         }
-        let mut sum = 0.0f64;
-        for &entry in &self.code.entries {
-            // SAFETY: compiled for this signature; reads inputs below `n`; its classes have
-            // no partials, so it writes nothing but `sum`.
-            unsafe {
-                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
-                f(x.as_ptr(), std::ptr::null_mut(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
-            }
-        }
+        // SAFETY: the loops were compiled without externals for `x`'s length (checked
+        // above); their classes have no partials and no output tables, so they write nothing.
+        let sum = unsafe { run_loops(&self.code, x, std::ptr::null_mut()) };
         let mut rest = [0.0];
         if let Some(code) = &self.rest {
             code.call1(x, &mut rest);
@@ -834,15 +847,9 @@ impl LoopedOutputs {
         if x.len() != self.n || out.len() != self.outputs {
             return false;
         }
-        let mut sum = 0.0f64;
-        for &entry in &self.code.entries {
-            // SAFETY: compiled for this signature; reads inputs below `n`, writes outputs at
-            // the positions of its tables (each below `outputs`); no externals.
-            unsafe {
-                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
-                f(x.as_ptr(), out.as_mut_ptr(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
-            }
-        }
+        // SAFETY: the loops were compiled without externals for `x`'s length (checked
+        // above) and write only at their tables' positions, all inside `out`.
+        unsafe { run_loops(&self.code, x, out.as_mut_ptr()) };
         if let Some((code, idx)) = &self.rest {
             scatter_rest(code, idx, x, out, false);
         }
@@ -1037,15 +1044,9 @@ impl VectorCode {
             return false;
         }
         out.fill(0.0);
-        let mut sum = 0.0f64;
-        for &entry in &l.code.entries {
-            // SAFETY: compiled for this signature; reads inputs below `n` and writes entries
-            // below `outputs` of `out` (the tables hold positions below it); no externals.
-            unsafe {
-                let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(entry);
-                f(x.as_ptr(), out.as_mut_ptr(), std::ptr::null(), std::ptr::null_mut(), &mut sum);
-            }
-        }
+        // SAFETY: the loops were compiled without externals for `x`'s length (checked
+        // above) and write only at their tables' positions, all inside `out`.
+        unsafe { run_loops(&l.code, x, out.as_mut_ptr()) };
         if let Some((code, idx)) = &l.rest {
             scatter_rest(code, idx, x, out, true);
         }
