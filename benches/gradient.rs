@@ -24,6 +24,11 @@ use symdiff::{Expr, compile, compile_gradient};
 mod random_dag;
 use random_dag::{RandomDag, random_dag};
 
+#[allow(dead_code)]
+#[path = "common/report.rs"]
+mod report;
+use report::{fmt, median};
+
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
 fn rosenbrock(n: usize) -> String {
@@ -188,26 +193,6 @@ fn random_dag_benches(c: &mut Criterion) {
     let mut out = [0.0];
     group.bench_function("eval-function-only", |b| b.iter(|| value_only.eval(black_box(&x), &mut out)));
     group.finish();
-}
-
-/// The median criterion measured for `id`, from its estimates file.
-fn median(id: &str) -> Option<f64> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/criterion")
-        .join(id)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
-fn fmt(ns: f64) -> String {
-    match ns {
-        x if x >= 1e9 => format!("{:.2} s", x / 1e9),
-        x if x >= 1e6 => format!("{:.2} ms", x / 1e6),
-        x if x >= 1e3 => format!("{:.2} µs", x / 1e3),
-        x => format!("{x:.0} ns"),
-    }
 }
 
 fn summary() {

@@ -16,6 +16,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
+
+#[allow(dead_code)]
+#[path = "common/report.rs"]
+mod report;
+use report::{cpu_model, fmt, median};
 use symdiff::{
     Expr, Triangle, compile, compile_gradient, compile_hvp, compile_sparse_hessian, compile_sparse_jacobian,
 };
@@ -129,39 +134,8 @@ fn hvp_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// The median criterion measured for `id`, from its estimates file.
-fn median(id: &str) -> Option<f64> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/criterion")
-        .join(id)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
-fn fmt(ns: f64) -> String {
-    match ns {
-        x if x >= 1e9 => format!("{:.2} s", x / 1e9),
-        x if x >= 1e6 => format!("{:.2} ms", x / 1e6),
-        x if x >= 1e3 => format!("{:.2} µs", x / 1e3),
-        x => format!("{x:.0} ns"),
-    }
-}
-
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn summary() {
-    println!("\nSummary (medians from this run; ratios of times measured in this run) on {}\n", cpu());
+    println!("\nSummary (medians from this run; ratios of times measured in this run) on {}\n", cpu_model());
     let h = |w: &str| median(&format!("sparse-hessian-10000/{w}"));
     if let (Some(c), Some(e), Some(by_hand)) = (h("compile"), h("eval"), h("eval-by-hand")) {
         println!(

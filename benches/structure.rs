@@ -52,6 +52,11 @@ use std::time::{Duration, Instant};
 use symdiff::{CompileStats, Expr, compile_gradient};
 
 #[allow(dead_code)]
+#[path = "common/report.rs"]
+mod report;
+use report::cpu_model;
+
+#[allow(dead_code)]
 #[path = "common/random_dag.rs"]
 mod random_dag;
 
@@ -528,17 +533,6 @@ fn parse_size(s: &str) -> Option<usize> {
     s.parse()
         .ok()
         .or_else(|| s.parse::<f64>().ok().filter(|x| *x >= 1.0 && x.fract() == 0.0).map(|x| x as usize))
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Runs one case as a child process, relaying its row; a child that dies or runs past
