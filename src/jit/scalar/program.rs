@@ -741,13 +741,13 @@ fn loop_stats(
     }
 }
 
-/// A compiled vector function: one straight-line function, or a Hessian assembled by loops
-/// over the classes of the sum `f` is, plus the rest's Hessian straight-line.
+/// A compiled vector function: one straight-line function; loops over classes with a
+/// straight-line rest (a Hessian assembled from its terms, or classes of like outputs);
+/// entries copied from a template of numbers around computed ones; or a large sum's value.
 pub enum VectorCode {
     Straight(Box<CompiledFunction>),
-    Looped(Box<LoopedHessian>),
+    Looped(Box<LoopedEntries>),
     Entries(Box<Entries>),
-    Outputs(Box<LoopedOutputs>),
     Sum(Box<LoopedSum>),
 }
 
@@ -826,32 +826,44 @@ fn sum_code(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<Option<VectorCode>, G
     r.map(|l| Some(VectorCode::Sum(Box::new(l))))
 }
 
-/// A vector function whose outputs include classes of like outputs (the entries of a banded
-/// system's Jacobian, the residuals of a fit): one loop per group of classes stores each
-/// member's value at its output, and the other outputs are straight-line code. Every output
-/// is computed as in straight-line code, so the results are the same to the bit.
-pub struct LoopedOutputs {
+/// Outputs written by loops over classes and by a straight-line rest at the positions it
+/// lists. Two kinds:
+///
+/// * **assembled** (a Hessian of `Σ classes + rest`): every member's template Hessian is
+///   added into the matrix (element assembly), then the rest's entries that are not
+///   identically zero are added; the output starts at zero;
+/// * **stored** (a vector function with classes of like outputs, such as the entries of a
+///   banded system's Jacobian): each member's value is stored at its output, and the rest
+///   stores the others. Every output is computed as in straight-line code, so the results
+///   are the same to the bit.
+pub struct LoopedEntries {
     n: usize,
+    /// Entries written: `n * n` for a dense Hessian, the sparse pattern's, or the outputs.
     outputs: usize,
     code: Loops,
     rest: Option<(CompiledFunction, Vec<u32>)>,
+    assembled: bool,
     stats: Stats,
 }
 
 // SAFETY: as for `Looped`.
-unsafe impl Send for LoopedOutputs {}
-unsafe impl Sync for LoopedOutputs {}
+unsafe impl Send for LoopedEntries {}
+unsafe impl Sync for LoopedEntries {}
 
-impl LoopedOutputs {
+impl LoopedEntries {
+    /// The entries at `x` into `out`; `false` (nothing written) on wrong lengths.
     fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
         if x.len() != self.n || out.len() != self.outputs {
             return false;
+        }
+        if self.assembled {
+            out.fill(0.0);
         }
         // SAFETY: the loops were compiled without externals for `x`'s length (checked
         // above) and write only at their tables' positions, all inside `out`.
         unsafe { run_loops(&self.code, x, out.as_mut_ptr()) };
         if let Some((code, idx)) = &self.rest {
-            scatter_rest(code, idx, x, out, false);
+            scatter_rest(code, idx, x, out, self.assembled);
         }
         true
     }
@@ -926,10 +938,10 @@ pub fn compile_vector(g: &mut Graph, outs: &[Id], inputs: &[Id]) -> Result<Vecto
         }
         let code = loops::compile(&mut groups, false)?;
         let stats = loop_stats(start, &code, rest.as_ref().map(|r| &r.0), ops, class_stats);
-        Ok(LoopedOutputs { n: inputs.len(), outputs: outs.len(), code, rest, stats })
+        Ok(LoopedEntries { n: inputs.len(), outputs: outs.len(), code, rest, assembled: false, stats })
     })();
     g.rollback(mark);
-    r.map(|l| VectorCode::Outputs(Box::new(l)))
+    r.map(|l| VectorCode::Looped(Box::new(l)))
 }
 
 /// The entries of a sparse matrix of which some are numbers (the linear parts of a system
@@ -984,28 +996,11 @@ static NO_STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(|| Stats 
     looped_nodes: 0,
 });
 
-/// The Hessian of `Σ classes + rest`: every member's template Hessian scattered into the
-/// matrix (element assembly), then the entries of the rest's Hessian that are not
-/// identically zero added.
-pub struct LoopedHessian {
-    n: usize,
-    /// Entries written: `n * n`, or the sparse pattern's.
-    outputs: usize,
-    code: Loops,
-    rest: Option<(CompiledFunction, Vec<u32>)>,
-    stats: Stats,
-}
-
-// SAFETY: as for `Looped`.
-unsafe impl Send for LoopedHessian {}
-unsafe impl Sync for LoopedHessian {}
-
 impl VectorCode {
     pub fn inputs(&self) -> usize {
         match self {
             VectorCode::Straight(c) => c.inputs(),
             VectorCode::Entries(e) => e.n,
-            VectorCode::Outputs(o) => o.n,
             VectorCode::Sum(o) => o.n,
             VectorCode::Looped(l) => l.n,
         }
@@ -1015,7 +1010,6 @@ impl VectorCode {
         match self {
             VectorCode::Straight(c) => c.groups()[0],
             VectorCode::Entries(e) => e.template.len(),
-            VectorCode::Outputs(o) => o.outputs,
             VectorCode::Sum(_) => 1,
             VectorCode::Looped(l) => l.outputs,
         }
@@ -1025,32 +1019,20 @@ impl VectorCode {
         match self {
             VectorCode::Straight(c) => c.stats(),
             VectorCode::Entries(e) => e.code.as_ref().map_or(&*NO_STATS, |c| c.0.stats()),
-            VectorCode::Outputs(o) => &o.stats,
             VectorCode::Sum(o) => &o.stats,
             VectorCode::Looped(l) => &l.stats,
         }
     }
 
-    /// The Hessian at `x`, row by row, into `out`; `false` (nothing written) on wrong lengths.
+    /// The outputs at `x` into `out` (a Hessian row by row, a sparse matrix's entries in
+    /// pattern order); `false` (nothing written) on wrong lengths.
     pub fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
-        let l = match self {
-            VectorCode::Straight(c) => return c.call1(x, out),
-            VectorCode::Entries(e) => return e.call1(x, out),
-            VectorCode::Outputs(o) => return o.call1(x, out),
-            VectorCode::Sum(o) => return o.call1(x, out),
-            VectorCode::Looped(l) => l,
-        };
-        if x.len() != l.n || out.len() != l.outputs {
-            return false;
+        match self {
+            VectorCode::Straight(c) => c.call1(x, out),
+            VectorCode::Entries(e) => e.call1(x, out),
+            VectorCode::Sum(o) => o.call1(x, out),
+            VectorCode::Looped(l) => l.call1(x, out),
         }
-        out.fill(0.0);
-        // SAFETY: the loops were compiled without externals for `x`'s length (checked
-        // above) and write only at their tables' positions, all inside `out`.
-        unsafe { run_loops(&l.code, x, out.as_mut_ptr()) };
-        if let Some((code, idx)) = &l.rest {
-            scatter_rest(code, idx, x, out, true);
-        }
-        true
     }
 }
 
@@ -1224,7 +1206,7 @@ fn hessian_code(
         let code = loops::compile(&mut groups, false)?;
         let stats = loop_stats(start, &code, rest.as_ref().map(|r| &r.0), ops, class_stats);
         let outputs = pattern.as_ref().map_or(n * n, |p| p.rows.len());
-        Ok((pattern, LoopedHessian { n, outputs, code, rest, stats }))
+        Ok((pattern, LoopedEntries { n, outputs, code, rest, assembled: true, stats }))
     })();
     g.rollback(mark);
     r.map(|(p, l)| (p, VectorCode::Looped(Box::new(l))))
