@@ -27,21 +27,12 @@ use random_dag::{RandomDag, random_dag};
 #[allow(dead_code)]
 #[path = "common/report.rs"]
 mod report;
+#[path = "common/rosenbrock.rs"]
+mod rosenbrock;
 use report::{fmt, median};
+use rosenbrock::{names, point, rosenbrock};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
-
-fn rosenbrock(n: usize) -> String {
-    (0..n - 1).map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1)).collect::<Vec<_>>().join(" + ")
-}
-
-fn names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("x{i}")).collect()
-}
-
-fn point(n: usize) -> Vec<f64> {
-    (0..n).map(|i| 0.5 + 0.3 * (i as f64 * 0.7).sin()).collect()
-}
 
 /// The analytic gradient, written by hand: the "hand-written native code" baseline.
 fn rosenbrock_by_hand(x: &[f64], g: &mut [f64]) -> f64 {

@@ -20,22 +20,13 @@ use criterion::{BatchSize, Criterion};
 #[allow(dead_code)]
 #[path = "common/report.rs"]
 mod report;
+#[path = "common/rosenbrock.rs"]
+mod rosenbrock;
 use report::{cpu_model, fmt, median};
+use rosenbrock::{names, point, rosenbrock};
 use symdiff::{
     Expr, Triangle, compile, compile_gradient, compile_hvp, compile_sparse_hessian, compile_sparse_jacobian,
 };
-
-fn rosenbrock(n: usize) -> String {
-    (0..n - 1).map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1)).collect::<Vec<_>>().join(" + ")
-}
-
-fn names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("x{i}")).collect()
-}
-
-fn point(n: usize) -> Vec<f64> {
-    (0..n).map(|i| 0.5 + 0.3 * (i as f64 * 0.7).sin()).collect()
-}
 
 /// Rosenbrock's full Hessian by hand, row-major (`(i, i-1)`, `(i, i)`, `(i, i+1)`): the
 /// pattern `compile_sparse_hessian` gives.
