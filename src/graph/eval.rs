@@ -6,6 +6,15 @@
 //! IEEE arithmetic (`log(-1)`, `1/0`, `exp(1000)`) is an [`EvalError`] naming the
 //! subexpression and the offending value instead.
 //!
+//! One exception makes a fault stay local: **a product with a `step` factor that is 0 is 0**,
+//! whatever its other factors are, faults included. Derivatives need it: the chain rule
+//! through `relu(u)` multiplies by `step(u)`, and where `u < 0` the function is flat while the
+//! outer derivative may be undefined at the clamp — `d/dy sqrt(relu(y))` is
+//! `step(y)/(2*sqrt(relu(y)))`, which is `0` for `y < 0`, not `0/0`. So a fault does not end
+//! the walk: it marks the node, marks flow up through every parent except such a product, and
+//! the first fault (in id order) that reaches a root is reported. The JIT computes the same
+//! product as a select on the step (never `0 * inf`).
+//!
 //! [`apply`] is one node's step, shared with the graph, which applies it to constant nodes as
 //! they are built: a constant the interpreter would reject is marked undefined there, so that
 //! the simplifier cannot make it vanish (`0*log(-1)` stays an error).
@@ -191,8 +200,14 @@ fn explain(g: &Graph, id: Id, fault: Fault) -> EvalError {
 
 /// Evaluates `roots` with variable values given by `value_of` (by variable name).
 pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> Result<Vec<f64>, EvalError> {
+    /// No fault below this node.
+    const FINE: u32 = u32::MAX;
     let order = g.reachable(roots);
     let mut v = Values(NodeMap::new(&order, 0.0f64));
+    // The index into `faults` of the first fault below each node, or FINE. Faults are found in
+    // id order, so a smaller index is an earlier fault.
+    let mut fault = NodeMap::new(&order, FINE);
+    let mut faults: Vec<EvalError> = Vec::new();
     for &id in &order {
         let x = match g.op(id) {
             Op::Var(_) => {
@@ -207,11 +222,36 @@ pub fn eval(g: &Graph, roots: &[Id], value_of: &dyn Fn(&str) -> Option<f64>) -> 
                 }
                 x
             }
-            op => apply(g, op, g.args(id), |a| v[a]).map_err(|f| explain(g, id, f))?,
+            op => {
+                let args = g.args(id);
+                if op == Op::Mul && args.iter().any(|&a| is_zero_step(g, a, &v, &fault)) {
+                    0.0
+                } else if let Some(first) = args.iter().map(|&a| *fault.get(a)).min().filter(|&f| f != FINE) {
+                    fault.set(id, first);
+                    continue;
+                } else {
+                    match apply(g, op, args, |a| v[a]) {
+                        Ok(x) => x,
+                        Err(f) => {
+                            fault.set(id, faults.len() as u32);
+                            faults.push(explain(g, id, f));
+                            continue;
+                        }
+                    }
+                }
+            }
         };
         v.0.set(id, x);
     }
+    if let Some(first) = roots.iter().map(|&r| *fault.get(r)).min().filter(|&f| f != FINE) {
+        return Err(faults.swap_remove(first as usize));
+    }
     Ok(roots.iter().map(|r| v[*r]).collect())
+}
+
+/// Whether `a` is a `step(u)` whose value is 0 (with no fault below it).
+fn is_zero_step(g: &Graph, a: Id, v: &Values, fault: &NodeMap<u32>) -> bool {
+    g.op(a) == Op::Func(Func::Step) && *fault.get(a) == u32::MAX && v[a] == 0.0
 }
 
 /// `b^e` as the interpreter (and the JIT) define it: exact special cases first.

@@ -96,6 +96,8 @@ pub const TABLE: &[(&str, &str)] = &[
     ("tanh(softplus(x))*x", "x"),
     ("0.5*x*(1 + tanh(0.7978845608*(x + 0.044715*x^3)))", "x"),
     ("relu(x) + 0.2*relu(-x)", "x"),
+    // flat where x < 0, though sqrt is singular at the clamp: the derivative is 0 there
+    ("y*sqrt(relu(x))", "x"),
     // constants
     ("pi*x^2", "x"),
     ("sin(pi*x)", "x"),

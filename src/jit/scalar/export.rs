@@ -95,7 +95,17 @@ pub fn emit(
                 format!("x[{k}]")
             }
             Op::Add => args.iter().map(|&a| t(a)).collect::<Vec<_>>().join(" + "),
-            Op::Mul => args.iter().map(|&a| t(a)).collect::<Vec<_>>().join(" * "),
+            Op::Mul => {
+                let product = args.iter().map(|&a| t(a)).collect::<Vec<_>>().join(" * ");
+                // A zero step factor makes the product 0 (see `graph::eval`).
+                match args.iter().find(|&&a| g.op(a) == Op::Func(crate::graph::Func::Step)) {
+                    Some(&s) => match lang {
+                        Lang::C => format!("{} == 0.0 ? 0.0 : {product}", t(s)),
+                        Lang::Rust => format!("if {} == 0.0 {{ 0.0 }} else {{ {product} }}", t(s)),
+                    },
+                    None => product,
+                }
+            }
             Op::Pow => pow(&t(args[0]), &t(args[1]), g.as_num(args[1]), lang),
             Op::Func(f) => {
                 if !helpers.contains(&f) {

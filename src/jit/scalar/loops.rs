@@ -457,7 +457,13 @@ fn run(
                     // exactly (-1)*x
                     [a, x] if g.is_num(a, -1.0) => em.b.ins().fneg(values[&x]),
                     [x, a] if g.is_num(a, -1.0) => em.b.ins().fneg(values[&x]),
-                    _ => args[1..].iter().fold(args[0], |acc, &x| em.b.ins().fmul(acc, x)),
+                    _ => {
+                        let product = args[1..].iter().fold(args[0], |acc, &x| em.b.ins().fmul(acc, x));
+                        match super::lower::step_factor(g, id) {
+                            Some(k) => em.zero_where(ty, args[k], product),
+                            None => product,
+                        }
+                    }
                 },
                 Op::Pow => pow(em, ty, args[0], args[1], g.as_num(g.args(id)[1]))?,
                 Op::Func(crate::graph::Func::Abs) => em.b.ins().fabs(args[0]),

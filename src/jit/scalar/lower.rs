@@ -357,7 +357,11 @@ impl<'g> Plan<'g> {
         let pos = |id: &Id| *pos_of.get(*id) as usize;
         let n = order.len();
         // Absorbed negative products: every user is a sum, and it is not an output.
-        let mut absorbed: Vec<bool> = order.iter().map(|&id| negative_product(g, id).is_some()).collect();
+        // (A product with a step factor is masked, so it is emitted on its own.)
+        let mut absorbed: Vec<bool> = order
+            .iter()
+            .map(|&id| negative_product(g, id).is_some() && step_factor(g, id).is_none())
+            .collect();
         for r in &roots {
             absorbed[pos(r)] = false;
         }
@@ -485,6 +489,12 @@ fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
         }
     }
     order
+}
+
+/// The position of a `step(u)` factor of product `id`, if it has one: where that factor is 0
+/// the product is 0 whatever the others are (the interpreter's rule, see `graph::eval`).
+pub(super) fn step_factor(g: &Graph, id: Id) -> Option<usize> {
+    g.args(id).iter().position(|&a| g.op(a) == Op::Func(Func::Step))
 }
 
 /// `Some((|c|, factors))` for a product `c * factors...` with a negative number `c`.
@@ -780,7 +790,7 @@ fn lower_chunk(
                 for a in g.args(id) {
                     args.push(fetch(&mut em, &mut values, plan.pos(*a), window));
                 }
-                if let Some((1.0, _)) = negative_product(g, id) {
+                let product = if let Some((1.0, _)) = negative_product(g, id) {
                     // -(f1*f2*...), exactly (-1*f1)*f2*...
                     let mut acc = args[1];
                     for &x in &args[2..] {
@@ -793,6 +803,10 @@ fn lower_chunk(
                         acc = em.b.ins().fmul(acc, x);
                     }
                     acc
+                };
+                match step_factor(g, id) {
+                    Some(k) => em.zero_where(types::F64, args[k], product),
+                    None => product,
                 }
             }
             Op::Pow => {
@@ -909,6 +923,23 @@ impl Emitter<'_> {
         } else {
             return None;
         })
+    }
+
+    /// `step == 0 ? 0 : product`, lane by lane for a vector type `ty`: a product with a step
+    /// factor that is 0, which must be 0 even where another factor is infinite or NaN.
+    pub(super) fn zero_where(&mut self, ty: types::Type, step: Value, product: Value) -> Value {
+        let b = &mut self.b;
+        if ty == types::F64 {
+            let zero = b.ins().f64const(0.0);
+            let off = b.ins().fcmp(FloatCC::Equal, step, zero);
+            b.ins().select(off, zero, product)
+        } else {
+            let zero = b.ins().f64const(0.0);
+            let zero = b.ins().splat(ty, zero);
+            let off = b.ins().fcmp(FloatCC::Equal, step, zero);
+            let mask = b.ins().bitcast(ty, MemFlagsData::new(), off);
+            b.ins().bitselect(mask, zero, product)
+        }
     }
 
     pub(super) fn func(&mut self, f: Func, x: Value) -> Result<Value, JitError> {
