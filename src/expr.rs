@@ -135,10 +135,36 @@ impl Expr {
     /// [`parse`](Self::parse), refusing text over `max_bytes` (at most
     /// [`MAX_FORMULA`](crate::MAX_FORMULA)) with an error that names the size and the limit.
     pub fn parse_limited(src: &str, max_bytes: usize) -> Result<Expr> {
+        Self::parse_limited_with_lets(src, &[], max_bytes)
+    }
+
+    /// [`parse`](Self::parse) with named constants, as `let n = 1000` gives them: each name
+    /// in `lets` is that number wherever the formula uses it, in particular in the bounds of
+    /// sums and in indices, which must be known when the formula is read.
+    ///
+    /// ```
+    /// use symdiff::Expr;
+    /// let rosenbrock = "sum(i = 0..n-2, 100*(x[i+1] - x[i]^2)^2 + (1 - x[i])^2)";
+    /// let f = Expr::parse_with_lets(rosenbrock, &[("n", 3.0)])?;
+    /// assert_eq!(f.variables(), ["x[0]", "x[1]", "x[2]"]);
+    /// assert_eq!(f.eval(&[("x[0]", 1.0), ("x[1]", 1.0), ("x[2]", 1.0)])?, 0.0);
+    /// // Without a value for `n`, the bound is an error at `n`.
+    /// let err = Expr::parse(rosenbrock).unwrap_err().to_string();
+    /// assert!(err.starts_with("formula:1:12: `n` has no value here"), "{err}");
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
+    pub fn parse_with_lets(src: &str, lets: &[(&str, f64)]) -> Result<Expr> {
+        Self::parse_limited_with_lets(src, lets, syntax::MAX_FORMULA)
+    }
+
+    /// [`parse_with_lets`](Self::parse_with_lets), refusing text over `max_bytes` as
+    /// [`parse_limited`](Self::parse_limited) does.
+    pub fn parse_limited_with_lets(src: &str, lets: &[(&str, f64)], max_bytes: usize) -> Result<Expr> {
         let limit = max_bytes.min(syntax::MAX_FORMULA);
+        let lookup = |n: &str| lets.iter().find(|(m, _)| *m == n).map(|p| p.1);
         if src.len() <= limit
             && src.len() >= 2 * PIECE_BYTES
-            && let Some(e) = Self::parse_in_pieces(src, PIECE_BYTES)
+            && let Some(e) = Self::parse_in_pieces(src, PIECE_BYTES, &lookup)
         {
             return Ok(e);
         }
@@ -146,7 +172,7 @@ impl Expr {
         let mut g = Graph::new();
         g.set_budget(budget_for(src));
         let functions = HashMap::new();
-        let scope = Scope { src, ast: &ast, functions: &functions, derive };
+        let scope = Scope { src, ast: &ast, functions: &functions, derive, lets: &lookup, inline_lets: true };
         let id = scope.lower(&mut g, root)?;
         drop(ast);
         Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
@@ -157,7 +183,7 @@ impl Expr {
     /// calls), without ever holding the whole syntax tree. `None` if the text is not a long
     /// sum or anything fails; the caller then parses it in one piece, for the same result or
     /// the positioned error.
-    fn parse_in_pieces(src: &str, piece_bytes: usize) -> Option<Expr> {
+    fn parse_in_pieces(src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Expr> {
         let pieces = syntax::split_sum(src, piece_bytes)?;
         let mut g = Graph::new();
         g.set_budget(budget_for(src));
@@ -165,7 +191,14 @@ impl Expr {
         let mut terms = Vec::new();
         let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), Diagnostic>| {
             let (ast, root) = parsed.ok()?;
-            let scope = Scope { src: &src[p.range.clone()], ast: &ast, functions: &functions, derive };
+            let scope = Scope {
+                src: &src[p.range.clone()],
+                ast: &ast,
+                functions: &functions,
+                derive,
+                lets,
+                inline_lets: true,
+            };
             scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
             Some(ast)
         };
@@ -212,7 +245,14 @@ impl Expr {
         let (ast, root) =
             syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
         let functions = HashMap::new();
-        let scope = Scope { src, ast: &ast, functions: &functions, derive };
+        let scope = Scope {
+            src,
+            ast: &ast,
+            functions: &functions,
+            derive,
+            lets: &graph::no_lets,
+            inline_lets: false,
+        };
         let id = self.transaction(|g| {
             let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
             g.set_budget(g.budget().saturating_add(more));
@@ -436,12 +476,33 @@ impl fmt::Display for Expr {
     }
 }
 
-/// The names of the variables under `roots`, sorted.
+/// The names of the variables under `roots`, sorted by [`variable_order`].
 pub(crate) fn variables(g: &Graph, roots: &[Id]) -> Vec<String> {
     let mut names: Vec<String> =
         g.reachable(roots).into_iter().filter_map(|id| g.var_name(id).map(str::to_owned)).collect();
-    names.sort();
+    names.sort_by(|a, b| variable_order(a, b));
     names
+}
+
+/// The order in which symdiff lists variables: by name, and the elements of an indexed
+/// variable by their indices as numbers, so that `x[2]` comes before `x[10]`.
+///
+/// ```
+/// let mut names = vec!["x[10]", "y", "x[2]", "a[1,0]", "a[0,5]"];
+/// names.sort_by(|a, b| symdiff::variable_order(a, b));
+/// assert_eq!(names, ["a[0,5]", "a[1,0]", "x[2]", "x[10]", "y"]);
+/// ```
+pub fn variable_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(name: &str) -> (&str, Option<Vec<u64>>) {
+        let indices = name.strip_suffix(']').and_then(|s| s.split_once('[')).and_then(|(base, ix)| {
+            Some((base, ix.split(',').map(|i| i.parse().ok()).collect::<Option<Vec<u64>>>()?))
+        });
+        match indices {
+            Some((base, ix)) => (base, Some(ix)),
+            None => (name, None),
+        }
+    }
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
 /// A point: values for variables, as written on a command line (`x=4, y=pi/2`).
@@ -459,7 +520,14 @@ impl Point {
         let (ast, bindings) = syntax::parse_bindings(src)?;
         let mut g = Graph::new();
         let functions = HashMap::new();
-        let scope = Scope { src, ast: &ast, functions: &functions, derive };
+        let scope = Scope {
+            src,
+            ast: &ast,
+            functions: &functions,
+            derive,
+            lets: &graph::no_lets,
+            inline_lets: false,
+        };
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
         for b in &bindings {
@@ -581,7 +649,7 @@ mod tests {
     fn sums_parse_in_pieces_to_the_same_graph() {
         let check = |src: &str, in_pieces: bool| {
             let whole = Expr::parse_limited(src, 1 << 20);
-            match (Expr::parse_in_pieces(src, 1), whole) {
+            match (Expr::parse_in_pieces(src, 1, &graph::no_lets), whole) {
                 (Some(p), Ok(w)) => {
                     assert!(in_pieces, "{src}: parsed in pieces");
                     assert_eq!((p.id, p.graph().len()), (w.id, w.graph().len()), "{src}");

@@ -316,7 +316,21 @@ impl Session {
 
     fn lower(&mut self, cx: &Cx<'_>, e: AstId) -> Result<Id> {
         let functions = std::mem::take(&mut self.functions);
-        let r = Scope { src: cx.src, ast: cx.ast, functions: &functions, derive }.lower(&mut self.g, e);
+        // Named numbers give the bounds of sums and indices; elsewhere they stay names.
+        let values = &self.values;
+        let lets = |n: &str| match values.get(n) {
+            Some(Value::Scalar(x)) => Some(*x),
+            _ => None,
+        };
+        let scope = Scope {
+            src: cx.src,
+            ast: cx.ast,
+            functions: &functions,
+            derive,
+            lets: &lets,
+            inline_lets: false,
+        };
+        let r = scope.lower(&mut self.g, e);
         self.functions = functions;
         Ok(r?)
     }
@@ -337,8 +351,10 @@ impl Session {
 
     /// A value from an expression in which every variable must have a value.
     fn value_of(&self, cx: &Cx<'_>, id: Id, span: Span) -> Result<f64> {
-        let unbound: Vec<String> =
-            variables(&self.g, &[id]).into_iter().filter(|v| !self.values.contains_key(v)).collect();
+        let unbound: Vec<String> = variables(&self.g, &[id])
+            .into_iter()
+            .filter(|v| self.scalar(v).is_none() && !self.values.contains_key(v))
+            .collect();
         if let Some(v) = unbound.first() {
             return Err(cx.err(span, format!("`{v}` has no value here")).into());
         }
@@ -352,12 +368,38 @@ impl Session {
         Ok(graph::eval(&self.g, &[id], &lookup)?[0])
     }
 
-    /// The value of `name` if it is a number.
+    /// The value of `name` if it is a number: a named number, or an element `x[i]` (`a[i,j]`)
+    /// of a named tensor.
     fn scalar(&self, name: &str) -> Option<f64> {
         match self.values.get(name) {
             Some(Value::Scalar(x)) => Some(*x),
-            _ => None,
+            Some(Value::Tensor(_)) => None,
+            None => {
+                let (base, ix) = name.strip_suffix(']')?.split_once('[')?;
+                let ix: Vec<usize> = ix.split(',').map(|i| i.parse().ok()).collect::<Option<_>>()?;
+                match self.values.get(base)? {
+                    Value::Tensor(t) => t.get(ndarray::IxDyn(&ix)).copied(),
+                    Value::Scalar(_) => None,
+                }
+            }
         }
+    }
+
+    /// Every element `x[i]` of a named tensor `x` among `vars` must be inside it.
+    fn check_elements(&self, cx: &Cx<'_>, span: Span, vars: &[String]) -> Result<()> {
+        for v in vars {
+            let Some((base, _)) = v.strip_suffix(']').and_then(|s| s.split_once('[')) else { continue };
+            if let Some(Value::Tensor(t)) = self.values.get(base)
+                && self.scalar(v).is_none()
+            {
+                let shape = t.shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(cx
+                    .err(span, format!("`{v}` is outside `{base}`, whose shape is [{shape}]"))
+                    .with_help("indices start at 0 and stay below each dimension")
+                    .into());
+            }
+        }
+        Ok(())
     }
 
     /// Whether `id` involves tensors anywhere.
@@ -423,7 +465,9 @@ impl Session {
         // Evaluate before substituting: numbers folded into the expression could lose the
         // position of a domain error, and evaluation is exact either way.
         let vars = variables(&self.g, &[id]);
-        let all_bound = vars.iter().all(|v| self.values.contains_key(v) || at.contains(v));
+        self.check_elements(cx, span, &vars)?;
+        let all_bound =
+            vars.iter().all(|v| self.values.contains_key(v) || at.contains(v) || self.scalar(v).is_some());
         if all_bound && !self.has_tensors(id) {
             let (out, value) = self.evaluate(id, at)?;
             let n = self.g.num(value.unwrap_or(0.0));

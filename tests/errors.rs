@@ -52,7 +52,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
     ("f(,)",            1, 3,  "unexpected `,`"),
     ("x +\n  (y * ",    2, 7,  "unexpected end of input"),
     ("x = 3",           1, 3,  "unexpected `=`"),
-    ("1..2",            1, 3,  "unexpected number"),
+    ("1..2",            1, 2,  "unexpected `..`"),
     ("été + (",         1, 8,  "unexpected end of input"),
     ("α²",              1, 2,  "unexpected character"),
     ("sni(x)",          1, 1,  "unknown function `sni`"),

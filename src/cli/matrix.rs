@@ -46,7 +46,7 @@ fn variables(fs: &[Expr], wrt: &[String]) -> Result<Vec<String>, Error> {
 fn at_point(fs: &[Expr], vars: &[String], at: &[String]) -> Result<(Vec<f64>, Vec<Expr>), Error> {
     let p = point(at)?.unwrap_or_default();
     let mut all: Vec<String> = fs.iter().flat_map(|f| f.written_variables()).collect();
-    all.sort();
+    all.sort_by(|a, b| symdiff::variable_order(a, b));
     all.dedup();
     p.check_names(&all)?;
     p.check_complete(&all)?;

@@ -447,7 +447,7 @@ fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
 fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool) -> Result<String, Error> {
     let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
     let mut vars = f.written_variables();
-    vars.sort();
+    vars.sort_by(|a, b| symdiff::variable_order(a, b));
     for w in wrt {
         if !vars.contains(w) {
             return Err(Error::Invalid(format!("--wrt {w}: `{w}` does not occur in the expression")));
@@ -512,7 +512,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     let parse_time = start.elapsed();
     // Every variable written, sorted: one cancelled by simplification has the partial 0.
     let mut vars = f.written_variables();
-    vars.sort();
+    vars.sort_by(|a, b| symdiff::variable_order(a, b));
     let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;
     p.check_complete(&vars)?;

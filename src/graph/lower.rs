@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 
 use super::func::Func;
 use super::node::{ALL_AXES, Constant, Graph, Id, Op, OverBudget, broadcast_shapes};
-use crate::syntax::{Ast, AstId, AstKind, BinOp, Diagnostic, Span};
+use crate::syntax::{Ast, AstId, AstKind, BinOp, Diagnostic, Index, Reduce, Span};
 
 /// A user-defined function `f(x, y) = body`. The body is a node over the parameters'
 /// variable nodes; a call substitutes the arguments for them.
@@ -48,7 +48,31 @@ pub struct Scope<'a> {
     pub ast: &'a Ast,
     pub functions: &'a HashMap<String, FnDef>,
     pub derive: Derive,
+    /// Values of names for the bounds of sums and for indices (`let n = 1000`).
+    pub lets: Lets<'a>,
+    /// Whether a name with a value in `lets` is that number everywhere in the formula (the
+    /// library's and the command line's `let`), or only in bounds and indices (the REPL,
+    /// where a named value stays a name until a result is evaluated).
+    pub inline_lets: bool,
 }
+
+/// The values of `let` names, by name.
+pub type Lets<'a> = &'a dyn Fn(&str) -> Option<f64>;
+
+/// No `let` names.
+pub fn no_lets(_: &str) -> Option<f64> {
+    None
+}
+
+/// How deeply sums and products with an index may nest: each level lowers its body once per
+/// index value, by a recursive call.
+pub const MAX_NESTED_SUMS: usize = 16;
+
+/// Largest index or bound magnitude (indices and term counts stay far inside `u32`).
+pub const MAX_INDEX: i64 = 1 << 31;
+
+/// The indices of the enclosing sums and their current values, innermost last.
+type Env<'s> = [(&'s str, i64)];
 
 /// Built-in functions that are not in the function table.
 pub const BUILTINS: &[&str] =
@@ -77,13 +101,19 @@ impl Scope<'_> {
     /// Lowers the subtrees at `roots` (in one forward scan, as if they were one tree), giving
     /// one node per root.
     pub fn lower_many(&self, g: &mut Graph, roots: &[AstId]) -> Result<Vec<Id>, Diagnostic> {
-        self.scan(g, roots, &[])
+        self.scan(g, roots, &[], &[])
     }
 
     /// [`lower_many`](Self::lower_many), giving the negation of each root whose entry in
     /// `negate` is true (missing entries: false), built right after the root itself, as a
     /// chain builds the negation of a subtracted operand.
-    fn scan(&self, g: &mut Graph, roots: &[AstId], negate: &[bool]) -> Result<Vec<Id>, Diagnostic> {
+    fn scan(
+        &self,
+        g: &mut Graph,
+        roots: &[AstId],
+        negate: &[bool],
+        env: &Env,
+    ) -> Result<Vec<Id>, Diagnostic> {
         // The subtrees' smallest id, by an explicit stack: the arrays below cover ids from
         // there to the last root only, so lowering the k-th of many `at` values costs in
         // proportion to that value, not to k.
@@ -157,6 +187,11 @@ impl Scope<'_> {
                 AstKind::Num(x) => Ok(g.num(*x)),
                 AstKind::Name(name) => match resolved.get(&**name) {
                     Some(&id) => Ok(id),
+                    None if let Some(&(_, k)) = env.iter().rev().find(|(n, _)| *n == &**name) => {
+                        let id = g.num(k as f64);
+                        resolved.insert(name, id);
+                        Ok(id)
+                    }
                     None => {
                         let new = g.find_var(name).is_none() && !self.functions.contains_key(&**name);
                         let id = self.name(g, name, node.span)?;
@@ -183,6 +218,8 @@ impl Scope<'_> {
                     let vals: Vec<Id> = c.args.iter().map(|a| ids.get(a)).collect();
                     self.call(g, &c.name, c.name_span, node.span, &c.args, &vals)
                 }
+                AstKind::Index(ix) => self.element(g, ix, env),
+                AstKind::Reduce(r) => self.reduce(g, r, node.span, env),
                 AstKind::List(_) => Err(self
                     .err(node.span, "a tensor literal can only be given to a name")
                     .with_help("write `w = [[1], [2]]`, then use `w`")),
@@ -224,7 +261,7 @@ impl Scope<'_> {
         spine.reverse();
         let roots: Vec<AstId> = spine.iter().map(|t| t.0).collect();
         let negate: Vec<bool> = spine.iter().map(|t| t.1).collect();
-        terms.extend(self.scan(g, &roots, &negate)?);
+        terms.extend(self.scan(g, &roots, &negate, &[])?);
         Ok(())
     }
 
@@ -317,11 +354,177 @@ impl Scope<'_> {
                 .err(span, format!("`{name}` is a function, not a value"))
                 .with_help(format!("call it, as in `{name}(x)`")));
         }
+        if self.inline_lets
+            && let Some(v) = (self.lets)(name)
+        {
+            return Ok(g.num(v));
+        }
         Ok(match name {
             "pi" => g.constant(Constant::Pi),
             "e" => g.constant(Constant::E),
             _ => g.var(name),
         })
+    }
+
+    /// `x[i]`: the scalar variable named `x[3]` for the index's value 3 (`a[1,2]` for two).
+    fn element(&self, g: &mut Graph, ix: &Index, env: &Env) -> Result<Id, Diagnostic> {
+        let base = ix.name.as_str();
+        let what = if env.iter().any(|(n, _)| *n == base) {
+            Some("the index of a sum, a number")
+        } else if self.functions.get(base).is_some_and(|d| !d.params.is_empty()) || is_builtin_function(base)
+        {
+            Some("a function")
+        } else if self.functions.contains_key(base) {
+            Some("a named expression")
+        } else if matches!(base, "pi" | "e") || (self.inline_lets && (self.lets)(base).is_some()) {
+            Some("a constant")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(self
+                .err(ix.name_span, format!("`{base}` is {what}; only a variable can be indexed"))
+                .with_help("an indexed variable is a name that has no other meaning, as in `x[i]`"));
+        }
+        let mut name = format!("{base}[");
+        for (k, &a) in ix.indices.iter().enumerate() {
+            let i = self.whole(a, env, "an index")?;
+            if i < 0 {
+                return Err(self
+                    .err(self.ast.span(a), format!("an index must be 0 or more, here it is {i}"))
+                    .with_help("indices start at 0: the first element of `x` is `x[0]`"));
+            }
+            if k > 0 {
+                name.push(',');
+            }
+            name.push_str(&i.to_string());
+        }
+        name.push(']');
+        Ok(g.var(&name))
+    }
+
+    /// `sum(i = lo..hi, body)` or `prod(...)`: the body lowered once per index value, `lo` to
+    /// `hi` with both included, into one n-ary node (as the written-out sum would be; the
+    /// compiler recovers the loop). An empty range is the sum 0 or the product 1.
+    fn reduce(&self, g: &mut Graph, r: &Reduce, span: Span, env: &Env) -> Result<Id, Diagnostic> {
+        let additive = match r.name.as_str() {
+            "sum" => true,
+            "prod" => false,
+            other => {
+                return Err(self
+                    .err(r.name_span, format!("`{other}` does not take an index range"))
+                    .with_help("only `sum(i = a..b, ...)` and `prod(i = a..b, ...)` do"));
+            }
+        };
+        let index = r.index.text.as_str();
+        if is_builtin_function(index) || self.functions.contains_key(index) || matches!(index, "pi" | "e") {
+            return Err(self.err(
+                r.index.span,
+                format!("`{index}` already has a meaning; an index needs a name of its own"),
+            ));
+        }
+        if env.len() >= MAX_NESTED_SUMS {
+            return Err(self.err(span, format!("sums and products nest at most {MAX_NESTED_SUMS} deep here")));
+        }
+        let lo = self.whole(r.lo, env, "a bound")?;
+        let hi = self.whole(r.hi, env, "a bound")?;
+        let count = if hi >= lo { (hi - lo + 1) as usize } else { 0 };
+        if count > g.budget() {
+            return Err(self.err(
+                span,
+                format!(
+                    "this {} has {count} terms, more than the node budget of {} allows",
+                    if additive { "sum" } else { "product" },
+                    g.budget()
+                ),
+            ));
+        }
+        let mut inner: Vec<(&str, i64)> = env.to_vec();
+        inner.push((index, lo));
+        let mut terms = Vec::with_capacity(count);
+        for k in lo..=hi {
+            inner.last_mut().expect("pushed above").1 = k;
+            terms.push(self.scan(g, &[r.body], &[], &inner)?[0]);
+        }
+        Ok(match terms.len() {
+            0 => g.num(if additive { 0.0 } else { 1.0 }),
+            1 => terms[0],
+            _ => {
+                let op = if additive { Op::Add } else { Op::Mul };
+                self.check(g, op, &terms, span)?;
+                if additive { g.add(&terms) } else { g.mul(&terms) }
+            }
+        })
+    }
+
+    /// A bound or an index: integer arithmetic (`+ - * / ^`, parentheses) on numbers, `let`
+    /// names and the indices of enclosing sums, computed now. `what` names it in errors.
+    fn whole(&self, root: AstId, env: &Env, what: &str) -> Result<i64, Diagnostic> {
+        // The subtree in id order: children first (see `syntax::ast`), no recursion.
+        let mut ids = vec![root];
+        let mut k = 0;
+        while let Some(&id) = ids.get(k) {
+            k += 1;
+            ids.extend(self.ast.node(id).kind.children());
+        }
+        ids.sort_unstable();
+        let mut val: HashMap<AstId, f64> = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let node = self.ast.node(id);
+            let x = match &node.kind {
+                AstKind::Num(x) => *x,
+                AstKind::Name(n) => match env.iter().rev().find(|(m, _)| *m == &**n) {
+                    Some(&(_, k)) => k as f64,
+                    None => match (self.lets)(n) {
+                        Some(v) => v,
+                        None => {
+                            return Err(self
+                                .err(node.span, format!("`{n}` has no value here: {what} must be known when the formula is read"))
+                                .with_help(format!(
+                                    "bounds and indices are numbers, the indices of enclosing sums and names given a value: `let {n} = 10` in the REPL, `--let {n}=10` on the command line"
+                                )));
+                        }
+                    },
+                },
+                AstKind::Neg(a) => -val[a],
+                AstKind::Binary(
+                    op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow),
+                    a,
+                    b,
+                ) => {
+                    let (a, b) = (val[a], val[b]);
+                    match op {
+                        BinOp::Add => a + b,
+                        BinOp::Sub => a - b,
+                        BinOp::Mul => a * b,
+                        BinOp::Div if b == 0.0 => {
+                            return Err(self.err(node.span, format!("division by zero in {what}")));
+                        }
+                        BinOp::Div => a / b,
+                        _ => a.powf(b),
+                    }
+                }
+                _ => {
+                    return Err(self
+                        .err(node.span, format!("{what} must be whole-number arithmetic, not this"))
+                        .with_help("bounds and indices use + - * / ^ on numbers and names with values"));
+                }
+            };
+            if x.is_nan() || x.abs() > MAX_INDEX as f64 {
+                return Err(
+                    self.err(node.span, format!("{what} is out of range here (at most {MAX_INDEX} in size)"))
+                );
+            }
+            val.insert(id, x);
+        }
+        let x = val[&root];
+        if x.fract() != 0.0 {
+            return Err(self.err(
+                self.ast.span(root),
+                format!("{what} must be a whole number, here it is {}", super::print::format_number(x)),
+            ));
+        }
+        Ok(x as i64)
     }
 
     fn arity(&self, name: &str, span: Span, want: &[usize], got: usize) -> Result<(), Diagnostic> {
@@ -524,14 +727,13 @@ pub fn finish_sum(g: &mut Graph, items: &[Id]) -> Result<Id, ()> {
     Ok(sum)
 }
 
-/// The children of a syntax node.
+/// The children of a syntax node that a scan lowers: none of an index's or a sum's, whose
+/// subtrees are computed ([`Scope::whole`]) or lowered once per index value
+/// ([`Scope::reduce`]) by the node itself.
 fn children(k: &AstKind) -> SmallVec<[AstId; 4]> {
     match k {
-        AstKind::Neg(a) => smallvec::smallvec![*a],
-        AstKind::Binary(_, a, b) => smallvec::smallvec![*a, *b],
-        AstKind::Call(c) => c.args.iter().copied().collect(),
-        AstKind::List(args) => args.iter().copied().collect(),
-        AstKind::Num(_) | AstKind::Name(_) => SmallVec::new(),
+        AstKind::Index(_) | AstKind::Reduce(_) => SmallVec::new(),
+        other => other.children(),
     }
 }
 

@@ -348,7 +348,14 @@ impl ModelSpec {
                         }
                     };
                     let functions = HashMap::new();
-                    let scope = Scope { src, ast: &ast, functions: &functions, derive: crate::expr::derive };
+                    let scope = Scope {
+                        src,
+                        ast: &ast,
+                        functions: &functions,
+                        derive: crate::expr::derive,
+                        lets: &crate::graph::no_lets,
+                        inline_lets: false,
+                    };
                     let (tree, root) = own_tree(&ast, *body);
                     let scope = Scope { ast: &tree, ..scope };
                     let id = scope.lower(&mut activations, root).map_err(|d| d.with_origin(origin))?;
@@ -724,20 +731,14 @@ impl ModelSpec {
 /// positions in the file). Lowering reads the tree below its root's id, so lowering each of
 /// many formulas from the file's one tree would cost the square of the file's length.
 pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
-    use syntax::{AstId, AstKind};
+    use syntax::AstId;
     // The subtree's ids (a tree: every node has one parent), then copied in id order, so
     // children still come before their parents.
     let mut ids = vec![root];
     let mut k = 0;
     while let Some(&id) = ids.get(k) {
         k += 1;
-        match &ast.node(id).kind {
-            AstKind::Neg(a) => ids.push(*a),
-            AstKind::Binary(_, a, b) => ids.extend([*a, *b]),
-            AstKind::Call(call) => ids.extend_from_slice(&call.args),
-            AstKind::List(args) => ids.extend_from_slice(args),
-            AstKind::Num(_) | AstKind::Name(_) => {}
-        }
+        ids.extend(ast.node(id).kind.children());
     }
     ids.sort_unstable();
     ids.dedup();
@@ -745,17 +746,7 @@ pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
     let mut tree = Ast::default();
     for id in ids {
         let node = ast.node(id);
-        let kind = match &node.kind {
-            AstKind::Neg(a) => AstKind::Neg(new[a]),
-            AstKind::Binary(op, a, b) => AstKind::Binary(*op, new[a], new[b]),
-            AstKind::Call(call) => {
-                let mut call = call.clone();
-                call.args.iter_mut().for_each(|a| *a = new[a]);
-                AstKind::Call(call)
-            }
-            AstKind::List(args) => AstKind::List(args.iter().map(|a| new[a]).collect()),
-            other => other.clone(),
-        };
+        let kind = node.kind.map_children(|a| new[&a]);
         new.insert(id, tree.push(kind, node.span));
     }
     let root = new[&root];

@@ -43,6 +43,50 @@ pub enum AstKind {
     Call(Box<Call>),
     /// `[a, b, c]`: a tensor literal row (nested for higher ranks).
     List(Vec<AstId>),
+    /// `x[i]`, `a[i, j]`: one element of an indexed variable.
+    Index(Box<Index>),
+    /// `sum(i = lo..hi, body)` or `prod(...)`.
+    Reduce(Box<Reduce>),
+}
+
+impl AstKind {
+    /// The children, in the order they were written.
+    pub fn children(&self) -> smallvec::SmallVec<[AstId; 4]> {
+        match self {
+            AstKind::Neg(a) => smallvec::smallvec![*a],
+            AstKind::Binary(_, a, b) => smallvec::smallvec![*a, *b],
+            AstKind::Call(c) => c.args.iter().copied().collect(),
+            AstKind::List(args) => args.iter().copied().collect(),
+            AstKind::Index(ix) => ix.indices.iter().copied().collect(),
+            AstKind::Reduce(r) => smallvec::smallvec![r.lo, r.hi, r.body],
+            AstKind::Num(_) | AstKind::Name(_) => smallvec::SmallVec::new(),
+        }
+    }
+
+    /// The same node over other children: `f` maps each child.
+    pub fn map_children(&self, f: impl Fn(AstId) -> AstId) -> AstKind {
+        match self {
+            AstKind::Neg(a) => AstKind::Neg(f(*a)),
+            AstKind::Binary(op, a, b) => AstKind::Binary(*op, f(*a), f(*b)),
+            AstKind::Call(c) => {
+                let mut c = c.clone();
+                c.args.iter_mut().for_each(|a| *a = f(*a));
+                AstKind::Call(c)
+            }
+            AstKind::List(args) => AstKind::List(args.iter().map(|a| f(*a)).collect()),
+            AstKind::Index(ix) => {
+                let mut ix = ix.clone();
+                ix.indices.iter_mut().for_each(|a| *a = f(*a));
+                AstKind::Index(ix)
+            }
+            AstKind::Reduce(r) => {
+                let mut r = r.clone();
+                (r.lo, r.hi, r.body) = (f(r.lo), f(r.hi), f(r.body));
+                AstKind::Reduce(r)
+            }
+            AstKind::Num(_) | AstKind::Name(_) => self.clone(),
+        }
+    }
 }
 
 /// A call `name(args)`; `name_span` is where the name is, for "unknown function" carets.
@@ -51,6 +95,27 @@ pub struct Call {
     pub name: String,
     pub name_span: Span,
     pub args: Vec<AstId>,
+}
+
+/// `name[indices]`. The indices are integer arithmetic on numbers, `let` names and the
+/// indices of enclosing sums, evaluated when the formula is lowered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index {
+    pub name: String,
+    pub name_span: Span,
+    pub indices: Vec<AstId>,
+}
+
+/// `name(index = lo..hi, body)`: a sum or product over `index` from `lo` to `hi`, both
+/// included. The bounds are integer arithmetic as an [`Index`]'s are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reduce {
+    pub name: String,
+    pub name_span: Span,
+    pub index: Name,
+    pub lo: AstId,
+    pub hi: AstId,
+    pub body: AstId,
 }
 
 #[derive(Debug, Clone, PartialEq)]

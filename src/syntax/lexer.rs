@@ -29,8 +29,10 @@ pub enum Tok {
     #[regex(r"[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*", |lex| lex.slice().to_owned())]
     Ident(String),
     /// `d/dx` (order 1) or `d^2/dx^2` (order 2): the derivative operator of the REPL. Written
-    /// without spaces; `d / dx` is a division. The variable is any name (`d/dθ`, `d/dx_1`).
+    /// without spaces; `d / dx` is a division. The variable is any name (`d/dθ`, `d/dx_1`),
+    /// or an element written with number indices (`d/dx[2]`).
     #[regex(r"d/d[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*", deriv_first)]
+    #[regex(r"d/d[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*\[[0-9]+(,[0-9]+)*\]", deriv_first)]
     #[regex(r"d\^[0-9]+/d[\p{Alphabetic}_][\p{Alphabetic}\p{Nd}_]*\^[0-9]+", deriv_order)]
     Deriv((String, u32)),
     /// `28x28`, `3x32x32`: sizes in a model file.
@@ -71,6 +73,9 @@ pub enum Tok {
     Comma,
     #[token("=")]
     Eq,
+    /// `..` in a sum's index range, `sum(i = 0..n-1, ...)`.
+    #[token("..")]
+    DotDot,
     #[token("\n")]
     Newline,
 }
@@ -130,6 +135,7 @@ impl Tok {
             Tok::RBracket => "]",
             Tok::Comma => ",",
             Tok::Eq => "=",
+            Tok::DotDot => "..",
             Tok::Newline => "\\n",
             Tok::Num(_) | Tok::Ident(_) | Tok::Deriv(_) | Tok::Dims(_) => "",
         }
@@ -167,11 +173,37 @@ impl LexError {
 
 /// The token stream lalrpop consumes: `(start, token, end)` triples with byte offsets.
 /// `newlines` keeps `\n` tokens (model files) or drops them (formulas, REPL lines).
+///
+/// One case is not logos': a number written `2.` (allowed, as in most languages) is the
+/// longest match in `2..5`, so a number that ends in `.` right before another `.` is cut
+/// back to `2`, followed by `..`, and lexing restarts after the dots (where `.5` would
+/// otherwise be the longest match).
 pub fn tokens(src: &str, newlines: bool) -> impl Iterator<Item = Result<(usize, Tok, usize), LexError>> + '_ {
-    Tok::lexer(src)
-        .spanned()
-        .map(|(res, span)| res.map(|t| (span.start, t, span.end)))
-        .filter(move |r| newlines || !matches!(r, Ok((_, Tok::Newline, _))))
+    let mut offset = 0;
+    let mut lex = Tok::lexer(src).spanned();
+    let mut pending = None;
+    std::iter::from_fn(move || {
+        if let Some(p) = pending.take() {
+            return Some(p);
+        }
+        let (res, span) = lex.next()?;
+        let (l, r) = (span.start + offset, span.end + offset);
+        let res = res.map_err(|mut e| {
+            e.span = Span::new(e.span.start + offset, e.span.end + offset);
+            e
+        });
+        if let Ok(Tok::Num(x)) = res
+            && src[l..r].ends_with('.')
+            && src[r..].starts_with('.')
+        {
+            pending = Some(Ok((r - 1, Tok::DotDot, r + 1)));
+            offset = r + 1;
+            lex = Tok::lexer(&src[offset..]).spanned();
+            return Some(Ok((l, Tok::Num(x), r - 1)));
+        }
+        Some(res.map(|t| (l, t, r)))
+    })
+    .filter(move |r| newlines || !matches!(r, Ok((_, Tok::Newline, _))))
 }
 
 #[cfg(test)]
@@ -187,6 +219,30 @@ mod tests {
             .collect()
     }
 
+    fn kinds(src: &str) -> Vec<String> {
+        tokens(src, false)
+            .map(|t| match t {
+                Ok((l, t, r)) => format!("{t}@{l}..{r}"),
+                Err(e) => format!("error@{}..{}", e.span.start, e.span.end),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranges_cut_numbers_before_the_dots() {
+        for (src, want) in [
+            ("0..n", "number `0`@0..1 `..`@1..3 name `n`@3..4"),
+            ("1..55", "number `1`@0..1 `..`@1..3 number `55`@3..5"),
+            ("2.5..3", "number `2.5`@0..3 `..`@3..5 number `3`@5..6"),
+            ("n..m", "name `n`@0..1 `..`@1..3 name `m`@3..4"),
+            ("1e3..2", "number `1000`@0..3 `..`@3..5 number `2`@5..6"),
+            ("2. + .5", "number `2`@0..2 `+`@3..4 number `0.5`@5..7"),
+            ("0..1 $", "number `0`@0..1 `..`@1..3 number `1`@3..4 error@5..6"),
+        ] {
+            assert_eq!(kinds(src).join(" "), want, "{src}");
+        }
+    }
+
     #[test]
     fn derivative_operators_take_any_name() {
         for (src, var, order) in [
@@ -194,6 +250,8 @@ mod tests {
             ("d/dθ sin(θ)^2", "θ", 1),
             ("d^2/dθ^2 sin(θ)", "θ", 2),
             ("d/dx_1 x_1", "x_1", 1),
+            ("d/dx[2] x[2]^2", "x[2]", 1),
+            ("d/da[1,0] a[1,0]", "a[1,0]", 1),
             ("d/dété été", "été", 1),
             ("d^3/dα2^3 α2", "α2", 3),
         ] {

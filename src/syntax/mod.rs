@@ -21,7 +21,9 @@ pub mod lexer;
 
 use lalrpop_util::ParseError;
 
-pub use ast::{Ast, AstId, AstKind, BinOp, Binding, Item, Line, ModelLine, Name, Spanned, Stmt, Value};
+pub use ast::{
+    Ast, AstId, AstKind, BinOp, Binding, Index, Item, Line, ModelLine, Name, Reduce, Spanned, Stmt, Value,
+};
 pub use diagnostic::{Diagnostic, Span, line_col};
 use lexer::{LexError, Tok};
 
