@@ -245,14 +245,7 @@ impl Expr {
         let (ast, root) =
             syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
         let functions = HashMap::new();
-        let scope = Scope {
-            src,
-            ast: &ast,
-            functions: &functions,
-            derive,
-            lets: &graph::no_lets,
-            inline_lets: false,
-        };
+        let scope = Scope::new(src, &ast, &functions, derive);
         let id = self.transaction(|g| {
             let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
             g.set_budget(g.budget().saturating_add(more));
@@ -520,14 +513,7 @@ impl Point {
         let (ast, bindings) = syntax::parse_bindings(src)?;
         let mut g = Graph::new();
         let functions = HashMap::new();
-        let scope = Scope {
-            src,
-            ast: &ast,
-            functions: &functions,
-            derive,
-            lets: &graph::no_lets,
-            inline_lets: false,
-        };
+        let scope = Scope::new(src, &ast, &functions, derive);
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
         for b in &bindings {
@@ -649,7 +635,7 @@ mod tests {
     fn sums_parse_in_pieces_to_the_same_graph() {
         let check = |src: &str, in_pieces: bool| {
             let whole = Expr::parse_limited(src, 1 << 20);
-            match (Expr::parse_in_pieces(src, 1, &graph::no_lets), whole) {
+            match (Expr::parse_in_pieces(src, 1, &graph::lower::no_lets), whole) {
                 (Some(p), Ok(w)) => {
                     assert!(in_pieces, "{src}: parsed in pieces");
                     assert_eq!((p.id, p.graph().len()), (w.id, w.graph().len()), "{src}");

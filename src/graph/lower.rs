@@ -88,6 +88,18 @@ fn builtin_names() -> impl Iterator<Item = &'static str> {
     super::func::FUNCS.iter().map(|d| d.name).chain(BUILTINS.iter().copied())
 }
 
+impl<'a> Scope<'a> {
+    /// A scope without `let` names.
+    pub fn new(
+        src: &'a str,
+        ast: &'a Ast,
+        functions: &'a HashMap<String, FnDef>,
+        derive: Derive,
+    ) -> Scope<'a> {
+        Scope { src, ast, functions, derive, lets: &no_lets, inline_lets: false }
+    }
+}
+
 impl Scope<'_> {
     fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.src, span, message)

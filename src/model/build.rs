@@ -340,14 +340,7 @@ fn formula(
         names.insert(p.name.replace('.', "_"), FnDef { params: Vec::new(), body: p.var });
     }
     let (tree, root) = super::own_tree(&spec.ast, body);
-    let scope = Scope {
-        src: &spec.source,
-        ast: &tree,
-        functions: &names,
-        derive: crate::expr::derive,
-        lets: &crate::graph::no_lets,
-        inline_lets: false,
-    };
+    let scope = Scope::new(&spec.source, &tree, &names, crate::expr::derive);
     // A name that is none of the above and no variable of the graph yet (`input` is one)
     // would become a new variable: it is unknown. (Found among the formula's own names, not by
     // walking the model's graph below the formula, which would cost the model's size.)

@@ -348,14 +348,7 @@ impl ModelSpec {
                         }
                     };
                     let functions = HashMap::new();
-                    let scope = Scope {
-                        src,
-                        ast: &ast,
-                        functions: &functions,
-                        derive: crate::expr::derive,
-                        lets: &crate::graph::no_lets,
-                        inline_lets: false,
-                    };
+                    let scope = Scope::new(src, &ast, &functions, crate::expr::derive);
                     let (tree, root) = own_tree(&ast, *body);
                     let scope = Scope { ast: &tree, ..scope };
                     let id = scope.lower(&mut activations, root).map_err(|d| d.with_origin(origin))?;
