@@ -486,16 +486,18 @@ pub(crate) fn variables(g: &Graph, roots: &[Id]) -> Vec<String> {
 /// assert_eq!(names, ["a[0,5]", "a[1,0]", "x[2]", "x[10]", "y"]);
 /// ```
 pub fn variable_order(a: &str, b: &str) -> std::cmp::Ordering {
-    fn key(name: &str) -> (&str, Option<Vec<u64>>) {
-        let indices = name.strip_suffix(']').and_then(|s| s.split_once('[')).and_then(|(base, ix)| {
-            Some((base, ix.split(',').map(|i| i.parse().ok()).collect::<Option<Vec<u64>>>()?))
-        });
-        match indices {
-            Some((base, ix)) => (base, Some(ix)),
-            None => (name, None),
-        }
-    }
+    let key = |name| match element(name) {
+        Some((base, ix)) => (base, Some(ix)),
+        None => (name, None),
+    };
     key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+}
+
+/// `Some(("x", [3]))` for the name of an element `x[3]` (`a[1,2]`: two indices), as lowering
+/// names them; `None` for any other name.
+pub(crate) fn element(name: &str) -> Option<(&str, Vec<usize>)> {
+    let (base, ix) = name.strip_suffix(']')?.split_once('[')?;
+    Some((base, ix.split(',').map(|i| i.parse().ok()).collect::<Option<_>>()?))
 }
 
 /// A point: values for variables, as written on a command line (`x=4, y=pi/2`).

@@ -375,8 +375,7 @@ impl Session {
             Some(Value::Scalar(x)) => Some(*x),
             Some(Value::Tensor(_)) => None,
             None => {
-                let (base, ix) = name.strip_suffix(']')?.split_once('[')?;
-                let ix: Vec<usize> = ix.split(',').map(|i| i.parse().ok()).collect::<Option<_>>()?;
+                let (base, ix) = crate::expr::element(name)?;
                 match self.values.get(base)? {
                     Value::Tensor(t) => t.get(ndarray::IxDyn(&ix)).copied(),
                     Value::Scalar(_) => None,
@@ -388,7 +387,7 @@ impl Session {
     /// Every element `x[i]` of a named tensor `x` among `vars` must be inside it.
     fn check_elements(&self, cx: &Cx<'_>, span: Span, vars: &[String]) -> Result<()> {
         for v in vars {
-            let Some((base, _)) = v.strip_suffix(']').and_then(|s| s.split_once('[')) else { continue };
+            let Some((base, _)) = crate::expr::element(v) else { continue };
             if let Some(Value::Tensor(t)) = self.values.get(base)
                 && self.scalar(v).is_none()
             {
