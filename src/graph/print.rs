@@ -624,7 +624,10 @@ impl<'g> Printer<'g> {
         }
         for &f in &num {
             let mut v = Vec::new();
-            self.group(&mut v, f, false, self.class(f, false) <= Class::Neg);
+            // A nested product without a value keeps its parentheses: `0*(1e300*1e300)` has
+            // none, `0*1e300*1e300` reads back as `(0*1e300)*1e300 = 0`.
+            let whole = g.op(f) == Op::Mul && g.is_undefined(f);
+            self.group(&mut v, f, false, whole || self.class(f, false) <= Class::Neg);
             numer.push(v);
         }
         let mut denom: Vec<Vec<Item>> = Vec::new();

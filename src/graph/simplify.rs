@@ -213,12 +213,18 @@ impl Graph {
     /// as the other constructors flatten them, so that `(u + x) + y` is `u + x + y`; then the
     /// defined arguments are simplified together as usual (and their sum or product spread
     /// into the result, so that `-(x*u)` is `-x*u`) and the undefined ones are kept as written
-    /// (sorted), so no identity (`0*u`, `u - u`, `u/u`) can make them vanish.
+    /// (sorted), so no identity (`0*u`, `u - u`, `u/u`) can make them vanish. A nested node
+    /// that is undefined only as a whole (`1e300*1e300`) is one undefined argument, never
+    /// flattened.
     fn keep_undefined(&mut self, op: Op, args: &[Id], flatten: usize) -> Id {
         let additive = op == Op::Add;
         let mut flat: SmallVec<[Id; 8]> = SmallVec::new();
         for &a in args {
-            if self.op(a) == op && self.args(a).len() <= flatten {
+            // A nested sum (product) is flattened only when its undefined part survives as
+            // an argument: `1e300*1e300` is undefined though both its factors are defined,
+            // and spread into `0*(1e300*1e300)` the zero would cancel it.
+            let spreads = !self.is_undefined(a) || self.args(a).iter().any(|&b| self.is_undefined(b));
+            if self.op(a) == op && self.args(a).len() <= flatten && spreads {
                 flat.extend_from_slice(self.args(a));
             } else {
                 flat.push(a);
