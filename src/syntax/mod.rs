@@ -314,7 +314,17 @@ fn expected_words(expected: &[String]) -> String {
     match words.len() {
         0 => "the end of the input".to_owned(),
         1 => words.remove(0),
-        n if n > 8 => "an operator or the end of the input".to_owned(),
+        n if n > 8 => {
+            // Many operators: name the closers among them, which say where the reader is
+            // (`sin(x` expects an operator, `,` or `)`).
+            let closers: Vec<&str> =
+                ["`,`", "`)`", "`]`"].into_iter().filter(|c| words.iter().any(|w| w == c)).collect();
+            match closers.split_last() {
+                None => "an operator or the end of the input".to_owned(),
+                Some((last, [])) => format!("an operator or {last}"),
+                Some((last, rest)) => format!("an operator, {} or {last}", rest.join(", ")),
+            }
+        }
         _ => {
             let last = words.pop().unwrap_or_default();
             format!("{} or {last}", words.join(", "))
