@@ -242,10 +242,25 @@ impl Expr {
     /// [`substitute`](Self::substitute), say) shares nodes instead of copying them. The graph's
     /// node budget grows with the text as in [`parse`](Self::parse).
     pub fn parse_with(&self, src: &str) -> Result<Expr> {
+        self.parse_beside(src, &[])
+    }
+
+    /// [`parse_with`](Self::parse_with), with values for names as in
+    /// [`parse_with_lets`](Self::parse_with_lets).
+    ///
+    /// ```
+    /// use symdiff::Expr;
+    /// let f = Expr::parse_with_lets("sum(i = 0..n-1, x[i])", &[("n", 3.0)])?;
+    /// let g = f.parse_beside("prod(i = 0..n-1, x[i])", &[("n", 2.0)])?;
+    /// assert_eq!(g.to_string(), "x[0]*x[1]");
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
+    pub fn parse_beside(&self, src: &str, lets: &[(&str, f64)]) -> Result<Expr> {
         let (ast, root) =
             syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
         let functions = HashMap::new();
-        let scope = Scope::new(src, &ast, &functions, derive);
+        let lookup = |n: &str| lets.iter().find(|(m, _)| *m == n).map(|p| p.1);
+        let scope = Scope { lets: &lookup, inline_lets: true, ..Scope::new(src, &ast, &functions, derive) };
         let id = self.transaction(|g| {
             let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
             g.set_budget(g.budget().saturating_add(more));
@@ -493,20 +508,28 @@ pub fn variable_order(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
-/// `Some(("x", [3]))` for the name of an element `x[3]` (`a[1,2]`: two indices), as lowering
-/// names them; `None` for any other name.
-pub(crate) fn element(name: &str) -> Option<(&str, Vec<usize>)> {
-    let (base, ix) = name.strip_suffix(']')?.split_once('[')?;
-    Some((base, ix.split(',').map(|i| i.parse().ok()).collect::<Option<_>>()?))
+pub use crate::graph::lower::element;
+pub(crate) use crate::graph::lower::element_name;
+
+/// The rows of a list literal `[a, b, ...]`, or `None` for anything else.
+fn list(ast: &syntax::Ast, node: syntax::AstId) -> Option<&[syntax::AstId]> {
+    match &ast.node(node).kind {
+        syntax::AstKind::List(rows) => Some(rows),
+        _ => None,
+    }
 }
 
-/// A point: values for variables, as written on a command line (`x=4, y=pi/2`).
+/// A point: values for variables, as written on a command line (`x=4, y=pi/2`); a list
+/// gives the elements of an indexed variable (`x=[1, 2]` is `x[0]=1, x[1]=2`).
 #[derive(Debug, Clone, Default)]
 pub struct Point {
     source: String,
+    /// `(name, span, value)`; a list's elements are entries named `x[0]`, `x[1]`, ...
     entries: Vec<(String, crate::syntax::Span, f64)>,
     /// The position of each name in `entries`.
     index: HashMap<String, usize>,
+    /// The names given a list, where they are written, and the list's shape.
+    lists: Vec<(String, crate::syntax::Span, Vec<usize>)>,
 }
 
 impl Point {
@@ -518,8 +541,10 @@ impl Point {
         let scope = Scope::new(src, &ast, &functions, derive);
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
+        let mut given: hashbrown::HashSet<&str> = hashbrown::HashSet::new();
+        let mut lists = Vec::new();
         for b in &bindings {
-            if index.insert(b.name.text.clone(), entries.len()).is_some() {
+            if !given.insert(&b.name.text) {
                 return Err(Diagnostic::new(
                     src,
                     b.name.span,
@@ -527,19 +552,69 @@ impl Point {
                 )
                 .into());
             }
-            let id = scope.lower(&mut g, b.value)?;
-            if let Some(v) = variables(&g, &[id]).first() {
-                return Err(Diagnostic::new(
-                    src,
-                    ast.span(b.value),
-                    format!("a value cannot use the variable `{v}`"),
-                )
-                .into());
+            // A list gives the elements: `x = [1, 2]` is `x[0] = 1, x[1] = 2`, and
+            // `a = [[1, 2], [3, 4]]` is `a[0,0] = 1, ...`. The shape is read down the first
+            // elements; every row must match it. Walked with a stack of (node, its index),
+            // so a deep list cannot overflow the call stack.
+            let mut shape = Vec::new();
+            let mut first = b.value;
+            while let Some(rows) = list(&ast, first) {
+                shape.push(rows.len());
+                match rows.first() {
+                    Some(&r) => first = r,
+                    None => {
+                        return Err(
+                            Diagnostic::new(src, ast.span(first), "an empty list gives no values").into()
+                        );
+                    }
+                }
             }
-            let value = graph::eval(&g, &[id], &|_| None)?[0];
-            entries.push((b.name.text.clone(), b.name.span, value));
+            if !shape.is_empty() {
+                lists.push((b.name.text.clone(), b.name.span, shape.clone()));
+            }
+            let mut stack = vec![(b.value, Vec::new())];
+            while let Some((node, at)) = stack.pop() {
+                match (list(&ast, node), shape.get(at.len())) {
+                    (Some(rows), Some(&n)) if rows.len() == n => {
+                        for (k, &r) in rows.iter().enumerate().rev() {
+                            let mut at = at.clone();
+                            at.push(k);
+                            stack.push((r, at));
+                        }
+                    }
+                    (None, None) => {
+                        let name =
+                            if at.is_empty() { b.name.text.clone() } else { element_name(&b.name.text, &at) };
+                        let id = scope.lower(&mut g, node)?;
+                        if let Some(v) = variables(&g, &[id]).first() {
+                            return Err(Diagnostic::new(
+                                src,
+                                ast.span(node),
+                                format!("a value cannot use the variable `{v}`"),
+                            )
+                            .into());
+                        }
+                        let value = graph::eval(&g, &[id], &|_| None)?[0];
+                        let span = if at.is_empty() { b.name.span } else { ast.span(node) };
+                        index.insert(name.clone(), entries.len());
+                        entries.push((name, span, value));
+                    }
+                    _ => {
+                        let dims = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+                        return Err(Diagnostic::new(
+                            src,
+                            ast.span(node),
+                            format!(
+                                "`{}` is a list of shape [{dims}]; this part does not fit it",
+                                b.name.text
+                            ),
+                        )
+                        .into());
+                    }
+                }
+            }
         }
-        Ok(Point { source: src.to_owned(), entries, index })
+        Ok(Point { source: src.to_owned(), entries, index, lists })
     }
 
     /// `(name, value)` pairs in the order written.
@@ -552,17 +627,53 @@ impl Point {
         self.index.get(name).map(|&k| self.entries[k].2)
     }
 
-    /// Errors (with a caret into the point's text) for a name not among `vars`.
+    /// The names given values, in the order written (a list's elements as `x[0]`, ...).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _, _)| n.as_str())
+    }
+
+    /// Errors (with a caret into the point's text) for a name not among `vars`. A list
+    /// `x = [...]` needs elements `x[i]` among `vars`, but not every element of it.
+    ///
+    /// ```
+    /// use symdiff::Point;
+    /// let vars = ["x[0]".to_owned(), "x[1]".to_owned(), "y".to_owned()];
+    /// Point::parse("x = [1, 2, 3], y = 4")?.check_names(&vars)?;
+    /// let e = Point::parse("z = 1")?.check_names(&vars).unwrap_err();
+    /// assert!(e.to_string().contains("`z` does not occur in the expression"));
+    /// let e = Point::parse("x = 1")?.check_names(&vars).unwrap_err();
+    /// assert!(e.to_string().contains("give its elements as a list"));
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
     pub fn check_names(&self, vars: &[String]) -> Result<()> {
         let known: hashbrown::HashSet<&str> = vars.iter().map(String::as_str).collect();
+        let indexed = |base: &str| vars.iter().any(|v| element(v).is_some_and(|(b, _)| b == base));
+        for (base, span, _) in &self.lists {
+            if !indexed(base) {
+                let message = if known.contains(base.as_str()) {
+                    format!("`{base}` is a number in the expression, not an indexed variable")
+                } else {
+                    format!("`{base}` does not occur in the expression")
+                };
+                return Err(Diagnostic::new(&self.source, *span, message)
+                    .with_help("a list gives the elements of a variable written `x[i]`")
+                    .with_origin("--at")
+                    .into());
+            }
+        }
+        let listed = |name: &str| element(name).is_some_and(|(b, _)| self.lists.iter().any(|l| l.0 == b));
         for (name, span, _) in &self.entries {
-            if !known.contains(name.as_str()) {
+            if !known.contains(name.as_str()) && !listed(name) {
                 let mut d = Diagnostic::new(
                     &self.source,
                     *span,
                     format!("`{name}` does not occur in the expression"),
                 );
-                if let Some(s) = graph::lower::suggest(name, vars.iter().cloned()) {
+                if indexed(name) {
+                    d = d.with_help(format!(
+                        "`{name}` is indexed in the expression ({name}[i]): give its elements as a list, as in {name}=[1, 2]"
+                    ));
+                } else if let Some(s) = graph::lower::suggest(name, vars.iter().cloned()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 return Err(d.with_origin("--at").into());
@@ -571,16 +682,45 @@ impl Point {
         Ok(())
     }
 
-    /// Errors naming the first of `vars` without a value.
+    /// Errors naming the first of `vars` without a value: an element outside the list given
+    /// for its variable, or the first few without one.
+    ///
+    /// ```
+    /// use symdiff::Point;
+    /// let vars = ["x[0]".to_owned(), "x[4]".to_owned()];
+    /// let e = Point::parse("x = [1, 2]")?.check_complete(&vars).unwrap_err();
+    /// assert!(e.to_string().contains("`x[4]` is outside `x`, whose shape is [2]"));
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
     pub fn check_complete(&self, vars: &[String]) -> Result<()> {
         let missing: Vec<&String> = vars.iter().filter(|v| self.get(v).is_none()).collect();
-        if missing.is_empty() {
-            return Ok(());
+        let Some(first) = missing.first() else { return Ok(()) };
+        for m in &missing {
+            if let Some((base, _)) = element(m)
+                && let Some((_, span, shape)) = self.lists.iter().find(|l| l.0 == base)
+            {
+                let dims = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+                return Err(Diagnostic::new(
+                    &self.source,
+                    *span,
+                    format!("`{m}` is outside `{base}`, whose shape is [{dims}]"),
+                )
+                .with_help("indices start at 0 and stay below each dimension")
+                .with_origin("--at")
+                .into());
+            }
         }
-        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        const SHOWN: usize = 5;
+        let mut list = missing.iter().take(SHOWN).map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        if missing.len() > SHOWN {
+            list.push_str(&format!(", ... ({} in all)", missing.len()));
+        }
+        let example = match element(first) {
+            Some((base, _)) => format!("{base}=[1, 2, ...]"),
+            None => format!("{first}=1"),
+        };
         Err(Error::Invalid(format!(
-            "no value for {list}; give every variable a value with --at, as in --at {}=1",
-            missing[0]
+            "no value for {list}; give every variable a value with --at, as in --at {example}"
         )))
     }
 }

@@ -38,7 +38,7 @@ pub use compiled::{
     compile_sparse_hessian, compile_sparse_jacobian, export_c, export_rust,
 };
 pub use directional::{CompiledDirectional, compile_hvp, compile_jvp, compile_vjp};
-pub use expr::{Error, Expr, Operand, Point, Result, variable_order};
+pub use expr::{Error, Expr, Operand, Point, Result, element, variable_order};
 pub use graph::simplify::{RULES, Rule};
 pub use graph::{EvalError, EvalErrorKind, NODE_BUDGET};
 pub use jit::{ClassStats, CompileOptions, CompileStats, set_threads, threads};

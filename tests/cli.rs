@@ -112,6 +112,38 @@ fn one_shot_errors() {
     check_err(&["frobnicate"], "unrecognized subcommand", 2);
 }
 
+/// Indexed variables on the command line: `--let` for bounds, lists in `--at`, `--wrt x` for
+/// every element, gradients as vectors in JSON (one line per element in text).
+#[rustfmt::skip]
+#[test]
+fn indexed_variables() {
+    const ROSENBROCK: &str = "sum(i = 0..n-2, 100*(x[i+1] - x[i]^2)^2 + (1 - x[i])^2)";
+    check(&["grad", ROSENBROCK, "--let", "n=4", "--at", "x=[1.5,2,0.5,1]"], "value = 1289\nd/dx[0] = 151\nd/dx[1] = 2752\nd/dx[2] = -851\nd/dx[3] = 150\n", 0);
+    check(&["grad", ROSENBROCK, "--let", "n=4", "--at", "x=[1.5,2,0.5,1]", "--json"], "{\"value\":1289,\"grad\":{\"x\":[151,2752,-851,150]}}\n", 0);
+    check(&["grad", ROSENBROCK, "--let", "n=4", "--at", "x=[1.5,2,0.5,1]", "--interp", "--json"], "{\"value\":1289,\"grad\":{\"x\":[151,2752,-851,150]}}\n", 0);
+    // An element the list gives but the formula does not use has the partial 0.
+    check(&["grad", "x[0]*x[1]", "--at", "x=[1.5,2,3]", "--json"], "{\"value\":3,\"grad\":{\"x\":[2,1.5,0]}}\n", 0);
+    check(&["grad", "a[0,0]*a[1,1] - a[0,1]*a[1,0]", "--at", "a=[[1,2],[3,4]]", "--json"], "{\"value\":-2,\"grad\":{\"a\":[[4,-3],[-2,1]]}}\n", 0);
+    check(&["diff", "sum(i = 0..2, x[i]^3)", "--wrt", "x", "--json"], "{\"derivatives\":{\"x\":[\"3*x[0]^2\",\"3*x[1]^2\",\"3*x[2]^2\"]}}\n", 0);
+    check(&["diff", "sum(i = 0..2, x[i]^3) + y", "--wrt", "x", "--at", "x=[1,2,3],y=0"], "d/dx[0] = 3\nd/dx[1] = 12\nd/dx[2] = 27\n", 0);
+    check(&["hessian", "sum(i = 0..n-1, x[i]^3) + y^2", "--let", "n=3", "--at", "x=[1,2,3],y=1", "--wrt", "x", "--sparse"], "value = 37\nd2/dx[0]dx[0] = 6\nd2/dx[1]dx[1] = 12\nd2/dx[2]dx[2] = 18\n", 0);
+    check(&["jacobian", "sum(i = 0..n-1, x[i])", "prod(i = 0..n-1, x[i])", "--let", "n=3", "--at", "x=[1,2,3]"], "f0 = 6\nf1 = 6\njacobian over x[0], x[1], x[2]:\n1  1  1\n6  3  2\n", 0);
+    check(&["eval", "sum(i = 0..n-1, x[i])", "--let", "n=2^2", "--at", "x=[1,2,3,4]"], "10\n", 0);
+    check(&["export", "sum(i = 0..n-1, x[i]^2)", "--let", "n=2", "--lang", "rust"], &run(&["export", "x[0]^2 + x[1]^2", "--lang", "rust"], "").stdout, 0);
+    check_err(&["grad", "x[0]*x[5]", "--at", "x=[1.5,2,3]"], "`x[5]` is outside `x`, whose shape is [3]", 1);
+    check_err(&["grad", "x[0]*x[1]", "--at", "x=1"], "give its elements as a list", 1);
+    check_err(&["grad", "x*y", "--at", "x=[1,2],y=1"], "`x` is a number in the expression, not an indexed variable", 1);
+    check_err(&["grad", "a[0,0]", "--at", "a=[[1,2],[3]]"], "1:10", 1);
+    check_err(&["grad", "x[0]", "--at", "x=[]"], "an empty list gives no values", 1);
+    check_err(&["grad", "x[0]", "--at", "x=[1,y]"], "a value cannot use the variable `y`", 1);
+    check_err(&["grad", "sum(i = 0..n-1, x[i])", "--let", "n=[1,2]"], "a let value is one number, not a list", 1);
+    check_err(&["grad", "sum(i = 0..n-1, x[i])", "--let", "n=200"], "no value for `x[0]`, `x[1]`, `x[2]`, `x[3]`, `x[4]`, ... (200 in all)", 1);
+    check_err(&["grad", "sum(i = 0..n-1, x[i])", "--let", "n=1.5"], "whole number", 1);
+    check_err(&["grad", "sum(i = 0..m-1, x[i])", "--let", "n=2"], "`m`", 1);
+    check_err(&["diff", "x[0] + y", "--wrt", "z"], "--wrt z: `z` does not occur in the expression", 1);
+    check_err(&["hessian", "x[0]*x[1]", "--at", "x=[1,2]", "--wrt", "x", "--wrt", "x[1]"], "`x[1]` is listed twice", 1);
+}
+
 #[test]
 fn formula_from_stdin() {
     let deep = format!("{}x{}", "(".repeat(200_000), ")".repeat(200_000));

@@ -16,10 +16,10 @@
 use serde_json::{Value, json};
 use symdiff::{Error, Expr, Triangle};
 
-use super::{number, point, symdiff_value};
+use super::{input, number, point, symdiff_value};
 
-/// The variables to differentiate by: `wrt` (each written in the formulas), or every
-/// written variable in order of appearance.
+/// The variables to differentiate by: `wrt` (each written in the formulas, or an indexed
+/// variable for all its elements), or every written variable in order of appearance.
 fn variables(fs: &[Expr], wrt: &[String]) -> Result<Vec<String>, Error> {
     let mut written: Vec<String> = Vec::new();
     for f in fs {
@@ -29,15 +29,7 @@ fn variables(fs: &[Expr], wrt: &[String]) -> Result<Vec<String>, Error> {
             }
         }
     }
-    for (i, w) in wrt.iter().enumerate() {
-        if !written.contains(w) {
-            return Err(Error::Invalid(format!("--wrt {w}: `{w}` does not occur in the expression")));
-        }
-        if wrt[..i].contains(w) {
-            return Err(Error::Invalid(format!("--wrt {w}: `{w}` is listed twice")));
-        }
-    }
-    Ok(if wrt.is_empty() { written } else { wrt.to_vec() })
+    if wrt.is_empty() { Ok(written) } else { input::wrt(wrt, &written) }
 }
 
 /// The point: the values of `vars`, and the formulas with every other variable (not in
@@ -85,10 +77,11 @@ pub fn hessian(
     src: &str,
     wrt: &[String],
     at: &[String],
+    lets: &[String],
     sparse: bool,
     json_out: bool,
 ) -> Result<String, Error> {
-    let parsed = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
+    let parsed = input::parse(src, &input::lets(lets)?)?;
     let vars = variables(std::slice::from_ref(&parsed), wrt)?;
     let (x, fixed) = at_point(std::slice::from_ref(&parsed), &vars, at)?;
     let f = &fixed[0];
@@ -168,17 +161,19 @@ pub fn jacobian(
     args: &[String],
     wrt: &[String],
     at: &[String],
+    lets: &[String],
     sparse: bool,
     json_out: bool,
 ) -> Result<String, Error> {
+    let lets = input::lets(lets)?;
     let srcs = split(args);
     if srcs.is_empty() {
         return Err(Error::Invalid("no formulas: give them separated by commas, e.g. 'x*y, x + y'".into()));
     }
-    let first = Expr::parse_limited(&srcs[0], symdiff::MAX_INPUT)?;
+    let first = input::parse(&srcs[0], &lets)?;
     let mut parsed = vec![first.clone()];
     for s in &srcs[1..] {
-        parsed.push(first.parse_with(s)?);
+        parsed.push(input::parse_beside(&first, s, &lets)?);
     }
     let vars = variables(&parsed, wrt)?;
     let (x, fs) = at_point(&parsed, &vars, at)?;

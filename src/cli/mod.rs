@@ -30,6 +30,7 @@ macro_rules! note {
     }};
 }
 
+mod input;
 mod matrix;
 mod model;
 mod repl;
@@ -60,12 +61,17 @@ enum Command {
         /// The formula, e.g. 'x^3 + 2*x^2 + 1' ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// Differentiate with respect to VAR (repeatable); default: every variable.
+        /// Differentiate with respect to VAR (repeatable; `x` for every element `x[i]`);
+        /// default: every variable.
         #[arg(long, value_name = "VAR")]
         wrt: Vec<String>,
-        /// Evaluate the derivatives at a point, e.g. --at x=4,y=2.
+        /// Evaluate the derivatives at a point, e.g. --at x=4,y=2 (a list gives the elements of
+        /// an indexed variable: --at x=[1,2,3]).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
         /// Output format of the expressions.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -78,10 +84,15 @@ enum Command {
         /// The formula ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
+        /// a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
-        /// Print JSON: {"value":...,"grad":{...}}.
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
+        /// Print JSON: {"value":...,"grad":{...}}, with the partials of x[0], x[1], ... as one
+        /// array "x".
         #[arg(long)]
         json: bool,
         /// Evaluate with the interpreter instead of compiled code.
@@ -96,9 +107,13 @@ enum Command {
         /// The formula ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
+        /// a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
         /// Differentiate with respect to VAR (repeatable, in this order); default: every
         /// variable, as they first appear. The others keep their values from --at.
         #[arg(long, value_name = "VAR")]
@@ -117,9 +132,13 @@ enum Command {
         /// when the first starts with `-`).
         #[arg(required = true)]
         exprs: Vec<String>,
-        /// The point, e.g. --at x=4,y=2 (every variable needs a value).
+        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
+        /// a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
         /// Differentiate with respect to VAR (repeatable, in this order); default: every
         /// variable, as they first appear.
         #[arg(long, value_name = "VAR")]
@@ -142,15 +161,21 @@ enum Command {
         /// Name of the generated function.
         #[arg(long, default_value = "f")]
         name: String,
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
     },
     /// Print the value of a formula at a point; or, with --weights, a model's test accuracy.
     Eval {
         /// The formula ('-' reads it from stdin), or a model file with --weights.
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4 (every variable needs a value).
+        /// The point, e.g. --at x=4 or x=[1,2,3] (every variable needs a value).
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
+        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+        #[arg(long = "let", value_name = "NAME=VALUE,...")]
+        lets: Vec<String>,
         /// Weights of the model (a .safetensors file from `train --save`).
         #[arg(long, value_name = "FILE")]
         weights: Option<PathBuf>,
@@ -334,22 +359,24 @@ pub fn main() -> ExitCode {
     let formula = |r: Result<String, Error>| r.map_err(|e| model::Failure::Message(render(&e)));
     let result = match cli.command {
         None | Some(Command::Repl) => return repl::run(&mut out),
-        Some(Command::Diff { expr, wrt, at, format, json }) => formula(diff(&expr, &wrt, &at, format, json)),
-        Some(Command::Grad { expr, at, json, interp, timings }) => {
-            formula(grad(&expr, &at, json, interp, timings))
+        Some(Command::Diff { expr, wrt, at, lets, format, json }) => {
+            formula(diff(&expr, &wrt, &at, &lets, format, json))
         }
-        Some(Command::Hessian { expr, at, wrt, sparse, json }) => {
-            formula(matrix::hessian(&expr, &wrt, &at, sparse, json))
+        Some(Command::Grad { expr, at, lets, json, interp, timings }) => {
+            formula(grad(&expr, &at, &lets, json, interp, timings))
         }
-        Some(Command::Jacobian { exprs, at, wrt, sparse, json }) => {
-            formula(matrix::jacobian(&exprs, &wrt, &at, sparse, json))
+        Some(Command::Hessian { expr, at, lets, wrt, sparse, json }) => {
+            formula(matrix::hessian(&expr, &wrt, &at, &lets, sparse, json))
         }
-        Some(Command::Export { expr, lang, name }) => formula(export(&expr, lang, &name)),
+        Some(Command::Jacobian { exprs, at, lets, wrt, sparse, json }) => {
+            formula(matrix::jacobian(&exprs, &wrt, &at, &lets, sparse, json))
+        }
+        Some(Command::Export { expr, lang, name, lets }) => formula(export(&expr, lang, &name, &lets)),
         Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
             model::evaluate(Path::new(&expr), &w, data.as_deref(), json)
         }
-        Some(Command::Eval { expr, at, json, .. }) => {
-            eval(&expr, &at, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
+        Some(Command::Eval { expr, at, lets, json, .. }) => {
+            eval(&expr, &at, &lets, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
         }
         Some(Command::Train(args)) => {
             return finish(model::train(args, &mut out).and_then(|()| Ok(out.flush()?)));
@@ -444,16 +471,18 @@ fn value_at(e: &Expr, p: &Point) -> Result<f64, Error> {
     e.eval(&p.values())
 }
 
-fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool) -> Result<String, Error> {
-    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
+fn diff(
+    src: &str,
+    wrt: &[String],
+    at: &[String],
+    lets: &[String],
+    format: Format,
+    json_out: bool,
+) -> Result<String, Error> {
+    let f = input::parse(src, &input::lets(lets)?)?;
     let mut vars = f.written_variables();
     vars.sort_by(|a, b| symdiff::variable_order(a, b));
-    for w in wrt {
-        if !vars.contains(w) {
-            return Err(Error::Invalid(format!("--wrt {w}: `{w}` does not occur in the expression")));
-        }
-    }
-    let wrt: Vec<String> = if wrt.is_empty() { vars.clone() } else { wrt.to_vec() };
+    let wrt: Vec<String> = if wrt.is_empty() { vars.clone() } else { input::wrt(wrt, &vars)? };
     let p = point(at)?;
     if vars.is_empty() {
         // A constant's derivative is 0 only where the constant has a value (`0/0` has none).
@@ -476,12 +505,12 @@ fn diff(src: &str, wrt: &[String], at: &[String], format: Format, json_out: bool
     }
     if json_out {
         let mut out = Map::new();
-        let d: Map<String, Value> = derivs.iter().map(|(v, e)| (v.clone(), Value::String(show(e)))).collect();
-        out.insert("derivatives".into(), Value::Object(d));
+        let names: Vec<String> = derivs.iter().map(|(v, _)| v.clone()).collect();
+        let d = derivs.iter().map(|(_, e)| Value::String(show(e))).collect();
+        out.insert("derivatives".into(), Value::Object(input::grouped(&names, d, &json!("0"))));
         if p.is_some() {
-            let v: Map<String, Value> =
-                derivs.iter().zip(&values).map(|((n, _), x)| (n.clone(), number(*x))).collect();
-            out.insert("values".into(), Value::Object(v));
+            let v = values.iter().map(|x| number(*x)).collect();
+            out.insert("values".into(), Value::Object(input::grouped(&names, v, &number(0.0))));
         }
         return Ok(Value::Object(out).to_string());
     }
@@ -506,15 +535,24 @@ fn symdiff_value(x: f64) -> String {
     }
 }
 
-fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -> Result<String, Error> {
+fn grad(
+    src: &str,
+    at: &[String],
+    lets: &[String],
+    json_out: bool,
+    interp: bool,
+    timings: bool,
+) -> Result<String, Error> {
+    let lets = input::lets(lets)?;
     let start = Instant::now();
-    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
+    let f = input::parse(src, &lets)?;
     let parse_time = start.elapsed();
-    // Every variable written, sorted: one cancelled by simplification has the partial 0.
-    let mut vars = f.written_variables();
-    vars.sort_by(|a, b| symdiff::variable_order(a, b));
+    // Every variable written, sorted: one cancelled by simplification has the partial 0, as
+    // has an element a list in --at gives and the formula does not use.
+    let vars = f.written_variables();
     let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;
+    let vars = input::with_listed(vars, &p);
     p.check_complete(&vars)?;
     let names: Vec<&str> = vars.iter().map(String::as_str).collect();
     let x: Vec<f64> = names.iter().map(|v| p.get(v).unwrap_or(f64::NAN)).collect();
@@ -583,7 +621,7 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
         }
     }
     if json_out {
-        let g: Map<String, Value> = vars.iter().zip(&grad).map(|(n, x)| (n.clone(), number(*x))).collect();
+        let g = input::grouped(&vars, grad.iter().map(|x| number(*x)).collect(), &number(0.0));
         return Ok(json!({"value": number(value), "grad": Value::Object(g)}).to_string());
     }
     let mut lines = vec![format!("value = {}", symdiff_value(value))];
@@ -591,8 +629,8 @@ fn grad(src: &str, at: &[String], json_out: bool, interp: bool, timings: bool) -
     Ok(lines.join("\n"))
 }
 
-fn export(src: &str, lang: Lang, name: &str) -> Result<String, Error> {
-    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
+fn export(src: &str, lang: Lang, name: &str, lets: &[String]) -> Result<String, Error> {
+    let f = input::parse(src, &input::lets(lets)?)?;
     let vars = f.variables();
     let names: Vec<&str> = vars.iter().map(String::as_str).collect();
     match lang {
@@ -601,8 +639,8 @@ fn export(src: &str, lang: Lang, name: &str) -> Result<String, Error> {
     }
 }
 
-fn eval(src: &str, at: &[String], json_out: bool) -> Result<String, Error> {
-    let f = Expr::parse_limited(src, symdiff::MAX_INPUT)?;
+fn eval(src: &str, at: &[String], lets: &[String], json_out: bool) -> Result<String, Error> {
+    let f = input::parse(src, &input::lets(lets)?)?;
     let vars = f.variables();
     let p = point(at)?.unwrap_or_default();
     p.check_names(&vars)?;

@@ -398,21 +398,17 @@ impl Scope<'_> {
                 .err(ix.name_span, format!("`{base}` is {what}; only a variable can be indexed"))
                 .with_help("an indexed variable is a name that has no other meaning, as in `x[i]`"));
         }
-        let mut name = format!("{base}[");
-        for (k, &a) in ix.indices.iter().enumerate() {
+        let mut at: SmallVec<[usize; 2]> = SmallVec::new();
+        for &a in &ix.indices {
             let i = self.whole(a, env, "an index")?;
             if i < 0 {
                 return Err(self
                     .err(self.ast.span(a), format!("an index must be 0 or more, here it is {i}"))
                     .with_help("indices start at 0: the first element of `x` is `x[0]`"));
             }
-            if k > 0 {
-                name.push(',');
-            }
-            name.push_str(&i.to_string());
+            at.push(i as usize);
         }
-        name.push(']');
-        Ok(g.var(&name))
+        Ok(g.var(&element_name(base, &at)))
     }
 
     /// `sum(i = lo..hi, body)` or `prod(...)`: the body lowered once per index value, `lo` to
@@ -935,4 +931,24 @@ fn import_nodes(to: &mut Graph, from: &Graph, roots: &[Id], map: HashMap<Id, Id>
         new.insert(id, image);
     }
     new
+}
+
+/// The variable name of element `at` of `base`: `x[3]`, `a[1,2]` (the inverse of
+/// [`element`]).
+pub(crate) fn element_name(base: &str, at: &[usize]) -> String {
+    let ix: Vec<String> = at.iter().map(usize::to_string).collect();
+    format!("{base}[{}]", ix.join(","))
+}
+
+/// `Some(("x", [3]))` for the name of an element `x[3]` (`a[1,2]`: two indices), as
+/// lowering names them; `None` for any other name.
+///
+/// ```
+/// assert_eq!(symdiff::element("x[3]"), Some(("x", vec![3])));
+/// assert_eq!(symdiff::element("a[1,2]"), Some(("a", vec![1, 2])));
+/// assert_eq!(symdiff::element("x"), None);
+/// ```
+pub fn element(name: &str) -> Option<(&str, Vec<usize>)> {
+    let (base, ix) = name.strip_suffix(']')?.split_once('[')?;
+    Some((base, ix.split(',').map(|i| i.parse().ok()).collect::<Option<_>>()?))
 }
