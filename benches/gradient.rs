@@ -6,10 +6,15 @@
 //! gradient in this same binary; the function alone (for the cheap-gradient ratio); the
 //! swell case (10th derivative of sin^7, with the interpreter); the product of n variables
 //! (n = 1,000 and 10,000) against a hand-written prefix/suffix gradient; and a
-//! 100,000-operation random DAG. Every compiled gradient also reports its operations
+//! 100,000-operation random DAG; and batches (`eval_many`, two points per `f64x2` call)
+//! against one `eval` per point, on random DAGs and continued fractions of about 10², 10³ and
+//! 10⁴ nodes. Every compiled gradient also reports its operations
 //! relative to the function's (`CompileStats::gradient_ratio`, counts, not times). The summary
 //! reads criterion's estimates back and prints every comparison as a ratio measured in this
 //! run. `cargo bench --bench gradient -- --quick` is a faster, rougher pass.
+//!
+//! Batches are per core: run them as `taskset -c 0 cargo bench --bench gradient -- batch`,
+//! or a large batch is also split across threads (the summary says how many it could use).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -186,6 +191,51 @@ fn random_dag_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The batch cases: (name, function, variables).
+fn batch_cases() -> Vec<(String, Expr, Vec<String>)> {
+    let mut cases = Vec::new();
+    for ops in [100, 1_000, 10_000] {
+        let d = random_dag::generate(20, ops, 0x2545_f491_4f6c_dd1d, 64);
+        cases.push((format!("random-dag-{ops}"), d.expr, d.vars));
+    }
+    // Rational: no host calls, every operation one vector instruction for both points.
+    for n in [10, 100, 1_000] {
+        let mut src = format!("x{}", n - 1);
+        for i in (0..n - 1).rev() {
+            src = format!("x{i} + 1/(1 + x{i}*({src})^2)");
+        }
+        cases.push((format!("fraction-{n}"), Expr::parse(&src).unwrap(), names(n)));
+    }
+    cases
+}
+
+/// Points per batch: enough to amortise the call, few enough to stay in cache.
+const BATCH: usize = 64;
+
+fn batch_benches(c: &mut Criterion) {
+    for (name, f, vars) in batch_cases() {
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let n = vars.len();
+        let g = compile_gradient(&f, &vars).unwrap();
+        eprintln!("batch/{name}: {} nodes, {}", f.node_count(), g.stats().structure());
+        let xs: Vec<f64> = (0..BATCH * n).map(|i| 0.2 + 0.5 * (i as f64 * 0.37).sin().abs()).collect();
+        let (mut values, mut grads) = (vec![0.0; BATCH], vec![0.0; BATCH * n]);
+        g.eval_many(&xs, &mut values, &mut grads).unwrap(); // compiles the two-lane code
+        let mut group = c.benchmark_group(format!("batch/{name}"));
+        group.bench_function("eval-each", |b| {
+            b.iter(|| {
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = g.eval(black_box(&xs[i * n..(i + 1) * n]), &mut grads[i * n..(i + 1) * n]);
+                }
+            })
+        });
+        group.bench_function("eval-many", |b| {
+            b.iter(|| g.eval_many(black_box(&xs), &mut values, &mut grads).unwrap())
+        });
+        group.finish();
+    }
+}
+
 fn summary() {
     println!("\nSummary (medians from this run; ratios of times measured in this run)\n");
     println!(
@@ -242,6 +292,23 @@ fn summary() {
             fmt(e)
         );
     }
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    println!(
+        "\nbatches of {BATCH} points, eval_many against one eval per point ({threads} threads available; CPU: {}):",
+        report::cpu_model()
+    );
+    for (name, ..) in batch_cases() {
+        if let (Some(each), Some(many)) =
+            (median(&format!("batch_{name}/eval-each")), median(&format!("batch_{name}/eval-many")))
+        {
+            println!(
+                "  {name}: per point {} one by one, {} batched: {:.2}x the throughput",
+                fmt(each / BATCH as f64),
+                fmt(many / BATCH as f64),
+                each / many
+            );
+        }
+    }
     if let (Some(bc), Some(e), Some(f)) = (
         median("random-dag-100k/build+compile"),
         median("random-dag-100k/eval-compiled"),
@@ -262,6 +329,7 @@ fn main() {
     product_benches(&mut c);
     swell_benches(&mut c);
     random_dag_benches(&mut c);
+    batch_benches(&mut c);
     c.final_summary();
     summary();
 }

@@ -127,6 +127,30 @@ fn formula() -> impl Strategy<Value = String> {
     })
 }
 
+/// `eval_many` (two points per call in `f64x2` code, the odd one out alone) against one
+/// `eval` per point: the same bits, NaN where `eval` gives NaN.
+fn check_batch(f: &Expr, vars: &[&str], m: usize, xs: &[f64]) {
+    let g = compile_gradient(f, vars).unwrap();
+    let n = vars.len();
+    let (mut values, mut grads) = (vec![0.0; m], vec![0.0; m * n]);
+    g.eval_many(xs, &mut values, &mut grads).unwrap();
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for i in 0..m {
+        let mut one = vec![0.0; n];
+        let v = g.eval(&xs[i * n..(i + 1) * n], &mut one);
+        assert!(same(v, values[i]), "{f} at point {i}: {v} alone, {} in a batch", values[i]);
+        for j in 0..n {
+            assert!(
+                same(one[j], grads[i * n + j]),
+                "d/d{} of {f} at point {i}: {} alone, {} in a batch",
+                vars[j],
+                one[j],
+                grads[i * n + j]
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -134,6 +158,35 @@ proptest! {
     fn random_formulas_compile_like_the_interpreter(src in formula(), p in [-3.0f64..3.0, -3.0f64..3.0, 0.0f64..3.0]) {
         check(&src, &["x", "y", "z"], &p);
     }
+
+    #[test]
+    fn batches_give_each_point_what_one_call_gives(src in formula(), xs in prop::collection::vec(-3.0f64..3.0, 3..22)) {
+        let f = Expr::parse(&src).unwrap();
+        let m = xs.len() / 3;
+        check_batch(&f, &["x", "y", "z"], m, &xs[..3 * m]);
+    }
+}
+
+#[test]
+fn batches_of_the_golden_table_and_of_chunked_code() {
+    for (src, _) in TABLE {
+        let f = Expr::parse(src).unwrap();
+        let vars = f.variables();
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let xs: Vec<f64> = (0..7 * vars.len().max(1)).map(|i| 0.9 * (i as f64 * 0.71).sin() + 0.05).collect();
+        check_batch(&f, &vars, 7, &xs[..7 * vars.len()]);
+    }
+    // Several chunks and scratch slots: the pairs cross chunk boundaries through scratch.
+    let n = 1500;
+    let mut src = format!("x{}", n - 1);
+    for i in (0..n - 1).rev() {
+        src = format!("x{i} + 1/(1 + ({src})^2) + relu(x{i})*sin(x{i})");
+    }
+    let f = Expr::parse(&src).unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let xs: Vec<f64> = (0..5 * n).map(|i| (i as f64 * 0.37).sin()).collect();
+    check_batch(&f, &vars, 5, &xs);
 }
 
 #[test]

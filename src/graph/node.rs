@@ -671,6 +671,41 @@ impl Graph {
         self.nodes[id.index()].flags & UNDEFINED != 0
     }
 
+    /// A graph holding an exact copy of the nodes reachable from `roots` (no constructor is
+    /// called, so nothing is simplified or regrouped: the copy computes bit for bit what the
+    /// original does), and the roots' ids in it. For compiling later what is built now,
+    /// without holding the original graph.
+    ///
+    /// Ids keep their order (a forward scan of `reachable` is a topological order), so the
+    /// copy's children still come before their parents.
+    pub fn extract(&self, roots: &[Id]) -> (Graph, Vec<Id>) {
+        let mut to = Graph::new();
+        let mut map: hashbrown::HashMap<Id, Id> = hashbrown::HashMap::new();
+        let mut args: Vec<Id> = Vec::new();
+        for id in self.reachable(roots) {
+            let new = match self.op(id) {
+                Op::Var(v) => {
+                    let (name, shape) = &self.vars[v as usize];
+                    let shape = to.shape_id(self.shape_of(*shape));
+                    to.new_var(name, shape)
+                }
+                op => {
+                    let op = match op {
+                        Op::Broadcast(s) => Op::Broadcast(to.shape_id(self.shape_of(s))),
+                        Op::Reshape(s) => Op::Reshape(to.shape_id(self.shape_of(s))),
+                        other => other,
+                    };
+                    args.clear();
+                    args.extend(self.args(id).iter().map(|a| map[a]));
+                    to.intern(op, &args)
+                }
+            };
+            map.insert(id, new);
+        }
+        let ids = roots.iter().map(|r| map[r]).collect();
+        (to, ids)
+    }
+
     /// The shape of a new node: a function of its operator and its arguments' shapes.
     /// Arguments are assumed compatible (see the module doc); an incompatible combination
     /// is a bug in the caller, caught here in debug builds.

@@ -449,8 +449,8 @@ fn run(
         for id in g.reachable(&roots) {
             let args: Vec<Value> = g.args(id).iter().map(|a| values[a]).collect();
             let v = match g.op(id) {
-                Op::Num(bits) => constant(em, ty, f64::from_bits(bits)),
-                Op::Const(c) => constant(em, ty, c.value()),
+                Op::Num(bits) => em.constant(ty, f64::from_bits(bits)),
+                Op::Const(c) => em.constant(ty, c.value()),
                 Op::Var(_) => slot_value[var_slot[&id]].expect("every slot variable has a value"),
                 Op::Add => args[1..].iter().fold(args[0], |acc, &x| em.b.ins().fadd(acc, x)),
                 Op::Mul => match *g.args(id) {
@@ -465,9 +465,9 @@ fn run(
                         }
                     }
                 },
-                Op::Pow => pow(em, ty, args[0], args[1], g.as_num(g.args(id)[1]))?,
+                Op::Pow => em.pow_lanes(ty, args[0], args[1], g.as_num(g.args(id)[1]))?,
                 Op::Func(crate::graph::Func::Abs) => em.b.ins().fabs(args[0]),
-                Op::Func(f) => per_lane(em, lanes, &args, |em, xs| em.func(f, xs[0]))?,
+                Op::Func(f) => em.per_lane(ty, &args, |em, xs| em.func(f, xs[0]))?,
                 _ => return Err(JitError::Tensor(crate::graph::print(g, id, crate::graph::Style::Text))),
             };
             values.insert(id, v);
@@ -573,12 +573,6 @@ fn run(
     Ok((ep[0], ep[1..].to_vec()))
 }
 
-/// A number in every lane.
-fn constant(em: &mut Emitter, ty: types::Type, x: f64) -> Value {
-    let c = em.b.ins().f64const(x);
-    if ty == types::F64 { c } else { em.b.ins().splat(ty, c) }
-}
-
 /// The numbers at `addresses`, one per lane.
 fn gather(em: &mut Emitter, lanes: u8, addresses: &[Value]) -> Value {
     let first = em.b.ins().load(types::F64, READ_ONLY, addresses[0], 0);
@@ -588,43 +582,4 @@ fn gather(em: &mut Emitter, lanes: u8, addresses: &[Value]) -> Value {
     let v = em.b.ins().scalar_to_vector(types::F64X2, first);
     let second = em.b.ins().load(types::F64, READ_ONLY, addresses[1], 0);
     em.b.ins().insertlane(v, second, 1)
-}
-
-/// `f` applied to each lane of `args` (host calls and selects work on scalars).
-fn per_lane(
-    em: &mut Emitter,
-    lanes: u8,
-    args: &[Value],
-    mut f: impl FnMut(&mut Emitter, &[Value]) -> Result<Value, JitError>,
-) -> Result<Value, JitError> {
-    if lanes == 1 {
-        return f(em, args);
-    }
-    let mut out = None;
-    for lane in 0..lanes {
-        let xs: Vec<Value> = args.iter().map(|&a| em.b.ins().extractlane(a, lane)).collect();
-        let r = f(em, &xs)?;
-        out = Some(match out {
-            None => em.b.ins().scalar_to_vector(types::F64X2, r),
-            Some(v) => em.b.ins().insertlane(v, r, lane),
-        });
-    }
-    Ok(out.expect("two lanes"))
-}
-
-/// `b^e` in every lane, exactly as `Emitter::pow` (and the interpreter) computes it.
-fn pow(
-    em: &mut Emitter,
-    ty: types::Type,
-    b: Value,
-    e: Value,
-    exponent: Option<f64>,
-) -> Result<Value, JitError> {
-    if ty == types::F64 {
-        return em.pow(b, e, exponent);
-    }
-    match em.pow_inline(ty, b, exponent) {
-        Some(p) => Ok(p),
-        None => per_lane(em, 2, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
-    }
 }

@@ -29,6 +29,13 @@
 //! 3. **Small functions** (one chunk of at most [`SMALL`] weight) get the backtracking
 //!    allocator and `opt_level=speed`: best code where compile time is small anyway.
 //!
+//! **Two points at once.** [`compile_lanes`] with 2 lanes compiles the same program over
+//! `f64x2` values: lane 0 computes at one point, lane 1 at another (`eval_many`). Inputs,
+//! outputs and scratch slots are then pairs, interleaved (`x0 y0 x1 y1 ...` for the points
+//! `x` and `y`). Sums, products, divisions, square roots and `abs` are one vector instruction
+//! for both lanes; host functions and the selects of `relu`, `step` and `sign` run lane by
+//! lane. Every lane computes exactly what the one-lane code computes.
+//!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
 //! value instead (`fsub`), and a product with coefficient -1 elsewhere is an `fneg`: IEEE
@@ -202,6 +209,9 @@ pub struct CompiledFunction {
     chunks: Vec<*const u8>,
     inputs: usize,
     groups: Vec<usize>,
+    /// Points computed per call (1, or 2 for `f64x2` code): inputs and outputs are that many
+    /// interleaved values per entry.
+    lanes: usize,
     /// f64 slots of scratch memory the code uses.
     scratch: usize,
     ir: Option<String>,
@@ -269,7 +279,8 @@ impl CompiledFunction {
     /// Calls a one-group function. Returns `false` (and writes nothing) if the lengths do not
     /// match the compiled shape.
     pub fn call1(&self, inputs: &[f64], out: &mut [f64]) -> bool {
-        if self.groups.len() != 1 || inputs.len() != self.inputs || out.len() != self.groups[0] {
+        let l = self.lanes;
+        if self.groups.len() != 1 || inputs.len() != l * self.inputs || out.len() != l * self.groups[0] {
             return false;
         }
         with_scratch(self.scratch, |scratch| {
@@ -290,10 +301,11 @@ impl CompiledFunction {
     /// Calls a two-group function (a value and a gradient, say). Returns `false` (and writes
     /// nothing) if the lengths do not match the compiled shape.
     pub fn call2(&self, inputs: &[f64], out0: &mut [f64], out1: &mut [f64]) -> bool {
+        let l = self.lanes;
         if self.groups.len() != 2
-            || inputs.len() != self.inputs
-            || out0.len() != self.groups[0]
-            || out1.len() != self.groups[1]
+            || inputs.len() != l * self.inputs
+            || out0.len() != l * self.groups[0]
+            || out1.len() != l * self.groups[1]
         {
             return false;
         }
@@ -331,10 +343,12 @@ struct Plan<'g> {
     slot_of: Vec<u32>,
     slots: usize,
     groups: Vec<Vec<Id>>,
+    /// `F64`, or `F64X2` for two lanes.
+    ty: types::Type,
 }
 
 impl<'g> Plan<'g> {
-    fn new(g: &'g Graph, inputs: &[Id], groups: &[&[Id]]) -> Result<Plan<'g>, JitError> {
+    fn new(g: &'g Graph, inputs: &[Id], groups: &[&[Id]], lanes: usize) -> Result<Plan<'g>, JitError> {
         let roots: Vec<Id> = groups.iter().flat_map(|g| g.iter().copied()).collect();
         // Later groups first: a gradient's components each need a local part of the forward
         // computation, which the depth-first schedule then places right before them; the
@@ -437,6 +451,7 @@ impl<'g> Plan<'g> {
             slot_of,
             slots,
             groups,
+            ty: if lanes == 2 { types::F64X2 } else { types::F64 },
         })
     }
 
@@ -446,7 +461,7 @@ impl<'g> Plan<'g> {
 
     /// Byte offset of variable `id` in the input array.
     fn input_offset(&self, id: Id) -> i32 {
-        (8 * *self.input_of.get(id)) as i32
+        (self.ty.bytes() * *self.input_of.get(id)) as i32
     }
 
     fn spilled(&self, p: usize) -> bool {
@@ -454,7 +469,7 @@ impl<'g> Plan<'g> {
     }
 
     fn slot(&self, p: usize) -> i32 {
-        (8 * self.slot_of[p]) as i32
+        (self.ty.bytes() * self.slot_of[p]) as i32
     }
 }
 
@@ -559,14 +574,26 @@ pub fn compile(
     groups: &[&[Id]],
     opts: &CompileOptions,
 ) -> Result<CompiledFunction, JitError> {
+    compile_lanes(g, inputs, groups, opts, 1)
+}
+
+/// [`compile`] for `lanes` points per call (1 or 2, see the module doc).
+pub fn compile_lanes(
+    g: &Graph,
+    inputs: &[Id],
+    groups: &[&[Id]],
+    opts: &CompileOptions,
+    lanes: usize,
+) -> Result<CompiledFunction, JitError> {
     assert!((1..=2).contains(&groups.len()), "one or two output groups");
+    assert!((1..=2).contains(&lanes), "one or two lanes");
     for n in std::iter::once(inputs.len()).chain(groups.iter().map(|g| g.len())) {
-        if n > MAX_ARRAY {
+        if n * lanes > MAX_ARRAY {
             return Err(JitError::TooLarge(n));
         }
     }
     let start = Instant::now();
-    let plan = Plan::new(g, inputs, groups)?;
+    let plan = Plan::new(g, inputs, groups, lanes)?;
     let n = plan.order.len();
     let tier = Tier::of(plan.weight);
     let small = tier == Tier::Small;
@@ -634,7 +661,8 @@ pub fn compile(
         chunks,
         inputs: inputs.len(),
         groups: groups.iter().map(|g| g.len()).collect(),
-        scratch: plan.slots,
+        lanes,
+        scratch: plan.slots * lanes,
         ir: opts.keep_ir.then_some(ir),
         stats,
     })
@@ -721,7 +749,10 @@ fn lower_chunk(
     let params = b.block_params(entry).to_vec();
     let scratch = params[plan.groups.len() + 1];
     let mut em = Emitter { b, module, calls: HashMap::new() };
-    let read_only = MemFlagsData::trusted().with_readonly().with_can_move();
+    let ty = plan.ty;
+    // Not `trusted()`: that promises alignment, and a pair of lanes is only 8-byte aligned.
+    let flags = MemFlagsData::new().with_notrap();
+    let read_only = flags.with_readonly().with_can_move();
     // The SSA value of each node used in this chunk, with the window it may be used in.
     let mut values: HashMap<usize, (usize, Value)> = HashMap::with_capacity(2 * (hi - lo));
     // A node's value for use in `window`: its own SSA value if computed there, otherwise
@@ -735,10 +766,10 @@ fn lower_chunk(
             }
             let a = plan.order[k];
             let v = match g.op(a) {
-                Op::Num(bits) => em.b.ins().f64const(f64::from_bits(bits)),
-                Op::Const(c) => em.b.ins().f64const(c.value()),
-                Op::Var(_) => em.b.ins().load(types::F64, read_only, params[0], plan.input_offset(a)),
-                _ => em.b.ins().load(types::F64, MemFlagsData::trusted(), scratch, plan.slot(k)),
+                Op::Num(bits) => em.constant(ty, f64::from_bits(bits)),
+                Op::Const(c) => em.constant(ty, c.value()),
+                Op::Var(_) => em.b.ins().load(ty, read_only, params[0], plan.input_offset(a)),
+                _ => em.b.ins().load(ty, flags, scratch, plan.slot(k)),
             };
             values.insert(k, (window, v));
             v
@@ -762,7 +793,7 @@ fn lower_chunk(
                         // acc - |c|*factors (exactly acc + c*factors)
                         let (c, factors) =
                             negative_product(g, *a).expect("absorbed nodes are negative products");
-                        let mut m = if c == 1.0 { None } else { Some(em.b.ins().f64const(c)) };
+                        let mut m = if c == 1.0 { None } else { Some(em.constant(ty, c)) };
                         for f in factors {
                             let x = fetch(&mut em, &mut values, plan.pos(*f), window);
                             m = Some(match m {
@@ -805,18 +836,22 @@ fn lower_chunk(
                     acc
                 };
                 match step_factor(g, id) {
-                    Some(k) => em.zero_where(types::F64, args[k], product),
+                    Some(k) => em.zero_where(ty, args[k], product),
                     None => product,
                 }
             }
             Op::Pow => {
                 let b = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
                 let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window);
-                em.pow(b, e, g.as_num(g.args(id)[1]))?
+                em.pow_lanes(ty, b, e, g.as_num(g.args(id)[1]))?
+            }
+            Op::Func(Func::Abs) => {
+                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
+                em.b.ins().fabs(x)
             }
             Op::Func(f) => {
                 let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
-                em.func(f, x)?
+                em.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))?
             }
             Op::MatMul
             | Op::Sum(_)
@@ -830,7 +865,7 @@ fn lower_chunk(
             }
         };
         if plan.spilled(p) {
-            em.b.ins().store(MemFlagsData::trusted(), v, scratch, plan.slot(p));
+            em.b.ins().store(flags, v, scratch, plan.slot(p));
         }
         values.insert(p, (window, v));
     }
@@ -840,7 +875,7 @@ fn lower_chunk(
         for (k, group) in plan.groups.iter().enumerate() {
             for (j, id) in group.iter().enumerate() {
                 let v = fetch(&mut em, &mut values, plan.pos(*id), end);
-                em.b.ins().store(MemFlagsData::trusted(), v, params[1 + k], (8 * j) as i32);
+                em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
             }
         }
     }
@@ -881,6 +916,53 @@ impl Emitter<'_> {
         Ok(self.b.inst_results(inst)[0])
     }
 
+    /// The number `x` in every lane of `ty` (`F64` or `F64X2`).
+    pub(super) fn constant(&mut self, ty: types::Type, x: f64) -> Value {
+        let c = self.b.ins().f64const(x);
+        if ty == types::F64 { c } else { self.b.ins().splat(ty, c) }
+    }
+
+    /// `f` applied to each lane of `args` (host calls and selects work on scalars); `f`
+    /// itself for `F64`.
+    pub(super) fn per_lane(
+        &mut self,
+        ty: types::Type,
+        args: &[Value],
+        mut f: impl FnMut(&mut Self, &[Value]) -> Result<Value, JitError>,
+    ) -> Result<Value, JitError> {
+        if ty == types::F64 {
+            return f(self, args);
+        }
+        let mut out = None;
+        for lane in 0..ty.lane_count() as u8 {
+            let xs: Vec<Value> = args.iter().map(|&a| self.b.ins().extractlane(a, lane)).collect();
+            let r = f(self, &xs)?;
+            out = Some(match out {
+                None => self.b.ins().scalar_to_vector(ty, r),
+                Some(v) => self.b.ins().insertlane(v, r, lane),
+            });
+        }
+        Ok(out.expect("a vector has lanes"))
+    }
+
+    /// `b^e` in every lane of `ty`, exactly as [`Emitter::pow`] (and the interpreter)
+    /// computes it.
+    pub(super) fn pow_lanes(
+        &mut self,
+        ty: types::Type,
+        b: Value,
+        e: Value,
+        exponent: Option<f64>,
+    ) -> Result<Value, JitError> {
+        if ty == types::F64 {
+            return self.pow(b, e, exponent);
+        }
+        match self.pow_inline(ty, b, exponent) {
+            Some(p) => Ok(p),
+            None => self.per_lane(ty, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
+        }
+    }
+
     /// `b^e`, exactly as `graph::eval::pow` computes it.
     pub(super) fn pow(&mut self, b: Value, e: Value, exponent: Option<f64>) -> Result<Value, JitError> {
         match self.pow_inline(types::F64, b, exponent) {
@@ -894,10 +976,7 @@ impl Emitter<'_> {
     /// when the host's `pow` is needed.
     pub(super) fn pow_inline(&mut self, ty: types::Type, b: Value, exponent: Option<f64>) -> Option<Value> {
         let x = exponent?;
-        let one = |em: &mut Self| {
-            let c = em.b.ins().f64const(1.0);
-            if ty == types::F64 { c } else { em.b.ins().splat(ty, c) }
-        };
+        let one = |em: &mut Self| em.constant(ty, 1.0);
         Some(if x == 2.0 {
             self.b.ins().fmul(b, b)
         } else if x == -1.0 {

@@ -65,8 +65,8 @@ impl From<OverBudget> for GradientError {
 
 /// A compiled value-and-gradient.
 pub enum GradientCode {
-    /// One straight-line function.
-    Straight(Box<CompiledFunction>),
+    /// One straight-line function, and its two-lane version for batches.
+    Straight(Box<CompiledFunction>, Box<Pairs>),
     /// Loops and phases.
     Looped(Box<Looped>),
 }
@@ -75,7 +75,7 @@ impl GradientCode {
     /// Number of inputs (differentiated).
     pub fn inputs(&self) -> usize {
         match self {
-            GradientCode::Straight(c) => c.groups()[1],
+            GradientCode::Straight(c, _) => c.groups()[1],
             GradientCode::Looped(l) => l.n,
         }
     }
@@ -83,7 +83,7 @@ impl GradientCode {
     /// Number of parameters (read after the inputs, not differentiated).
     pub fn params(&self) -> usize {
         match self {
-            GradientCode::Straight(c) => c.inputs() - c.groups()[1],
+            GradientCode::Straight(c, _) => c.inputs() - c.groups()[1],
             GradientCode::Looped(l) => l.np,
         }
     }
@@ -92,7 +92,7 @@ impl GradientCode {
     /// (nothing written) on wrong lengths.
     pub fn call(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
         match self {
-            GradientCode::Straight(c) => {
+            GradientCode::Straight(c, _) => {
                 let mut value = [0.0];
                 c.call2(x, &mut value, grad).then_some(value[0])
             }
@@ -100,18 +100,85 @@ impl GradientCode {
         }
     }
 
+    /// The value and gradient at two points at once: `x` holds the two points' inputs (then
+    /// parameters) interleaved, `values` receives the two values and `grad` the gradients
+    /// interleaved. `false` (nothing written) when there is no two-lane code (a program of
+    /// loops, a function too large to keep a copy of, see [`Pairs`]) or on wrong lengths.
+    pub fn call_pair(&self, x: &[f64], values: &mut [f64; 2], grad: &mut [f64]) -> bool {
+        match self {
+            GradientCode::Straight(_, pairs) => pairs.get().is_some_and(|c| c.call2(x, values, grad)),
+            GradientCode::Looped(_) => false,
+        }
+    }
+
+    /// Whether [`call_pair`](Self::call_pair) can run (compiling the two-lane code now if
+    /// it has not been).
+    pub fn has_pairs(&self) -> bool {
+        matches!(self, GradientCode::Straight(_, pairs) if pairs.get().is_some())
+    }
+
     pub fn stats(&self) -> &Stats {
         match self {
-            GradientCode::Straight(c) => c.stats(),
+            GradientCode::Straight(c, _) => c.stats(),
             GradientCode::Looped(l) => &l.stats,
         }
     }
 
     pub fn ir(&self) -> Option<&str> {
         match self {
-            GradientCode::Straight(c) => c.ir(),
+            GradientCode::Straight(c, _) => c.ir(),
             GradientCode::Looped(l) => l.ir.as_deref(),
         }
+    }
+}
+
+/// The two-lane version of a straight-line gradient (two points per `f64x2` instruction,
+/// see `lower.rs`), compiled the first time a batch asks for it: most gradients are never
+/// evaluated in batches, and compiling both versions up front would double every compile
+/// time. Until then it keeps an exact copy of the program's nodes ([`Graph::extract`]),
+/// so the two lanes compute bit for bit what the one-lane code computes. Only programs of at
+/// most [`PAIR_OPS`] operations keep one: beyond, the copy would cost memory in proportion
+/// to a function whose batches are split across cores anyway.
+pub struct Pairs {
+    code: std::sync::OnceLock<Option<CompiledFunction>>,
+    source: std::sync::Mutex<Option<PairSource>>,
+}
+
+/// The copy a [`Pairs`] compiles from: its graph, the inputs (then parameters), and the
+/// outputs (the value, then the gradient).
+type PairSource = (Graph, Vec<Id>, Vec<Id>);
+
+/// The most operations a straight-line gradient may have to keep a two-lane version.
+pub const PAIR_OPS: usize = 200_000;
+
+impl Pairs {
+    fn keep(g: &Graph, read: &[Id], f: Id, grad: &[Id], ops: usize) -> Pairs {
+        let source = (ops <= PAIR_OPS).then(|| {
+            let roots: Vec<Id> =
+                read.iter().copied().chain(std::iter::once(f)).chain(grad.iter().copied()).collect();
+            let (copy, ids) = g.extract(&roots);
+            let outs = ids[read.len()..].to_vec();
+            (copy, ids[..read.len()].to_vec(), outs)
+        });
+        Pairs { code: std::sync::OnceLock::new(), source: std::sync::Mutex::new(source) }
+    }
+
+    /// The two-lane code, compiled on first use (`None` if there is no copy to compile, or
+    /// compiling failed: then batches run one point at a time).
+    fn get(&self) -> Option<&CompiledFunction> {
+        self.code
+            .get_or_init(|| {
+                let (g, read, outs) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+                super::lower::compile_lanes(
+                    &g,
+                    &read,
+                    &[&outs[..1], &outs[1..]],
+                    &CompileOptions::default(),
+                    2,
+                )
+                .ok()
+            })
+            .as_ref()
     }
 }
 
@@ -284,7 +351,9 @@ pub fn compile_gradient(
     let read: Vec<Id> = inputs.iter().chain(params).copied().collect();
     if !worth_loops(g, f, &found) {
         let grad = reverse::try_gradient(g, f, inputs)?;
-        return Ok(GradientCode::Straight(Box::new(compile(g, &read, &[&[f], &grad], opts)?)));
+        let code = compile(g, &read, &[&[f], &grad], opts)?;
+        let pairs = Pairs::keep(g, &read, f, &grad, code.stats().ops);
+        return Ok(GradientCode::Straight(Box::new(code), Box::new(pairs)));
     }
     let mark = g.mark();
     let r = build(g, f, inputs, params, &found, opts);
