@@ -15,30 +15,9 @@ macro_rules! host {
                 Func::eval($func, x)
             }
         )*
-        /// The two-lane versions (`sd_exp_x2`, ...): the function on both of the two values
-        /// at `p`, in place. Code over `f64x2` (`eval_many`) makes one call for both lanes
-        /// where it would make two, and every call makes the code save its live registers.
-        mod pair {
-            use super::Func;
-            $(
-                /// # Safety
-                /// `p` points at two writable `f64`s.
-                pub unsafe extern "C" fn $name(p: *mut f64) {
-                    // SAFETY: the caller passes a slot of two f64 (see `Emitter::call_pair`).
-                    unsafe {
-                        *p = Func::eval($func, *p);
-                        *p.add(1) = Func::eval($func, *p.add(1));
-                    }
-                }
-            )*
-        }
         /// `(symbol, address, function)` for every unary host function.
         pub fn unary() -> Vec<(&'static str, *const u8, Func)> {
             vec![$((stringify!($name), $name as extern "C" fn(f64) -> f64 as *const u8, $func)),*]
-        }
-        /// `(symbol, address, function)` for every two-lane unary host function.
-        pub fn unary_pairs() -> Vec<(&'static str, *const u8, Func)> {
-            vec![$((concat!(stringify!($name), "_x2"), pair::$name as unsafe extern "C" fn(*mut f64) as *const u8, $func)),*]
         }
     };
 }
@@ -64,34 +43,15 @@ pub extern "C" fn sd_pow(b: f64, e: f64) -> f64 {
     crate::graph::eval::pow(b, e)
 }
 
-/// `b^e` on two lanes in place: `p` holds `b0 b1 e0 e1`, and receives `b0^e0 b1^e1`.
-///
-/// # Safety
-/// `p` points at four writable `f64`s.
-pub unsafe extern "C" fn sd_pow_x2(p: *mut f64) {
-    // SAFETY: the caller passes a slot of four f64 (see `Emitter::call_pair`).
-    unsafe {
-        *p = crate::graph::eval::pow(*p, *p.add(2));
-        *p.add(1) = crate::graph::eval::pow(*p.add(1), *p.add(3));
-    }
-}
-
 /// The symbol of the host function computing `f`, if `f` is computed by a call.
 pub fn symbol_of(f: Func) -> Option<&'static str> {
     unary().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
-}
-
-/// The symbol of the two-lane host function computing `f` (in place on two values).
-pub fn pair_symbol_of(f: Func) -> Option<&'static str> {
-    unary_pairs().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
 }
 
 /// Every host symbol with its address, for the JIT builder.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     let mut v: Vec<(&'static str, *const u8)> = unary().into_iter().map(|(n, p, _)| (n, p)).collect();
     v.push(("sd_pow", sd_pow as extern "C" fn(f64, f64) -> f64 as *const u8));
-    v.extend(unary_pairs().into_iter().map(|(n, p, _)| (n, p)));
-    v.push(("sd_pow_x2", sd_pow_x2 as unsafe extern "C" fn(*mut f64) as *const u8));
     type Gemm =
         unsafe extern "C" fn(i64, i64, i64, *const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64);
     v.push(("sd_sgemm", sd_sgemm as Gemm as *const u8));

@@ -45,9 +45,7 @@
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{
-    AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value, types,
-};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value, types};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -750,7 +748,7 @@ fn lower_chunk(
     b.seal_block(entry);
     let params = b.block_params(entry).to_vec();
     let scratch = params[plan.groups.len() + 1];
-    let mut em = Emitter::new(b, module);
+    let mut em = Emitter { b, module, calls: HashMap::new() };
     let ty = plan.ty;
     // Not `trusted()`: that promises alignment, and a pair of lanes is only 8-byte aligned.
     let flags = MemFlagsData::new().with_notrap();
@@ -847,9 +845,13 @@ fn lower_chunk(
                 let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window);
                 em.pow_lanes(ty, b, e, g.as_num(g.args(id)[1]))?
             }
+            Op::Func(Func::Abs) => {
+                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
+                em.b.ins().fabs(x)
+            }
             Op::Func(f) => {
                 let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
-                em.func_lanes(ty, f, x)?
+                em.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))?
             }
             Op::MatMul
             | Op::Sum(_)
@@ -888,62 +890,10 @@ pub(super) struct Emitter<'a> {
     pub(super) b: FunctionBuilder<'a>,
     pub(super) module: &'a mut JITModule,
     /// Host functions already declared in this function.
-    calls: HashMap<&'static str, FuncRef>,
-    /// The stack slot two-lane host calls pass their values through (made on first use).
-    pair_slot: Option<StackSlot>,
+    pub(super) calls: HashMap<&'static str, FuncRef>,
 }
 
-impl<'a> Emitter<'a> {
-    pub(super) fn new(b: FunctionBuilder<'a>, module: &'a mut JITModule) -> Emitter<'a> {
-        Emitter { b, module, calls: HashMap::new(), pair_slot: None }
-    }
-
-    /// A call of the two-lane host function `symbol` on the `f64x2` values `args`: they are
-    /// stored side by side in a stack slot, the function rewrites the first pair in place
-    /// (see `runtime.rs`), and that pair is the result.
-    fn call_pair(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
-        let slot = *self.pair_slot.get_or_insert_with(|| {
-            // Two pairs (pow's base and exponent), 16-byte aligned.
-            self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 4))
-        });
-        let ptr_ty = self.module.target_config().pointer_type();
-        for (k, &a) in args.iter().enumerate() {
-            self.b.ins().stack_store(ptr_ty, a, slot, 16 * k as i32);
-        }
-        let fref = match self.calls.get(symbol) {
-            Some(&f) => f,
-            None => {
-                let mut sig = self.module.make_signature();
-                sig.params.push(AbiParam::new(ptr_ty));
-                let fid = self
-                    .module
-                    .declare_function(symbol, Linkage::Import, &sig)
-                    .map_err(|e| JitError::Codegen(e.to_string()))?;
-                let f = self.module.declare_func_in_func(fid, self.b.func);
-                self.calls.insert(symbol, f);
-                f
-            }
-        };
-        let at = self.b.ins().stack_addr(ptr_ty, slot, 0);
-        self.b.ins().call(fref, &[at]);
-        Ok(self.b.ins().stack_load(ptr_ty, types::F64X2, slot, 0))
-    }
-
-    /// `f(x)` in every lane of `ty`: one instruction where there is one (`abs`), one
-    /// two-lane host call for a transcendental, the scalar selects lane by lane.
-    pub(super) fn func_lanes(&mut self, ty: types::Type, f: Func, x: Value) -> Result<Value, JitError> {
-        if ty == types::F64 {
-            return self.func(f, x);
-        }
-        if f == Func::Abs {
-            return Ok(self.b.ins().fabs(x));
-        }
-        match runtime::pair_symbol_of(f) {
-            Some(symbol) if ty == types::F64X2 => self.call_pair(symbol, &[x]),
-            _ => self.per_lane(ty, &[x], |em, xs| em.func(f, xs[0])),
-        }
-    }
-
+impl Emitter<'_> {
     pub(super) fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
         let fref = match self.calls.get(symbol) {
             Some(&f) => f,
@@ -1009,7 +959,7 @@ impl<'a> Emitter<'a> {
         }
         match self.pow_inline(ty, b, exponent) {
             Some(p) => Ok(p),
-            None => self.call_pair("sd_pow_x2", &[b, e]),
+            None => self.per_lane(ty, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
         }
     }
 
