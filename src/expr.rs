@@ -541,24 +541,30 @@ impl Point {
         let scope = Scope::new(src, &ast, &functions, derive);
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
-        let mut given: hashbrown::HashSet<&str> = hashbrown::HashSet::new();
+        let mut given: hashbrown::HashSet<String> = hashbrown::HashSet::new();
         let mut lists = Vec::new();
+        let twice = |span, name: &str| Diagnostic::new(src, span, format!("`{name}` is given a value twice"));
         for b in &bindings {
-            if !given.insert(&b.name.text) {
-                return Err(Diagnostic::new(
-                    src,
-                    b.name.span,
-                    format!("`{}` is given a value twice", b.name.text),
-                )
-                .into());
+            // `x` or, for `x[2] = ...`, the element's name.
+            let name = scope.binding_name(b)?;
+            if !given.insert(name.clone()) {
+                return Err(twice(b.name.span, &name).into());
             }
             // A list gives the elements: `x = [1, 2]` is `x[0] = 1, x[1] = 2`, and
             // `a = [[1, 2], [3, 4]]` is `a[0,0] = 1, ...`. The shape is read down the first
             // elements; every row must match it. Walked with a stack of (node, its index),
-            // so a deep list cannot overflow the call stack.
+            // so a deep list cannot overflow the call stack. An element takes one number.
             let mut shape = Vec::new();
             let mut first = b.value;
             while let Some(rows) = list(&ast, first) {
+                if !b.index.is_empty() {
+                    return Err(Diagnostic::new(
+                        src,
+                        ast.span(first),
+                        format!("`{name}` is one element: its value is a number"),
+                    )
+                    .into());
+                }
                 shape.push(rows.len());
                 match rows.first() {
                     Some(&r) => first = r,
@@ -570,7 +576,7 @@ impl Point {
                 }
             }
             if !shape.is_empty() {
-                lists.push((b.name.text.clone(), b.name.span, shape.clone()));
+                lists.push((name.clone(), b.name.span, shape.clone()));
             }
             let mut stack = vec![(b.value, Vec::new())];
             while let Some((node, at)) = stack.pop() {
@@ -583,8 +589,11 @@ impl Point {
                         }
                     }
                     (None, None) => {
-                        let name =
-                            if at.is_empty() { b.name.text.clone() } else { element_name(&b.name.text, &at) };
+                        let element = if at.is_empty() { name.clone() } else { element_name(&name, &at) };
+                        let span = if at.is_empty() { b.name.span } else { ast.span(node) };
+                        if index.contains_key(&element) {
+                            return Err(twice(span, &element).into());
+                        }
                         let id = scope.lower(&mut g, node)?;
                         if let Some(v) = variables(&g, &[id]).first() {
                             return Err(Diagnostic::new(
@@ -595,19 +604,15 @@ impl Point {
                             .into());
                         }
                         let value = graph::eval(&g, &[id], &|_| None)?[0];
-                        let span = if at.is_empty() { b.name.span } else { ast.span(node) };
-                        index.insert(name.clone(), entries.len());
-                        entries.push((name, span, value));
+                        index.insert(element.clone(), entries.len());
+                        entries.push((element, span, value));
                     }
                     _ => {
                         let dims = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
                         return Err(Diagnostic::new(
                             src,
                             ast.span(node),
-                            format!(
-                                "`{}` is a list of shape [{dims}]; this part does not fit it",
-                                b.name.text
-                            ),
+                            format!("`{name}` is a list of shape [{dims}]; this part does not fit it"),
                         )
                         .into());
                     }

@@ -314,6 +314,18 @@ impl Session {
         }
     }
 
+    /// The name `b` gives a value to (`x`, or `x[2]` with indices from the session's
+    /// numbers).
+    fn binding_name(&self, cx: &Cx<'_>, b: &Binding) -> Result<String> {
+        let values = &self.values;
+        let lets = |n: &str| match values.get(n) {
+            Some(Value::Scalar(x)) => Some(*x),
+            _ => None,
+        };
+        let scope = Scope { lets: &lets, ..Scope::new(cx.src, cx.ast, &self.functions, derive) };
+        Ok(scope.binding_name(b)?)
+    }
+
     fn lower(&mut self, cx: &Cx<'_>, e: AstId) -> Result<Id> {
         let functions = std::mem::take(&mut self.functions);
         // Named numbers give the bounds of sums and indices; elsewhere they stay names.
@@ -338,13 +350,14 @@ impl Session {
     fn at_values(&mut self, cx: &Cx<'_>, at: &[Binding]) -> Result<At> {
         let mut out = At::default();
         for b in at {
-            if out.contains(&b.name.text) {
-                return Err(cx.err(b.name.span, format!("`{}` is given a value twice", b.name.text)).into());
+            let name = self.binding_name(cx, b)?;
+            if out.contains(&name) {
+                return Err(cx.err(b.name.span, format!("`{name}` is given a value twice")).into());
             }
             let id = self.lower(cx, b.value)?;
             let value = self.value_of(cx, id, cx.ast.span(b.value))?;
-            out.index.insert(b.name.text.clone(), out.values.len());
-            out.values.push(AtValue { name: b.name.text.clone(), span: b.name.span, value });
+            out.index.insert(name.clone(), out.values.len());
+            out.values.push(AtValue { name, span: b.name.span, value });
         }
         Ok(out)
     }

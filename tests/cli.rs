@@ -130,6 +130,12 @@ fn indexed_variables() {
     check(&["jacobian", "sum(i = 0..n-1, x[i])", "prod(i = 0..n-1, x[i])", "--let", "n=3", "--at", "x=[1,2,3]"], "f0 = 6\nf1 = 6\njacobian over x[0], x[1], x[2]:\n1  1  1\n6  3  2\n", 0);
     check(&["eval", "sum(i = 0..n-1, x[i])", "--let", "n=2^2", "--at", "x=[1,2,3,4]"], "10\n", 0);
     check(&["export", "sum(i = 0..n-1, x[i]^2)", "--let", "n=2", "--lang", "rust"], &run(&["export", "x[0]^2 + x[1]^2", "--lang", "rust"], "").stdout, 0);
+    // One element at a time, as the text prints them.
+    check(&["grad", "x[0]*x[1]", "--at", "x[0]=2,x[1]=3", "--json"], "{\"value\":6,\"grad\":{\"x\":[3,2]}}\n", 0);
+    check(&["eval", "a[1,0]*y", "--at", "a[1,0]=2,y=4"], "8\n", 0);
+    check_err(&["grad", "x[0]*x[1]", "--at", "x=[1,2],x[0]=3"], "`x[0]` is given a value twice", 1);
+    check_err(&["grad", "x[0]*x[1]", "--at", "x[0]=2,x[1]=[3]"], "`x[1]` is one element: its value is a number", 1);
+    check_err(&["grad", "x[0]*x[1]", "--at", "x[0]=2,x[1.5]=3"], "an index must be a whole number", 1);
     check_err(&["grad", "x[0]*x[5]", "--at", "x=[1.5,2,3]"], "`x[5]` is outside `x`, whose shape is [3]", 1);
     check_err(&["grad", "x[0]*x[1]", "--at", "x=1"], "give its elements as a list", 1);
     check_err(&["grad", "x*y", "--at", "x=[1,2],y=1"], "`x` is a number in the expression, not an indexed variable", 1);
@@ -142,6 +148,26 @@ fn indexed_variables() {
     check_err(&["grad", "sum(i = 0..m-1, x[i])", "--let", "n=2"], "`m`", 1);
     check_err(&["diff", "x[0] + y", "--wrt", "z"], "--wrt z: `z` does not occur in the expression", 1);
     check_err(&["hessian", "x[0]*x[1]", "--at", "x=[1,2]", "--wrt", "x", "--wrt", "x[1]"], "`x[1]` is listed twice", 1);
+}
+
+/// Indexed variables in the REPL: element values from a named list, `at x[i] = ...`, bounds
+/// from `let`, and positioned errors for an element outside the list or an unbound bound.
+#[test]
+fn repl_indexed_variables() {
+    let script = "let n = 3\nx = [1, 2, 3]\nsum(i = 0..n-1, x[i]^2)\nd/dx[1] sum(i = 0..n-1, x[i]^2)\n\
+                  x[n-1]*y at y = 2\nz[0]*z[1] at z[0] = 5, z[1] = 2\nz[n-2] at z[1] = 7\nx[7]\nsum(i = 0..m, i)\n";
+    let out = run(&["repl"], script);
+    assert_eq!(out.stdout, "14\n4\n6\n10\n7\n", "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("`x[7]` is outside `x`, whose shape is [3]\n --> <stdin>:8:1"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("`m` has no value here") && out.stderr.contains("<stdin>:9:12"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

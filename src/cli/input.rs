@@ -107,10 +107,11 @@ pub fn grouped(names: &[String], values: Vec<Value>, zero: &Value) -> Map<String
     let plain: hashbrown::HashSet<&str> =
         names.iter().filter(|n| base(n).is_none()).map(String::as_str).collect();
     let mut groups: Vec<(String, Group)> = Vec::new();
-    let mut out = Map::new();
+    // In order of first appearance: a plain name, or a group (its index in `groups`).
+    let mut order: Vec<Result<(String, Value), usize>> = Vec::new();
     for (name, value) in names.iter().zip(values) {
         let Some((b, ix)) = symdiff::element(name) else {
-            out.insert(name.clone(), value);
+            order.push(Ok((name.clone(), value)));
             continue;
         };
         let k = match groups.iter().position(|(g, _)| g == b) {
@@ -120,6 +121,7 @@ pub fn grouped(names: &[String], values: Vec<Value>, zero: &Value) -> Map<String
                     b.to_owned(),
                     Group { elements: Vec::new(), rank: ix.len(), ok: !plain.contains(b) },
                 ));
+                order.push(Err(groups.len() - 1));
                 groups.len() - 1
             }
         };
@@ -127,7 +129,19 @@ pub fn grouped(names: &[String], values: Vec<Value>, zero: &Value) -> Map<String
         g.ok &= g.rank == ix.len();
         g.elements.push((ix, value));
     }
-    for (b, g) in groups {
+    let mut groups: Vec<Option<(String, Group)>> = groups.into_iter().map(Some).collect();
+    let mut out = Map::new();
+    for item in order {
+        let (b, g) = match item {
+            Ok((name, value)) => {
+                out.insert(name, value);
+                continue;
+            }
+            Err(k) => match groups[k].take() {
+                Some(group) => group,
+                None => continue,
+            },
+        };
         let shape: Vec<usize> = (0..g.rank)
             .map(|d| g.elements.iter().map(|(ix, _)| ix.get(d).map_or(0, |i| i + 1)).max().unwrap_or(0))
             .collect();
@@ -190,5 +204,6 @@ mod tests {
         check(&["x[0]", "x[1,1]"], json!({"x[0]": 1, "x[1,1]": 2}));
         check(&["x[0]", "x[100000]"], json!({"x[0]": 1, "x[100000]": 2}));
         check(&["b", "a"], json!({"b": 1, "a": 2}));
+        check(&["a[0]", "b", "a[1]"], json!({"a": [1, 3], "b": 2}));
     }
 }

@@ -378,6 +378,19 @@ impl Scope<'_> {
         })
     }
 
+    /// The name a binding gives a value to: `x` for `x = ...`, the element's name `x[3]` for
+    /// `x[3] = ...` (indices as in a formula: whole numbers from numbers and let values,
+    /// positioned errors).
+    pub fn binding_name(&self, b: &crate::syntax::Binding) -> Result<String, Diagnostic> {
+        if b.index.is_empty() {
+            return Ok(b.name.text.clone());
+        }
+        let ix = Index { name: b.name.text.clone(), name_span: b.name.span, indices: b.index.clone() };
+        let mut g = Graph::new();
+        let id = self.element(&mut g, &ix, &[])?;
+        Ok(g.var_name(id).unwrap_or_default().to_owned())
+    }
+
     /// `x[i]`: the scalar variable named `x[3]` for the index's value 3 (`a[1,2]` for two).
     fn element(&self, g: &mut Graph, ix: &Index, env: &Env) -> Result<Id, Diagnostic> {
         let base = ix.name.as_str();

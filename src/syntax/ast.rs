@@ -153,10 +153,12 @@ pub struct Name {
     pub span: Span,
 }
 
-/// `x = 4` inside `... at x = 4, y = 2`.
+/// `x = 4` inside `... at x = 4, y = 2`; `x[2] = 4` for one element (`index` holds the
+/// index expressions, empty for a plain name).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
     pub name: Name,
+    pub index: Vec<AstId>,
     pub value: AstId,
 }
 
