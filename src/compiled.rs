@@ -85,6 +85,24 @@ pub(crate) fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Two points one after the other (`a0 a1 ... b0 b1 ...`) as pairs (`a0 b0 a1 b1 ...`).
+fn interleave(two: &[f64], pairs: &mut [f64]) {
+    let (a, b) = two.split_at(two.len() / 2);
+    for ((p, &x), &y) in pairs.chunks_exact_mut(2).zip(a).zip(b) {
+        p[0] = x;
+        p[1] = y;
+    }
+}
+
+/// Pairs (`a0 b0 a1 b1 ...`) back as two points one after the other.
+fn deinterleave(pairs: &[f64], two: &mut [f64]) {
+    let (a, b) = two.split_at_mut(two.len() / 2);
+    for ((p, x), y) in pairs.chunks_exact(2).zip(a).zip(b) {
+        *x = p[0];
+        *y = p[1];
+    }
+}
+
 /// The cores this process may use, asked once: `available_parallelism` reads the cgroup
 /// files on every call, microseconds that a batch of small functions would feel.
 fn cores() -> usize {
@@ -212,19 +230,11 @@ impl CompiledGradient {
                     x2.resize(2 * n, 0.0);
                     g2.resize(2 * n, 0.0);
                     while done + 2 <= m {
-                        let (a, b) = (&xs[done * n..(done + 1) * n], &xs[(done + 1) * n..(done + 2) * n]);
-                        for (j, pair) in x2.chunks_exact_mut(2).enumerate() {
-                            pair[0] = a[j];
-                            pair[1] = b[j];
-                        }
+                        interleave(&xs[done * n..(done + 2) * n], x2);
                         let mut v = [0.0; 2];
                         let ok = self.code.call_pair(x2, &mut v, g2);
                         debug_assert!(ok);
-                        let (ga, gb) = grads[done * n..(done + 2) * n].split_at_mut(n);
-                        for (j, pair) in g2.chunks_exact(2).enumerate() {
-                            ga[j] = pair[0];
-                            gb[j] = pair[1];
-                        }
+                        deinterleave(g2, &mut grads[done * n..(done + 2) * n]);
                         values[done..done + 2].copy_from_slice(&v);
                         done += 2;
                     }
@@ -237,7 +247,8 @@ impl CompiledGradient {
             }
         };
         // Threads pay off only when each gets real work (about 100 µs of it).
-        let threads = if m * (self.code.stats().ops + 1) < 200_000 { 1 } else { cores() };
+        // (No inputs: no chunks of `xs` to split by, and nothing worth splitting.)
+        let threads = if m * (self.code.stats().ops + 1) < 200_000 || n == 0 { 1 } else { cores() };
         if threads < 2 {
             run(xs, values, grads);
             return Ok(());
@@ -424,7 +435,18 @@ impl Compiled {
         if self.code.call1(x, out) { Ok(()) } else { Err(lengths(self.inputs(), x.len(), out.len())) }
     }
 
-    /// Evaluates consecutive points of `xs` into consecutive rows of `out`.
+    /// Evaluates consecutive points of `xs` into consecutive rows of `out`: two points at once
+    /// in `f64x2` code, large batches across the cores, as
+    /// [`CompiledGradient::eval_many`]; every row is what [`eval`](Self::eval) gives.
+    ///
+    /// ```
+    /// let f = [symdiff::Expr::parse("x*y")?, symdiff::Expr::parse("x + sin(y)")?];
+    /// let c = symdiff::compile(&f, &["x", "y"])?;
+    /// let mut out = [0.0; 6];
+    /// c.eval_many(&[1.0, 2.0, 3.0, 4.0, 5.0, 0.0], &mut out)?;
+    /// assert_eq!(out, [2.0, 1.0 + 2f64.sin(), 12.0, 3.0 + 4f64.sin(), 0.0, 5.0]);
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
     pub fn eval_many(&self, xs: &[f64], out: &mut [f64]) -> Result<()> {
         let (n, k) = (self.inputs(), self.outputs());
         let m = out.len().checked_div(k).unwrap_or(0);
@@ -435,9 +457,41 @@ impl Compiled {
                 out.len()
             )));
         }
-        for i in 0..m {
-            self.code.call1(&xs[i * n..(i + 1) * n], &mut out[i * k..(i + 1) * k]);
+        // As `CompiledGradient::eval_many`: pairs of points in two-lane code, the odd one out
+        // alone, large batches across the cores.
+        let pairs = m >= 2 && self.code.has_pairs();
+        let run = |xs: &[f64], out: &mut [f64]| {
+            let m = out.len().checked_div(k).unwrap_or(xs.len() / n.max(1));
+            let mut done = 0;
+            if pairs {
+                PAIR.with(|buf| {
+                    let (x2, o2) = &mut *buf.borrow_mut();
+                    x2.resize(2 * n, 0.0);
+                    o2.resize(2 * k, 0.0);
+                    while done + 2 <= m {
+                        interleave(&xs[done * n..(done + 2) * n], x2);
+                        let ok = self.code.call_pair(x2, o2);
+                        debug_assert!(ok);
+                        deinterleave(o2, &mut out[done * k..(done + 2) * k]);
+                        done += 2;
+                    }
+                });
+            }
+            for i in done..m {
+                self.code.call1(&xs[i * n..(i + 1) * n], &mut out[i * k..(i + 1) * k]);
+            }
+        };
+        let threads = if m * (self.code.stats().ops + 1) < 200_000 || n == 0 || k == 0 { 1 } else { cores() };
+        if threads < 2 {
+            run(xs, out);
+            return Ok(());
         }
+        let chunk = m.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (xs, out) in xs.chunks(chunk * n.max(1)).zip(out.chunks_mut(chunk * k)) {
+                s.spawn(move || run(xs, out));
+            }
+        });
         Ok(())
     }
 }

@@ -167,6 +167,41 @@ proptest! {
     }
 }
 
+/// `Compiled::eval_many` (vector functions, Jacobians) against one `eval` per point, bit for
+/// bit, for odd and even batches and one large enough to be split across threads; and
+/// functions of no variables.
+#[test]
+fn vector_batches_give_each_point_what_one_call_gives() {
+    let fs = [
+        Expr::parse("x*y + sin(x)").unwrap(),
+        Expr::parse("relu(x - y)/(1 + y^2)").unwrap(),
+        Expr::parse("exp(-x)*log(1 + y^2)").unwrap(),
+    ];
+    let c = compile(&fs, &["x", "y"]).unwrap();
+    for m in [1, 2, 5, 40_001] {
+        let xs: Vec<f64> = (0..2 * m).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
+        let mut out = vec![0.0; 3 * m];
+        c.eval_many(&xs, &mut out).unwrap();
+        for i in (0..m).step_by(1 + m / 50) {
+            let mut one = [0.0; 3];
+            c.eval(&xs[2 * i..2 * i + 2], &mut one).unwrap();
+            let row = &out[3 * i..3 * i + 3];
+            assert!(
+                one.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "point {i} of {m}: {one:?} vs {row:?}"
+            );
+        }
+    }
+    let k = compile(&[Expr::parse("2 + pi").unwrap()], &[]).unwrap();
+    let mut out = vec![0.0; 300_000];
+    k.eval_many(&[], &mut out).unwrap();
+    assert!(out.iter().all(|&v| v == 2.0 + std::f64::consts::PI));
+    let g = compile_gradient(&Expr::parse("2 + pi").unwrap(), &[]).unwrap();
+    let mut values = vec![0.0; 300_000];
+    g.eval_many(&[], &mut values, &mut []).unwrap();
+    assert!(values.iter().all(|&v| v == 2.0 + std::f64::consts::PI));
+}
+
 #[test]
 fn batches_of_the_golden_table_and_of_chunked_code() {
     for (src, _) in TABLE {

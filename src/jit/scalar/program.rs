@@ -144,21 +144,24 @@ pub struct Pairs {
     source: std::sync::Mutex<Option<PairSource>>,
 }
 
-/// The copy a [`Pairs`] compiles from: its graph, the inputs (then parameters), and the
-/// outputs (the value, then the gradient).
-type PairSource = (Graph, Vec<Id>, Vec<Id>);
+/// The copy a [`Pairs`] compiles from: its graph, the inputs (then parameters), the
+/// outputs, and where the second output group starts (the gradient after the value; 0 for
+/// one group).
+type PairSource = (Graph, Vec<Id>, Vec<Id>, usize);
 
 /// The most operations a straight-line gradient may have to keep a two-lane version.
 pub const PAIR_OPS: usize = 200_000;
 
 impl Pairs {
-    fn keep(g: &Graph, read: &[Id], f: Id, grad: &[Id], ops: usize) -> Pairs {
+    /// Keeps what the two-lane version of the program `groups` (one or two output groups)
+    /// over `read` needs, if the program has at most [`PAIR_OPS`] operations.
+    fn keep(g: &Graph, read: &[Id], groups: &[&[Id]], ops: usize) -> Pairs {
         let source = (ops <= PAIR_OPS).then(|| {
-            let roots: Vec<Id> =
-                read.iter().copied().chain(std::iter::once(f)).chain(grad.iter().copied()).collect();
+            let roots: Vec<Id> = read.iter().chain(groups.iter().flat_map(|o| o.iter())).copied().collect();
             let (copy, ids) = g.extract(&roots);
             let outs = ids[read.len()..].to_vec();
-            (copy, ids[..read.len()].to_vec(), outs)
+            let split = if groups.len() > 1 { groups[0].len() } else { 0 };
+            (copy, ids[..read.len()].to_vec(), outs, split)
         });
         Pairs { code: std::sync::OnceLock::new(), source: std::sync::Mutex::new(source) }
     }
@@ -168,15 +171,10 @@ impl Pairs {
     fn get(&self) -> Option<&CompiledFunction> {
         self.code
             .get_or_init(|| {
-                let (g, read, outs) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-                super::lower::compile_lanes(
-                    &g,
-                    &read,
-                    &[&outs[..1], &outs[1..]],
-                    &CompileOptions::default(),
-                    2,
-                )
-                .ok()
+                let (g, read, outs, split) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+                let groups: Vec<&[Id]> =
+                    if split == 0 { vec![&outs] } else { vec![&outs[..split], &outs[split..]] };
+                super::lower::compile_lanes(&g, &read, &groups, &CompileOptions::default(), 2).ok()
             })
             .as_ref()
     }
@@ -352,7 +350,7 @@ pub fn compile_gradient(
     if !worth_loops(g, f, &found) {
         let grad = reverse::try_gradient(g, f, inputs)?;
         let code = compile(g, &read, &[&[f], &grad], opts)?;
-        let pairs = Pairs::keep(g, &read, f, &grad, code.stats().ops);
+        let pairs = Pairs::keep(g, &read, &[&[f], &grad], code.stats().ops);
         return Ok(GradientCode::Straight(Box::new(code), Box::new(pairs)));
     }
     let mark = g.mark();
@@ -814,7 +812,8 @@ fn loop_stats(
 /// straight-line rest (a Hessian assembled from its terms, or classes of like outputs);
 /// entries copied from a template of numbers around computed ones; or a large sum's value.
 pub enum VectorCode {
-    Straight(Box<CompiledFunction>),
+    /// One straight-line function, and its two-lane version for batches.
+    Straight(Box<CompiledFunction>, Box<Pairs>),
     Looped(Box<LoopedEntries>),
     Entries(Box<Entries>),
     Sum(Box<LoopedSum>),
@@ -942,9 +941,8 @@ impl LoopedEntries {
 /// outputs when they hold at least half of its nodes (classes that read a shared
 /// subexpression stay straight-line), else one straight-line function.
 pub fn compile_vector(g: &mut Graph, outs: &[Id], inputs: &[Id]) -> Result<VectorCode, GradientError> {
-    let straight = |g: &mut Graph| -> Result<VectorCode, GradientError> {
-        Ok(VectorCode::Straight(Box::new(compile(g, inputs, &[outs], &CompileOptions::default())?)))
-    };
+    let straight =
+        |g: &mut Graph| -> Result<VectorCode, GradientError> { VectorCode::straight(g, inputs, outs) };
     if let [f] = outs
         && let Some(code) = sum_code(g, *f, inputs)?
     {
@@ -1068,7 +1066,7 @@ static NO_STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(|| Stats 
 impl VectorCode {
     pub fn inputs(&self) -> usize {
         match self {
-            VectorCode::Straight(c) => c.inputs(),
+            VectorCode::Straight(c, _) => c.inputs(),
             VectorCode::Entries(e) => e.n,
             VectorCode::Sum(o) => o.n,
             VectorCode::Looped(l) => l.n,
@@ -1077,7 +1075,7 @@ impl VectorCode {
 
     pub fn outputs(&self) -> usize {
         match self {
-            VectorCode::Straight(c) => c.groups()[0],
+            VectorCode::Straight(c, _) => c.groups()[0],
             VectorCode::Entries(e) => e.template.len(),
             VectorCode::Sum(_) => 1,
             VectorCode::Looped(l) => l.outputs,
@@ -1086,10 +1084,33 @@ impl VectorCode {
 
     pub fn stats(&self) -> &Stats {
         match self {
-            VectorCode::Straight(c) => c.stats(),
+            VectorCode::Straight(c, _) => c.stats(),
             VectorCode::Entries(e) => e.code.as_ref().map_or(&*NO_STATS, |c| c.0.stats()),
             VectorCode::Sum(o) => &o.stats,
             VectorCode::Looped(l) => &l.stats,
+        }
+    }
+
+    /// One straight-line function of `outs`, with what its two-lane version needs.
+    fn straight(g: &Graph, inputs: &[Id], outs: &[Id]) -> Result<VectorCode, GradientError> {
+        let code = compile(g, inputs, &[outs], &CompileOptions::default())?;
+        let pairs = Pairs::keep(g, inputs, &[outs], code.stats().ops);
+        Ok(VectorCode::Straight(Box::new(code), Box::new(pairs)))
+    }
+
+    /// Whether [`call_pair`](Self::call_pair) can run (compiling the two-lane code now if
+    /// it has not been): straight-line code of up to [`PAIR_OPS`] operations.
+    pub fn has_pairs(&self) -> bool {
+        matches!(self, VectorCode::Straight(_, pairs) if pairs.get().is_some())
+    }
+
+    /// The outputs at two points at once, inputs and outputs interleaved (see
+    /// [`GradientCode::call_pair`]); `false` (nothing written) without two-lane code or on
+    /// wrong lengths.
+    pub fn call_pair(&self, x: &[f64], out: &mut [f64]) -> bool {
+        match self {
+            VectorCode::Straight(_, pairs) => pairs.get().is_some_and(|c| c.call1(x, out)),
+            _ => false,
         }
     }
 
@@ -1097,7 +1118,7 @@ impl VectorCode {
     /// pattern order); `false` (nothing written) on wrong lengths.
     pub fn call1(&self, x: &[f64], out: &mut [f64]) -> bool {
         match self {
-            VectorCode::Straight(c) => c.call1(x, out),
+            VectorCode::Straight(c, _) => c.call1(x, out),
             VectorCode::Entries(e) => e.call1(x, out),
             VectorCode::Sum(o) => o.call1(x, out),
             VectorCode::Looped(l) => l.call1(x, out),
@@ -1174,8 +1195,7 @@ fn hessian_code(
     if !simple {
         if form == HessianForm::Dense {
             let h = reverse::try_hessian(g, f, inputs)?.concat();
-            let code = compile(g, inputs, &[&h], &CompileOptions::default())?;
-            return Ok((None, VectorCode::Straight(Box::new(code))));
+            return Ok((None, VectorCode::straight(g, inputs, &h)?));
         }
         let (p, entries) = sparsity::hessian(g, f, inputs, form == HessianForm::Full)?;
         return Ok((Some(p), entries_code(g, inputs, &entries)?));
