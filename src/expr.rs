@@ -467,6 +467,37 @@ impl Expr {
         self.graph().var_names().map(str::to_owned).collect()
     }
 
+    /// The partials of `self` with respect to `vars`, printed so that what they share is
+    /// written once: `Some((texts, block))`, each partial's text over names `t1`, `t2`, ...
+    /// and the `where` block defining them, when the partials written out would be more than
+    /// four times as long as that; `None` when they are short enough to print alone (then
+    /// print [`diff`](Self::diff)'s textbook forms). The partials are reverse mode's, which
+    /// share prefix and suffix products: the gradient of a product of n factors is written
+    /// in O(n), not as n products of n - 1 factors.
+    ///
+    /// ```
+    /// let f = symdiff::Expr::parse_with_lets("prod(i = 0..n-1, x[i])", &[("n", 20.0)])?;
+    /// let vars = f.variables();
+    /// let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    /// let (texts, block) = f.shared_partials(&vars, false)?.expect("20 partials of 19 factors");
+    /// assert_eq!(texts.len(), 20);
+    /// assert!(block.starts_with("where\n  t1 = "));
+    /// assert!(symdiff::Expr::parse("x*y*z")?.shared_partials(&["x", "y", "z"], false)?.is_none());
+    /// # Ok::<(), symdiff::Error>(())
+    /// ```
+    pub fn shared_partials(&self, vars: &[&str], latex: bool) -> Result<Option<(Vec<String>, String)>> {
+        let grad = self.try_gradient(vars)?;
+        let g = self.graph();
+        let ids: Vec<Id> = grad.iter().map(|e| e.id).collect();
+        let written = graph::tree_size(&g, &ids);
+        let shared = g.reachable(&ids).len() as u64;
+        if written <= 4 * shared + 100 {
+            return Ok(None);
+        }
+        let style = if latex { Style::Latex } else { Style::Text };
+        Ok(Some(graph::print_together(&g, &ids, style)))
+    }
+
     /// LaTeX for the expression (`3 x^{2} + 4 x`).
     pub fn to_latex(&self) -> String {
         graph::print(&self.graph(), self.id, Style::Latex)

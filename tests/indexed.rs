@@ -94,3 +94,42 @@ fn indexed_rosenbrock_compiles_to_loops() {
         assert!((grad[k] - want[k + 1]).abs() <= 1e-11 * scale, "d/d{}", names[k]);
     }
 }
+
+/// The partials of a product printed together (`Expr::shared_partials`) are short and mean
+/// what the textbook forms mean: the `where` names are read back one by one, each partial
+/// is read back over them, and the value is the symbolic derivative's at a point.
+#[test]
+fn shared_partials_are_short_and_read_back() {
+    for (src, n) in [
+        ("prod(i = 0..n-1, x[i])", 40),
+        ("prod(i = 0..n-1, sin(x[i]) + 2)", 25),
+        ("exp(prod(i = 0..n-1, x[i]))", 30),
+    ] {
+        let f = Expr::parse_with_lets(src, &[("n", n as f64)]).unwrap();
+        let vars = f.variables();
+        let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let (texts, block) =
+            f.shared_partials(&names, false).unwrap().unwrap_or_else(|| panic!("{src}: not shared"));
+        let printed: usize = texts.iter().map(String::len).sum::<usize>() + block.len();
+        assert!(printed < 100 * n, "{src}: {printed} bytes for {n} partials");
+        let at: Vec<(&str, f64)> =
+            names.iter().enumerate().map(|(k, v)| (*v, 0.9 + 0.01 * k as f64)).collect();
+        // The names, in order: each definition uses the variables and the names before it.
+        let mut defs: Vec<(String, Expr)> = Vec::new();
+        for line in block.lines().skip(1) {
+            let (name, body) = line.trim().split_once(" = ").unwrap();
+            let e = f.parse_with(body).unwrap();
+            let pairs: Vec<(&str, &Expr)> = defs.iter().map(|(n, e)| (n.as_str(), e)).collect();
+            defs.push((name.to_owned(), e.substitute_all(&pairs)));
+        }
+        let pairs: Vec<(&str, &Expr)> = defs.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        for (v, text) in names.iter().zip(&texts) {
+            let d = f.parse_with(text).unwrap().substitute_all(&pairs).eval(&at).unwrap();
+            let want = f.diff(v).eval(&at).unwrap();
+            assert!((d - want).abs() <= 1e-12 * want.abs().max(1.0), "{src}: d/d{v} = {text}: {d} vs {want}");
+        }
+    }
+    // Short partials stay textbook forms.
+    let f = Expr::parse("x*y*z + sin(x)").unwrap();
+    assert!(f.shared_partials(&["x", "y", "z"], false).unwrap().is_none());
+}

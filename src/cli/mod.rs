@@ -514,6 +514,16 @@ fn diff(
         }
         return Ok(Value::Object(out).to_string());
     }
+    if values.is_empty() && derivs.len() > 1 {
+        // Partials that share much (a product's) print once over named shared parts.
+        let names: Vec<&str> = wrt.iter().map(String::as_str).collect();
+        if let Some((texts, block)) = f.shared_partials(&names, format == Format::Latex)? {
+            let mut lines: Vec<String> =
+                wrt.iter().zip(texts).map(|(v, t)| format!("d/d{v} = {t}")).collect();
+            lines.push(block);
+            return Ok(lines.join("\n"));
+        }
+    }
     let lines: Vec<String> = derivs
         .iter()
         .enumerate()

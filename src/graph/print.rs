@@ -86,11 +86,54 @@ pub fn print_named(g: &Graph, root: Id, style: Style, names: &mut Names) -> Stri
     let leaf = |id: Id| -> Option<f64> {
         (id != root && given.contains_key(&id)).then(|| degrees.get(&id).copied().unwrap_or(1.0))
     };
-    let p = Printer::over(g, &order, &[root], style, Some(given), &leaf);
+    let p = Printer::over(g, &order, &[root], style, Some(given), &leaf, INLINE_LIMIT);
     let out = p.render(root);
     let d = p.degree[&root];
     names.degrees.insert(root, d);
     out
+}
+
+/// Prints `roots` together: each root's text, and one `where` block (empty if none) naming
+/// every subexpression of at least 5 nodes that they share, among them or within one
+/// (`t1`, `t2`, ...). The partials of a product of n factors written out are n products of
+/// n - 1 factors; a reverse-mode gradient shares prefix and suffix products, and printed
+/// together it stays linear in n.
+pub fn print_together(g: &Graph, roots: &[Id], style: Style) -> (Vec<String>, String) {
+    let reach = g.reachable(roots);
+    let p = Printer::over(g, &reach, roots, style, None, &|_| None, 0);
+    let texts = roots
+        .iter()
+        .map(|&r| {
+            let mut out = String::new();
+            p.emit(r, &mut out);
+            out
+        })
+        .collect();
+    let mut block = String::new();
+    if !p.bound.is_empty() {
+        block += match style {
+            Style::Text => "where",
+            Style::Latex => "\\text{where}",
+        };
+        for &id in &p.bound {
+            block += "\n  ";
+            block += p.name(id).unwrap_or("?");
+            block += " = ";
+            p.emit(id, &mut block);
+        }
+    }
+    (texts, block)
+}
+
+/// The number of nodes of the trees of `roots` written out, summed (saturating): about how
+/// long printing each alone would be.
+pub fn tree_size(g: &Graph, roots: &[Id]) -> u64 {
+    let mut size: HashMap<Id, u64> = HashMap::new();
+    for id in g.reachable(roots) {
+        let s = g.args(id).iter().fold(1u64, |s, a| s.saturating_add(size[a]));
+        size.insert(id, s);
+    }
+    roots.iter().fold(0u64, |t, r| t.saturating_add(size[r]))
 }
 
 /// Names for [`print_named`]: nodes printed as words, and the degrees of the roots printed
@@ -175,7 +218,7 @@ struct Printer<'g> {
 impl<'g> Printer<'g> {
     fn new(g: &'g Graph, roots: &[Id], style: Style) -> Printer<'g> {
         let reach = g.reachable(roots);
-        Printer::over(g, &reach, roots, style, None, &|_| None)
+        Printer::over(g, &reach, roots, style, None, &|_| None, INLINE_LIMIT)
     }
 
     /// A printer for `roots` over `reach`: every node their printing visits, in id order.
@@ -188,6 +231,7 @@ impl<'g> Printer<'g> {
         style: Style,
         given: Option<&'g HashMap<Id, String>>,
         leaf: &dyn Fn(Id) -> Option<f64>,
+        inline_limit: u64,
     ) -> Printer<'g> {
         let mut degree = HashMap::with_capacity(reach.len());
         let mut size: HashMap<Id, u64> = HashMap::with_capacity(reach.len());
@@ -229,11 +273,12 @@ impl<'g> Printer<'g> {
         }
         let mut names = HashMap::new();
         let mut bound = Vec::new();
-        if roots.iter().any(|r| size[r] > INLINE_LIMIT) {
+        if roots.iter().any(|r| size[r] > inline_limit) {
+            let is_root: hashbrown::HashSet<Id> = roots.iter().copied().collect();
             for &id in reach {
                 if parents.get(&id).copied().unwrap_or(0) >= 2
                     && size[&id] >= 5
-                    && !roots.contains(&id)
+                    && !is_root.contains(&id)
                     && leaf(id).is_none()
                 {
                     bound.push(id);
