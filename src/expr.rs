@@ -487,15 +487,9 @@ impl Expr {
     /// ```
     pub fn shared_partials(&self, vars: &[&str], latex: bool) -> Result<Option<(Vec<String>, String)>> {
         let grad = self.try_gradient(vars)?;
-        let g = self.graph();
         let ids: Vec<Id> = grad.iter().map(|e| e.id).collect();
-        let written = graph::tree_size(&g, &ids);
-        let shared = g.reachable(&ids).len() as u64;
-        if written <= 4 * shared + 100 {
-            return Ok(None);
-        }
         let style = if latex { Style::Latex } else { Style::Text };
-        Ok(Some(graph::print_together(&g, &ids, style)))
+        Ok(graph::print_shared(&self.graph(), &ids, style))
     }
 
     /// LaTeX for the expression (`3 x^{2} + 4 x`).

@@ -248,6 +248,20 @@ impl Session {
                         diff::forward::try_gradient(&mut self.g, body, &var_ids)
                     };
                     let grad = grad.map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
+                    // Partials that share much (a product's) print once over named shared
+                    // parts, when nothing gives them values (see `Expr::shared_partials`).
+                    let symbolic = at.values.is_empty() && vars.iter().all(|v| !self.values.contains_key(v));
+                    if !tensors && symbolic && vars.len() > 1 {
+                        let shared = diff::reverse::try_gradient(&mut self.g, body, &var_ids)
+                            .map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
+                        if let Some((texts, block)) = graph::print_shared(&self.g, &shared, self.style) {
+                            for (v, t) in vars.iter().zip(texts) {
+                                out.push(format!("d{label}/d{v} = {t}"));
+                            }
+                            out.push(block);
+                            return Ok(out.join("\n"));
+                        }
+                    }
                     for (v, d) in vars.iter().zip(grad) {
                         out.push(format!("d{label}/d{v} = {}", self.finish(&cx, line.span, d, &at)?));
                     }

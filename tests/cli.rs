@@ -173,6 +173,14 @@ fn repl_indexed_variables() {
         "{}",
         out.stderr
     );
+    // A product's gradient prints over shared prefix and suffix products.
+    let out = run(&["repl"], "grad prod(i = 0..29, w[i])\n");
+    assert!(
+        out.stdout.starts_with("d/dw[0] = w[1]*t") && out.stdout.contains("\nwhere\n  t1 = "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.len() < 2000, "{}", out.stdout);
 }
 
 #[test]

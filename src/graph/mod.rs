@@ -20,4 +20,4 @@ pub use eval::{EvalError, EvalErrorKind, eval};
 pub use func::Func;
 pub use lower::{FnDef, Lets, Scope, substitute, try_substitute};
 pub use node::{ALL_AXES, Graph, Id, NODE_BUDGET, NodeMap, Op, OverBudget, ShapeId, show_shape};
-pub use print::{Style, print, print_named, print_together, tree_size};
+pub use print::{Style, print, print_named, print_shared};

@@ -125,6 +125,13 @@ pub fn print_together(g: &Graph, roots: &[Id], style: Style) -> (Vec<String>, St
     (texts, block)
 }
 
+/// [`print_together`] when printing each root alone would be over four times longer (their
+/// trees written out, against the DAG's nodes); `None` when they are short enough alone.
+pub fn print_shared(g: &Graph, roots: &[Id], style: Style) -> Option<(Vec<String>, String)> {
+    let shared = g.reachable(roots).len() as u64;
+    (tree_size(g, roots) > 4 * shared + 100).then(|| print_together(g, roots, style))
+}
+
 /// The number of nodes of the trees of `roots` written out, summed (saturating): about how
 /// long printing each alone would be.
 pub fn tree_size(g: &Graph, roots: &[Id]) -> u64 {
