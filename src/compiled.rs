@@ -85,6 +85,31 @@ pub(crate) fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The first `m` points of `xs` (`n` values each) two at a time, as `f(i, inputs, outputs)`
+/// for points `i` and `i + 1`: their inputs interleaved, and room for `k` interleaved pairs
+/// of outputs (this thread's buffers, reused). Returns the points done: `m` rounded down to
+/// an even number.
+fn for_pairs(
+    xs: &[f64],
+    n: usize,
+    m: usize,
+    k: usize,
+    mut f: impl FnMut(usize, &[f64], &mut [f64]),
+) -> usize {
+    PAIR.with(|buf| {
+        let (x2, o2) = &mut *buf.borrow_mut();
+        x2.resize(2 * n, 0.0);
+        o2.resize(2 * k, 0.0);
+        let mut done = 0;
+        while done + 2 <= m {
+            interleave(&xs[done * n..(done + 2) * n], x2);
+            f(done, x2, o2);
+            done += 2;
+        }
+        done
+    })
+}
+
 /// Two points one after the other (`a0 a1 ... b0 b1 ...`) as pairs (`a0 b0 a1 b1 ...`).
 fn interleave(two: &[f64], pairs: &mut [f64]) {
     let (a, b) = two.split_at(two.len() / 2);
@@ -111,7 +136,7 @@ fn cores() -> usize {
 }
 
 thread_local! {
-    /// Two points' inputs and gradients, interleaved, for [`CompiledGradient::eval_many`].
+    /// Two points' inputs and outputs, interleaved, for [`for_pairs`].
     static PAIR: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -225,19 +250,12 @@ impl CompiledGradient {
             let m = values.len();
             let mut done = 0;
             if pairs {
-                PAIR.with(|buf| {
-                    let (x2, g2) = &mut *buf.borrow_mut();
-                    x2.resize(2 * n, 0.0);
-                    g2.resize(2 * n, 0.0);
-                    while done + 2 <= m {
-                        interleave(&xs[done * n..(done + 2) * n], x2);
-                        let mut v = [0.0; 2];
-                        let ok = self.code.call_pair(x2, &mut v, g2);
-                        debug_assert!(ok);
-                        deinterleave(g2, &mut grads[done * n..(done + 2) * n]);
-                        values[done..done + 2].copy_from_slice(&v);
-                        done += 2;
-                    }
+                done = for_pairs(xs, n, m, n, |i, x2, g2| {
+                    let mut v = [0.0; 2];
+                    let ok = self.code.call_pair(x2, &mut v, g2);
+                    debug_assert!(ok);
+                    deinterleave(g2, &mut grads[i * n..(i + 2) * n]);
+                    values[i..i + 2].copy_from_slice(&v);
                 });
             }
             for i in done..m {
@@ -464,17 +482,10 @@ impl Compiled {
             let m = out.len().checked_div(k).unwrap_or(xs.len() / n.max(1));
             let mut done = 0;
             if pairs {
-                PAIR.with(|buf| {
-                    let (x2, o2) = &mut *buf.borrow_mut();
-                    x2.resize(2 * n, 0.0);
-                    o2.resize(2 * k, 0.0);
-                    while done + 2 <= m {
-                        interleave(&xs[done * n..(done + 2) * n], x2);
-                        let ok = self.code.call_pair(x2, o2);
-                        debug_assert!(ok);
-                        deinterleave(o2, &mut out[done * k..(done + 2) * k]);
-                        done += 2;
-                    }
+                done = for_pairs(xs, n, m, k, |i, x2, o2| {
+                    let ok = self.code.call_pair(x2, o2);
+                    debug_assert!(ok);
+                    deinterleave(o2, &mut out[i * k..(i + 2) * k]);
                 });
             }
             for i in done..m {

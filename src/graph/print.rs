@@ -109,20 +109,7 @@ pub fn print_together(g: &Graph, roots: &[Id], style: Style) -> (Vec<String>, St
             out
         })
         .collect();
-    let mut block = String::new();
-    if !p.bound.is_empty() {
-        block += match style {
-            Style::Text => "where",
-            Style::Latex => "\\text{where}",
-        };
-        for &id in &p.bound {
-            block += "\n  ";
-            block += p.name(id).unwrap_or("?");
-            block += " = ";
-            p.emit(id, &mut block);
-        }
-    }
-    (texts, block)
+    (texts, p.where_block())
 }
 
 /// [`print_together`] when printing each root alone would be over four times longer (their
@@ -309,16 +296,27 @@ impl<'g> Printer<'g> {
         let mut out = String::new();
         self.emit(root, &mut out);
         if !self.bound.is_empty() {
-            out += match self.style {
-                Style::Text => "\nwhere",
-                Style::Latex => "\n\\text{where}",
-            };
-            for &id in &self.bound {
-                out += "\n  ";
-                out += self.name(id).unwrap_or("?");
-                out += " = ";
-                self.emit(id, &mut out);
-            }
+            out.push('\n');
+            out += &self.where_block();
+        }
+        out
+    }
+
+    /// `where` and a line `name = ...` per bound subexpression; empty if there are none.
+    fn where_block(&self) -> String {
+        let mut out = String::new();
+        if self.bound.is_empty() {
+            return out;
+        }
+        out += match self.style {
+            Style::Text => "where",
+            Style::Latex => "\\text{where}",
+        };
+        for &id in &self.bound {
+            out += "\n  ";
+            out += self.name(id).unwrap_or("?");
+            out += " = ";
+            self.emit(id, &mut out);
         }
         out
     }
