@@ -555,6 +555,9 @@ pub struct Point {
     index: HashMap<String, usize>,
     /// The names given a list, where they are written, and the list's shape.
     lists: Vec<(String, crate::syntax::Span, Vec<usize>)>,
+    /// What the errors of [`check_names`](Self::check_names) and
+    /// [`check_complete`](Self::check_complete) call the text (`--at` unless set).
+    origin: Option<String>,
 }
 
 impl Point {
@@ -644,7 +647,7 @@ impl Point {
                 }
             }
         }
-        Ok(Point { source: src.to_owned(), entries, index, lists })
+        Ok(Point { source: src.to_owned(), entries, index, lists, origin: None })
     }
 
     /// `(name, value)` pairs in the order written.
@@ -655,6 +658,17 @@ impl Point {
     /// The value of `name`, if given.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.index.get(name).map(|&k| self.entries[k].2)
+    }
+
+    /// The point, with later errors pointing into the text as `origin` (a file's name)
+    /// rather than `--at`.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Point {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    fn origin(&self) -> &str {
+        self.origin.as_deref().unwrap_or("--at")
     }
 
     /// The names given values, in the order written (a list's elements as `x[0]`, ...).
@@ -687,7 +701,7 @@ impl Point {
                 };
                 return Err(Diagnostic::new(&self.source, *span, message)
                     .with_help("a list gives the elements of a variable written `x[i]`")
-                    .with_origin("--at")
+                    .with_origin(self.origin())
                     .into());
             }
         }
@@ -706,7 +720,7 @@ impl Point {
                 } else if let Some(s) = graph::lower::suggest(name, vars.iter().cloned()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
-                return Err(d.with_origin("--at").into());
+                return Err(d.with_origin(self.origin()).into());
             }
         }
         Ok(())
@@ -736,7 +750,7 @@ impl Point {
                     format!("`{m}` is outside `{base}`, whose shape is [{dims}]"),
                 )
                 .with_help("indices start at 0 and stay below each dimension")
-                .with_origin("--at")
+                .with_origin(self.origin())
                 .into());
             }
         }

@@ -525,3 +525,31 @@ fn repl_ans() {
     assert_eq!(out.stdout, "3*x^2\n6*x\n12\n13\n13\n10\n10\n", "{}", out.stderr);
     assert!(out.stderr.contains("log(x) is defined for x > 0"), "{}", out.stderr);
 }
+
+/// `--at @FILE`: a point longer than a command line may be (200,000 elements over many
+/// lines), with errors that point into the file or name it.
+#[test]
+fn points_from_files() {
+    let dir = scratch("at-file");
+    let long = dir.join("x.txt");
+    let values: Vec<String> = (0..200_000).map(|i| format!("{}", i % 3)).collect();
+    std::fs::write(&long, format!("x = [{}]\n", values.join(",\n"))).unwrap();
+    let at = format!("@{}", long.display());
+    let out = run(&["grad", "sum(i = 0..n-1, x[i]^2)", "--let", "n=200000", "--at", &at, "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sum: u64 = (0..200_000u64).map(|i| (i % 3) * (i % 3)).sum();
+    assert!(
+        out.stdout.starts_with(&format!("{{\"value\":{sum},\"grad\":{{\"x\":[0,2,4,0,2,4,")),
+        "{}",
+        &out.stdout[..80]
+    );
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "x = [1, 2,\n 3, [4]]\n").unwrap();
+    let bad_at = format!("@{}", bad.display());
+    check_err(&["grad", "x[0]", "--at", &bad_at], &format!("--> {}:2:5", bad.display()), 1);
+    check_err(&["grad", "x[0]*x[9]", "--at", &bad_at.replace("bad", "missing")], "cannot read it", 1);
+    std::fs::write(&bad, b"x = \xff").unwrap();
+    check_err(&["grad", "x[0]", "--at", &bad_at], "not UTF-8 text (at byte 4)", 1);
+    check_err(&["grad", "x[0]", "--at", &at, "--at", "y=1"], "give no other --at with it", 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,19 @@ pub fn lets(args: &[String]) -> Result<Vec<(String, f64)>, Error> {
     Ok(values.into_iter().map(|(n, v)| (n.to_owned(), v)).collect())
 }
 
+/// The text of `--at @FILE`: at most [`symdiff::MAX_INPUT`] bytes (refused before reading,
+/// with the size), UTF-8, errors naming the file.
+pub fn read_point_file(path: &str) -> Result<String, Error> {
+    let fail = |what: String| Error::Invalid(format!("--at @{path}: {what}"));
+    let size = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?.len();
+    if size > symdiff::MAX_INPUT as u64 {
+        return Err(fail(format!("{size} bytes; a point is at most {} bytes", symdiff::MAX_INPUT)));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| fail(format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to())))
+}
+
 /// The formula `src` with the `--let` values.
 pub fn parse(src: &str, lets: &[(String, f64)]) -> Result<Expr, Error> {
     let pairs: Vec<(&str, f64)> = lets.iter().map(|(n, v)| (n.as_str(), *v)).collect();

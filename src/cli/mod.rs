@@ -85,7 +85,7 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value).
+        /// a value); --at @FILE reads it from a file.
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
         /// Values for names in sum bounds and formulas, e.g. --let n=1000.
@@ -108,7 +108,7 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         expr: String,
         /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value).
+        /// a value); --at @FILE reads it from a file.
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
         /// Values for names in sum bounds and formulas, e.g. --let n=1000.
@@ -133,7 +133,7 @@ enum Command {
         #[arg(required = true)]
         exprs: Vec<String>,
         /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value).
+        /// a value); --at @FILE reads it from a file.
         #[arg(long, value_name = "VAR=VALUE,...")]
         at: Vec<String>,
         /// Values for names in sum bounds and formulas, e.g. --let n=1000.
@@ -457,12 +457,27 @@ fn number(x: f64) -> Value {
     }
 }
 
+/// The point of `--at` (repeatable, joined by commas). `--at @FILE` reads it from a file,
+/// for vectors longer than a command line may be (`x = [...]` over lines); errors then point
+/// into the file.
 fn point(at: &[String]) -> Result<Option<Point>, Error> {
     if at.is_empty() {
         return Ok(None);
     }
-    Point::parse(&at.join(",")).map(Some).map_err(|e| match e {
-        Error::Parse(d) => Error::Parse(d.with_origin("--at")),
+    let (text, origin) = match at {
+        [one] if one.starts_with('@') => {
+            let path = &one[1..];
+            (input::read_point_file(path)?, path.to_owned())
+        }
+        _ if at.iter().any(|a| a.starts_with('@')) => {
+            return Err(Error::Invalid(
+                "--at @FILE gives the whole point; give no other --at with it".into(),
+            ));
+        }
+        _ => (at.join(","), "--at".to_owned()),
+    };
+    Point::parse(&text).map(|p| Some(p.with_origin(origin.clone()))).map_err(|e| match e {
+        Error::Parse(d) => Error::Parse(d.with_origin(origin)),
         other => other,
     })
 }
