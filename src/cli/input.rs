@@ -120,6 +120,7 @@ pub fn grouped(names: &[String], values: Vec<Value>, zero: &Value) -> Map<String
     let plain: hashbrown::HashSet<&str> =
         names.iter().filter(|n| base(n).is_none()).map(String::as_str).collect();
     let mut groups: Vec<(String, Group)> = Vec::new();
+    let mut group_of: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
     // In order of first appearance: a plain name, or a group (its index in `groups`).
     let mut order: Vec<Result<(String, Value), usize>> = Vec::new();
     for (name, value) in names.iter().zip(values) {
@@ -127,17 +128,12 @@ pub fn grouped(names: &[String], values: Vec<Value>, zero: &Value) -> Map<String
             order.push(Ok((name.clone(), value)));
             continue;
         };
-        let k = match groups.iter().position(|(g, _)| g == b) {
-            Some(k) => k,
-            None => {
-                groups.push((
-                    b.to_owned(),
-                    Group { elements: Vec::new(), rank: ix.len(), ok: !plain.contains(b) },
-                ));
-                order.push(Err(groups.len() - 1));
-                groups.len() - 1
-            }
-        };
+        let k = *group_of.entry(b).or_insert_with(|| {
+            groups
+                .push((b.to_owned(), Group { elements: Vec::new(), rank: ix.len(), ok: !plain.contains(b) }));
+            order.push(Err(groups.len() - 1));
+            groups.len() - 1
+        });
         let g = &mut groups[k].1;
         g.ok &= g.rank == ix.len();
         g.elements.push((ix, value));
