@@ -135,6 +135,14 @@ const COMMANDS: &[&str] = &[":help", ":vars", ":funcs", ":latex", ":text", ":ir"
 const KEYWORDS: &[&str] = &["grad", "hessian", "let", "at", "wrt", "pi"];
 
 /// The error of a line whose result would grow the graph past its node budget.
+/// The session's number named `n` (`let n = 3`), which the bounds and indices of sums read.
+fn number(values: &BTreeMap<String, Value>, n: &str) -> Option<f64> {
+    match values.get(n) {
+        Some(Value::Scalar(x)) => Some(*x),
+        _ => None,
+    }
+}
+
 fn too_large(cx: &Cx<'_>, span: Span, what: &str, b: graph::OverBudget) -> Error {
     cx.err(span, b.message(what))
         .with_help(
@@ -240,14 +248,6 @@ impl Session {
                         }
                     }
                 } else {
-                    // Forward mode prints the textbook forms for scalar formulas; reverse mode
-                    // handles tensors.
-                    let grad = if tensors {
-                        diff::reverse::try_gradient(&mut self.g, body, &var_ids)
-                    } else {
-                        diff::forward::try_gradient(&mut self.g, body, &var_ids)
-                    };
-                    let grad = grad.map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
                     // Partials that share much (a product's) print once over named shared
                     // parts, when nothing gives them values (see `Expr::shared_partials`).
                     let symbolic = at.values.is_empty() && vars.iter().all(|v| !self.values.contains_key(v));
@@ -262,6 +262,14 @@ impl Session {
                             return Ok(out.join("\n"));
                         }
                     }
+                    // Forward mode prints the textbook forms for scalar formulas; reverse mode
+                    // handles tensors.
+                    let grad = if tensors {
+                        diff::reverse::try_gradient(&mut self.g, body, &var_ids)
+                    } else {
+                        diff::forward::try_gradient(&mut self.g, body, &var_ids)
+                    };
+                    let grad = grad.map_err(|b| too_large(&cx, line.span, "this gradient", b))?;
                     for (v, d) in vars.iter().zip(grad) {
                         out.push(format!("d{label}/d{v} = {}", self.finish(&cx, line.span, d, &at)?));
                     }
@@ -331,11 +339,7 @@ impl Session {
     /// The name `b` gives a value to (`x`, or `x[2]` with indices from the session's
     /// numbers).
     fn binding_name(&self, cx: &Cx<'_>, b: &Binding) -> Result<String> {
-        let values = &self.values;
-        let lets = |n: &str| match values.get(n) {
-            Some(Value::Scalar(x)) => Some(*x),
-            _ => None,
-        };
+        let lets = |n: &str| number(&self.values, n);
         let scope = Scope { lets: &lets, ..Scope::new(cx.src, cx.ast, &self.functions, derive) };
         Ok(scope.binding_name(b)?)
     }
@@ -344,10 +348,7 @@ impl Session {
         let functions = std::mem::take(&mut self.functions);
         // Named numbers give the bounds of sums and indices; elsewhere they stay names.
         let values = &self.values;
-        let lets = |n: &str| match values.get(n) {
-            Some(Value::Scalar(x)) => Some(*x),
-            _ => None,
-        };
+        let lets = |n: &str| number(values, n);
         let scope = Scope {
             src: cx.src,
             ast: cx.ast,
