@@ -141,6 +141,11 @@ fn indexed_variables() {
     let out = run(&["diff", "prod(i = 0..29, x[i])"], "");
     assert!(out.code == 0 && out.stdout.contains("\nwhere\n  t1 = ") && out.stdout.len() < 2000, "{}{}", out.stdout, out.stderr);
     check(&["diff", "x*y*z"], "d/dx = y*z\nd/dy = x*z\nd/dz = x*y\n", 0);
+    // 5,000 factors: the textbook forms would pass the node budget; the shared form is linear.
+    let out = run(&["diff", "prod(i = 0..4999, x[i])"], "");
+    assert!(out.code == 0 && out.stdout.lines().count() < 20_000, "{}", out.stderr);
+    let out = run(&["repl"], "grad prod(i = 0..4999, x[i])\n");
+    assert!(out.stderr.is_empty() && out.stdout.lines().count() < 20_000, "{}", out.stderr);
     check_err(&["grad", "x[0]*x[5]", "--at", "x=[1.5,2,3]"], "`x[5]` is outside `x`, whose shape is [3]", 1);
     check_err(&["grad", "x[0]*x[1]", "--at", "x=1"], "give its elements as a list", 1);
     check_err(&["grad", "x*y", "--at", "x=[1,2],y=1"], "`x` is a number in the expression, not an indexed variable", 1);

@@ -503,6 +503,17 @@ fn diff(
         // A constant's derivative is 0 only where the constant has a value (`0/0` has none).
         f.eval(&[])?;
     }
+    if p.is_none() && !json_out && wrt.len() > 1 {
+        // Partials that share much (a product's) print once over named shared parts,
+        // decided before the textbook forms are built (those are n² factors for a product).
+        let names: Vec<&str> = wrt.iter().map(String::as_str).collect();
+        if let Some((texts, block)) = f.shared_partials(&names, format == Format::Latex)? {
+            let mut lines: Vec<String> =
+                wrt.iter().zip(texts).map(|(v, t)| format!("d/d{v} = {t}")).collect();
+            lines.push(block);
+            return Ok(lines.join("\n"));
+        }
+    }
     let derivs = wrt
         .iter()
         .map(|v| Ok((v.clone(), f.try_diff(v)?)))
@@ -528,16 +539,6 @@ fn diff(
             out.insert("values".into(), Value::Object(input::grouped(&names, v, &number(0.0))));
         }
         return Ok(Value::Object(out).to_string());
-    }
-    if values.is_empty() && derivs.len() > 1 {
-        // Partials that share much (a product's) print once over named shared parts.
-        let names: Vec<&str> = wrt.iter().map(String::as_str).collect();
-        if let Some((texts, block)) = f.shared_partials(&names, format == Format::Latex)? {
-            let mut lines: Vec<String> =
-                wrt.iter().zip(texts).map(|(v, t)| format!("d/d{v} = {t}")).collect();
-            lines.push(block);
-            return Ok(lines.join("\n"));
-        }
     }
     let lines: Vec<String> = derivs
         .iter()
