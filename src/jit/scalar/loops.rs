@@ -466,8 +466,7 @@ fn run(
                     }
                 },
                 Op::Pow => em.pow_lanes(ty, args[0], args[1], g.as_num(g.args(id)[1]))?,
-                Op::Func(crate::graph::Func::Abs) => em.b.ins().fabs(args[0]),
-                Op::Func(f) => em.per_lane(ty, &args, |em, xs| em.func(f, xs[0]))?,
+                Op::Func(f) => em.func_lanes(ty, f, args[0])?,
                 _ => return Err(JitError::Tensor(crate::graph::print(g, id, crate::graph::Style::Text))),
             };
             values.insert(id, v);

@@ -845,13 +845,9 @@ fn lower_chunk(
                 let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window);
                 em.pow_lanes(ty, b, e, g.as_num(g.args(id)[1]))?
             }
-            Op::Func(Func::Abs) => {
-                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
-                em.b.ins().fabs(x)
-            }
             Op::Func(f) => {
                 let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
-                em.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))?
+                em.func_lanes(ty, f, x)?
             }
             Op::MatMul
             | Op::Sum(_)
@@ -943,6 +939,15 @@ impl Emitter<'_> {
             });
         }
         Ok(out.expect("a vector has lanes"))
+    }
+
+    /// `f(x)` in every lane of `ty`: `abs` as one instruction for all lanes, the others (host
+    /// calls, the selects of `relu`, `step` and `sign`) lane by lane.
+    pub(super) fn func_lanes(&mut self, ty: types::Type, f: Func, x: Value) -> Result<Value, JitError> {
+        if f == Func::Abs {
+            return Ok(self.b.ins().fabs(x));
+        }
+        self.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))
     }
 
     /// `b^e` in every lane of `ty`, exactly as [`Emitter::pow`] (and the interpreter)
