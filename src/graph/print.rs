@@ -93,14 +93,21 @@ pub fn print_named(g: &Graph, root: Id, style: Style, names: &mut Names) -> Stri
     out
 }
 
-/// Prints `roots` together: each root's text, and one `where` block (empty if none) naming
-/// every subexpression of at least 5 nodes that they share, among them or within one
-/// (`t1`, `t2`, ...). The partials of a product of n factors written out are n products of
-/// n - 1 factors; a reverse-mode gradient shares prefix and suffix products, and printed
-/// together it stays linear in n.
-pub fn print_together(g: &Graph, roots: &[Id], style: Style) -> (Vec<String>, String) {
+/// Prints `roots` together, when printing each alone would be over four times longer (their
+/// trees written out, against the DAG's nodes): each root's text, and one `where` block
+/// naming every subexpression of at least 5 nodes that they share, among them or within one
+/// (`t1`, `t2`, ...). `None` when they are short enough alone. The partials of a product of
+/// n factors written out are n products of n - 1 factors; a reverse-mode gradient shares
+/// prefix and suffix products, and printed together it stays linear in n.
+pub fn print_shared(g: &Graph, roots: &[Id], style: Style) -> Option<(Vec<String>, String)> {
     let reach = g.reachable(roots);
     let p = Printer::over(g, &reach, roots, style, None, &|_| None, 0);
+    let written = roots.iter().fold(0u64, |t, r| t.saturating_add(p.size[r]));
+    (written > 4 * reach.len() as u64 + 100).then(|| render_together(&p, roots))
+}
+
+/// Each root's text and the one `where` block of `p`.
+fn render_together(p: &Printer<'_>, roots: &[Id]) -> (Vec<String>, String) {
     let texts = roots
         .iter()
         .map(|&r| {
@@ -110,24 +117,6 @@ pub fn print_together(g: &Graph, roots: &[Id], style: Style) -> (Vec<String>, St
         })
         .collect();
     (texts, p.where_block())
-}
-
-/// [`print_together`] when printing each root alone would be over four times longer (their
-/// trees written out, against the DAG's nodes); `None` when they are short enough alone.
-pub fn print_shared(g: &Graph, roots: &[Id], style: Style) -> Option<(Vec<String>, String)> {
-    let shared = g.reachable(roots).len() as u64;
-    (tree_size(g, roots) > 4 * shared + 100).then(|| print_together(g, roots, style))
-}
-
-/// The number of nodes of the trees of `roots` written out, summed (saturating): about how
-/// long printing each alone would be.
-pub fn tree_size(g: &Graph, roots: &[Id]) -> u64 {
-    let mut size: HashMap<Id, u64> = HashMap::new();
-    for id in g.reachable(roots) {
-        let s = g.args(id).iter().fold(1u64, |s, a| s.saturating_add(size[a]));
-        size.insert(id, s);
-    }
-    roots.iter().fold(0u64, |t, r| t.saturating_add(size[r]))
 }
 
 /// Names for [`print_named`]: nodes printed as words, and the degrees of the roots printed
@@ -207,6 +196,8 @@ struct Printer<'g> {
     /// Names given by the caller ([`Named`]): the walk stops at them.
     given: Option<&'g HashMap<Id, String>>,
     bound: Vec<Id>,
+    /// The size of each reachable node's tree written out (saturating).
+    size: HashMap<Id, u64>,
 }
 
 impl<'g> Printer<'g> {
@@ -280,7 +271,7 @@ impl<'g> Printer<'g> {
                 }
             }
         }
-        Printer { g, style, degree, names, given, bound }
+        Printer { g, style, degree, names, given, bound, size }
     }
 
     /// The name `id` prints as, if any: a shared subexpression's, else a given one.
