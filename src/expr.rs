@@ -569,13 +569,12 @@ impl Point {
         let scope = Scope::new(src, &ast, &functions, derive);
         let mut entries: Vec<(String, crate::syntax::Span, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::with_capacity(bindings.len());
-        let mut given: hashbrown::HashSet<String> = hashbrown::HashSet::new();
-        let mut lists = Vec::new();
+        let mut lists: Vec<(String, crate::syntax::Span, Vec<usize>)> = Vec::new();
         let twice = |span, name: &str| Diagnostic::new(src, span, format!("`{name}` is given a value twice"));
         for b in &bindings {
             // `x` or, for `x[2] = ...`, the element's name.
             let name = scope.binding_name(b)?;
-            if !given.insert(name.clone()) {
+            if index.contains_key(&name) || lists.iter().any(|l| l.0 == name) {
                 return Err(twice(b.name.span, &name).into());
             }
             // A list gives the elements: `x = [1, 2]` is `x[0] = 1, x[1] = 2`, and
