@@ -132,9 +132,9 @@ impl GradientCode {
     }
 }
 
-/// The two-lane version of a straight-line gradient (two points per `f64x2` instruction,
-/// see `lower.rs`), compiled the first time a batch asks for it: most gradients are never
-/// evaluated in batches, and compiling both versions up front would double every compile
+/// The two-lane version of a straight-line program, a gradient's or a vector function's (two
+/// points per `f64x2` instruction, see `lower.rs`), compiled the first time a batch asks for
+/// it: most programs are never evaluated in batches, and compiling both versions up front would double every compile
 /// time. Until then it keeps an exact copy of the program's nodes ([`Graph::extract`]),
 /// so the two lanes compute bit for bit what the one-lane code computes. Only programs of at
 /// most [`PAIR_OPS`] operations keep one: beyond, the copy would cost memory in proportion
@@ -149,7 +149,7 @@ pub struct Pairs {
 /// one group).
 type PairSource = (Graph, Vec<Id>, Vec<Id>, usize);
 
-/// The most operations a straight-line gradient may have to keep a two-lane version.
+/// The most operations a straight-line program may have to keep a two-lane version.
 pub const PAIR_OPS: usize = 200_000;
 
 impl Pairs {
