@@ -148,10 +148,15 @@ pub struct Graph {
     /// All argument lists, concatenated; a node's arguments are `args[start..start+len]`.
     args: Vec<Id>,
     /// Hash-consing table (also called interning): `(op, args)` to the one node that has them,
+    /// for the nodes whose look-up the users of their arguments cannot answer (see `intern`),
     /// stored with 32 bits of the key's hash (8 bytes an entry, half a cache line's worth of
     /// misses less than 16) so that growing the table never rehashes a key: the table's hash
     /// is [`spread`] of those bits.
     memo: HashTable<(u32, Id)>,
+    /// Per node, who uses it as an argument: [`NO_USER`], the one user's id, or
+    /// [`MANY_USERS`]. It lets `intern` answer most look-ups without `memo`, whose every
+    /// probe misses the cache once a graph has millions of nodes (see `intern`).
+    uses: Vec<u32>,
     /// The last node interned under each of [`RECENT`] hash values (`hash % RECENT`): a
     /// small table in cache in front of `memo`, which misses the cache on every look-up once
     /// a graph has millions of nodes. Written-out formulas repeat what they just built (the
@@ -161,7 +166,10 @@ pub struct Graph {
     hasher: DefaultHashBuilder,
     /// Variable names and shapes, indexed by `Op::Var`.
     vars: Vec<(String, ShapeId)>,
-    var_ids: hashbrown::HashMap<String, Id>,
+    /// The variables' nodes, found by name: each entry keeps 32 bits of the name's hash (so
+    /// that growing the table hashes no name again) and the node, whose `Op::Var` index
+    /// leads to the name in `vars`. No name is stored twice.
+    var_ids: HashTable<(u32, Id)>,
     /// Interned shapes; `shapes[0]` is the scalar shape.
     shapes: Vec<Box<[usize]>>,
     shape_ids: hashbrown::HashMap<Box<[usize]>, ShapeId>,
@@ -189,10 +197,11 @@ impl Default for Graph {
             nodes: Vec::new(),
             args: Vec::new(),
             memo: HashTable::new(),
+            uses: Vec::new(),
             recent: vec![(0, Id(u32::MAX)); RECENT].into_boxed_slice(),
             hasher: DefaultHashBuilder::default(),
             vars: Vec::new(),
-            var_ids: hashbrown::HashMap::new(),
+            var_ids: HashTable::new(),
             shapes: vec![scalar.clone()],
             shape_ids: [(scalar, ShapeId::SCALAR)].into_iter().collect(),
             values: hashbrown::HashMap::new(),
@@ -469,11 +478,20 @@ impl Graph {
         }
         let keep = mark.nodes as u32;
         self.nodes.truncate(mark.nodes);
-        self.args.truncate(mark.args);
-        self.memo.retain(|&mut (_, id)| id.0 < keep);
-        for (name, _) in self.vars.drain(mark.vars..) {
-            self.var_ids.remove(&name);
+        self.uses.truncate(mark.nodes);
+        // A kept node whose one user is forgotten has none again; one with many keeps
+        // `MANY_USERS`, which only sends its look-ups to `memo` (see `intern`).
+        for a in self.args.drain(mark.args..) {
+            if let Some(u) = self.uses.get_mut(a.index())
+                && *u != MANY_USERS
+                && *u >= keep
+            {
+                *u = NO_USER;
+            }
         }
+        self.memo.retain(|&mut (_, id)| id.0 < keep);
+        self.vars.truncate(mark.vars);
+        self.var_ids.retain(|&mut (_, id)| id.0 < keep);
         self.values.retain(|id, _| id.0 < keep);
         if self.users.0.is_some_and(|r| r.0 >= keep) {
             self.users = (None, None);
@@ -533,12 +551,18 @@ impl Graph {
 
     /// The node of variable `name`, if the graph has one.
     pub fn find_var(&self, name: &str) -> Option<Id> {
-        self.var_ids.get(name).copied()
+        let hash = self.hasher.hash_one(name) as u32;
+        let Graph { nodes, vars, var_ids, .. } = self;
+        var_ids
+            .find(spread(hash), |&(h, id)| {
+                h == hash && matches!(nodes[id.index()].op, Op::Var(v) if vars[v as usize].0 == name)
+            })
+            .map(|&(_, id)| id)
     }
 
     /// The variable node `name` (created as a scalar on first use).
     pub fn var(&mut self, name: &str) -> Id {
-        if let Some(&id) = self.var_ids.get(name) {
+        if let Some(id) = self.find_var(name) {
             return id;
         }
         self.new_var(name, ShapeId::SCALAR)
@@ -547,7 +571,7 @@ impl Graph {
     /// The variable node `name` with shape `shape`; an error if `name` already has another.
     pub fn var_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Id, ShapeError> {
         let s = self.shape_id(shape);
-        if let Some(&id) = self.var_ids.get(name) {
+        if let Some(id) = self.find_var(name) {
             if self.shape_id_of(id) != s {
                 return Err(ShapeError(format!(
                     "`{name}` is {} here but was {} before",
@@ -563,8 +587,11 @@ impl Graph {
     fn new_var(&mut self, name: &str, shape: ShapeId) -> Id {
         let index = self.vars.len() as u32;
         self.vars.push((name.to_owned(), shape));
-        let id = self.intern(Op::Var(index), &[]);
-        self.var_ids.insert(name.to_owned(), id);
+        // A new index: no node has this key yet, and none will look it up (variables are
+        // found by name), so it goes straight in without `memo`.
+        let id = self.push(Op::Var(index), &[], None);
+        let hash = self.hasher.hash_one(name) as u32;
+        self.var_ids.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
         id
     }
 
@@ -589,7 +616,31 @@ impl Graph {
 
     /// Adds `(op, args)` as is, or returns the existing node. Callers guarantee the canonical
     /// form; only `simplify.rs` and the constructors above call this.
+    ///
+    /// **Look-up by users.** A node with the key `(op, args)` would be a user of every one of
+    /// `args`, so an argument's users often answer without the hash table: if an argument has
+    /// no user yet (it was just built, as most arguments are when a formula is built bottom
+    /// up), the key is new; if it has one user, the key exists exactly when that user has it.
+    /// Only a key whose arguments all have several users is looked up in `memo`. So `memo`
+    /// needs to hold just those nodes whose arguments all have several users (leaves, which
+    /// have no arguments, included): a node goes in when it is built so, or later, when the
+    /// last of its arguments gains its second user. In `t = x*y; t + 1` the node `t` is never
+    /// in `memo`, and building `x*y` again finds it as the one user of `x`.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
+        for &a in args {
+            match self.uses[a.index()] {
+                NO_USER => return self.push(op, args, None),
+                MANY_USERS => {}
+                u => {
+                    let u = Id(u);
+                    return if self.nodes[u.index()].op == op && self.args(u) == args {
+                        u
+                    } else {
+                        self.push(op, args, None)
+                    };
+                }
+            }
+        }
         let hash = hash_key(&self.hasher, op, args) as u32;
         let Graph { nodes, args: all_args, memo, recent, .. } = self;
         let is_key = |h: u32, id: Id| {
@@ -607,20 +658,55 @@ impl Graph {
             recent[slot] = (hash, id);
             return id;
         }
-        assert!(nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
-        debug_assert!(args.iter().all(|a| a.index() < nodes.len()), "children before parents");
-        let id = Id(nodes.len() as u32);
+        self.push(op, args, Some(hash))
+    }
+
+    /// Adds the node `(op, args)`, which the graph does not have, keeping `uses` and `memo`
+    /// as `intern` needs them; `hash` is the key's hash when the caller has it.
+    fn push(&mut self, op: Op, args: &[Id], hash: Option<u32>) -> Id {
+        assert!(self.nodes.len() < MAX_NODES, "expression graph exceeds {MAX_NODES} nodes");
+        debug_assert!(args.iter().all(|a| a.index() < self.nodes.len()), "children before parents");
+        let id = Id(self.nodes.len() as u32);
         let shape = self.infer_shape(op, args);
         let (flags, value) = self.classify(op, args, shape);
         if let Some(v) = value {
             self.values.insert(id, v);
         }
-        let Graph { nodes, args: all_args, memo, .. } = self;
-        nodes.push(Node { op, start: all_args.len() as u32, len: args.len() as u32, shape, flags });
-        all_args.extend_from_slice(args);
-        memo.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
-        self.recent[slot] = (hash, id);
+        self.nodes.push(Node { op, start: self.args.len() as u32, len: args.len() as u32, shape, flags });
+        self.args.extend_from_slice(args);
+        self.uses.push(NO_USER);
+        let mut all_many = true;
+        for &a in args {
+            match self.uses[a.index()] {
+                NO_USER => {
+                    self.uses[a.index()] = id.0;
+                    all_many = false;
+                }
+                MANY_USERS => {}
+                u if u == id.0 => all_many = false,
+                u => {
+                    self.uses[a.index()] = MANY_USERS;
+                    // `u` was not in `memo` (its argument `a` had one user); it goes in once
+                    // all its arguments have several.
+                    let u = Id(u);
+                    if self.args(u).iter().all(|b| self.uses[b.index()] == MANY_USERS) {
+                        self.remember(u, None);
+                    }
+                }
+            }
+        }
+        // Variables are found by name (`var_ids`), never by key.
+        if all_many && !matches!(op, Op::Var(_)) {
+            self.remember(id, hash);
+        }
         id
+    }
+
+    /// Puts the node `id` into `memo` (and `recent`); `hash` is its key's hash if known.
+    fn remember(&mut self, id: Id, hash: Option<u32>) {
+        let hash = hash.unwrap_or_else(|| hash_key(&self.hasher, self.op(id), self.args(id)) as u32);
+        self.memo.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
+        self.recent[hash as usize % RECENT] = (hash, id);
     }
 
     /// What is known about the value of a new node `op(args)` of shape `shape`: its flags,
@@ -907,6 +993,11 @@ impl<T: Clone> NodeMap<T> {
     }
 }
 
+/// `Graph::uses` of a node that no node uses yet.
+const NO_USER: u32 = u32::MAX;
+/// `Graph::uses` of a node with more than one user.
+const MANY_USERS: u32 = u32::MAX - 1;
+
 /// Entries of the cache of recently interned nodes (`Graph::recent`): 8 KiB.
 const RECENT: usize = 1024;
 
@@ -922,4 +1013,96 @@ fn hash_key(hasher: &DefaultHashBuilder, op: Op, args: &[Id]) -> u64 {
     op.hash(&mut h);
     args.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hash-consing against a plain map of every key built: `intern` answers most look-ups
+    //! from the arguments' users instead of `memo`, and `rollback` must leave both right.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step: build a key over earlier nodes (`picks` index into them), build the key of
+    /// an earlier step again, take a mark, or roll back to the last mark.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Leaf(u8),
+        Var(u8),
+        Node(u8, Vec<u16>),
+        Again(u16),
+        Mark,
+        Rollback,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            2 => (0u8..6).prop_map(Step::Leaf),
+            2 => (0u8..6).prop_map(Step::Var),
+            8 => (0u8..3, prop::collection::vec(any::<u16>(), 1..5)).prop_map(|(o, a)| Step::Node(o, a)),
+            4 => any::<u16>().prop_map(Step::Again),
+            1 => Just(Step::Mark),
+            1 => Just(Step::Rollback),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn interning_finds_every_key_once(steps in prop::collection::vec(step(), 1..300)) {
+            let mut g = Graph::new();
+            let mut keys: Vec<(Op, Vec<Id>)> = Vec::new();
+            let mut seen: hashbrown::HashMap<(Op, Vec<Id>), Id> = hashbrown::HashMap::new();
+            let mut marks: Vec<(Mark, usize)> = Vec::new();
+            for s in steps {
+                let key = match s {
+                    Step::Leaf(k) => (Op::Num(f64::from(k).to_bits()), vec![]),
+                    Step::Var(k) => {
+                        let id = g.var(&format!("v{k}"));
+                        prop_assert_eq!(g.find_var(&format!("v{k}")), Some(id));
+                        continue;
+                    }
+                    Step::Node(_, _) | Step::Again(_) if g.is_empty() => continue,
+                    Step::Node(o, picks) => {
+                        let op = [Op::Add, Op::Mul, Op::Pow][o as usize];
+                        let n = if op == Op::Pow { 2 } else { picks.len() };
+                        let args: Vec<Id> =
+                            (0..n).map(|i| Id((picks[i % picks.len()] as usize % g.len()) as u32)).collect();
+                        (op, args)
+                    }
+                    Step::Again(k) if keys.is_empty() => { let _ = k; continue; }
+                    Step::Again(k) => keys[k as usize % keys.len()].clone(),
+                    Step::Mark => {
+                        marks.push((g.mark(), keys.len()));
+                        continue;
+                    }
+                    Step::Rollback => {
+                        if let Some((m, k)) = marks.pop() {
+                            let keep = m.nodes as u32;
+                            g.rollback(m);
+                            keys.truncate(k);
+                            keys.retain(|(_, a)| a.iter().all(|a| a.0 < keep));
+                            seen.retain(|_, id| id.0 < keep);
+                        }
+                        continue;
+                    }
+                };
+                let before = g.len();
+                let id = g.intern(key.0, &key.1);
+                match seen.get(&key) {
+                    Some(&old) => prop_assert_eq!(id, old, "{:?} built twice", key),
+                    None => {
+                        prop_assert_eq!(id.index(), before, "{:?} is new but was found", key);
+                        seen.insert(key.clone(), id);
+                    }
+                }
+                keys.push(key);
+            }
+            // Every key is still found, and finding it builds nothing.
+            let len = g.len();
+            for (key, &id) in &seen {
+                prop_assert_eq!(g.intern(key.0, &key.1), id);
+            }
+            prop_assert_eq!(g.len(), len);
+        }
+    }
 }
