@@ -75,7 +75,14 @@ const SHAPES: [&str; 8] = [
 /// How the compiled function came out: the one place that says it (extend it when
 /// `CompileStats` learns more, such as the classes structure recovery found).
 fn describe(stats: &CompileStats) -> String {
-    format!("{}; {} chunks, {} spilled, {}", stats.structure(), stats.chunks, stats.spilled, stats.allocator)
+    format!(
+        "{}; {} chunks, {} spilled, {}, {} KiB of code",
+        stats.structure(),
+        stats.chunks,
+        stats.spilled,
+        stats.allocator,
+        stats.code_bytes >> 10
+    )
 }
 
 /// A hand-written value and gradient: `hand(x, grad)` returns the value.

@@ -778,11 +778,12 @@ impl Session {
         let (code, vars, _, _) = self.compile_line(src, true)?;
         let s = code.stats();
         Ok(format!(
-            "; value and gradient with respect to ({}): {} nodes, {} function(s), {} allocator\n; {}\n; signature: {}\n{}",
+            "; value and gradient with respect to ({}): {} nodes, {} function(s), {} allocator, {} bytes of code\n; {}\n; signature: {}\n{}",
             vars.join(", "),
             s.nodes,
             s.chunks,
             s.allocator,
+            s.code_bytes,
             s.structure(),
             if s.classes.is_empty() {
                 "(inputs, value, gradient, scratch)"

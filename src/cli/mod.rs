@@ -637,12 +637,13 @@ fn grad(
                 s.gradient_ratio()
             );
             note!(
-                "{:>34}: {} nodes, {} chunks, {} values through scratch, {} allocator",
+                "{:>34}: {} nodes, {} chunks, {} values through scratch, {} allocator, {} bytes of code",
                 "compiled as",
                 s.nodes,
                 s.chunks,
                 s.spilled,
-                s.allocator
+                s.allocator,
+                s.code_bytes
             );
         }
     }

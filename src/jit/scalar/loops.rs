@@ -118,6 +118,8 @@ pub struct Loops {
     _tables: Vec<Vec<u32>>,
     _numbers: Vec<Vec<f64>>,
     pub ir: String,
+    /// Machine code and constants of the loops, in bytes.
+    pub bytes: usize,
 }
 
 impl Drop for Loops {
@@ -146,6 +148,7 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
     let mut ctx = module.make_context();
     let mut fbc = FunctionBuilderContext::new();
     let mut ids = Vec::new();
+    let mut bytes = 0;
     let mut ir = String::new();
     let mut tables = Vec::new();
     let mut numbers = Vec::new();
@@ -193,6 +196,7 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
             );
         }
         module.define_function(fid, &mut ctx).map_err(|e| codegen(format!("{e:?}")))?;
+        bytes += ctx.compiled_code().map_or(0, |c| c.code_info().total_size as usize);
         module.clear_context(&mut ctx);
         ids.push(fid);
         for l in group.iter_mut() {
@@ -212,7 +216,7 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
     }
     module.finalize_definitions().map_err(codegen)?;
     let entries = ids.iter().map(|&id| module.get_finalized_function(id)).collect();
-    Ok(Loops { module: Some(module), entries, _tables: tables, _numbers: numbers, ir })
+    Ok(Loops { module: Some(module), entries, _tables: tables, _numbers: numbers, ir, bytes })
 }
 
 /// What every iteration of a group's loop reads: the arrays, and the slots hoisted out.

@@ -38,9 +38,16 @@
 //!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
-//! value instead (`fsub`), and a product with coefficient -1 elsewhere is an `fneg`: IEEE
-//! negation is exact and multiplication is symmetric in sign, so the result is bit-identical
-//! to the interpreter's `a + ((-1)*b)`.
+//! value instead (`fsub`): IEEE negation is exact and multiplication is symmetric in sign, so
+//! the result is bit-identical to the interpreter's `a + ((-1)*b)`. The first two operands of
+//! a sum or product may be swapped (`a*b` is `b*a` exactly; only the first two, since
+//! swapping later ones would change the rounding), so that a number or a load is the second
+//! one, which x86 reads from memory within the instruction.
+//!
+//! **Code size.** Large straight-line programs are paced by fetching their code, not by
+//! arithmetic (a 100,000-operation random DAG's gradient is about 24 MB of machine code,
+//! `Stats::code_bytes`). So numbers and loads are emitted at each use instead of being kept
+//! in a register for the window: kept ones were spilled and reloaded by the allocator.
 
 use std::time::{Duration, Instant};
 
@@ -144,6 +151,10 @@ pub struct Stats {
     pub chunks: usize,
     /// Scratch slots for values crossing windows.
     pub spilled: usize,
+    /// Bytes of machine code (with its constants) that one call runs through, loops
+    /// included: straight-line code grows with the program, and once it outgrows the
+    /// processor's caches a call is paced by fetching it.
+    pub code_bytes: usize,
     /// Wall time from the first instruction built to the code being executable.
     pub compile_time: Duration,
     /// `"backtracking"` or `"single_pass"`.
@@ -634,11 +645,13 @@ pub fn compile_lanes(
     let mut modules = Vec::new();
     let mut numbered: Vec<(usize, *const u8)> = Vec::new();
     let mut irs = Vec::new();
+    let mut code_bytes = 0;
     for r in results {
-        let (m, codes, text) = r?;
+        let (m, codes, text, bytes) = r?;
         modules.push(m);
         numbered.extend(codes);
         irs.push(text);
+        code_bytes += bytes;
     }
     numbered.sort_by_key(|&(c, _)| c);
     let chunks: Vec<*const u8> = numbered.into_iter().map(|(_, code)| code).collect();
@@ -651,6 +664,7 @@ pub fn compile_lanes(
         value_ops,
         chunks: chunks.len(),
         spilled: plan.slots,
+        code_bytes,
         compile_time: start.elapsed(),
         allocator: tier.allocator(),
         classes: Vec::new(),
@@ -669,7 +683,7 @@ pub fn compile_lanes(
 }
 
 /// A worker's result: its module, the chunks in it (by number) and their IR text.
-type Finished = (JITModule, Vec<(usize, *const u8)>, String);
+type Finished = (JITModule, Vec<(usize, *const u8)>, String, usize);
 
 /// A finished module moving from a compiler thread to the caller.
 struct SendModule(Finished);
@@ -685,6 +699,8 @@ struct Unit {
     /// (chunk number, function)
     ids: Vec<(usize, cranelift_module::FuncId)>,
     ir: String,
+    /// Machine code and constants of the chunks added, in bytes.
+    bytes: usize,
 }
 
 impl Unit {
@@ -695,7 +711,14 @@ impl Unit {
         }
         let module = JITModule::new(jb);
         let ctx = module.make_context();
-        Ok(Unit { module, ctx, fbc: FunctionBuilderContext::new(), ids: Vec::new(), ir: String::new() })
+        Ok(Unit {
+            module,
+            ctx,
+            fbc: FunctionBuilderContext::new(),
+            ids: Vec::new(),
+            ir: String::new(),
+            bytes: 0,
+        })
     }
 
     fn add_chunk(
@@ -718,6 +741,7 @@ impl Unit {
             self.ir += &format!("; chunk {c}: nodes {lo}..{hi}\n{}\n", self.ctx.func.display());
         }
         self.module.define_function(fid, &mut self.ctx).map_err(|e| codegen(format!("{e:?}")))?;
+        self.bytes += self.ctx.compiled_code().map_or(0, |c| c.code_info().total_size as usize);
         self.module.clear_context(&mut self.ctx);
         self.ids.push((c, fid));
         Ok(())
@@ -726,7 +750,7 @@ impl Unit {
     fn finish(mut self) -> Result<Finished, JitError> {
         self.module.finalize_definitions().map_err(codegen)?;
         let codes = self.ids.iter().map(|&(c, id)| (c, self.module.get_finalized_function(id))).collect();
-        Ok((self.module, codes, self.ir))
+        Ok((self.module, codes, self.ir, self.bytes))
     }
 }
 
@@ -757,24 +781,31 @@ fn lower_chunk(
     let mut values: HashMap<usize, (usize, Value)> = HashMap::with_capacity(2 * (hi - lo));
     // A node's value for use in `window`: its own SSA value if computed there, otherwise
     // recomputed (numbers), reloaded from the inputs (variables) or from scratch.
+    // Loads and numbers are emitted at each use, not kept for the window: a value with one
+    // use right after it is computed is folded into that instruction as its memory operand
+    // (`vmulsd 0x1230(%r15), %xmm1, %xmm2`), where a value kept in a register across the
+    // window would be spilled to the stack and reloaded by the register allocator.
     let fetch =
-        |em: &mut Emitter, values: &mut HashMap<usize, (usize, Value)>, k: usize, window: usize| -> Value {
+        |em: &mut Emitter, values: &mut HashMap<usize, (usize, Value)>, k: usize, window: usize| -> Operand {
             if let Some(&(w, v)) = values.get(&k)
                 && w == window
             {
-                return v;
+                return Operand { value: v, kind: Kind::Register };
             }
             let a = plan.order[k];
-            let v = match g.op(a) {
-                Op::Num(bits) => em.constant(ty, f64::from_bits(bits)),
-                Op::Const(c) => em.constant(ty, c.value()),
-                Op::Var(_) => em.b.ins().load(ty, read_only, params[0], plan.input_offset(a)),
-                _ => em.b.ins().load(ty, flags, scratch, plan.slot(k)),
-            };
-            values.insert(k, (window, v));
-            v
+            match g.op(a) {
+                Op::Num(bits) => {
+                    Operand { value: em.constant(ty, f64::from_bits(bits)), kind: Kind::Constant }
+                }
+                Op::Const(c) => Operand { value: em.constant(ty, c.value()), kind: Kind::Constant },
+                Op::Var(_) => Operand {
+                    value: em.b.ins().load(ty, read_only, params[0], plan.input_offset(a)),
+                    kind: Kind::Load,
+                },
+                _ => Operand { value: em.b.ins().load(ty, flags, scratch, plan.slot(k)), kind: Kind::Load },
+            }
         };
-    let mut args: Vec<Value> = Vec::new();
+    let mut args: Vec<Operand> = Vec::new();
     for p in lo..hi {
         let id = plan.order[p];
         // Numbers and inputs are materialized where they are used (`fetch`); absorbed
@@ -786,67 +817,65 @@ fn lower_chunk(
         let v = match g.op(id) {
             Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
             Op::Add => {
-                let mut acc: Option<Value> = None;
+                let mut acc: Option<Operand> = None;
                 for a in g.args(id) {
                     let k = plan.pos(*a);
                     if plan.absorbed[k] {
                         // acc - |c|*factors (exactly acc + c*factors)
                         let (c, factors) =
                             negative_product(g, *a).expect("absorbed nodes are negative products");
-                        let mut m = if c == 1.0 { None } else { Some(em.constant(ty, c)) };
-                        for f in factors {
-                            let x = fetch(&mut em, &mut values, plan.pos(*f), window);
-                            m = Some(match m {
-                                None => x,
-                                Some(m) => em.b.ins().fmul(m, x),
-                            });
+                        args.clear();
+                        if c != 1.0 {
+                            args.push(Operand { value: em.constant(ty, c), kind: Kind::Constant });
                         }
-                        let m = m.expect("a product has factors");
-                        acc = Some(match acc {
-                            None => em.b.ins().fneg(m),
-                            Some(acc) => em.b.ins().fsub(acc, m),
-                        });
+                        for f in factors {
+                            args.push(fetch(&mut em, &mut values, plan.pos(*f), window));
+                        }
+                        let m = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
+                        let value = match acc {
+                            // -m, as `fmul` by -1: a folded constant, where `fneg` would
+                            // build its sign mask in two instructions.
+                            None => {
+                                let minus = em.constant(ty, -1.0);
+                                em.b.ins().fmul(m, minus)
+                            }
+                            Some(acc) => em.b.ins().fsub(acc.value, m),
+                        };
+                        acc = Some(Operand { value, kind: Kind::Register });
                     } else {
                         let x = fetch(&mut em, &mut values, k, window);
                         acc = Some(match acc {
                             None => x,
-                            Some(acc) => em.b.ins().fadd(acc, x),
+                            // `fold` of the two: the first two terms may swap.
+                            Some(acc) => Operand {
+                                value: em.fold(&[acc, x], |b, x, y| b.ins().fadd(x, y)),
+                                kind: Kind::Register,
+                            },
                         });
                     }
                 }
-                acc.expect("a sum has terms")
+                acc.expect("a sum has terms").value
             }
             Op::Mul => {
                 args.clear();
                 for a in g.args(id) {
                     args.push(fetch(&mut em, &mut values, plan.pos(*a), window));
                 }
-                let product = if let Some((1.0, _)) = negative_product(g, id) {
-                    // -(f1*f2*...), exactly (-1*f1)*f2*...
-                    let mut acc = args[1];
-                    for &x in &args[2..] {
-                        acc = em.b.ins().fmul(acc, x);
-                    }
-                    em.b.ins().fneg(acc)
-                } else {
-                    let mut acc = args[0];
-                    for &x in &args[1..] {
-                        acc = em.b.ins().fmul(acc, x);
-                    }
-                    acc
-                };
+                // (-1*f1)*f2*... as the interpreter computes it: the product of `-1` and one
+                // factor is that factor negated, exactly.
+                let product = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
                 match step_factor(g, id) {
-                    Some(k) => em.zero_where(ty, args[k], product),
+                    Some(k) => em.zero_where(ty, args[k].value, product),
                     None => product,
                 }
             }
             Op::Pow => {
-                let b = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
-                let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window);
+                let b = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window).value;
+                let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window).value;
                 em.pow_lanes(ty, b, e, g.as_num(g.args(id)[1]))?
             }
             Op::Func(f) => {
-                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window);
+                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window).value;
                 em.func_lanes(ty, f, x)?
             }
             Op::MatMul
@@ -870,7 +899,7 @@ fn lower_chunk(
         let end = plan.window[plan.order.len()] as usize;
         for (k, group) in plan.groups.iter().enumerate() {
             for (j, id) in group.iter().enumerate() {
-                let v = fetch(&mut em, &mut values, plan.pos(*id), end);
+                let v = fetch(&mut em, &mut values, plan.pos(*id), end).value;
                 em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
             }
         }
@@ -879,6 +908,25 @@ fn lower_chunk(
     let config = em.module.target_config();
     em.b.finalize(config);
     Ok(())
+}
+
+/// An argument as `lower_chunk` fetched it, and what it is.
+#[derive(Clone, Copy)]
+struct Operand {
+    value: Value,
+    kind: Kind,
+}
+
+/// What an [`Operand`] is, in the order in which it is better as the second operand of an
+/// arithmetic instruction, the one x86 can read from memory: a number always is (from the
+/// constant pool; as the first it is built in a general register and moved over, two
+/// instructions), a load emitted for this use sometimes is (Cranelift folds it into its one
+/// use when that use's own result is used once), a value in a register never is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Register,
+    Load,
+    Constant,
 }
 
 /// Emits the operations of one function (shared with the loop compiler, `loops.rs`).
@@ -913,6 +961,29 @@ impl Emitter<'_> {
     }
 
     /// The number `x` in every lane of `ty` (`F64` or `F64X2`).
+    /// `((x0 op x1) op x2) op ...`, with the first two swapped when the first is the better
+    /// memory operand ([`Kind`]): `op` must be commutative (`fadd`, `fmul`: exact in either
+    /// order), and only the first two commute without changing the rounding.
+    fn fold(
+        &mut self,
+        xs: &[Operand],
+        op: impl Fn(&mut FunctionBuilder<'_>, Value, Value) -> Value,
+    ) -> Value {
+        let (first, rest) = xs.split_first().expect("at least one operand");
+        let Some((second, rest)) = rest.split_first() else {
+            return first.value;
+        };
+        let mut acc = if first.kind > second.kind {
+            op(&mut self.b, second.value, first.value)
+        } else {
+            op(&mut self.b, first.value, second.value)
+        };
+        for x in rest {
+            acc = op(&mut self.b, acc, x.value);
+        }
+        acc
+    }
+
     pub(super) fn constant(&mut self, ty: types::Type, x: f64) -> Value {
         let c = self.b.ins().f64const(x);
         if ty == types::F64 { c } else { self.b.ins().splat(ty, c) }
