@@ -669,6 +669,24 @@ impl Graph {
         self.push(op, args, Some(hash))
     }
 
+    /// The node `(op, args)` if the graph has it, building nothing (the look-up of
+    /// [`intern`](Self::intern)).
+    pub fn find(&self, op: Op, args: &[Id]) -> Option<Id> {
+        if args.iter().any(|a| a.index() >= self.nodes.len()) {
+            return None;
+        }
+        let has_key = |id: Id| self.nodes[id.index()].op == op && self.args(id) == args;
+        for &a in args {
+            match self.uses[a.index()] {
+                NO_USER => return None,
+                MANY_USERS => {}
+                u => return Some(Id(u)).filter(|&u| has_key(u)),
+            }
+        }
+        let hash = hash_key(&self.hasher, op, args) as u32;
+        self.memo.find(spread(hash), |&(h, id)| h == hash && has_key(id)).map(|&(_, id)| id)
+    }
+
     /// Adds the node `(op, args)`, which the graph does not have, keeping `uses` and `memo`
     /// as `intern` needs them; `hash` is the key's hash when the caller has it.
     fn push(&mut self, op: Op, args: &[Id], hash: Option<u32>) -> Id {

@@ -359,6 +359,12 @@ struct Plan<'g> {
     slot_of: Vec<u32>,
     slots: usize,
     groups: Vec<Vec<Id>>,
+    /// `prefix[p] = (q, len)`: the product at `p` starts from the value at `q`, the product
+    /// of its first `len` factors (see [`prefix_of`]).
+    prefix: HashMap<usize, (usize, usize)>,
+    /// `stores[p]`: where the value at `p` goes in the output groups, `(group, index)`,
+    /// stored as soon as it is computed (outputs that are leaves are stored at the end).
+    stores: HashMap<usize, Vec<(usize, usize)>>,
     /// `F64`, or `F64X2` for two lanes.
     ty: types::Type,
 }
@@ -402,14 +408,34 @@ impl<'g> Plan<'g> {
                 }
             }
         }
+        // Products that start from a prefix computed before them (see `prefix_of`).
+        let mut prefix: HashMap<usize, (usize, usize)> = HashMap::new();
+        for (p, &id) in order.iter().enumerate() {
+            if !absorbed[p]
+                && let Some(found) = prefix_of(g, id, |q| {
+                    let k = *pos_of.get(q) as usize;
+                    k < p && !absorbed[k] && step_factor(g, q).is_none()
+                })
+            {
+                prefix.insert(p, (*pos_of.get(found.0) as usize, found.1));
+            }
+        }
         // Last use of every emitted value; an absorbed product's arguments are used by the
-        // sums that use it.
+        // sums that use it, a product that starts from a prefix uses the prefix instead of
+        // the factors in it.
         let mut last = vec![0usize; n];
         for (p, &id) in order.iter().enumerate() {
             if absorbed[p] {
                 continue;
             }
-            for a in g.args(id) {
+            let skip = match prefix.get(&p) {
+                Some(&(q, len)) => {
+                    last[q] = last[q].max(p);
+                    len
+                }
+                None => 0,
+            };
+            for a in &g.args(id)[skip..] {
                 let k = pos(a);
                 if absorbed[k] {
                     for b in g.args(*a) {
@@ -421,8 +447,17 @@ impl<'g> Plan<'g> {
                 }
             }
         }
-        for r in &roots {
-            last[pos(r)] = n; // stored at the very end
+        // An output that is computed is stored where it is computed; one that is a leaf (a
+        // number, an input) is stored at the very end, a use after the last node.
+        let mut stores: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        for (k, group) in groups.iter().enumerate() {
+            for (j, r) in group.iter().enumerate() {
+                if matches!(g.op(*r), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
+                    last[pos(r)] = n;
+                } else {
+                    stores.entry(pos(r)).or_default().push((k, j));
+                }
+            }
         }
         // Windows and chunks by weight: a window closes once it holds WINDOW of weight (a
         // node heavier than that is a window of its own), a chunk once it holds `chunk`:
@@ -473,6 +508,8 @@ impl<'g> Plan<'g> {
             slot_of,
             slots,
             groups,
+            prefix,
+            stores,
             ty: if lanes == 2 { types::F64X2 } else { types::F64 },
         })
     }
@@ -493,6 +530,37 @@ impl<'g> Plan<'g> {
     fn slot(&self, p: usize) -> i32 {
         (self.ty.bytes() * self.slot_of[p]) as i32
     }
+}
+
+/// The longest prefix of the product `id` that the program computes anyway, as a node and
+/// the number of factors in it: `(q, len)` where `q` is `x0*x1` (in either order), or a
+/// product of two of which one is such a prefix of `len - 1` factors and the other is the
+/// next factor; `usable(q)` says whether the program computes `q` before `id`. `None` for
+/// fewer than 2 factors found, or when `id` is not a plain product of 3 or more factors.
+///
+/// The reverse sweep over a wide product builds exactly these prefixes (`x0*x1`,
+/// `(x0*x1)*x2`, ...: `rules::product_partials`), so without this the value
+/// `x0*x1*...*xn` would be computed a second time, a third chain of dependent
+/// multiplications beside the prefix and suffix products. Starting from the prefix is exact:
+/// the n-ary product is the left fold `((x0*x1)*x2)*...` (with the first two in either
+/// order, which `fmul` does not tell apart), and each prefix node computes one step of it.
+fn prefix_of(g: &Graph, id: Id, usable: impl Fn(Id) -> bool) -> Option<(Id, usize)> {
+    let args = g.args(id);
+    if g.op(id) != Op::Mul || args.len() < 3 || step_factor(g, id).is_some() {
+        return None;
+    }
+    let two = |a: Id, b: Id| g.find(Op::Mul, &[a, b]).or_else(|| g.find(Op::Mul, &[b, a]));
+    let plain = |q: Id| g.args(q).len() == 2 && usable(q);
+    let mut best = None;
+    let mut at = two(args[0], args[1]).filter(|&q| plain(q))?;
+    for (len, &next) in args.iter().enumerate().skip(2) {
+        best = Some((at, len));
+        match two(at, next).filter(|&q| plain(q)) {
+            Some(q) => at = q,
+            None => break,
+        }
+    }
+    best
 }
 
 /// The order nodes are computed in: depth-first post-order from the outputs, so that each
@@ -868,13 +936,26 @@ fn lower_chunk(
                 acc.expect("a sum has terms").value
             }
             Op::Mul => {
+                // The factors not in the prefix it starts from, if any (then it has no step
+                // factor: `prefix_of`).
+                let skip = plan.prefix.get(&p).map_or(0, |&(_, len)| len);
                 args.clear();
-                for a in g.args(id) {
+                for a in &g.args(id)[skip..] {
                     args.push(fetch(&mut em, &mut values, plan.pos(*a), window));
                 }
                 // (-1*f1)*f2*... as the interpreter computes it: the product of `-1` and one
                 // factor is that factor negated, exactly.
-                let product = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
+                let product = match plan.prefix.get(&p) {
+                    Some(&(q, len)) => {
+                        let mut acc = fetch(&mut em, &mut values, q, window).value;
+                        debug_assert_eq!(len, skip);
+                        for x in &args {
+                            acc = em.b.ins().fmul(acc, x.value);
+                        }
+                        acc
+                    }
+                    None => em.fold(&args, |b, x, y| b.ins().fmul(x, y)),
+                };
                 match step_factor(g, id) {
                     Some(k) => em.zero_where(ty, args[k].value, product),
                     None => product,
@@ -903,13 +984,20 @@ fn lower_chunk(
         if plan.spilled(p) {
             em.b.ins().store(flags, v, scratch, plan.slot(p));
         }
+        for &(k, j) in plan.stores.get(&p).map_or(&[][..], |s| &s[..]) {
+            em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
+        }
         values.insert(p, (window, v));
     }
     if store_outputs {
-        // The stores count as uses after the last node (see `Plan::new`).
+        // Outputs that are leaves; their stores count as uses after the last node (see
+        // `Plan::new`).
         let end = plan.window[plan.order.len()] as usize;
         for (k, group) in plan.groups.iter().enumerate() {
             for (j, id) in group.iter().enumerate() {
+                if !matches!(g.op(*id), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
+                    continue;
+                }
                 let v = fetch(&mut em, &mut values, plan.pos(*id), end).value;
                 em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
             }
