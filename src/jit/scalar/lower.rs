@@ -40,7 +40,8 @@
 //!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
-//! value instead (`fsub`): IEEE negation is exact and multiplication is symmetric in sign, so
+//! value instead (`fsub`; a sum whose first term is such a product starts as `t1 - m`,
+//! which is `-m + t1` exactly, with no negation on its critical path): IEEE negation is exact and multiplication is symmetric in sign, so
 //! the result is bit-identical to the interpreter's `a + ((-1)*b)`. The first two operands of
 //! a sum or product may be swapped (`a*b` is `b*a` exactly; only the first two, since
 //! swapping later ones would change the rounding), so that a number or a load is the second
@@ -897,6 +898,9 @@ fn lower_chunk(
             Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
             Op::Add => {
                 let mut acc: Option<Operand> = None;
+                // A first term that is a negative product, `-m`, waiting for the second:
+                // `-m + t` is `t - m` exactly (`fadd` is commutative), with no negation.
+                let mut negated: Option<Value> = None;
                 for a in g.args(id) {
                     let k = plan.pos(*a);
                     if plan.absorbed[k] {
@@ -911,18 +915,27 @@ fn lower_chunk(
                             args.push(fetch(&mut em, &mut values, plan.pos(*f), window));
                         }
                         let m = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
-                        let value = match acc {
-                            // -m, as `fmul` by -1: a folded constant, where `fneg` would
-                            // build its sign mask in two instructions.
-                            None => {
-                                let minus = em.constant(ty, -1.0);
-                                em.b.ins().fmul(m, minus)
+                        let value = match (acc, negated.take()) {
+                            (None, None) => {
+                                negated = Some(m);
+                                continue;
                             }
-                            Some(acc) => em.b.ins().fsub(acc.value, m),
+                            (None, Some(first)) => {
+                                let first = em.b.ins().fneg(first);
+                                em.b.ins().fsub(first, m)
+                            }
+                            (Some(acc), _) => em.b.ins().fsub(acc.value, m),
                         };
                         acc = Some(Operand { value, kind: Kind::Register });
                     } else {
                         let x = fetch(&mut em, &mut values, k, window);
+                        if let Some(first) = negated.take() {
+                            acc = Some(Operand {
+                                value: em.b.ins().fsub(x.value, first),
+                                kind: Kind::Register,
+                            });
+                            continue;
+                        }
                         acc = Some(match acc {
                             None => x,
                             // `fold` of the two: the first two terms may swap.
@@ -933,7 +946,11 @@ fn lower_chunk(
                         });
                     }
                 }
-                acc.expect("a sum has terms").value
+                match (acc, negated) {
+                    (Some(acc), _) => acc.value,
+                    (None, Some(m)) => em.b.ins().fneg(m),
+                    (None, None) => unreachable!("a sum has terms"),
+                }
             }
             Op::Mul => {
                 // The factors not in the prefix it starts from, if any (then it has no step
