@@ -15,8 +15,8 @@
 //!    instructions: every argument of a sum or product counts, see `weight`, so a node of
 //!    999 arguments is not taken for one instruction). A value used only inside its window
 //!    stays in a register; a value used later is stored to a scratch slot when computed and
-//!    reloaded (once per window) where used; numbers are recomputed and inputs reloaded from
-//!    the input array. No SSA value lives much longer than a window.
+//!    reloaded at each use; numbers are recomputed and inputs reloaded from the input array
+//!    (see **Code size** below). No SSA value lives much longer than a window.
 //! 2. **Chunks.** Functions of more than [`SMALL`] weight are split into chunks of about
 //!    [`CHUNK`] (whole windows; smaller, down to [`MIN_CHUNK`], where that gives every core
 //!    a chunk: the gradient of a product of 1,000 factors compiles in half the time on two
@@ -41,8 +41,9 @@
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
 //! value instead (`fsub`; a sum whose first term is such a product starts as `t1 - m`,
-//! which is `-m + t1` exactly, with no negation on its critical path): IEEE negation is exact and multiplication is symmetric in sign, so
-//! the result is bit-identical to the interpreter's `a + ((-1)*b)`. The first two operands of
+//! which is `-m + t1` exactly, with no negation on its critical path): IEEE negation is
+//! exact and multiplication is symmetric in sign, so the result is bit-identical to the
+//! interpreter's `a + ((-1)*b)`. The first two operands of
 //! a sum or product may be swapped (`a*b` is `b*a` exactly; only the first two, since
 //! swapping later ones would change the rounding), so that a number or a load is the second
 //! one, which x86 reads from memory within the instruction.
