@@ -255,12 +255,12 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeErr
 /// Most nodes a graph may hold: ids are `u32` and a few bits stay free.
 pub const MAX_NODES: usize = 1 << 30;
 
-/// The node budget: the largest size, in operations ([`Graph::size`]: every node counts, and
+/// The node budget: the largest size, in operations (`Graph::size`: every node counts, and
 /// every argument of an n-ary node counts once more, so a product of 999 factors is 1,000
 /// and no wide node passes for a small one), a graph may grow to while it is built from user
 /// input (a formula, a REPL line, a `diff(...)`, a derivative, gradient or Hessian asked for,
 /// a user function inlined). At about 100 bytes a node that is at most about 1 GB. Every route that builds
-/// nodes from input checks it as it goes ([`Graph::check_budget`]) and stops with an error
+/// nodes from input checks it as it goes (`Graph::check_budget`) and stops with an error
 /// naming the limit, so no input, and no sequence of REPL lines, can grow a graph until the
 /// allocator gives up. (A 16 MiB formula, the most a command reads, lowers to well under
 /// this: only derivatives and function inlining multiply sizes. A graph the library parses

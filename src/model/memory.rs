@@ -96,7 +96,7 @@ pub fn show_bytes(bytes: u64) -> String {
     }
 }
 
-/// Refuses (with the message of [`refusal`]) a model that needs more than `budget` bytes.
+/// Refuses (with the message of `refusal`) a model that needs more than `budget` bytes.
 pub fn check(need: &Needed, budget: u64) -> Result<(), (String, String)> {
     if need.total() <= budget { Ok(()) } else { Err(refusal(need, budget)) }
 }

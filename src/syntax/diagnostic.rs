@@ -90,7 +90,7 @@ impl Diagnostic {
     }
 
     /// The full report with the source line and a caret under the span. A line longer than
-    /// [`WINDOW`] characters is shown as the part around the caret, cut with `…`.
+    /// `WINDOW` characters is shown as the part around the caret, cut with `…`.
     pub fn render(&self) -> String {
         let (line, col) = self.line_col();
         let line_start = self.source[..self.span.start].rfind('\n').map_or(0, |i| i + 1);
