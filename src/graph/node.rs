@@ -484,8 +484,8 @@ impl Graph {
         let keep = mark.nodes as u32;
         self.nodes.truncate(mark.nodes);
         self.uses.truncate(mark.nodes);
-        // A kept node's arguments are not arguments of a forgotten node when they have only
-        // one user, so no kept node's `pending` changes.
+        // No kept node's `pending` changes: it counts arguments whose one user is that kept
+        // node, and forgetting other nodes leaves them so.
         self.pending.truncate(mark.nodes);
         // A kept node whose one user is forgotten has none again; one with many keeps
         // `MANY_USERS`, which only sends its look-ups to `memo` (see `intern`).
@@ -635,19 +635,10 @@ impl Graph {
     /// last of its arguments gains its second user. In `t = x*y; t + 1` the node `t` is never
     /// in `memo`, and building `x*y` again finds it as the one user of `x`.
     pub(crate) fn intern(&mut self, op: Op, args: &[Id]) -> Id {
-        for &a in args {
-            match self.uses[a.index()] {
-                NO_USER => return self.push(op, args, None),
-                MANY_USERS => {}
-                u => {
-                    let u = Id(u);
-                    return if self.nodes[u.index()].op == op && self.args(u) == args {
-                        u
-                    } else {
-                        self.push(op, args, None)
-                    };
-                }
-            }
+        match self.find_by_users(op, args) {
+            Some(Some(id)) => return id,
+            Some(None) => return self.push(op, args, None),
+            None => {}
         }
         let hash = hash_key(&self.hasher, op, args) as u32;
         let Graph { nodes, args: all_args, memo, recent, .. } = self;
@@ -675,16 +666,29 @@ impl Graph {
         if args.iter().any(|a| a.index() >= self.nodes.len()) {
             return None;
         }
-        let has_key = |id: Id| self.nodes[id.index()].op == op && self.args(id) == args;
-        for &a in args {
-            match self.uses[a.index()] {
-                NO_USER => return None,
-                MANY_USERS => {}
-                u => return Some(Id(u)).filter(|&u| has_key(u)),
-            }
+        if let Some(answer) = self.find_by_users(op, args) {
+            return answer;
         }
         let hash = hash_key(&self.hasher, op, args) as u32;
+        let has_key = |id: Id| self.nodes[id.index()].op == op && self.args(id) == args;
         self.memo.find(spread(hash), |&(h, id)| h == hash && has_key(id)).map(|&(_, id)| id)
+    }
+
+    /// What the users of `args` say of the key `(op, args)` (see `intern`): `Some(Some(id))`
+    /// where an argument's one user `id` has it, `Some(None)` where the key is new, `None`
+    /// where every argument has several users and only `memo` can tell.
+    fn find_by_users(&self, op: Op, args: &[Id]) -> Option<Option<Id>> {
+        for &a in args {
+            match self.uses[a.index()] {
+                NO_USER => return Some(None),
+                MANY_USERS => {}
+                u => {
+                    let u = Id(u);
+                    return Some(Some(u).filter(|&u| self.nodes[u.index()].op == op && self.args(u) == args));
+                }
+            }
+        }
+        None
     }
 
     /// Adds the node `(op, args)`, which the graph does not have, keeping `uses` and `memo`
