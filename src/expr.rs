@@ -205,7 +205,7 @@ impl Expr {
         let parse =
             |p: &syntax::Piece| syntax::parse_formula(&src[p.range.clone()], &|_| false, syntax::MAX_FORMULA);
         let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
-        if !one_thread && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        if !one_thread && crate::jit::cores() > 1 {
             // A pipeline: one thread parses the next pieces while this one lowers (the graph
             // is built in order, on one thread). Stopping early drops the receiver, which
             // stops the parser at its next piece. Syntax trees go back to the parser to be

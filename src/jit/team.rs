@@ -114,7 +114,7 @@ pub fn set_threads(n: usize) -> usize {
 /// caller). More threads than processors would only take turns spinning (measured: 8 threads
 /// on 2 processors train slower than 1).
 fn wanted_threads() -> usize {
-    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = super::cores();
     let from_env = std::env::var("SYMDIFF_THREADS").ok().and_then(|s| s.trim().parse::<usize>().ok());
     from_env.unwrap_or(available).min(available).clamp(1, MAX_THREADS)
 }

@@ -196,7 +196,7 @@ pub fn compile(groups: &mut [Vec<ClassLoop>], keep_ir: bool) -> Result<Loops, Ji
             );
         }
         module.define_function(fid, &mut ctx).map_err(|e| codegen(format!("{e:?}")))?;
-        bytes += ctx.compiled_code().map_or(0, |c| c.code_info().total_size as usize);
+        bytes += super::lower::code_size(&ctx);
         module.clear_context(&mut ctx);
         ids.push(fid);
         for l in group.iter_mut() {

@@ -763,6 +763,11 @@ pub fn compile_lanes(
     })
 }
 
+/// Bytes of machine code and constants of the function `ctx` just compiled.
+pub(super) fn code_size(ctx: &cranelift_codegen::Context) -> usize {
+    ctx.compiled_code().map_or(0, |c| c.code_info().total_size as usize)
+}
+
 /// A worker's result: its module, the chunks in it (by number) and their IR text.
 type Finished = (JITModule, Vec<(usize, *const u8)>, String, usize);
 
@@ -822,7 +827,7 @@ impl Unit {
             self.ir += &format!("; chunk {c}: nodes {lo}..{hi}\n{}\n", self.ctx.func.display());
         }
         self.module.define_function(fid, &mut self.ctx).map_err(|e| codegen(format!("{e:?}")))?;
-        self.bytes += self.ctx.compiled_code().map_or(0, |c| c.code_info().total_size as usize);
+        self.bytes += code_size(&self.ctx);
         self.module.clear_context(&mut self.ctx);
         self.ids.push((c, fid));
         Ok(())
