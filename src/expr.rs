@@ -178,63 +178,67 @@ impl Expr {
         Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
-    /// A long sum, parsed and lowered piece by piece ([`syntax::split_sum`]): the same graph
-    /// as in one piece (the terms are lowered in the same order and summed by the same
-    /// calls), without ever holding the whole syntax tree. `None` if the text is not a long
-    /// sum or anything fails; the caller then parses it in one piece, for the same result or
-    /// the positioned error.
+    /// A long sum, parsed and lowered piece by piece ([`syntax::parse_sum_pieces`]): the same
+    /// graph as in one piece (the terms are lowered in the same order and summed by the same
+    /// calls), without ever holding the whole syntax tree. A formula that is not a sum is one
+    /// piece, lowered as the one-piece parse lowers it. `None` if anything fails; the caller
+    /// then parses the text in one piece, for the positioned error.
     fn parse_in_pieces(src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Expr> {
-        let pieces = syntax::split_sum(src, piece_bytes)?;
         let mut g = Graph::new();
         g.set_budget(budget_for(src));
         let functions = HashMap::new();
         let mut terms = Vec::new();
-        let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), Diagnostic>| {
+        let mut whole = None;
+        let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), ()>| {
             let (ast, root) = parsed.ok()?;
-            let scope = Scope {
-                src: &src[p.range.clone()],
-                ast: &ast,
-                functions: &functions,
-                derive,
-                lets,
-                inline_lets: true,
-            };
-            scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
+            let scope = Scope { src, ast: &ast, functions: &functions, derive, lets, inline_lets: true };
+            if p.last && p.first.is_none() {
+                whole = Some(scope.lower(&mut g, root).ok()?); // not a sum: one piece
+            } else {
+                scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
+            }
             Some(ast)
         };
-        let parse =
-            |p: &syntax::Piece| syntax::parse_formula(&src[p.range.clone()], &|_| false, syntax::MAX_FORMULA);
         let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
+        let mut complete = false;
         if !one_thread && crate::jit::cores() > 1 {
-            // A pipeline: one thread parses the next pieces while this one lowers (the graph
-            // is built in order, on one thread). Stopping early drops the receiver, which
-            // stops the parser at its next piece. Syntax trees go back to the parser to be
-            // dropped, so that their names are freed by the thread that allocated them
-            // (freeing another thread's allocations contends for its allocator arena).
+            // A pipeline: one thread reads (lexes and parses) the next pieces while this one
+            // lowers them (the graph is built in order, on one thread). Stopping early drops
+            // the receiver, which stops the reader at its next piece. Syntax trees go back to
+            // the reader to be dropped, so that their names are freed by the thread that
+            // allocated them (freeing another thread's allocations contends for its
+            // allocator arena).
             std::thread::scope(|s| {
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
                 let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
-                let pieces = &pieces;
                 s.spawn(move || {
-                    for p in pieces {
+                    syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
                         while done_rx.try_recv().is_ok() {}
-                        if tx.send(parse(p)).is_err() {
-                            break;
-                        }
-                    }
+                        tx.send((p, parsed)).is_ok()
+                    });
+                    drop(tx);
                     while done_rx.recv().is_ok() {}
                 });
-                for (p, parsed) in pieces.iter().zip(rx) {
-                    let _ = done_tx.send(lower(p, parsed)?);
+                for (p, parsed) in rx {
+                    let Some(ast) = lower(&p, parsed) else { break };
+                    complete = p.last;
+                    let _ = done_tx.send(ast);
                 }
-                Some(())
-            })?;
+            });
         } else {
-            for p in &pieces {
-                lower(p, parse(p))?;
-            }
+            syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
+                let ok = lower(&p, parsed).is_some();
+                complete = ok && p.last;
+                ok
+            });
         }
-        let id = graph::lower::finish_sum(&mut g, &terms).ok()?;
+        if !complete {
+            return None;
+        }
+        let id = match whole {
+            Some(id) => id,
+            None => graph::lower::finish_sum(&mut g, &terms).ok()?,
+        };
         Some(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
@@ -814,8 +818,9 @@ mod tests {
     }
 
     /// A sum parsed in pieces (here cut at every term) is the same graph as in one piece: the
-    /// same nodes, ids and printed form; text that does not parse, or lower, in pieces is
-    /// left to the one-piece parse (`None`), whose error has the position.
+    /// same nodes, ids and printed form (a formula that is not a sum is one piece); text that
+    /// does not parse, or lower, in pieces is left to the one-piece parse (`None`), whose
+    /// error has the position.
     #[test]
     fn sums_parse_in_pieces_to_the_same_graph() {
         let check = |src: &str, in_pieces: bool| {
@@ -839,8 +844,9 @@ mod tests {
         check("1 + 2 - 3 + x", true);
         check("x*y - y*x + x/y - y/x", true);
         check("x + 0", true);
-        check("x", false);
-        check("(x + y)", false);
+        check("x", true); // one piece, lowered as one
+        check("(x + y)", true);
+        check("(x + y)^2 - sin(x - y)", true);
         check("x - y + ", false);
         check("x + sinn(y) - z", false);
         check("x + (y - z", false);

@@ -126,58 +126,83 @@ pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
     Ok((ast, b))
 }
 
-/// One piece of a long sum, cut by [`split_sum`]: the bytes `range` of the source (a sum of
-/// whole terms) and whether the cut was a `-`, which the piece's first term then carries.
-/// `first` is where the piece's first token starts, relative to the piece (`None` for the
-/// first piece): in the whole text, a later piece's first term is the right operand of a sign, so
-/// a sum in parentheses there is one term, while the same sum opening the formula would be
+/// One piece of a long sum, as [`parse_sum_pieces`] reads it: the bytes `range` of the
+/// source (a sum of whole terms) and whether the cut before it was a `-`, which the piece's
+/// first term then carries. `first` is where the piece's first token starts (`None` for the
+/// first piece): in the whole text, a later piece's first term is the right operand of a sign,
+/// so a sum in parentheses there is one term, while the same sum opening the formula would be
 /// part of the top-level chain; a syntax node of the piece that starts at `first` is the
-/// chain's, one that starts later was in parentheses.
+/// chain's, one that starts later was in parentheses. `last`: nothing follows it.
+///
+/// Positions (here and in the piece's syntax tree) are byte offsets into the whole text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
     pub range: std::ops::Range<usize>,
     pub negated: bool,
     pub first: Option<usize>,
+    pub last: bool,
 }
 
-/// Cuts a formula whose top is a long sum `t0 ± t1 ± ...` into pieces of about `piece_bytes`
-/// each, at `+` and `-` signs between terms, so that each piece can be parsed (and lowered)
-/// on its own, and the syntax tree of the whole text is never held at once.
+/// Reads a formula whose top is a long sum `t0 ± t1 ± ...` piece by piece, cutting it at `+`
+/// and `-` signs between terms once a piece has `piece_bytes` of text, so that each piece can
+/// be lowered (on another thread, while the next one is read) and the syntax tree of the whole
+/// text is never held at once. `each` gets every piece with its syntax tree, or `Err(())` if
+/// it does not parse, and returns whether to go on.
 ///
-/// One scan over the tokens: a `+` or `-` outside parentheses and brackets that follows an
-/// operand (a number, a name, `)` or `]`) is a sign between terms of the top-level sum, since
-/// a sum is the loosest construct of the grammar; any other is unary or nested. `None` when
-/// there is nothing to cut (one piece) or the text does not lex; a piece that then fails to
-/// parse means the whole text does not parse, and the caller parses it in one piece for the
-/// error.
-pub fn split_sum(src: &str, piece_bytes: usize) -> Option<Vec<Piece>> {
-    let mut pieces = Vec::new();
+/// One lexer runs over the whole text, and the parser reads the tokens through a filter that
+/// ends a piece: a `+` or `-` outside parentheses and brackets that follows an operand (a
+/// number, a name, `)` or `]`) is a sign between terms of the top-level sum, since a sum is the
+/// loosest construct of the grammar; any other is unary or nested. So the text is lexed once,
+/// and cutting costs one comparison per token. A formula with no such sign is one piece, the
+/// whole text (`last` on the first piece). A piece that fails to parse means the whole text
+/// does not parse; the caller then parses it in one piece for the positioned error.
+pub fn parse_sum_pieces(
+    src: &str,
+    piece_bytes: usize,
+    mut each: impl FnMut(Piece, Result<(Ast, AstId), ()>) -> bool,
+) {
+    let mut tokens = lexer::tokens(src, false);
     let (mut start, mut negated, mut first) = (0, false, None);
-    let (mut depth, mut after_operand, mut cut) = (0usize, false, false);
-    for t in lexer::tokens(src, false) {
-        let (l, tok, r) = t.ok()?;
-        if std::mem::take(&mut cut) {
-            first = Some(l - start);
-        }
-        match tok {
-            Tok::Plus | Tok::Minus if depth == 0 && after_operand && l - start >= piece_bytes => {
-                pieces.push(Piece { range: start..l, negated, first });
-                (start, negated, cut) = (r, matches!(tok, Tok::Minus), true);
+    let mut after_operand = false;
+    let mut depth = 0usize;
+    loop {
+        // The sign that ended this piece: (its start, its end, whether it is `-`).
+        let mut cut: Option<(usize, usize, bool)> = None;
+        let mut first_token = None;
+        let piece = std::iter::from_fn(|| {
+            if cut.is_some() {
+                return None; // the parser asked again after the end of the piece
             }
-            Tok::LParen | Tok::LBracket => depth += 1,
-            Tok::RParen | Tok::RBracket => depth = depth.checked_sub(1)?,
-            _ => {}
+            let t = tokens.next()?;
+            if let Ok((l, tok, r)) = &t {
+                first_token.get_or_insert(*l);
+                match tok {
+                    Tok::Plus | Tok::Minus if depth == 0 && after_operand && l - start >= piece_bytes => {
+                        cut = Some((*l, *r, matches!(tok, Tok::Minus)));
+                        after_operand = false;
+                        return None;
+                    }
+                    Tok::LParen | Tok::LBracket => depth += 1,
+                    Tok::RParen | Tok::RBracket => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                after_operand = matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::RParen | Tok::RBracket);
+            }
+            Some(t)
+        });
+        let mut ast = Ast::default();
+        let parsed = grammar::FormulaParser::new().parse(&mut ast, piece).map(|root| (ast, root)).map_err(|_| ());
+        let failed = parsed.is_err();
+        let end = cut.map_or(src.len(), |c| c.0);
+        let piece = Piece { range: start..end, negated, first: first.and(first_token), last: cut.is_none() };
+        if !each(piece, parsed) || failed {
+            return;
         }
-        after_operand = matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::RParen | Tok::RBracket);
+        match cut {
+            Some((_, r, minus)) => (start, negated, first) = (r, minus, Some(r)),
+            None => return,
+        }
     }
-    if pieces.is_empty() {
-        return None;
-    }
-    if cut {
-        return None; // a sign with nothing after it: not a formula
-    }
-    pieces.push(Piece { range: start..src.len(), negated, first });
-    Some(pieces)
 }
 
 fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
