@@ -178,67 +178,12 @@ impl Expr {
         Ok(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
-    /// A long sum, parsed and lowered piece by piece ([`syntax::parse_sum_pieces`]): the same
-    /// graph as in one piece (the terms are lowered in the same order and summed by the same
-    /// calls), without ever holding the whole syntax tree. A formula that is not a sum is one
-    /// piece, lowered as the one-piece parse lowers it. `None` if anything fails; the caller
-    /// then parses the text in one piece, for the positioned error.
+    /// A long formula, parsed and lowered piece by piece into a new graph
+    /// ([`lower_in_pieces`]). `None` if anything fails.
     fn parse_in_pieces(src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Expr> {
         let mut g = Graph::new();
         g.set_budget(budget_for(src));
-        let functions = HashMap::new();
-        let mut terms = Vec::new();
-        let mut whole = None;
-        let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), ()>| {
-            let (ast, root) = parsed.ok()?;
-            let scope = Scope { src, ast: &ast, functions: &functions, derive, lets, inline_lets: true };
-            if p.last && p.first.is_none() {
-                whole = Some(scope.lower(&mut g, root).ok()?); // not a sum: one piece
-            } else {
-                scope.lower_terms(&mut g, root, p.negated, p.first, &mut terms).ok()?;
-            }
-            Some(ast)
-        };
-        let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
-        let mut complete = false;
-        if !one_thread && crate::jit::cores() > 1 {
-            // A pipeline: one thread reads (lexes and parses) the next pieces while this one
-            // lowers them (the graph is built in order, on one thread). Stopping early drops
-            // the receiver, which stops the reader at its next piece. Syntax trees go back to
-            // the reader to be dropped, so that their names are freed by the thread that
-            // allocated them (freeing another thread's allocations contends for its
-            // allocator arena).
-            std::thread::scope(|s| {
-                let (tx, rx) = std::sync::mpsc::sync_channel(2);
-                let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
-                s.spawn(move || {
-                    syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
-                        while done_rx.try_recv().is_ok() {}
-                        tx.send((p, parsed)).is_ok()
-                    });
-                    drop(tx);
-                    while done_rx.recv().is_ok() {}
-                });
-                for (p, parsed) in rx {
-                    let Some(ast) = lower(&p, parsed) else { break };
-                    complete = p.last;
-                    let _ = done_tx.send(ast);
-                }
-            });
-        } else {
-            syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
-                let ok = lower(&p, parsed).is_some();
-                complete = ok && p.last;
-                ok
-            });
-        }
-        if !complete {
-            return None;
-        }
-        let id = match whole {
-            Some(id) => id,
-            None => graph::lower::finish_sum(&mut g, &terms).ok()?,
-        };
+        let id = lower_in_pieces(&mut g, src, piece_bytes, lets)?;
         Some(Expr { graph: Arc::new(Mutex::new(g)), id })
     }
 
@@ -260,13 +205,25 @@ impl Expr {
     /// # Ok::<(), symdiff::Error>(())
     /// ```
     pub fn parse_beside(&self, src: &str, lets: &[(&str, f64)]) -> Result<Expr> {
+        let lookup = |n: &str| lets.iter().find(|(m, _)| *m == n).map(|p| p.1);
+        let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
+        if (2 * PIECE_BYTES..=syntax::MAX_FORMULA).contains(&src.len()) {
+            // A long sum, in pieces as `parse` reads it; if that fails, the one-piece parse
+            // below gives the error.
+            let mut g = self.graph();
+            let (mark, budget) = (g.mark(), g.budget());
+            g.set_budget(budget.saturating_add(more));
+            if let Some(id) = lower_in_pieces(&mut g, src, PIECE_BYTES, &lookup) {
+                return Ok(self.derived(id));
+            }
+            g.rollback(mark);
+            g.set_budget(budget);
+        }
         let (ast, root) =
             syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
         let functions = HashMap::new();
-        let lookup = |n: &str| lets.iter().find(|(m, _)| *m == n).map(|p| p.1);
         let scope = Scope { lets: &lookup, inline_lets: true, ..Scope::new(src, &ast, &functions, derive) };
         let id = self.transaction(|g| {
-            let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
             g.set_budget(g.budget().saturating_add(more));
             Ok(scope.lower(g, root)?)
         })?;
@@ -772,6 +729,68 @@ impl Point {
     }
 }
 
+/// Lowers `src` into `g` piece by piece ([`syntax::parse_sum_pieces`]), giving the same nodes
+/// as lowering its one-piece syntax tree (the terms are lowered in the same order and summed
+/// by the same calls), without ever holding the whole syntax tree. A formula that is not a
+/// sum is one piece, lowered as the one-piece parse lowers it. `None` if anything fails (the
+/// nodes built so far stay in `g`); the caller then parses the text in one piece, for the
+/// positioned error.
+fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Id> {
+    let functions = HashMap::new();
+    let mut terms = Vec::new();
+    let mut whole = None;
+    let mut lower = |p: &syntax::Piece, parsed: Result<(syntax::Ast, syntax::AstId), ()>| {
+        let (ast, root) = parsed.ok()?;
+        let scope = Scope { src, ast: &ast, functions: &functions, derive, lets, inline_lets: true };
+        if p.last && p.first.is_none() {
+            whole = Some(scope.lower(g, root).ok()?); // not a sum: one piece
+        } else {
+            scope.lower_terms(g, root, p.negated, p.first, &mut terms).ok()?;
+        }
+        Some(ast)
+    };
+    let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
+    let mut complete = false;
+    if !one_thread && crate::jit::cores() > 1 {
+        // A pipeline: one thread reads (lexes and parses) the next pieces while this one
+        // lowers them (the graph is built in order, on one thread). Stopping early drops
+        // the receiver, which stops the reader at its next piece. Syntax trees go back to
+        // the reader to be dropped, so that their names are freed by the thread that
+        // allocated them (freeing another thread's allocations contends for its
+        // allocator arena).
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
+            s.spawn(move || {
+                syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
+                    while done_rx.try_recv().is_ok() {}
+                    tx.send((p, parsed)).is_ok()
+                });
+                drop(tx);
+                while done_rx.recv().is_ok() {}
+            });
+            for (p, parsed) in rx {
+                let Some(ast) = lower(&p, parsed) else { break };
+                complete = p.last;
+                let _ = done_tx.send(ast);
+            }
+        });
+    } else {
+        syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
+            let ok = lower(&p, parsed).is_some();
+            complete = ok && p.last;
+            ok
+        });
+    }
+    if !complete {
+        return None;
+    }
+    match whole {
+        Some(id) => Some(id),
+        None => graph::lower::finish_sum(g, &terms).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,6 +852,18 @@ mod tests {
                 }
                 (None, _) => assert!(!in_pieces, "{src}: not parsed in pieces"),
                 (Some(_), Err(e)) => panic!("{src}: in pieces, but one piece fails: {e}"),
+            }
+            // The same into a graph that already has nodes (as `parse_with` reads a long sum).
+            let base = || Expr::parse("x*y + sin(x - z) + a*b").unwrap();
+            let (b, w) = (base(), base().parse_with(src));
+            let p = lower_in_pieces(&mut b.graph(), src, 1, &graph::lower::no_lets);
+            match (p, w) {
+                (Some(p), Ok(w)) => {
+                    assert_eq!((p, b.graph().len()), (w.id, w.graph().len()), "{src} beside");
+                    assert_eq!(b.derived(p).to_string(), w.to_string(), "{src} beside");
+                }
+                (None, _) => assert!(!in_pieces, "{src}: not parsed in pieces beside"),
+                (Some(_), Err(e)) => panic!("{src}: in pieces beside, but one piece fails: {e}"),
             }
         };
         check("100*(x1 - x0^2)^2 + (1 - x0)^2 + 100*(x2 - x1^2)^2 + (1 - x1)^2", true);
