@@ -169,15 +169,24 @@ fn find(group: &mut [u32], mut m: u32) -> u32 {
 /// its slots in the order first met, and write each node as its operator, arity and
 /// arguments (a private node's number, or a slot's kind and number, or an exponent's
 /// value). (3) Classes: terms with equal signatures, kept when there are enough of them.
-pub fn recover(g: &Graph, roots: &[Id]) -> Vec<LoopSum> {
-    recover_grouped(g, roots, MAX_GROUP)
+///
+/// Also returns the number of operation nodes (nodes with arguments) below `roots`, counted
+/// on the walk it makes anyway: whether loops pay depends on it.
+pub fn recover(g: &Graph, roots: &[Id]) -> (Vec<LoopSum>, usize) {
+    let order = g.reachable(roots);
+    let operations = order.iter().filter(|&&id| !g.args(id).is_empty()).count();
+    (recover_in(g, order, MAX_GROUP), operations)
 }
 
 /// [`recover`] with members of at most `max_group` terms: 1 for the outputs of a vector
 /// function gathered as the terms of one (unsimplified) sum, where each member must be one
 /// output.
 pub fn recover_grouped(g: &Graph, roots: &[Id], max_group: usize) -> Vec<LoopSum> {
-    let order = g.reachable(roots);
+    recover_in(g, g.reachable(roots), max_group)
+}
+
+/// [`recover_grouped`] over `order`, the nodes reachable from its roots in id order.
+fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
     let is_candidate = |id: Id| g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id);
     if !order.iter().any(|&id| is_candidate(id)) {
         return Vec::new();
@@ -566,7 +575,7 @@ mod tests {
     fn check(src: &str, expected: &str) {
         let e = crate::Expr::parse(src).expect("formula");
         let g = e.graph();
-        let found = recover(&g, &[e.node()]);
+        let found = recover(&g, &[e.node()]).0;
         let text: Vec<String> = found
             .iter()
             .map(|l| {

@@ -345,9 +345,9 @@ pub fn compile_gradient(
     params: &[Id],
     opts: &CompileOptions,
 ) -> Result<GradientCode, GradientError> {
-    let found = structure::recover(g, &[f]);
+    let (found, operations) = structure::recover(g, &[f]);
     let read: Vec<Id> = inputs.iter().chain(params).copied().collect();
-    if !worth_loops(g, f, &found) {
+    if !worth_loops(&found, operations) {
         let grad = reverse::try_gradient(g, f, inputs)?;
         let code = compile(g, &read, &[&[f], &grad], opts)?;
         let pairs = Pairs::keep(g, &read, &[&[f], &grad], code.stats().ops);
@@ -362,10 +362,10 @@ pub fn compile_gradient(
 /// Loops pay when the classes hold most of the function: at least half of its operation
 /// nodes (leaves not counted) are in members. A few like terms in a large irregular function (a nested derivative has some)
 /// would only add phases around them.
-fn worth_loops(g: &Graph, f: Id, found: &[LoopSum]) -> bool {
+/// `operations`: the function's operation nodes ([`structure::recover`]).
+fn worth_loops(found: &[LoopSum], operations: usize) -> bool {
     let looped: usize =
         found.iter().flat_map(|l| &l.classes).map(|c| c.members.len() * c.template.len()).sum();
-    let operations = g.reachable(&[f]).iter().filter(|&&id| !g.args(id).is_empty()).count();
     looped > 0 && 2 * looped >= operations
 }
 
@@ -855,8 +855,8 @@ impl LoopedSum {
 /// `f` as a [`LoopedSum`] when it is one large sum with classes that read no shared
 /// subexpression and hold most of it; `None` otherwise.
 fn sum_code(g: &mut Graph, f: Id, inputs: &[Id]) -> Result<Option<VectorCode>, GradientError> {
-    let found = structure::recover(g, &[f]);
-    let simple = worth_loops(g, f, &found)
+    let (found, operations) = structure::recover(g, &[f]);
+    let simple = worth_loops(&found, operations)
         && found.len() == 1
         && found[0].sum == f
         && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
@@ -1190,8 +1190,8 @@ fn hessian_code(
     form: HessianForm,
 ) -> Result<(Option<Pattern>, VectorCode), GradientError> {
     let n = inputs.len();
-    let found = structure::recover(g, &[f]);
-    let simple = worth_loops(g, f, &found)
+    let (found, operations) = structure::recover(g, &[f]);
+    let simple = worth_loops(&found, operations)
         && found.len() == 1
         && found[0].sum == f
         && found[0].classes.iter().all(|c| c.slots.iter().all(|s| s.kind != SlotKind::External));
