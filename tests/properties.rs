@@ -190,6 +190,18 @@ proptest! {
         for e in [f.clone(), f.diff("x")] {
             let printed = e.to_string();
             let back = Expr::parse(&printed).map_err(|err| TestCaseError::fail(format!("{printed}: {err}")))?;
+            // Printing may round a constant in its last bit (`x/0.3` prints as `10*x/3`); where
+            // the function turns that into more than the tolerance (`sin(x^27/0.3)` at x = 2.3,
+            // an argument of 10^10), the two values are no oracle: moving the point by a few
+            // ulps changes the value as much.
+            let nudged = p.map(|v| v * (1.0 + 1e-13));
+            let ill = match (eval_at(&e, p), eval_at(&e, nudged)) {
+                (Some(a), Some(b)) => (a - b).abs() > 1e-10 * a.abs().max(1.0),
+                _ => true,
+            };
+            if ill {
+                continue;
+            }
             if let (Some(a), Some(b)) = (eval_at(&e, p), eval_at(&back, p)) {
                 prop_assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{} reads back as a different function: {} vs {}", printed, a, b);
             }

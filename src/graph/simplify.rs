@@ -550,6 +550,13 @@ impl Graph {
                 return self.num(r); // func-fold
             }
         }
+        if let Some(x) = self.constant_value(arg)
+            && !f.eval(x).is_finite()
+        {
+            // keep-undefined: `log(exp(sqrt(2) - 1000))` is log(0) as written (exp underflows),
+            // so no identity may give it a value.
+            return self.intern(Op::Func(f), &[arg]);
+        }
         match (f, self.op(arg)) {
             (Func::Log, Op::Const(Constant::E)) => return self.num(1.0), // log-e
             (Func::Log, Op::Func(Func::Exp)) | (Func::Exp, Op::Func(Func::Log)) => {
