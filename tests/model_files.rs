@@ -79,7 +79,19 @@ fn malformed_model_files() {
         // Activations are elementwise: one number per unit, from operators that do not mix units.
         (with_line(4, "activation k(x) = onehot(x, 3)"), 4, 19, "applied to each unit on its own, but this uses onehot"),
         // A name in a formula is known even where it vanishes (`0*foo` is 0).
-        (format!("{GOOD}regularizer = 0*foo\n"), 10, 15, "unknown name `foo` in the regularizer"),
+        (format!("{GOOD}regularizer = 0*foo\n"), 10, 17, "unknown name `foo` in the regularizer"),
+        // Sums and `let` names in formulas and as values.
+        (format!("{GOOD}regularizer = sum(i = 0..1, w[i]^2)\n"), 10, 29, "unknown name `w` in the regularizer"),
+        (format!("{GOOD}regularizer = sum(i = 0..k, i*sum(dense_1_kernel^2))\n"), 10, 26, "`k` has no value here"),
+        (format!("let k = m\nlet m = 2\n{GOOD}"), 1, 9, "`m` has no value here"),
+        (format!("let k = 1/0\n{GOOD}"), 1, 9, "not a finite number"),
+        (format!("let k = 2\nlet k = 3\n{GOOD}"), 2, 5, "`k` is given twice (first on line 1)"),
+        (format!("let relu = 2\n{GOOD}"), 1, 5, "a `let` cannot rename it"),
+        (format!("let sin = 2\n{GOOD}"), 1, 5, "a `let` cannot rename it"),
+        (format!("let dense_1_kernel = 2\n{GOOD}"), 1, 5, "names a parameter of the model"),
+        (format!("let units = 0\n{}", GOOD.replace("dense 128", "dense units")), 5, 7, "the number of units must be a whole number from 1"),
+        (format!("let x = 2\nactivation f(x) = x^2\n{GOOD}"), 2, 14, "also a `let` name (line 1)"),
+        (format!("let f = 2\nactivation f(x) = x^2\n{GOOD}"), 2, 12, "already a `let` name (line 1)"),
     ];
     let mut report = String::new();
     let mut failures = Vec::new();
@@ -122,6 +134,31 @@ fn good_files_mean_what_they_say() {
         let text = std::fs::read_to_string(&path).unwrap();
         ModelSpec::parse(&text, &path).unwrap_or_else(|d| panic!("{}", d.render()));
     }
+}
+
+/// `let` names hold numbers for the whole file: in formulas (the bounds of sums, values) and
+/// as the values of layer and setting lines; a let's value may use the lets above it.
+#[test]
+fn lets_name_numbers_in_the_whole_file() {
+    let src = "let units = 64\nlet rate = 0.25\nlet k = 3\nlet lambda = 0.001/k\n".to_owned()
+        + &GOOD
+            .replace("dense 128 relu", "dense units relu")
+            .replace("dropout 0.2", "dropout rate")
+            .replace("epochs=5", "epochs=k")
+        + "regularizer = sum(i = 1..k, lambda*i*sum(dense_1_kernel^2))\n";
+    let spec = ModelSpec::parse(&src, "lets.model").unwrap_or_else(|d| panic!("{}", d.render()));
+    assert_eq!(spec.layers[1], Layer::Dense { units: 64, activation: Some(Activation::Relu), l2: 0.0 });
+    assert_eq!(spec.layers[2], Layer::Dropout { rate: 0.25 });
+    assert_eq!(spec.train.epochs, 3);
+    // The regularizer is (1 + 2 + 3)*lambda times the sum of squares: the same loss as
+    // writing the number out.
+    let written = GOOD.replace("dense 128 relu", "dense 64 relu").replace("dropout 0.2", "dropout 0.25")
+        + "regularizer = 0.002*sum(dense_1_kernel^2)\n";
+    let plain = ModelSpec::parse(&written, "plain.model").unwrap();
+    let show =
+        |s: &ModelSpec| symdiff::model::show::equations(s).unwrap_or_else(|d| panic!("{}", d.render()));
+    let loss_line = |t: String| t.lines().find(|l| l.trim_start().starts_with("loss")).unwrap().to_owned();
+    assert_eq!(loss_line(show(&spec)), loss_line(show(&plain)));
 }
 
 /// An activation that does not read its parameter (`0*x`, `3`, `x - x`, `x/x`, `x^0` all

@@ -502,7 +502,7 @@ impl Scope<'_> {
                             return Err(self
                                 .err(node.span, format!("`{n}` has no value here: {what} must be known when the formula is read"))
                                 .with_help(format!(
-                                    "bounds and indices are numbers, the indices of enclosing sums and names given a value: `let {n} = 10` in the REPL, `--let {n}=10` on the command line"
+                                    "bounds and indices are numbers, the indices of enclosing sums and names given a value: `let {n} = 10` in the REPL or a model file, `--let {n}=10` on the command line"
                                 )));
                         }
                     },

@@ -237,6 +237,17 @@ fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, 
         }
         Loss::Formula(body) => formula(spec, &mut g, *body, logits, labels, &params, "loss")?,
     };
+    // A `let` may not take a parameter's name (formulas name `dense_1.kernel` `dense_1_kernel`).
+    for (name, _, at) in &spec.lets {
+        if params.iter().any(|p| p.name.replace('.', "_") == *name || p.name == *name) {
+            return Err(Diagnostic::new(
+                &spec.source,
+                *at,
+                format!("`{name}` names a parameter of the model; a `let` cannot rename it"),
+            )
+            .with_origin(&spec.origin));
+        }
+    }
     let mut terms = vec![loss];
     terms.extend(l2_terms);
     for &r in &spec.regularizers {
@@ -340,27 +351,37 @@ fn formula(
         names.insert(p.name.replace('.', "_"), FnDef { params: Vec::new(), body: p.var });
     }
     let (tree, root) = super::own_tree(&spec.ast, body);
-    let scope = Scope::new(&spec.source, &tree, &names, crate::expr::derive);
-    // A name that is none of the above and no variable of the graph yet (`input` is one)
-    // would become a new variable: it is unknown. (Found among the formula's own names, not by
-    // walking the model's graph below the formula, which would cost the model's size.)
-    let free = (0..=root.0).find_map(|k| match &tree.node(crate::syntax::AstId(k)).kind {
-        crate::syntax::AstKind::Name(n)
-            if !names.contains_key(&**n) && !matches!(&**n, "pi" | "e") && g.find_var(n).is_none() =>
-        {
-            Some(n.to_string())
-        }
-        _ => None,
-    });
+    let lets = |n: &str| spec.lets.iter().find(|l| l.0 == n).map(|l| l.1);
+    let scope = Scope {
+        lets: &lets,
+        inline_lets: true,
+        ..Scope::new(&spec.source, &tree, &names, crate::expr::derive)
+    };
+    // A name that is none of the above (nor an index of a `sum(i = ...)`) becomes a new
+    // variable of the graph as it is lowered: it is unknown. (Read off the variables the
+    // lowering added, which come last, not by walking the model's graph below the formula,
+    // which would cost the model's size.)
+    let before = g.var_names().count();
     let id = scope.lower(g, root).map_err(|d| d.with_origin(&spec.origin))?;
-    let span = spec.ast.span(body);
-    if let Some(v) = free {
+    if let Some(v) = g.var_names().nth(before) {
+        let base = v.split('[').next().unwrap_or(v);
+        let at = (0..=root.0)
+            .find_map(|k| {
+                let node = tree.node(crate::syntax::AstId(k));
+                match &node.kind {
+                    crate::syntax::AstKind::Name(n) if **n == *v => Some(node.span),
+                    crate::syntax::AstKind::Index(ix) if ix.name == base => Some(ix.name_span),
+                    _ => None,
+                }
+            })
+            .unwrap_or(spec.ast.span(body));
         let mut known: Vec<String> = names.keys().cloned().collect();
         known.sort();
-        return Err(Diagnostic::new(&spec.source, span, format!("unknown name `{v}` in the {what}"))
+        return Err(Diagnostic::new(&spec.source, at, format!("unknown name `{base}` in the {what}"))
             .with_origin(&spec.origin)
             .with_help(format!("known names: {}", known.join(", "))));
     }
+    let span = spec.ast.span(body);
     if !g.is_scalar(id) {
         return Err(Diagnostic::new(
             &spec.source,

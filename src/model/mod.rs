@@ -12,6 +12,10 @@
 //! train     epochs=5 batch=32 seed=1
 //! ```
 //!
+//! A line `let name = value` names a number for the whole file (its value may use the lets
+//! above it): formulas read it as that number, and a layer or setting line that gives the name
+//! as a value (`dense units`) gets the number.
+//!
 //! This module owns the meaning of every line ([`ModelSpec::parse`], with positioned errors
 //! and "did you mean" for misspelt names), what training the file asks of memory
 //! (`memory.rs`, checked at parse time), and the lowering of a spec to a graph (`build.rs`):
@@ -135,6 +139,8 @@ pub struct ModelSpec {
     pub activations: Graph,
     /// The syntax tree of every formula in the file.
     pub ast: Ast,
+    /// `let` names with their values and where each was given, in file order.
+    pub lets: Vec<(String, f64, Span)>,
     /// Where the batch size is set, for messages about memory: the `batch=` value, else the
     /// `train` line, else (the default batch) the layer with the most values per sample.
     pub batch_span: Span,
@@ -307,6 +313,11 @@ impl ModelSpec {
     pub fn parse(src: &str, origin: &str) -> Result<ModelSpec, Diagnostic> {
         let cx = Ctx { src, origin };
         let (ast, lines) = syntax::parse_model(src).map_err(|d| d.with_origin(origin))?;
+        // `let` lines first: their names hold for the whole file, in formulas and as the
+        // values of layer and setting lines.
+        let lets = read_lets(&cx, &ast, &lines)?;
+        let lines: Vec<ModelLine> = lines.into_iter().map(|l| with_lets(l, &lets)).collect();
+        let let_value = |n: &str| lets.iter().find(|(m, ..)| m == n).map(|l| l.1);
         let mut data = Once { value: None };
         let mut input = Once { value: None };
         let mut loss = Once { value: None };
@@ -336,6 +347,13 @@ impl ModelSpec {
                             cx.err(name.span, format!("`{}` is built in and cannot be redefined", name.text))
                         );
                     }
+                    if let Some((_, _, at)) = lets.iter().find(|l| l.0 == name.text) {
+                        let (line, _) = crate::syntax::line_col(src, at.start);
+                        return Err(cx.err(
+                            name.span,
+                            format!("`{}` is already a `let` name (line {line})", name.text),
+                        ));
+                    }
                     if activation_defs.contains_key(&name.text) {
                         return Err(cx.err(name.span, format!("activation `{}` is defined twice", name.text)));
                     }
@@ -347,10 +365,17 @@ impl ModelSpec {
                                 .with_help(format!("write `activation {}(x) = ...`", name.text)));
                         }
                     };
+                    if let Some((_, _, at)) = lets.iter().find(|l| l.0 == param) {
+                        let (line, _) = crate::syntax::line_col(src, at.start);
+                        return Err(cx.err(
+                            params[0].span,
+                            format!("the parameter `{param}` is also a `let` name (line {line})"),
+                        ));
+                    }
                     let functions = HashMap::new();
                     let scope = Scope::new(src, &ast, &functions, crate::expr::derive);
                     let (tree, root) = own_tree(&ast, *body);
-                    let scope = Scope { ast: &tree, ..scope };
+                    let scope = Scope { ast: &tree, lets: &let_value, inline_lets: true, ..scope };
                     let id = scope.lower(&mut activations, root).map_err(|d| d.with_origin(origin))?;
                     let vars = crate::expr::variables(&activations, &[id]);
                     if let Some(v) = vars.iter().find(|v| **v != param) {
@@ -363,6 +388,7 @@ impl ModelSpec {
                     activation_defs.insert(name.text.clone(), FnDef { params: vec![param], body: id });
                     activation_spans.insert(name.text.clone(), name.span);
                 }
+                ModelLine::Let { .. } => {} // read above
                 ModelLine::Formula { head, body, span } => match head.text.as_str() {
                     "regularizer" => regularizers.push(*body),
                     "loss" => loss.set(&cx, "loss", Loss::Formula(*body), *span)?,
@@ -605,6 +631,7 @@ impl ModelSpec {
             activation_defs,
             activations,
             ast,
+            lets,
             batch_span: batch_span.unwrap_or(input_span),
         };
         let widest = spec.check_shapes(&cx, &layers, input_span)?;
@@ -723,6 +750,99 @@ impl ModelSpec {
 /// The formula at `root` of the file's syntax tree, copied into a tree of its own (spans stay
 /// positions in the file). Lowering reads the tree below its root's id, so lowering each of
 /// many formulas from the file's one tree would cost the square of the file's length.
+/// Words the model language gives a meaning to as values; a `let` cannot take them, since a
+/// `let` name is also read as a value (`dense units`).
+const VALUE_WORDS: &[&str] = &[
+    "mnist",
+    "adam",
+    "sgd",
+    "softmax_cross_entropy",
+    "sparse_categorical_crossentropy",
+    "mse",
+    "true",
+    "false",
+    "logits",
+    "labels",
+    "pi",
+    "e",
+];
+
+/// The `let` lines, in file order, each value computed from numbers and the lets above it.
+fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String, f64, Span)>, Diagnostic> {
+    let mut lets: Vec<(String, f64, Span)> = Vec::new();
+    for line in lines {
+        let ModelLine::Let { name, value, .. } = line else { continue };
+        let n = name.text.as_str();
+        let reserved = LAYERS.contains(&n)
+            || SETTINGS.contains(&n)
+            || BUILTIN_ACTIVATIONS.contains(&n)
+            || VALUE_WORDS.contains(&n)
+            || crate::graph::lower::is_builtin_function(n);
+        if reserved {
+            return Err(
+                cx.err(name.span, format!("`{n}` has a meaning in model files; a `let` cannot rename it"))
+            );
+        }
+        if let Some((_, _, first)) = lets.iter().find(|l| l.0 == n) {
+            let (line, _) = crate::syntax::line_col(cx.src, first.start);
+            return Err(cx.err(name.span, format!("`{n}` is given twice (first on line {line})")));
+        }
+        let lookup = |m: &str| lets.iter().find(|l| l.0 == m).map(|l| l.1);
+        let functions = HashMap::new();
+        let (tree, root) = own_tree(ast, *value);
+        let scope = Scope {
+            lets: &lookup,
+            inline_lets: true,
+            ..Scope::new(cx.src, &tree, &functions, crate::expr::derive)
+        };
+        let mut g = Graph::new();
+        let id = scope.lower(&mut g, root).map_err(|d| d.with_origin(cx.origin))?;
+        match g.as_num(id) {
+            Some(x) if x.is_finite() => lets.push((n.to_owned(), x, name.span)),
+            _ => {
+                let why = match g.var_names().next() {
+                    Some(v) => format!("`{v}` has no value here"),
+                    None => "it is not a finite number".to_owned(),
+                };
+                return Err(cx
+                    .err(ast.span(*value), format!("the value of `{n}` must be a number: {why}"))
+                    .with_help("a `let` value is a number or a formula of numbers and the lets above it"));
+            }
+        }
+    }
+    Ok(lets)
+}
+
+/// `line` with every word value that is a `let` name replaced by the let's number
+/// (`dense units relu`, `dropout rate`, `train epochs=n`).
+fn with_lets(line: ModelLine, lets: &[(String, f64, Span)]) -> ModelLine {
+    let value = |v: Spanned<Value>| match &v.value {
+        Value::Word(w) => match lets.iter().find(|l| l.0 == *w) {
+            Some(l) => Spanned { value: Value::Num(l.1), span: v.span },
+            None => v,
+        },
+        _ => v,
+    };
+    match line {
+        ModelLine::Statement { head, args, items, span } => ModelLine::Statement {
+            head,
+            args: args.into_iter().map(value).collect(),
+            items: items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Value(v) => Item::Value(value(v)),
+                    Item::Option { name, value: v } => Item::Option { name, value: value(v) },
+                    Item::Call { name, args, span } => {
+                        Item::Call { name, args: args.into_iter().map(value).collect(), span }
+                    }
+                })
+                .collect(),
+            span,
+        },
+        other => other,
+    }
+}
+
 pub(crate) fn own_tree(ast: &Ast, root: syntax::AstId) -> (Ast, syntax::AstId) {
     use syntax::AstId;
     // The subtree's ids (a tree: every node has one parent), then copied in id order, so

@@ -232,6 +232,8 @@ pub enum ModelLine {
     Define { head: Name, name: Name, params: Vec<Spanned<Value>>, body: AstId, span: Span },
     /// `loss = mean(...)`, `regularizer = 0.001 * sum(dense_1_kernel^2)`.
     Formula { head: Name, body: AstId, span: Span },
+    /// `let n = 10`: a name for a number, in the whole file.
+    Let { name: Name, value: AstId, span: Span },
 }
 
 /// The values out of boxes (the grammar returns large items boxed, see its header).

@@ -191,7 +191,8 @@ pub fn parse_sum_pieces(
             Some(t)
         });
         let mut ast = Ast::default();
-        let parsed = grammar::FormulaParser::new().parse(&mut ast, piece).map(|root| (ast, root)).map_err(|_| ());
+        let parsed =
+            grammar::FormulaParser::new().parse(&mut ast, piece).map(|root| (ast, root)).map_err(|_| ());
         let failed = parsed.is_err();
         let end = cut.map_or(src.len(), |c| c.0);
         let piece = Piece { range: start..end, negated, first: first.and(first_token), last: cut.is_none() };
