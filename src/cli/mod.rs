@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 use symdiff::{Error, Expr, Point};
 
@@ -50,6 +50,26 @@ use symdiff::{Error, Expr, Point};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The point a formula command evaluates at, and values for names: the options every
+/// formula command shares (one definition, so their help and parsing cannot drift apart).
+#[derive(Args)]
+struct PointArgs {
+    /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs a
+    /// value); --at @FILE reads it from a file.
+    #[arg(long, value_name = "VAR=VALUE,...")]
+    at: Vec<String>,
+    #[command(flatten)]
+    lets: Lets,
+}
+
+/// Values for names in sum bounds and formulas.
+#[derive(Args)]
+struct Lets {
+    /// Values for names in sum bounds and formulas, e.g. --let n=1000.
+    #[arg(long = "let", value_name = "NAME=VALUE,...")]
+    lets: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -65,13 +85,8 @@ enum Command {
         /// default: every variable.
         #[arg(long, value_name = "VAR")]
         wrt: Vec<String>,
-        /// Evaluate the derivatives at a point, e.g. --at x=4,y=2 (a list gives the elements of
-        /// an indexed variable: --at x=[1,2,3]).
-        #[arg(long, value_name = "VAR=VALUE,...")]
-        at: Vec<String>,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        point: PointArgs,
         /// Output format of the expressions.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -84,13 +99,8 @@ enum Command {
         /// The formula ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value); --at @FILE reads it from a file.
-        #[arg(long, value_name = "VAR=VALUE,...")]
-        at: Vec<String>,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        point: PointArgs,
         /// Print JSON: {"value":...,"grad":{...}}, with the partials of x[0], x[1], ... as one
         /// array "x".
         #[arg(long)]
@@ -107,13 +117,8 @@ enum Command {
         /// The formula ('-' reads it from stdin).
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value); --at @FILE reads it from a file.
-        #[arg(long, value_name = "VAR=VALUE,...")]
-        at: Vec<String>,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        point: PointArgs,
         /// Differentiate with respect to VAR (repeatable, in this order); default: every
         /// variable, as they first appear. The others keep their values from --at.
         #[arg(long, value_name = "VAR")]
@@ -132,13 +137,8 @@ enum Command {
         /// when the first starts with `-`).
         #[arg(required = true)]
         exprs: Vec<String>,
-        /// The point, e.g. --at x=4,y=2 or x=[1,2,3] for x[0], x[1], x[2] (every variable needs
-        /// a value); --at @FILE reads it from a file.
-        #[arg(long, value_name = "VAR=VALUE,...")]
-        at: Vec<String>,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        point: PointArgs,
         /// Differentiate with respect to VAR (repeatable, in this order); default: every
         /// variable, as they first appear.
         #[arg(long, value_name = "VAR")]
@@ -161,21 +161,16 @@ enum Command {
         /// Name of the generated function.
         #[arg(long, default_value = "f")]
         name: String,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        lets: Lets,
     },
     /// Print the value of a formula at a point; or, with --weights, a model's test accuracy.
     Eval {
         /// The formula ('-' reads it from stdin), or a model file with --weights.
         #[arg(allow_hyphen_values = true)]
         expr: String,
-        /// The point, e.g. --at x=4 or x=[1,2,3] (every variable needs a value).
-        #[arg(long, value_name = "VAR=VALUE,...")]
-        at: Vec<String>,
-        /// Values for names in sum bounds and formulas, e.g. --let n=1000.
-        #[arg(long = "let", value_name = "NAME=VALUE,...")]
-        lets: Vec<String>,
+        #[command(flatten)]
+        point: PointArgs,
         /// Weights of the model (a .safetensors file from `train --save`).
         #[arg(long, value_name = "FILE")]
         weights: Option<PathBuf>,
@@ -359,24 +354,24 @@ pub fn main() -> ExitCode {
     let formula = |r: Result<String, Error>| r.map_err(|e| model::Failure::Message(render(&e)));
     let result = match cli.command {
         None | Some(Command::Repl) => return repl::run(&mut out),
-        Some(Command::Diff { expr, wrt, at, lets, format, json }) => {
-            formula(diff(&expr, &wrt, &at, &lets, format, json))
+        Some(Command::Diff { expr, wrt, point, format, json }) => {
+            formula(diff(&expr, &wrt, &point.at, &point.lets.lets, format, json))
         }
-        Some(Command::Grad { expr, at, lets, json, interp, timings }) => {
-            formula(grad(&expr, &at, &lets, json, interp, timings))
+        Some(Command::Grad { expr, point, json, interp, timings }) => {
+            formula(grad(&expr, &point.at, &point.lets.lets, json, interp, timings))
         }
-        Some(Command::Hessian { expr, at, lets, wrt, sparse, json }) => {
-            formula(matrix::hessian(&expr, &wrt, &at, &lets, sparse, json))
+        Some(Command::Hessian { expr, point, wrt, sparse, json }) => {
+            formula(matrix::hessian(&expr, &wrt, &point.at, &point.lets.lets, sparse, json))
         }
-        Some(Command::Jacobian { exprs, at, lets, wrt, sparse, json }) => {
-            formula(matrix::jacobian(&exprs, &wrt, &at, &lets, sparse, json))
+        Some(Command::Jacobian { exprs, point, wrt, sparse, json }) => {
+            formula(matrix::jacobian(&exprs, &wrt, &point.at, &point.lets.lets, sparse, json))
         }
-        Some(Command::Export { expr, lang, name, lets }) => formula(export(&expr, lang, &name, &lets)),
+        Some(Command::Export { expr, lang, name, lets }) => formula(export(&expr, lang, &name, &lets.lets)),
         Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
             model::evaluate(Path::new(&expr), &w, data.as_deref(), json)
         }
-        Some(Command::Eval { expr, at, lets, json, .. }) => {
-            eval(&expr, &at, &lets, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
+        Some(Command::Eval { expr, point, json, .. }) => {
+            eval(&expr, &point.at, &point.lets.lets, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
         }
         Some(Command::Train(args)) => {
             return finish(model::train(args, &mut out).and_then(|()| Ok(out.flush()?)));
