@@ -106,3 +106,49 @@ fn many_variables_cost_linear_time() {
         "4x the variables took {large:?}, against {small:?}: superlinear"
     );
 }
+
+/// Formulas long enough to be read in pieces (over 128 KiB), through the public entry points:
+/// a long sum, a long sum inside a function (one piece), and a long sum read into another
+/// expression's graph give the values written; a mistake anywhere in them is reported at its
+/// line and column in the whole text, as in a short formula.
+#[test]
+fn long_formulas_read_in_pieces() {
+    let n = 20_000; // about 300 KB of text
+    let sum: String =
+        (0..n).map(|i| format!("{}*x{} - y", i % 5 + 1, i % 100)).collect::<Vec<_>>().join(" + ");
+    let at: Vec<(String, f64)> =
+        (0..100).map(|i| (format!("x{i}"), 0.01 * i as f64)).chain([("y".to_owned(), 0.5)]).collect();
+    let at: Vec<(&str, f64)> = at.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let want: f64 = (0..n).map(|i| (i % 5 + 1) as f64 * 0.01 * (i % 100) as f64 - 0.5).sum();
+    let close = |v: f64, w: f64| (v - w).abs() <= 1e-9 * w.abs().max(1.0);
+    let f = Expr::parse(&sum).unwrap();
+    assert!(close(f.eval(&at).unwrap(), want));
+    let wrapped = Expr::parse(&format!("log(exp(1) + ({sum})^2)")).unwrap();
+    assert!(close(wrapped.eval(&at).unwrap(), (1f64.exp() + want * want).ln()));
+    let beside = Expr::parse("y").unwrap().parse_with(&sum).unwrap();
+    assert!(close(beside.eval(&at).unwrap(), want));
+    // Mistakes, each inserted before a ` + ` of the text: (about where, what, the byte of the
+    // inserted text the report points at, the message).
+    let cases = [
+        (sum.len() / 2, " + * ", 3, "unexpected `*`"),
+        (sum.len() - 3, " + sinn(x1)", 3, "unknown function `sinn`"),
+        (sum.len() * 3 / 4, "\n + x1 $ ", 7, "unexpected character `$`"),
+        (100, " + )", 3, "unexpected `)`"),
+    ];
+    for (around, insert, offset, message) in cases {
+        let cut = sum[..around].rfind(" + ").unwrap();
+        let bad = format!("{}{}{}", &sum[..cut], insert, &sum[cut..]);
+        let at = cut + offset;
+        let line = bad[..at].matches('\n').count() + 1;
+        let col = bad[..at].chars().rev().take_while(|&c| c != '\n').count() + 1;
+        for err in [Expr::parse(&bad).unwrap_err(), Expr::parse("y").unwrap().parse_with(&bad).unwrap_err()] {
+            let text = err.to_string();
+            let head = text.lines().next().unwrap_or("");
+            assert!(
+                head.starts_with(&format!("formula:{line}:{col}: ")),
+                "{insert:?}: expected {line}:{col}: {head}"
+            );
+            assert!(head.contains(message), "{insert:?}: {head}");
+        }
+    }
+}

@@ -370,9 +370,8 @@ pub fn main() -> ExitCode {
         Some(Command::Eval { expr, weights: Some(w), data, json, .. }) => {
             model::evaluate(Path::new(&expr), &w, data.as_deref(), json)
         }
-        Some(Command::Eval { expr, point, json, .. }) => {
-            eval(&expr, &point.at, &point.lets.lets, json).map_err(|e| model::Failure::Message(render_eval_error(e, &expr)))
-        }
+        Some(Command::Eval { expr, point, json, .. }) => eval(&expr, &point.at, &point.lets.lets, json)
+            .map_err(|e| model::Failure::Message(render_eval_error(e, &expr))),
         Some(Command::Train(args)) => {
             return finish(model::train(args, &mut out).and_then(|()| Ok(out.flush()?)));
         }
