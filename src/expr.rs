@@ -729,13 +729,19 @@ impl Point {
     }
 }
 
-/// Lowers `src` into `g` piece by piece ([`syntax::parse_sum_pieces`]), giving the same nodes
-/// as lowering its one-piece syntax tree (the terms are lowered in the same order and summed
-/// by the same calls), without ever holding the whole syntax tree. A formula that is not a
-/// sum is one piece, lowered as the one-piece parse lowers it. `None` if anything fails (the
-/// nodes built so far stay in `g`); the caller then parses the text in one piece, for the
-/// positioned error.
+/// Lowers `src` into `g` piece by piece ([`syntax::cut_sum`]), giving the same nodes as
+/// lowering its one-piece syntax tree (the terms are lowered in the same order and summed by
+/// the same calls), without ever holding the whole syntax tree. A formula that is not a sum is
+/// one piece, lowered as the one-piece parse lowers it. `None` if anything fails (the nodes
+/// built so far stay in `g`); the caller then parses the text in one piece, for the positioned
+/// error.
+///
+/// On two threads the pieces are parsed by both (each claims the next piece nobody has),
+/// while this thread lowers them in order: lowering builds the one graph and cannot be shared,
+/// but parsing can, so neither thread waits for the other for long. A helper stays at most
+/// [`AHEAD`] pieces ahead of the lowering, which bounds the syntax trees held at once.
 fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Id> {
+    let pieces = syntax::cut_sum(src, piece_bytes);
     let functions = HashMap::new();
     let mut terms = Vec::new();
     let mut whole = None;
@@ -749,47 +755,113 @@ fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Le
         }
         Some(ast)
     };
+    let parse = |p: &syntax::Piece| syntax::parse_piece(src, p);
     let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
-    let mut complete = false;
-    if !one_thread && crate::jit::cores() > 1 {
-        // A pipeline: one thread reads (lexes and parses) the next pieces while this one
-        // lowers them (the graph is built in order, on one thread). Stopping early drops
-        // the receiver, which stops the reader at its next piece. Syntax trees go back to
-        // the reader to be dropped, so that their names are freed by the thread that
-        // allocated them (freeing another thread's allocations contends for its
-        // allocator arena).
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let (done_tx, done_rx) = std::sync::mpsc::channel::<syntax::Ast>();
-            s.spawn(move || {
-                syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
-                    while done_rx.try_recv().is_ok() {}
-                    tx.send((p, parsed)).is_ok()
-                });
-                drop(tx);
-                while done_rx.recv().is_ok() {}
-            });
-            for (p, parsed) in rx {
-                let Some(ast) = lower(&p, parsed) else { break };
-                complete = p.last;
-                let _ = done_tx.send(ast);
-            }
-        });
+    if one_thread || crate::jit::cores() < 2 || pieces.len() < 2 {
+        for p in &pieces {
+            lower(p, parse(p))?;
+        }
     } else {
-        syntax::parse_sum_pieces(src, piece_bytes, |p, parsed| {
-            let ok = lower(&p, parsed).is_some();
-            complete = ok && p.last;
+        type Parsed = Result<(syntax::Ast, syntax::AstId), ()>;
+        struct Shared {
+            next: usize,                        // the first piece nobody has claimed
+            lowered: usize,                     // pieces lowered so far
+            stop: bool,                         // lowering is over (done or failed)
+            slots: Vec<Option<(Parsed, bool)>>, // parsed pieces (by the helper?), until lowered
+            garbage: Vec<syntax::Ast>,          // the helper's trees, back for it to free
+        }
+        let state = Mutex::new(Shared {
+            next: 0,
+            lowered: 0,
+            stop: false,
+            slots: (0..pieces.len()).map(|_| None).collect(),
+            garbage: Vec::new(),
+        });
+        let changed = std::sync::Condvar::new();
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let ok = std::thread::scope(|s| {
+            s.spawn(|| {
+                loop {
+                    let (i, garbage) = {
+                        let mut st = lock();
+                        while !st.stop && st.next < pieces.len() && st.next >= st.lowered + AHEAD {
+                            st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if st.stop || st.next >= pieces.len() {
+                            break;
+                        }
+                        st.next += 1;
+                        (st.next - 1, std::mem::take(&mut st.garbage))
+                    };
+                    // Trees are freed by the thread that allocated them: freeing another
+                    // thread's allocations contends for its allocator arena.
+                    drop(garbage);
+                    let parsed = parse(&pieces[i]);
+                    lock().slots[i] = Some((parsed, true));
+                    changed.notify_all();
+                }
+                // Wait for the lowering to finish, then free what came back.
+                let mut st = lock();
+                while !st.stop {
+                    st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                let garbage = std::mem::take(&mut st.garbage);
+                drop(st);
+                drop(garbage);
+            });
+            let mut ok = true;
+            for (i, p) in pieces.iter().enumerate() {
+                // The piece, once parsed (by the helper or here). While it is being parsed,
+                // this thread parses the next piece nobody has claimed, if any, instead of
+                // waiting.
+                let (parsed, helper) = {
+                    let mut st = lock();
+                    loop {
+                        if let Some(parsed) = st.slots[i].take() {
+                            break parsed;
+                        }
+                        let j = st.next;
+                        if j < pieces.len() && j <= i + AHEAD {
+                            st.next += 1;
+                            drop(st);
+                            let parsed = parse(&pieces[j]);
+                            st = lock();
+                            st.slots[j] = Some((parsed, false));
+                            continue;
+                        }
+                        st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let Some(ast) = lower(p, parsed) else {
+                    ok = false;
+                    break;
+                };
+                let mut st = lock();
+                st.lowered = i + 1;
+                if helper {
+                    st.garbage.push(ast);
+                } else {
+                    drop(st);
+                    drop(ast);
+                }
+                changed.notify_all();
+            }
+            lock().stop = true;
+            changed.notify_all();
             ok
         });
-    }
-    if !complete {
-        return None;
+        if !ok {
+            return None;
+        }
     }
     match whole {
         Some(id) => Some(id),
         None => graph::lower::finish_sum(g, &terms).ok(),
     }
 }
+
+/// How many pieces a helper thread parses ahead of the lowering, at most.
+const AHEAD: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -891,6 +963,13 @@ mod tests {
             true,
         );
         check("(1.5e-3 - (a*exp(-b*0.25) + c))^2 + (2.5 - (a*exp(-b*1e2) + c))^2 - 1e-3", true);
+        // What the byte scan of `cut_sum` must not take for signs between terms, or must.
+        check("x1e-5 + 2E+3 - .5e-2*y + 2.e-3 - 7e+0", true);
+        check("a - # a comment with ( and + in it\n b + c # ) -", true);
+        check("sum(i = 0..2, x[i] - 1) - x[1] + x[2]^-2 - d - -e", true);
+        check("α - β + γ*δ - 1", true);
+        check("2e-x + y", false);
+        check("x + 3 - let", false);
     }
 
     #[test]

@@ -126,15 +126,16 @@ pub fn parse_bindings(src: &str) -> Result<(Ast, Vec<Binding>), Diagnostic> {
     Ok((ast, b))
 }
 
-/// One piece of a long sum, as [`parse_sum_pieces`] reads it: the bytes `range` of the
-/// source (a sum of whole terms) and whether the cut before it was a `-`, which the piece's
-/// first term then carries. `first` is where the piece's first token starts (`None` for the
-/// first piece): in the whole text, a later piece's first term is the right operand of a sign,
-/// so a sum in parentheses there is one term, while the same sum opening the formula would be
-/// part of the top-level chain; a syntax node of the piece that starts at `first` is the
-/// chain's, one that starts later was in parentheses. `last`: nothing follows it.
+/// One piece of a long sum, cut by [`cut_sum`]: the bytes `range` of the source (a sum of
+/// whole terms) and whether the cut before it was a `-`, which the piece's first term then
+/// carries. `first` is where the piece's first token starts (`None` for the first piece): in
+/// the whole text, a later piece's first term is the right operand of a sign, so a sum in
+/// parentheses there is one term, while the same sum opening the formula would be part of the
+/// top-level chain; a syntax node of the piece that starts at `first` is the chain's, one that
+/// starts later was in parentheses. `last`: nothing follows it.
 ///
-/// Positions (here and in the piece's syntax tree) are byte offsets into the whole text.
+/// Positions (here and in the piece's syntax tree, [`parse_piece`]) are byte offsets into the
+/// whole text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
     pub range: std::ops::Range<usize>,
@@ -143,67 +144,94 @@ pub struct Piece {
     pub last: bool,
 }
 
-/// Reads a formula whose top is a long sum `t0 ± t1 ± ...` piece by piece, cutting it at `+`
-/// and `-` signs between terms once a piece has `piece_bytes` of text, so that each piece can
-/// be lowered (on another thread, while the next one is read) and the syntax tree of the whole
-/// text is never held at once. `each` gets every piece with its syntax tree, or `Err(())` if
-/// it does not parse, and returns whether to go on.
+/// Cuts a formula whose top is a long sum `t0 ± t1 ± ...` into pieces of about `piece_bytes`
+/// each, at `+` and `-` signs between terms, so that the pieces can be parsed apart (on two
+/// threads) and lowered in order, and the syntax tree of the whole text is never held at once.
+/// A formula with no such sign is one piece, the whole text.
 ///
-/// One lexer runs over the whole text, and the parser reads the tokens through a filter that
-/// ends a piece: a `+` or `-` outside parentheses and brackets that follows an operand (a
-/// number, a name, `)` or `]`) is a sign between terms of the top-level sum, since a sum is the
-/// loosest construct of the grammar; any other is unary or nested. So the text is lexed once,
-/// and cutting costs one comparison per token. A formula with no such sign is one piece, the
-/// whole text (`last` on the first piece). A piece that fails to parse means the whole text
-/// does not parse; the caller then parses it in one piece for the positioned error.
-pub fn parse_sum_pieces(
-    src: &str,
-    piece_bytes: usize,
-    mut each: impl FnMut(Piece, Result<(Ast, AstId), ()>) -> bool,
-) {
-    let mut tokens = lexer::tokens(src, false);
-    let (mut start, mut negated, mut first) = (0, false, None);
-    let mut after_operand = false;
-    let mut depth = 0usize;
-    loop {
-        // The sign that ended this piece: (its start, its end, whether it is `-`).
-        let mut cut: Option<(usize, usize, bool)> = None;
-        let mut first_token = None;
-        let piece = std::iter::from_fn(|| {
-            if cut.is_some() {
-                return None; // the parser asked again after the end of the piece
+/// One scan over the bytes, without lexing: a `+` or `-` outside parentheses and brackets
+/// that follows an operand (the end of a number or a name, `)` or `]`) is a sign between terms
+/// of the top-level sum, since a sum is the loosest construct of the grammar. Comments are
+/// skipped, and a number's exponent (`1e-5`) is part of the number, so every `+` and `-` the
+/// scan sees is a token of its own. The cut is sound without knowing the tokens exactly: where
+/// the scan takes a word for an operand that is not one (a keyword, `d/dx`), or counts
+/// brackets in text that does not lex, the piece before the cut does not parse; and pieces
+/// that all parse, joined by their signs, are the same sum as the whole text. So either every
+/// piece parses and means what the whole text means, or one fails and the caller parses the
+/// text in one piece, for the positioned error.
+pub fn cut_sum(src: &str, piece_bytes: usize) -> Vec<Piece> {
+    let b = src.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c >= 0x80;
+    let (mut pieces, mut start, mut negated, mut first) = (Vec::new(), 0, false, None);
+    let (mut depth, mut after_operand, mut i) = (0usize, false, 0);
+    // Where the first token at or after `k` starts (spaces, newlines and comments skipped).
+    let next_token = |mut k: usize| {
+        loop {
+            while k < b.len() && b[k].is_ascii_whitespace() {
+                k += 1;
             }
-            let t = tokens.next()?;
-            if let Ok((l, tok, r)) = &t {
-                first_token.get_or_insert(*l);
-                match tok {
-                    Tok::Plus | Tok::Minus if depth == 0 && after_operand && l - start >= piece_bytes => {
-                        cut = Some((*l, *r, matches!(tok, Tok::Minus)));
-                        after_operand = false;
-                        return None;
-                    }
-                    Tok::LParen | Tok::LBracket => depth += 1,
-                    Tok::RParen | Tok::RBracket => depth = depth.saturating_sub(1),
-                    _ => {}
+            if k < b.len() && b[k] == b'#' {
+                while k < b.len() && b[k] != b'\n' {
+                    k += 1;
                 }
-                after_operand = matches!(tok, Tok::Num(_) | Tok::Ident(_) | Tok::RParen | Tok::RBracket);
+                continue;
             }
-            Some(t)
-        });
-        let mut ast = Ast::default();
-        let parsed =
-            grammar::FormulaParser::new().parse(&mut ast, piece).map(|root| (ast, root)).map_err(|_| ());
-        let failed = parsed.is_err();
-        let end = cut.map_or(src.len(), |c| c.0);
-        let piece = Piece { range: start..end, negated, first: first.and(first_token), last: cut.is_none() };
-        if !each(piece, parsed) || failed {
-            return;
+            return k;
         }
-        match cut {
-            Some((_, r, minus)) => (start, negated, first) = (r, minus, Some(r)),
-            None => return,
+    };
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' => depth += 1,
+            b')' | b']' => depth = depth.saturating_sub(1),
+            b'+' | b'-' if depth == 0 && after_operand && i - start >= piece_bytes => {
+                pieces.push(Piece { range: start..i, negated, first, last: false });
+                (start, negated, first) = (i + 1, c == b'-', Some(next_token(i + 1)));
+            }
+            _ if word(c) => {
+                // A word: a name, a number (with its exponent) or a size like `28x28`.
+                let number = c.is_ascii_digit() || c == b'.';
+                while i < b.len() && word(b[i]) {
+                    let e = (b[i] | 0x20) == b'e';
+                    i += 1;
+                    if number
+                        && e
+                        && i + 1 < b.len()
+                        && matches!(b[i], b'+' | b'-')
+                        && b[i + 1].is_ascii_digit()
+                    {
+                        i += 1; // the exponent's sign
+                    }
+                }
+                after_operand = true;
+                continue;
+            }
+            _ => {}
         }
+        after_operand = matches!(c, b')' | b']') || (c.is_ascii_whitespace() && after_operand);
+        i += 1;
     }
+    pieces.push(Piece { range: start..b.len(), negated, first, last: true });
+    pieces
+}
+
+/// Parses one piece cut by [`cut_sum`] (as a formula; spans in the whole text), or `Err(())`
+/// if it does not parse.
+pub fn parse_piece(src: &str, piece: &Piece) -> Result<(Ast, AstId), ()> {
+    let at = piece.range.start;
+    let tokens = lexer::tokens(&src[piece.range.clone()], false).map(move |t| match t {
+        Ok((l, tok, r)) => Ok((l + at, tok, r + at)),
+        Err(e) => Err(e),
+    });
+    let mut ast = Ast::default();
+    let root = grammar::FormulaParser::new().parse(&mut ast, tokens).map_err(|_| ())?;
+    Ok((ast, root))
 }
 
 fn check_nonempty(src: &str, what: &str) -> Result<(), Diagnostic> {
