@@ -150,6 +150,9 @@ const LAYERS: &[&str] =
     &["flatten", "dense", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "dropout", "batchnorm"];
 const SETTINGS: &[&str] = &["data", "input", "loss", "optimizer", "train", "activation", "regularizer"];
 const BUILTIN_ACTIVATIONS: &[&str] = &["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"];
+const DATA_SETS: &[&str] = &["mnist"];
+const OPTIMIZERS: &[&str] = &["adam", "sgd"];
+const LOSSES: &[&str] = &["softmax_cross_entropy", "mse"];
 
 /// Most memory a model may ask for, in bytes: its parameters and optimizer state (checked
 /// first, from the layers alone), and everything training at its batch size holds
@@ -419,7 +422,7 @@ impl ModelSpec {
                             };
                             if data_shape(&name.0).is_none() {
                                 let n = Name { text: name.0.clone(), span: name.1 };
-                                return Err(cx.unknown("data set", &n, &["mnist"]));
+                                return Err(cx.unknown("data set", &n, DATA_SETS));
                             }
                             data.set(&cx, "data", name.0, *span)?;
                         }
@@ -452,11 +455,7 @@ impl ModelSpec {
                                     "mse" => Loss::Mse,
                                     _ => {
                                         let n = Name { text: w.clone(), span: *s };
-                                        return Err(cx.unknown(
-                                            "loss",
-                                            &n,
-                                            &["softmax_cross_entropy", "mse"],
-                                        ));
+                                        return Err(cx.unknown("loss", &n, LOSSES));
                                     }
                                 },
                                 _ => {
@@ -557,7 +556,7 @@ impl ModelSpec {
                                         nesterov,
                                     }
                                 }
-                                _ => return Err(cx.unknown("optimizer", &kind, &["adam", "sgd"])),
+                                _ => return Err(cx.unknown("optimizer", &kind, OPTIMIZERS)),
                             };
                             optimizer.set(&cx, "optimizer", opt, *span)?;
                         }
@@ -750,22 +749,11 @@ impl ModelSpec {
 /// The formula at `root` of the file's syntax tree, copied into a tree of its own (spans stay
 /// positions in the file). Lowering reads the tree below its root's id, so lowering each of
 /// many formulas from the file's one tree would cost the square of the file's length.
-/// Words the model language gives a meaning to as values; a `let` cannot take them, since a
-/// `let` name is also read as a value (`dense units`).
-const VALUE_WORDS: &[&str] = &[
-    "mnist",
-    "adam",
-    "sgd",
-    "softmax_cross_entropy",
-    "sparse_categorical_crossentropy",
-    "mse",
-    "true",
-    "false",
-    "logits",
-    "labels",
-    "pi",
-    "e",
-];
+/// Words the model language gives a meaning to as values besides the names of layers, data
+/// sets, optimizers and losses; a `let` cannot take any of them, since a `let` name is also
+/// read as a value (`dense units`).
+const VALUE_WORDS: &[&str] =
+    &["sparse_categorical_crossentropy", "true", "false", "logits", "labels", "pi", "e"];
 
 /// The `let` lines, in file order, each value computed from numbers and the lets above it.
 fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String, f64, Span)>, Diagnostic> {
@@ -776,7 +764,7 @@ fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String
         let reserved = LAYERS.contains(&n)
             || SETTINGS.contains(&n)
             || BUILTIN_ACTIVATIONS.contains(&n)
-            || VALUE_WORDS.contains(&n)
+            || [DATA_SETS, OPTIMIZERS, LOSSES, VALUE_WORDS].iter().any(|w| w.contains(&n))
             || crate::graph::lower::is_builtin_function(n);
         if reserved {
             return Err(
