@@ -544,18 +544,16 @@ impl Graph {
         if self.is_undefined(arg) {
             return self.intern(Op::Func(f), &[arg]); // keep-undefined: `exp(log(-1))` stays
         }
-        if let Some(x) = self.as_num(arg) {
+        if let Some(x) = self.constant_value(arg) {
             let r = f.eval(x);
-            if short(r) || r == 0.0 {
+            if !r.is_finite() {
+                // keep-undefined: `log(exp(sqrt(2) - 1000))` is log(0) as written (exp
+                // underflows), so no identity may give it a value.
+                return self.intern(Op::Func(f), &[arg]);
+            }
+            if self.as_num(arg).is_some() && (short(r) || r == 0.0) {
                 return self.num(r); // func-fold
             }
-        }
-        if let Some(x) = self.constant_value(arg)
-            && !f.eval(x).is_finite()
-        {
-            // keep-undefined: `log(exp(sqrt(2) - 1000))` is log(0) as written (exp underflows),
-            // so no identity may give it a value.
-            return self.intern(Op::Func(f), &[arg]);
         }
         match (f, self.op(arg)) {
             (Func::Log, Op::Const(Constant::E)) => return self.num(1.0), // log-e
