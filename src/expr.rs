@@ -208,16 +208,17 @@ impl Expr {
         let lookup = |n: &str| lets.iter().find(|(m, _)| *m == n).map(|p| p.1);
         let more = budget_for(src).saturating_sub(graph::NODE_BUDGET);
         if (2 * PIECE_BYTES..=syntax::MAX_FORMULA).contains(&src.len()) {
-            // A long sum, in pieces as `parse` reads it; if that fails, the one-piece parse
-            // below gives the error.
-            let mut g = self.graph();
-            let (mark, budget) = (g.mark(), g.budget());
-            g.set_budget(budget.saturating_add(more));
-            if let Some(id) = lower_in_pieces(&mut g, src, PIECE_BYTES, &lookup) {
-                return Ok(self.derived(id));
+            // A long sum, in pieces as `parse` reads it; if that fails, its nodes are
+            // forgotten and the one-piece parse below gives the error.
+            let pieces = self.transaction(|g| {
+                let budget = g.budget();
+                g.set_budget(budget.saturating_add(more));
+                lower_in_pieces(g, src, PIECE_BYTES, &lookup).ok_or(budget)
+            });
+            match pieces {
+                Ok(id) => return Ok(self.derived(id)),
+                Err(budget) => self.graph().set_budget(budget),
             }
-            g.rollback(mark);
-            g.set_budget(budget);
         }
         let (ast, root) =
             syntax::parse_formula(src, &graph::lower::is_builtin_function, syntax::MAX_FORMULA)?;
@@ -225,14 +226,17 @@ impl Expr {
         let scope = Scope { lets: &lookup, inline_lets: true, ..Scope::new(src, &ast, &functions, derive) };
         let id = self.transaction(|g| {
             g.set_budget(g.budget().saturating_add(more));
-            Ok(scope.lower(g, root)?)
+            Ok::<_, Error>(scope.lower(g, root)?)
         })?;
         Ok(self.derived(id))
     }
 
     /// `f` on the graph, under its lock; if it fails, the nodes it built are forgotten (no
     /// other expression can hold them: the lock was held throughout).
-    fn transaction<T>(&self, f: impl FnOnce(&mut Graph) -> Result<T>) -> Result<T> {
+    fn transaction<T, E>(
+        &self,
+        f: impl FnOnce(&mut Graph) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let mut g = self.graph();
         let mark = g.mark();
         let r = f(&mut g);

@@ -13,7 +13,7 @@
 
 use hashbrown::HashMap;
 
-use super::{Activation, Layer, Loss, ModelSpec};
+use super::{Activation, Layer, Let, Loss, ModelSpec, find_let};
 use crate::diff;
 use crate::graph::lower::import_with;
 use crate::graph::{FnDef, Func, Graph, Id, Scope};
@@ -238,11 +238,11 @@ fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, 
         Loss::Formula(body) => formula(spec, &mut g, *body, logits, labels, &params, "loss")?,
     };
     // A `let` may not take a parameter's name (formulas name `dense_1.kernel` `dense_1_kernel`).
-    for (name, _, at) in &spec.lets {
+    for Let { name, span, .. } in &spec.lets {
         if params.iter().any(|p| p.name.replace('.', "_") == *name || p.name == *name) {
             return Err(Diagnostic::new(
                 &spec.source,
-                *at,
+                *span,
                 format!("`{name}` names a parameter of the model; a `let` cannot rename it"),
             )
             .with_origin(&spec.origin));
@@ -351,7 +351,7 @@ fn formula(
         names.insert(p.name.replace('.', "_"), FnDef { params: Vec::new(), body: p.var });
     }
     let (tree, root) = super::own_tree(&spec.ast, body);
-    let lets = |n: &str| spec.lets.iter().find(|l| l.0 == n).map(|l| l.1);
+    let lets = |n: &str| find_let(&spec.lets, n).map(|l| l.value);
     let scope = Scope {
         lets: &lets,
         inline_lets: true,

@@ -140,7 +140,7 @@ pub struct ModelSpec {
     /// The syntax tree of every formula in the file.
     pub ast: Ast,
     /// `let` names with their values and where each was given, in file order.
-    pub lets: Vec<(String, f64, Span)>,
+    pub lets: Vec<Let>,
     /// Where the batch size is set, for messages about memory: the `batch=` value, else the
     /// `train` line, else (the default batch) the layer with the most values per sample.
     pub batch_span: Span,
@@ -320,7 +320,7 @@ impl ModelSpec {
         // values of layer and setting lines.
         let lets = read_lets(&cx, &ast, &lines)?;
         let lines: Vec<ModelLine> = lines.into_iter().map(|l| with_lets(l, &lets)).collect();
-        let let_value = |n: &str| lets.iter().find(|(m, ..)| m == n).map(|l| l.1);
+        let let_value = |n: &str| find_let(&lets, n).map(|l| l.value);
         let mut data = Once { value: None };
         let mut input = Once { value: None };
         let mut loss = Once { value: None };
@@ -350,8 +350,8 @@ impl ModelSpec {
                             cx.err(name.span, format!("`{}` is built in and cannot be redefined", name.text))
                         );
                     }
-                    if let Some((_, _, at)) = lets.iter().find(|l| l.0 == name.text) {
-                        let (line, _) = crate::syntax::line_col(src, at.start);
+                    if let Some(l) = find_let(&lets, &name.text) {
+                        let (line, _) = crate::syntax::line_col(src, l.span.start);
                         return Err(cx.err(
                             name.span,
                             format!("`{}` is already a `let` name (line {line})", name.text),
@@ -368,8 +368,8 @@ impl ModelSpec {
                                 .with_help(format!("write `activation {}(x) = ...`", name.text)));
                         }
                     };
-                    if let Some((_, _, at)) = lets.iter().find(|l| l.0 == param) {
-                        let (line, _) = crate::syntax::line_col(src, at.start);
+                    if let Some(l) = find_let(&lets, &param) {
+                        let (line, _) = crate::syntax::line_col(src, l.span.start);
                         return Err(cx.err(
                             params[0].span,
                             format!("the parameter `{param}` is also a `let` name (line {line})"),
@@ -755,9 +755,22 @@ impl ModelSpec {
 const VALUE_WORDS: &[&str] =
     &["sparse_categorical_crossentropy", "true", "false", "logits", "labels", "pi", "e"];
 
+/// A `let` line: the name, its number, and where the name was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Let {
+    pub name: String,
+    pub value: f64,
+    pub span: Span,
+}
+
+/// The let named `name`, if any.
+pub(crate) fn find_let<'a>(lets: &'a [Let], name: &str) -> Option<&'a Let> {
+    lets.iter().find(|l| l.name == name)
+}
+
 /// The `let` lines, in file order, each value computed from numbers and the lets above it.
-fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String, f64, Span)>, Diagnostic> {
-    let mut lets: Vec<(String, f64, Span)> = Vec::new();
+fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<Let>, Diagnostic> {
+    let mut lets: Vec<Let> = Vec::new();
     for line in lines {
         let ModelLine::Let { name, value, .. } = line else { continue };
         let n = name.text.as_str();
@@ -771,11 +784,11 @@ fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String
                 cx.err(name.span, format!("`{n}` has a meaning in model files; a `let` cannot rename it"))
             );
         }
-        if let Some((_, _, first)) = lets.iter().find(|l| l.0 == n) {
-            let (line, _) = crate::syntax::line_col(cx.src, first.start);
+        if let Some(first) = find_let(&lets, n) {
+            let (line, _) = crate::syntax::line_col(cx.src, first.span.start);
             return Err(cx.err(name.span, format!("`{n}` is given twice (first on line {line})")));
         }
-        let lookup = |m: &str| lets.iter().find(|l| l.0 == m).map(|l| l.1);
+        let lookup = |m: &str| find_let(&lets, m).map(|l| l.value);
         let functions = HashMap::new();
         let (tree, root) = own_tree(ast, *value);
         let scope = Scope {
@@ -786,7 +799,7 @@ fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String
         let mut g = Graph::new();
         let id = scope.lower(&mut g, root).map_err(|d| d.with_origin(cx.origin))?;
         match g.as_num(id) {
-            Some(x) if x.is_finite() => lets.push((n.to_owned(), x, name.span)),
+            Some(x) if x.is_finite() => lets.push(Let { name: n.to_owned(), value: x, span: name.span }),
             _ => {
                 let why = match g.var_names().next() {
                     Some(v) => format!("`{v}` has no value here"),
@@ -803,10 +816,10 @@ fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<(String
 
 /// `line` with every word value that is a `let` name replaced by the let's number
 /// (`dense units relu`, `dropout rate`, `train epochs=n`).
-fn with_lets(line: ModelLine, lets: &[(String, f64, Span)]) -> ModelLine {
+fn with_lets(line: ModelLine, lets: &[Let]) -> ModelLine {
     let value = |v: Spanned<Value>| match &v.value {
-        Value::Word(w) => match lets.iter().find(|l| l.0 == *w) {
-            Some(l) => Spanned { value: Value::Num(l.1), span: v.span },
+        Value::Word(w) => match find_let(lets, w) {
+            Some(l) => Spanned { value: Value::Num(l.value), span: v.span },
             None => v,
         },
         _ => v,
