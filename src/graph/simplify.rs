@@ -414,28 +414,37 @@ impl Graph {
         // overflows.
         let mut fold = 1.0f64;
         let mut overflow = false;
+        let mut zero = false;
         // (base, exponent or None for 1, the factor as given)
         let mut powers: SmallVec<[(Id, Option<Id>, Id); 8]> = SmallVec::new();
-        // (factor, whether it may be flattened): one level only, so that a chain of nested
-        // products built by `mul_step` is not unrolled into every product over it.
-        let mut stack: SmallVec<[(Id, bool); 8]> = factors.iter().rev().map(|&f| (f, true)).collect();
-        while let Some((f, top)) = stack.pop() {
-            // A broadcast number is a number here: `mul` restores the shape at the end.
-            if let Some(x) = self.as_num(f).or_else(|| self.broadcast_num(f)) {
-                if x == 0.0 && !overflow {
-                    return self.num(0.0);
+        // Each factor, and the factors of a product among them: one level only, so that a
+        // chain of nested products built by `mul_step` is not unrolled into every product
+        // over it. (A plain nested loop, not a stack collected up front: collecting it and
+        // moving it cost a store-forwarding stall on every call.)
+        for &top in factors {
+            let inner: &[Id] = match self.op(top) {
+                Op::Mul if self.args(top).len() <= flatten => self.args(top),
+                _ => std::slice::from_ref(&top),
+            };
+            for &f in inner {
+                // A broadcast number is a number here: `mul` restores the shape at the end.
+                if let Some(x) = self.as_num(f).or_else(|| self.broadcast_num(f)) {
+                    if x == 0.0 && !overflow {
+                        zero = true;
+                        break;
+                    }
+                    numbers.push(x);
+                    fold *= x;
+                    overflow |= !fold.is_finite();
+                    continue;
                 }
-                numbers.push(x);
-                fold *= x;
-                overflow |= !fold.is_finite();
-                continue;
+                match self.op(f) {
+                    Op::Pow => powers.push((self.args(f)[0], Some(self.args(f)[1]), f)),
+                    _ => powers.push((f, None, f)),
+                }
             }
-            match self.op(f) {
-                Op::Mul if top && self.args(f).len() <= flatten => {
-                    stack.extend(self.args(f).iter().rev().map(|&a| (a, false)))
-                }
-                Op::Pow => powers.push((self.args(f)[0], Some(self.args(f)[1]), f)),
-                _ => powers.push((f, None, f)),
+            if zero {
+                return self.num(0.0);
             }
         }
         for &x in &numbers {
