@@ -19,5 +19,7 @@ pub mod tensor;
 pub use eval::{EvalError, EvalErrorKind, eval};
 pub use func::Func;
 pub use lower::{FnDef, Lets, Scope, substitute, try_substitute};
-pub use node::{ALL_AXES, Graph, Id, NODE_BUDGET, NodeMap, Op, OverBudget, ShapeId, show_shape};
+pub use node::{
+    ALL_AXES, Graph, Id, Marks, NODE_BUDGET, NodeMap, Op, OverBudget, ShapeId, op_count, show_shape,
+};
 pub use print::{Style, print, print_named, print_shared};

@@ -452,14 +452,9 @@ impl Graph {
     /// one, a leaf (number, constant, variable) none. A coefficient -1 is a sign, not a
     /// multiplication (`a - b*c` is one multiplication and one subtraction, as compiled).
     pub fn ops(&self, id: Id) -> usize {
-        match self.op(id) {
-            Op::Num(_) | Op::Const(_) | Op::Var(_) => 0,
-            Op::Mul if self.args(id).first().is_some_and(|&c| self.op(c) == Op::Num((-1.0f64).to_bits())) => {
-                self.args(id).len() - 2
-            }
-            Op::Add | Op::Mul => self.args(id).len().saturating_sub(1),
-            _ => 1,
-        }
+        let args = self.args(id);
+        let negation = args.first().is_some_and(|&c| self.op(c) == Op::Num((-1.0f64).to_bits()));
+        op_count(self.op(id), args.len(), negation)
     }
 
     /// The arithmetic operations ([`ops`](Self::ops)) of the program that computes `roots`:
@@ -958,33 +953,85 @@ impl Graph {
     /// the ids below its largest root it switches to a dense bit per id, and the result is
     /// then read off the bits in order instead of sorted.
     pub fn reachable(&self, roots: &[Id]) -> Vec<Id> {
-        let Some(top) = roots.iter().max() else { return Vec::new() };
-        let mut sparse: hashbrown::HashSet<Id> = hashbrown::HashSet::new();
-        let mut dense: Option<Vec<bool>> = None;
+        let mut seen = Marks::new(roots, false);
         let mut stack: Vec<Id> = roots.to_vec();
-        let mut count = 0usize;
         while let Some(id) = stack.pop() {
-            let fresh = match &mut dense {
-                Some(d) => !std::mem::replace(&mut d[id.index()], true),
-                None => sparse.insert(id),
-            };
-            if !fresh {
-                continue;
-            }
-            count += 1;
-            stack.extend_from_slice(self.args(id));
-            if dense.is_none() && count * 16 > top.index() + 64 {
-                let mut d = vec![false; top.index() + 1];
-                for v in sparse.drain() {
-                    d[v.index()] = true;
-                }
-                dense = Some(d);
+            if seen.set(id, true) {
+                stack.extend_from_slice(self.args(id));
             }
         }
-        match dense {
+        seen.into_sorted()
+    }
+}
+
+/// The arithmetic operations of a node `op` of `arity` arguments ([`Graph::ops`]):
+/// `negation` says that its first argument is the number `-1` (then a product of it and one
+/// factor is a negation, and a product of more saves one multiplication).
+pub fn op_count(op: Op, arity: usize, negation: bool) -> usize {
+    match op {
+        Op::Num(_) | Op::Const(_) | Op::Var(_) => 0,
+        Op::Mul if negation => arity - 2,
+        Op::Add | Op::Mul => arity.saturating_sub(1),
+        _ => 1,
+    }
+}
+
+/// Data attached to the nodes one walk from `roots` meets, while the walk is under way (so
+/// its size is not known yet, unlike [`NodeMap`]'s): a hash map while the walk is small
+/// beside its largest id, then a dense array (once it has set a sixteenth of the ids below
+/// it). So a walk costs in proportion to its own size, not to the graph's. Entries equal
+/// to `default` count as unset.
+pub struct Marks<T> {
+    top: usize,
+    count: usize,
+    default: T,
+    sparse: hashbrown::HashMap<Id, T>,
+    dense: Option<Vec<T>>,
+}
+
+impl<T: Copy + PartialEq> Marks<T> {
+    /// For a walk from `roots` (every node it meets has an id at most the largest root's).
+    pub fn new(roots: &[Id], default: T) -> Marks<T> {
+        let top = roots.iter().max().map_or(0, |m| m.index());
+        Marks { top, count: 0, default, sparse: hashbrown::HashMap::new(), dense: None }
+    }
+
+    /// The entry of `id` (`default` if unset, or above every root).
+    pub fn get(&self, id: Id) -> T {
+        match &self.dense {
+            Some(d) => d.get(id.index()).copied().unwrap_or(self.default),
+            None => self.sparse.get(&id).copied().unwrap_or(self.default),
+        }
+    }
+
+    /// Sets the entry of `id` (not to `default`); `true` if it was unset.
+    pub fn set(&mut self, id: Id, value: T) -> bool {
+        let old = match &mut self.dense {
+            Some(d) => std::mem::replace(&mut d[id.index()], value),
+            None => self.sparse.insert(id, value).unwrap_or(self.default),
+        };
+        let fresh = old == self.default;
+        if fresh {
+            self.count += 1;
+            if self.dense.is_none() && self.count * 16 > self.top + 64 {
+                let mut d = vec![self.default; self.top + 1];
+                for (k, v) in self.sparse.drain() {
+                    d[k.index()] = v;
+                }
+                self.dense = Some(d);
+            }
+        }
+        fresh
+    }
+}
+
+impl Marks<bool> {
+    /// The nodes set, in id order.
+    pub fn into_sorted(self) -> Vec<Id> {
+        match self.dense {
             Some(d) => d.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| Id(i as u32)).collect(),
             None => {
-                let mut v: Vec<Id> = sparse.into_iter().collect();
+                let mut v: Vec<Id> = self.sparse.into_keys().collect();
                 v.sort_unstable();
                 v
             }

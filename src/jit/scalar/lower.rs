@@ -64,7 +64,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use hashbrown::HashMap;
 
-use crate::graph::{Func, Graph, Id, NodeMap, Op};
+use crate::graph::{Func, Graph, Id, Marks, NodeMap, Op, op_count};
 use crate::jit::runtime;
 
 /// Weight per window (see the module doc): about this many instructions.
@@ -84,15 +84,15 @@ pub const SMALL: usize = 4_000;
 /// about twice the compile time of the single-pass one, and about twice as fast code.
 pub const MEDIUM: usize = 100_000;
 
-/// The weight of the node at `id`: about the instructions it is lowered to, one per
+/// The weight of the node at position `p`: about the instructions it is lowered to, one per
 /// argument of a sum or product (a fetch and an `fadd`/`fmul` each) and two for anything
 /// else; leaves are materialized where used and weigh nothing. Windows, chunks and tiers are
 /// measured in it, not in nodes, so that a node of 999 arguments is not taken for one
 /// instruction.
-fn weight(g: &Graph, id: Id) -> usize {
-    match g.op(id) {
+fn weight(prog: &Program, p: usize) -> usize {
+    match prog.op(p) {
         Op::Num(_) | Op::Const(_) | Op::Var(_) => 0,
-        Op::Add | Op::Mul => g.args(id).len(),
+        Op::Add | Op::Mul => prog.args(p).len(),
         _ => 2,
     }
 }
@@ -340,14 +340,72 @@ impl CompiledFunction {
     }
 }
 
+/// The nodes to compile by position, in the order they are emitted (a copy of their
+/// operators and arguments, the arguments as positions): the graph's nodes are scattered
+/// in memory, so every pass after the first, and the emitter, read these arrays instead,
+/// in order. The node at position `p` is `op(p)` over the positions `args(p)`, each
+/// smaller than `p`: for `order = [x, y, x*y, sin(x*y)]` the arguments of position 3 are
+/// `[2]` and those of position 2 are `[0, 1]`.
+struct Program {
+    ops: Vec<Op>,
+    /// `arg_pos[arg_start[p]..arg_start[p + 1]]`: the arguments of position `p`.
+    arg_start: Vec<u32>,
+    arg_pos: Vec<u32>,
+}
+
+impl Program {
+    fn op(&self, p: usize) -> Op {
+        self.ops[p]
+    }
+
+    fn args(&self, p: usize) -> &[u32] {
+        &self.arg_pos[self.arg_start[p] as usize..self.arg_start[p + 1] as usize]
+    }
+
+    fn num(&self, p: usize) -> Option<f64> {
+        match self.ops[p] {
+            Op::Num(bits) => Some(f64::from_bits(bits)),
+            _ => None,
+        }
+    }
+
+    /// The arithmetic operations of position `p` (`Graph::ops`).
+    fn ops(&self, p: usize) -> usize {
+        let args = self.args(p);
+        let negation = args.first().is_some_and(|&c| self.ops[c as usize] == Op::Num((-1.0f64).to_bits()));
+        op_count(self.ops[p], args.len(), negation)
+    }
+
+    fn is_leaf(&self, p: usize) -> bool {
+        matches!(self.ops[p], Op::Num(_) | Op::Const(_) | Op::Var(_))
+    }
+
+    /// [`step_factor`] by position.
+    fn step_factor(&self, p: usize) -> Option<usize> {
+        self.args(p).iter().position(|&a| self.ops[a as usize] == Op::Func(Func::Step))
+    }
+
+    /// `Some((|c|, factors))` for a product `c * factors...` with a negative number `c`.
+    fn negative_product(&self, p: usize) -> Option<(f64, &[u32])> {
+        if self.ops[p] != Op::Mul {
+            return None;
+        }
+        let c = self.num(self.args(p)[0] as usize)?;
+        (c < 0.0).then(|| (-c, &self.args(p)[1..]))
+    }
+}
+
 /// What the lowering knows about the whole function before emitting any chunk.
 struct Plan<'g> {
     g: &'g Graph,
     order: Vec<Id>,
+    /// The nodes of `order`, by position.
+    prog: Program,
     /// Position in `order` of each node (`u32::MAX` if unreached).
-    pos_of: NodeMap<u32>,
-    /// Input index of each variable node.
-    input_of: NodeMap<u32>,
+    pos_of: Marks<u32>,
+    /// `input_at[p]`: the input index of the variable at position `p` (`u32::MAX` for
+    /// other nodes).
+    input_at: Vec<u32>,
     /// A product with a negative coefficient whose every use is a sum: never emitted, the
     /// sums subtract it (see the module doc).
     absorbed: Vec<bool>,
@@ -361,9 +419,9 @@ struct Plan<'g> {
     slot_of: Vec<u32>,
     slots: usize,
     groups: Vec<Vec<Id>>,
-    /// `prefix[p] = (q, len)`: the product at `p` starts from the value at `q`, the product
-    /// of its first `len` factors (see [`prefix_of`]).
-    prefix: HashMap<usize, (usize, usize)>,
+    /// `prefix[p] = Some((q, len))`: the product at `p` starts from the value at `q`, the
+    /// product of its first `len` factors (see [`prefix_of`]).
+    prefix: Vec<Option<(u32, u32)>>,
     /// `stores[p]`: where the value at `p` goes in the output groups, `(group, index)`,
     /// stored as soon as it is computed (outputs that are leaves are stored at the end).
     stores: HashMap<usize, Vec<(usize, usize)>>,
@@ -378,71 +436,70 @@ impl<'g> Plan<'g> {
         // computation, which the depth-first schedule then places right before them; the
         // value (usually a sum over everything) comes last and reuses it.
         let dfs_roots: Vec<Id> = groups.iter().rev().flat_map(|g| g.iter().copied()).collect();
-        let order = schedule(g, &dfs_roots);
-        let mut pos_of = NodeMap::new(&order, u32::MAX);
-        for (p, id) in order.iter().enumerate() {
-            pos_of.set(*id, p as u32);
-        }
-        let mut input_of = NodeMap::new(&order, u32::MAX);
+        let (order, pos_of, prog) = schedule(g, &dfs_roots);
+        let n = order.len();
+        let mut input_of = NodeMap::new(inputs, u32::MAX);
         for (i, v) in inputs.iter().enumerate() {
             input_of.set(*v, i as u32);
         }
-        if let Some(v) =
-            order.iter().find(|id| matches!(g.op(**id), Op::Var(_)) && *input_of.get(**id) == u32::MAX)
-        {
-            return Err(JitError::NotAnInput(g.var_name(*v).unwrap_or("?").to_owned()));
+        let mut input_at = vec![u32::MAX; n];
+        for p in 0..n {
+            if let Op::Var(_) = prog.op(p) {
+                input_at[p] = *input_of.get(order[p]);
+                if input_at[p] == u32::MAX {
+                    return Err(JitError::NotAnInput(g.var_name(order[p]).unwrap_or("?").to_owned()));
+                }
+            }
         }
-        let pos = |id: &Id| *pos_of.get(*id) as usize;
-        let n = order.len();
+        let pos = |id: &Id| pos_of.get(*id) as usize;
         // Absorbed negative products: every user is a sum, and it is not an output.
         // (A product with a step factor is masked, so it is emitted on its own.)
-        let mut absorbed: Vec<bool> = order
-            .iter()
-            .map(|&id| negative_product(g, id).is_some() && step_factor(g, id).is_none())
-            .collect();
+        let mut absorbed: Vec<bool> =
+            (0..n).map(|p| prog.negative_product(p).is_some() && prog.step_factor(p).is_none()).collect();
         for r in &roots {
             absorbed[pos(r)] = false;
         }
-        for &id in &order {
-            if g.op(id) != Op::Add {
-                for a in g.args(id) {
-                    absorbed[pos(a)] = false;
+        for p in 0..n {
+            if prog.op(p) != Op::Add {
+                for &a in prog.args(p) {
+                    absorbed[a as usize] = false;
                 }
             }
         }
         // Products that start from a prefix computed before them (see `prefix_of`).
-        let mut prefix: HashMap<usize, (usize, usize)> = HashMap::new();
-        for (p, &id) in order.iter().enumerate() {
+        let mut prefix: Vec<Option<(u32, u32)>> = vec![None; n];
+        for p in 0..n {
             if !absorbed[p]
-                && let Some(found) = prefix_of(g, id, |q| {
-                    let k = *pos_of.get(q) as usize;
-                    k < p && !absorbed[k] && step_factor(g, q).is_none()
+                && prog.op(p) == Op::Mul
+                && prog.args(p).len() >= 3
+                && let Some(found) = prefix_of(g, order[p], |q| {
+                    let k = pos_of.get(q) as usize;
+                    k < p && !absorbed[k] && prog.step_factor(k).is_none()
                 })
             {
-                prefix.insert(p, (*pos_of.get(found.0) as usize, found.1));
+                prefix[p] = Some((pos_of.get(found.0), found.1 as u32));
             }
         }
         // Last use of every emitted value; an absorbed product's arguments are used by the
         // sums that use it, a product that starts from a prefix uses the prefix instead of
         // the factors in it.
         let mut last = vec![0usize; n];
-        for (p, &id) in order.iter().enumerate() {
+        for p in 0..n {
             if absorbed[p] {
                 continue;
             }
-            let skip = match prefix.get(&p) {
-                Some(&(q, len)) => {
-                    last[q] = last[q].max(p);
-                    len
+            let skip = match prefix[p] {
+                Some((q, len)) => {
+                    last[q as usize] = last[q as usize].max(p);
+                    len as usize
                 }
                 None => 0,
             };
-            for a in &g.args(id)[skip..] {
-                let k = pos(a);
+            for &a in &prog.args(p)[skip..] {
+                let k = a as usize;
                 if absorbed[k] {
-                    for b in g.args(*a) {
-                        let j = pos(b);
-                        last[j] = last[j].max(p);
+                    for &b in prog.args(k) {
+                        last[b as usize] = last[b as usize].max(p);
                     }
                 } else {
                     last[k] = last[k].max(p);
@@ -454,7 +511,7 @@ impl<'g> Plan<'g> {
         let mut stores: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
         for (k, group) in groups.iter().enumerate() {
             for (j, r) in group.iter().enumerate() {
-                if matches!(g.op(*r), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
+                if prog.is_leaf(pos(r)) {
                     last[pos(r)] = n;
                 } else {
                     stores.entry(pos(r)).or_default().push((k, j));
@@ -466,14 +523,14 @@ impl<'g> Plan<'g> {
         // CHUNK, or less where that gives every core a chunk to compile (no less than
         // MIN_CHUNK), since a function just past SMALL would otherwise be one chunk on one
         // core.
-        let weight_of = |p: usize, id: Id| if absorbed[p] { 0 } else { weight(g, id) };
-        let all: usize = order.iter().enumerate().map(|(p, &id)| weight_of(p, id)).sum();
+        let weight_of = |p: usize| if absorbed[p] { 0 } else { weight(&prog, p) };
+        let all: usize = (0..n).map(weight_of).sum();
         let chunk = all.div_ceil(crate::jit::cores()).clamp(MIN_CHUNK, CHUNK);
         let mut window = Vec::with_capacity(n + 1);
         let mut chunk_starts = vec![0];
         let (mut w, mut in_window, mut in_chunk, mut total) = (0u32, 0usize, 0usize, 0usize);
-        for (p, &id) in order.iter().enumerate() {
-            let wt = weight_of(p, id);
+        for p in 0..n {
+            let wt = weight_of(p);
             if in_window > 0 && in_window + wt > WINDOW {
                 w += 1;
                 in_chunk += in_window;
@@ -490,9 +547,8 @@ impl<'g> Plan<'g> {
         window.push(w + 1);
         let mut slot_of = vec![u32::MAX; n];
         let mut slots = 0;
-        for (p, &id) in order.iter().enumerate() {
-            let rematerializable = matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_));
-            if !absorbed[p] && !rematerializable && window[last[p]] > window[p] {
+        for p in 0..n {
+            if !absorbed[p] && !prog.is_leaf(p) && window[last[p]] > window[p] {
                 slot_of[p] = slots as u32;
                 slots += 1;
             }
@@ -501,8 +557,9 @@ impl<'g> Plan<'g> {
         Ok(Plan {
             g,
             order,
+            prog,
             pos_of,
-            input_of,
+            input_at,
             absorbed,
             window,
             chunk_starts,
@@ -516,13 +573,28 @@ impl<'g> Plan<'g> {
         })
     }
 
-    fn pos(&self, id: Id) -> usize {
-        *self.pos_of.get(id) as usize
+    /// The operations the outputs of group `k` need on their own (`Graph::ops_of`), by a
+    /// walk over positions.
+    fn ops_of_group(&self, k: usize) -> usize {
+        let mut seen = vec![false; self.order.len()];
+        let mut stack: Vec<usize> = self.groups[k].iter().map(|&r| self.pos(r)).collect();
+        let mut ops = 0;
+        while let Some(p) = stack.pop() {
+            if !std::mem::replace(&mut seen[p], true) {
+                ops += self.prog.ops(p);
+                stack.extend(self.prog.args(p).iter().map(|&a| a as usize));
+            }
+        }
+        ops
     }
 
-    /// Byte offset of variable `id` in the input array.
-    fn input_offset(&self, id: Id) -> i32 {
-        (self.ty.bytes() * *self.input_of.get(id)) as i32
+    fn pos(&self, id: Id) -> usize {
+        self.pos_of.get(id) as usize
+    }
+
+    /// Byte offset in the input array of the variable at position `p`.
+    fn input_offset(&self, p: usize) -> i32 {
+        (self.ty.bytes() * self.input_at[p]) as i32
     }
 
     fn spilled(&self, p: usize) -> bool {
@@ -568,13 +640,18 @@ fn prefix_of(g: &Graph, id: Id, usable: impl Fn(Id) -> bool) -> Option<(Id, usiz
 /// The order nodes are computed in: depth-first post-order from the outputs, so that each
 /// node comes soon after its arguments (a sum right after its terms, rather than after every
 /// node with a smaller id). Fewer values then cross windows, so fewer are spilled.
-fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
-    let mut done = NodeMap::new(&g.reachable(roots), false);
+///
+/// Returns the order, each node's position in it, and the nodes as a [`Program`], built as
+/// the walk emits them (a node's arguments have positions by then): the walk reads every
+/// node anyway, so the program costs no second pass over the graph's scattered nodes.
+fn schedule(g: &Graph, roots: &[Id]) -> (Vec<Id>, Marks<u32>, Program) {
+    let mut pos_of = Marks::new(roots, u32::MAX);
     let mut order = Vec::new();
+    let mut prog = Program { ops: Vec::new(), arg_start: Vec::new(), arg_pos: Vec::new() };
     // (node, index of the next argument to visit)
     let mut stack: Vec<(Id, usize)> = Vec::new();
     for &r in roots {
-        if *done.get(r) {
+        if pos_of.get(r) != u32::MAX {
             continue;
         }
         stack.push((r, 0));
@@ -583,34 +660,28 @@ fn schedule(g: &Graph, roots: &[Id]) -> Vec<Id> {
             if *next < args.len() {
                 let a = args[*next];
                 *next += 1;
-                if !*done.get(a) {
+                if pos_of.get(a) == u32::MAX {
                     stack.push((a, 0));
                 }
             } else {
                 stack.pop();
-                if !*done.get(id) {
-                    done.set(id, true);
+                if pos_of.set(id, order.len() as u32) {
                     order.push(id);
+                    prog.ops.push(g.op(id));
+                    prog.arg_start.push(prog.arg_pos.len() as u32);
+                    prog.arg_pos.extend(args.iter().map(|&a| pos_of.get(a)));
                 }
             }
         }
     }
-    order
+    prog.arg_start.push(prog.arg_pos.len() as u32);
+    (order, pos_of, prog)
 }
 
 /// The position of a `step(u)` factor of product `id`, if it has one: where that factor is 0
 /// the product is 0 whatever the others are (the interpreter's rule, see `graph::eval`).
 pub(super) fn step_factor(g: &Graph, id: Id) -> Option<usize> {
     g.args(id).iter().position(|&a| g.op(a) == Op::Func(Func::Step))
-}
-
-/// `Some((|c|, factors))` for a product `c * factors...` with a negative number `c`.
-fn negative_product(g: &Graph, id: Id) -> Option<(f64, &[Id])> {
-    if g.op(id) != Op::Mul {
-        return None;
-    }
-    let c = g.as_num(g.args(id)[0])?;
-    (c < 0.0).then(|| (-c, &g.args(id)[1..]))
 }
 
 /// How a function is compiled, by size (see the module doc).
@@ -737,8 +808,8 @@ pub fn compile_lanes(
     numbered.sort_by_key(|&(c, _)| c);
     let chunks: Vec<*const u8> = numbered.into_iter().map(|(_, code)| code).collect();
     let ir = irs.concat();
-    let ops = plan.order.iter().map(|&id| g.ops(id)).sum();
-    let value_ops = if groups.len() > 1 { g.ops_of(groups[0]) } else { ops };
+    let ops = (0..n).map(|p| plan.prog.ops(p)).sum();
+    let value_ops = if groups.len() > 1 { plan.ops_of_group(0) } else { ops };
     let stats = Stats {
         nodes: n,
         ops,
@@ -851,6 +922,7 @@ fn lower_chunk(
     fbc: &mut FunctionBuilderContext,
 ) -> Result<(), JitError> {
     let g = plan.g;
+    let prog = &plan.prog;
     let mut b = FunctionBuilder::new(func, fbc);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -863,8 +935,9 @@ fn lower_chunk(
     // Not `trusted()`: that promises alignment, and a pair of lanes is only 8-byte aligned.
     let flags = MemFlagsData::new().with_notrap();
     let read_only = flags.with_readonly().with_can_move();
-    // The SSA value of each node used in this chunk, with the window it may be used in.
-    let mut values: HashMap<usize, (usize, Value)> = HashMap::with_capacity(2 * (hi - lo));
+    // The SSA value of each node computed in this chunk (`values[p - lo]`), with the window
+    // it may be used in; a node of an earlier chunk is reloaded from scratch.
+    let mut values: Vec<Option<(usize, Value)>> = vec![None; hi - lo];
     // A node's value for use in `window`: its own SSA value if computed there, otherwise
     // recomputed (numbers), reloaded from the inputs (variables) or from scratch.
     // Loads and numbers are emitted at each use, not kept for the window: a value with one
@@ -872,20 +945,20 @@ fn lower_chunk(
     // (`vmulsd 0x1230(%r15), %xmm1, %xmm2`), where a value kept in a register across the
     // window would be spilled to the stack and reloaded by the register allocator.
     let fetch =
-        |em: &mut Emitter, values: &mut HashMap<usize, (usize, Value)>, k: usize, window: usize| -> Operand {
-            if let Some(&(w, v)) = values.get(&k)
+        |em: &mut Emitter, values: &mut Vec<Option<(usize, Value)>>, k: usize, window: usize| -> Operand {
+            if k >= lo
+                && let Some((w, v)) = values[k - lo]
                 && w == window
             {
                 return Operand { value: v, kind: Kind::Register };
             }
-            let a = plan.order[k];
-            match g.op(a) {
+            match prog.op(k) {
                 Op::Num(bits) => {
                     Operand { value: em.constant(ty, f64::from_bits(bits)), kind: Kind::Constant }
                 }
                 Op::Const(c) => Operand { value: em.constant(ty, c.value()), kind: Kind::Constant },
                 Op::Var(_) => Operand {
-                    value: em.b.ins().load(ty, read_only, params[0], plan.input_offset(a)),
+                    value: em.b.ins().load(ty, read_only, params[0], plan.input_offset(k)),
                     kind: Kind::Load,
                 },
                 _ => Operand { value: em.b.ins().load(ty, flags, scratch, plan.slot(k)), kind: Kind::Load },
@@ -893,32 +966,31 @@ fn lower_chunk(
         };
     let mut args: Vec<Operand> = Vec::new();
     for p in lo..hi {
-        let id = plan.order[p];
         // Numbers and inputs are materialized where they are used (`fetch`); absorbed
         // products inside the sums that use them.
-        if plan.absorbed[p] || matches!(g.op(id), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
+        if plan.absorbed[p] || prog.is_leaf(p) {
             continue;
         }
         let window = plan.window[p] as usize;
-        let v = match g.op(id) {
+        let v = match prog.op(p) {
             Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
             Op::Add => {
                 let mut acc: Option<Operand> = None;
                 // A first term that is a negative product, `-m`, waiting for the second:
                 // `-m + t` is `t - m` exactly (`fadd` is commutative), with no negation.
                 let mut negated: Option<Value> = None;
-                for a in g.args(id) {
-                    let k = plan.pos(*a);
+                for &k in prog.args(p) {
+                    let k = k as usize;
                     if plan.absorbed[k] {
                         // acc - |c|*factors (exactly acc + c*factors)
                         let (c, factors) =
-                            negative_product(g, *a).expect("absorbed nodes are negative products");
+                            prog.negative_product(k).expect("absorbed nodes are negative products");
                         args.clear();
                         if c != 1.0 {
                             args.push(Operand { value: em.constant(ty, c), kind: Kind::Constant });
                         }
-                        for f in factors {
-                            args.push(fetch(&mut em, &mut values, plan.pos(*f), window));
+                        for &f in factors {
+                            args.push(fetch(&mut em, &mut values, f as usize, window));
                         }
                         let m = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
                         let value = match (acc, negated.take()) {
@@ -961,17 +1033,17 @@ fn lower_chunk(
             Op::Mul => {
                 // The factors not in the prefix it starts from, if any (then it has no step
                 // factor: `prefix_of`).
-                let skip = plan.prefix.get(&p).map_or(0, |&(_, len)| len);
+                let skip = plan.prefix[p].map_or(0, |(_, len)| len as usize);
                 args.clear();
-                for a in &g.args(id)[skip..] {
-                    args.push(fetch(&mut em, &mut values, plan.pos(*a), window));
+                for &a in &prog.args(p)[skip..] {
+                    args.push(fetch(&mut em, &mut values, a as usize, window));
                 }
                 // (-1*f1)*f2*... as the interpreter computes it: the product of `-1` and one
                 // factor is that factor negated, exactly.
-                let product = match plan.prefix.get(&p) {
-                    Some(&(q, len)) => {
-                        let mut acc = fetch(&mut em, &mut values, q, window).value;
-                        debug_assert_eq!(len, skip);
+                let product = match plan.prefix[p] {
+                    Some((q, len)) => {
+                        let mut acc = fetch(&mut em, &mut values, q as usize, window).value;
+                        debug_assert_eq!(len as usize, skip);
                         for x in &args {
                             acc = em.b.ins().fmul(acc, x.value);
                         }
@@ -979,18 +1051,19 @@ fn lower_chunk(
                     }
                     None => em.fold(&args, |b, x, y| b.ins().fmul(x, y)),
                 };
-                match step_factor(g, id) {
+                match prog.step_factor(p) {
                     Some(k) => em.zero_where(ty, args[k].value, product),
                     None => product,
                 }
             }
             Op::Pow => {
-                let b = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window).value;
-                let e = fetch(&mut em, &mut values, plan.pos(g.args(id)[1]), window).value;
-                em.pow_lanes(ty, b, e, g.as_num(g.args(id)[1]))?
+                let (base, exp) = (prog.args(p)[0] as usize, prog.args(p)[1] as usize);
+                let b = fetch(&mut em, &mut values, base, window).value;
+                let e = fetch(&mut em, &mut values, exp, window).value;
+                em.pow_lanes(ty, b, e, prog.num(exp))?
             }
             Op::Func(f) => {
-                let x = fetch(&mut em, &mut values, plan.pos(g.args(id)[0]), window).value;
+                let x = fetch(&mut em, &mut values, prog.args(p)[0] as usize, window).value;
                 em.func_lanes(ty, f, x)?
             }
             Op::MatMul
@@ -1001,7 +1074,11 @@ fn lower_chunk(
             | Op::Transpose
             | Op::LogSoftmax
             | Op::OneHot(_) => {
-                return Err(JitError::Tensor(crate::graph::print(g, id, crate::graph::Style::Text)));
+                return Err(JitError::Tensor(crate::graph::print(
+                    g,
+                    plan.order[p],
+                    crate::graph::Style::Text,
+                )));
             }
         };
         if plan.spilled(p) {
@@ -1010,7 +1087,7 @@ fn lower_chunk(
         for &(k, j) in plan.stores.get(&p).map_or(&[][..], |s| &s[..]) {
             em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
         }
-        values.insert(p, (window, v));
+        values[p - lo] = Some((window, v));
     }
     if store_outputs {
         // Outputs that are leaves; their stores count as uses after the last node (see
