@@ -419,9 +419,9 @@ struct Plan<'g> {
     slot_of: Vec<u32>,
     slots: usize,
     groups: Vec<Vec<Id>>,
-    /// `prefix[p] = Some((q, len))`: the product at `p` starts from the value at `q`, the
-    /// product of its first `len` factors (see [`prefix_of`]).
-    prefix: Vec<Option<(u32, u32)>>,
+    /// `prefix[p] = (q, len)`: the product at `p` starts from the value at `q`, the
+    /// product of its first `len` factors (see [`prefix_of`]); few products have one.
+    prefix: HashMap<u32, (u32, u32)>,
     /// `stores[p]`: where the value at `p` goes in the output groups, `(group, index)`,
     /// stored as soon as it is computed (outputs that are leaves are stored at the end).
     stores: HashMap<usize, Vec<(usize, usize)>>,
@@ -467,7 +467,7 @@ impl<'g> Plan<'g> {
             }
         }
         // Products that start from a prefix computed before them (see `prefix_of`).
-        let mut prefix: Vec<Option<(u32, u32)>> = vec![None; n];
+        let mut prefix: HashMap<u32, (u32, u32)> = HashMap::new();
         for p in 0..n {
             if !absorbed[p]
                 && prog.op(p) == Op::Mul
@@ -477,7 +477,7 @@ impl<'g> Plan<'g> {
                     k < p && !absorbed[k] && prog.step_factor(k).is_none()
                 })
             {
-                prefix[p] = Some((pos_of.get(found.0), found.1 as u32));
+                prefix.insert(p as u32, (pos_of.get(found.0), found.1 as u32));
             }
         }
         // Last use of every emitted value; an absorbed product's arguments are used by the
@@ -488,7 +488,7 @@ impl<'g> Plan<'g> {
             if absorbed[p] {
                 continue;
             }
-            let skip = match prefix[p] {
+            let skip = match plan_prefix(&prefix, &prog, p) {
                 Some((q, len)) => {
                     last[q as usize] = last[q as usize].max(p);
                     len as usize
@@ -604,6 +604,12 @@ impl<'g> Plan<'g> {
     fn slot(&self, p: usize) -> i32 {
         (self.ty.bytes() * self.slot_of[p]) as i32
     }
+}
+
+/// The prefix the product at position `p` starts from, if any (only products of three or
+/// more factors look: most nodes are not).
+fn plan_prefix(prefix: &HashMap<u32, (u32, u32)>, prog: &Program, p: usize) -> Option<(u32, u32)> {
+    if prog.op(p) == Op::Mul && prog.args(p).len() >= 3 { prefix.get(&(p as u32)).copied() } else { None }
 }
 
 /// The longest prefix of the product `id` that the program computes anyway, as a node and
@@ -1033,14 +1039,15 @@ fn lower_chunk(
             Op::Mul => {
                 // The factors not in the prefix it starts from, if any (then it has no step
                 // factor: `prefix_of`).
-                let skip = plan.prefix[p].map_or(0, |(_, len)| len as usize);
+                let start = plan_prefix(&plan.prefix, prog, p);
+                let skip = start.map_or(0, |(_, len)| len as usize);
                 args.clear();
                 for &a in &prog.args(p)[skip..] {
                     args.push(fetch(&mut em, &mut values, a as usize, window));
                 }
                 // (-1*f1)*f2*... as the interpreter computes it: the product of `-1` and one
                 // factor is that factor negated, exactly.
-                let product = match plan.prefix[p] {
+                let product = match start {
                     Some((q, len)) => {
                         let mut acc = fetch(&mut em, &mut values, q as usize, window).value;
                         debug_assert_eq!(len as usize, skip);
