@@ -60,6 +60,7 @@ const UNDEFINED: &[(&str, &str)] = &[
     ("sin(x)^0*(1/0)^0",         "division by zero in `1/0`"),
     ("diff(x + log(-1), x)",     "domain error in `log(-1)`"),
     ("diff(x*sqrt(-3), x, 2)",   "square root of a negative number"),
+    ("cos(2)^exp(log(3))",       "a power with a variable exponent needs a positive base"),
 ];
 
 /// Domain extensions of expressions that do have values, and ordinary constant folding,
@@ -77,6 +78,9 @@ const DEFINED: &[(&str, &str, f64)] = &[
     ("2^10 + 1/2 + 1/2", "1025", 1025.0),
     ("0^0",             "1",    1.0),
     ("1e300*4/4",       "1e300", 1e300),
+    ("log(exp(2))",     "2",    2.0),
+    ("exp(log(3))",     "exp(log(3))", 3.0000000000000004),
+    ("log(e)",          "1",    1.0),
 ];
 
 #[test]

@@ -80,8 +80,8 @@ pub static RULES: &[Rule] = &[
     Rule { name: "func-fold",     before: "exp(0) + cos(0)",  after: "2",             note: "only short exact results (rule 3)" },
     Rule { name: "func-keep",     before: "sin(1)",           after: "sin(1)",        note: "" },
     Rule { name: "log-e",         before: "log(e)",           after: "1",             note: "" },
-    Rule { name: "log-exp",       before: "log(exp(x))",      after: "x",             note: "" },
-    Rule { name: "exp-log",       before: "exp(log(x))",      after: "x",             note: "extends the domain to x <= 0 (rule 2)" },
+    Rule { name: "log-exp",       before: "log(exp(x))",      after: "x",             note: "on a constant, only where it gives the value as written" },
+    Rule { name: "exp-log",       before: "exp(log(x))",      after: "x",             note: "extends the domain to x <= 0 (rule 2); on a constant, only where it gives the value as written (`exp(log(3))` is 3.0000000000000004)" },
     Rule { name: "keep-undefined", before: "(x - x)*log(-1) + 1/0 - 1/0", after: "0*log(-1) + 1/0 - 1/0", note: "a constant without a value never vanishes (rule 5)" },
     Rule { name: "commute",       before: "y*x - x*y + b + a - (a + b)", after: "0", note: "canonical order: one node per sum or product" },
 ];
@@ -553,8 +553,9 @@ impl Graph {
         if self.is_undefined(arg) {
             return self.intern(Op::Func(f), &[arg]); // keep-undefined: `exp(log(-1))` stays
         }
-        if let Some(x) = self.constant_value(arg) {
-            let r = f.eval(x);
+        // The value as written, for a constant argument.
+        let value = self.constant_value(arg).map(|x| f.eval(x));
+        if let Some(r) = value {
             if !r.is_finite() {
                 // keep-undefined: `log(exp(sqrt(2) - 1000))` is log(0) as written (exp
                 // underflows), so no identity may give it a value.
@@ -564,10 +565,22 @@ impl Graph {
                 return self.num(r); // func-fold
             }
         }
+        // On a constant an identity applies only where it gives the value as written:
+        // `exp(log(3))` is 3.0000000000000004, and `cos(2)^exp(log(3))` has no value (a
+        // negative base to a power that is not an integer) where `cos(2)^3` has one.
+        let exact = |g: &Graph, id: Id| value.is_none_or(|r| g.constant_value(id) == Some(r));
         match (f, self.op(arg)) {
-            (Func::Log, Op::Const(Constant::E)) => return self.num(1.0), // log-e
+            (Func::Log, Op::Const(Constant::E)) => {
+                let one = self.num(1.0);
+                if exact(self, one) {
+                    return one; // log-e
+                }
+            }
             (Func::Log, Op::Func(Func::Exp)) | (Func::Exp, Op::Func(Func::Log)) => {
-                return self.args(arg)[0]; // log-exp, exp-log
+                let inner = self.args(arg)[0];
+                if exact(self, inner) {
+                    return inner; // log-exp, exp-log
+                }
             }
             _ => {}
         }
