@@ -9,33 +9,76 @@
 use crate::graph::Func;
 
 macro_rules! host {
-    ($($name:ident => $func:expr),* $(,)?) => {
+    ($($name:ident, $pair:ident => $func:expr),* $(,)?) => {
         $(
             extern "C" fn $name(x: f64) -> f64 {
                 Func::eval($func, x)
+            }
+
+            /// Both lanes of a pair at once (one call instead of two, and the caller's
+            /// vector registers saved around one call instead of two), each lane exactly
+            /// as the one-lane function computes it.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(improper_ctypes_definitions)] // see `Pair`
+            extern "C" fn $pair(x: Pair) -> Pair {
+                let [a, b] = from_pair(x);
+                to_pair([Func::eval($func, a), Func::eval($func, b)])
             }
         )*
         /// `(symbol, address, function)` for every unary host function.
         pub fn unary() -> Vec<(&'static str, *const u8, Func)> {
             vec![$((stringify!($name), $name as extern "C" fn(f64) -> f64 as *const u8, $func)),*]
         }
+
+        /// `(symbol, address, function)` for every unary host function over a pair of lanes
+        /// (none where the platform's calls do not pass vectors in registers).
+        pub fn unary_pairs() -> Vec<(&'static str, *const u8, Func)> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                vec![$((stringify!($pair), $pair as extern "C" fn(Pair) -> Pair as *const u8, $func)),*]
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                Vec::new()
+            }
+        }
     };
 }
 
+/// Two `f64` lanes in one SSE register: the System V calling convention passes and returns
+/// it in `xmm0` (then `xmm1` for a second argument), as Cranelift does for an `f64x2` value.
+/// The `improper_ctypes_definitions` lint does not know that layout (it wants `repr(C)`), so
+/// the functions that take it allow the lint; `tests/compiled.rs` checks both lanes of every
+/// pair function against the one-lane code.
+#[cfg(target_arch = "x86_64")]
+type Pair = std::arch::x86_64::__m128d;
+
+#[cfg(target_arch = "x86_64")]
+fn from_pair(x: Pair) -> [f64; 2] {
+    // SAFETY: `__m128d` is two `f64`s, lane 0 first.
+    unsafe { std::mem::transmute::<Pair, [f64; 2]>(x) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn to_pair(x: [f64; 2]) -> Pair {
+    // SAFETY: as in `from_pair`.
+    unsafe { std::mem::transmute::<[f64; 2], Pair>(x) }
+}
+
 host! {
-    sd_exp => Func::Exp,
-    sd_log => Func::Log,
-    sd_sin => Func::Sin,
-    sd_cos => Func::Cos,
-    sd_tan => Func::Tan,
-    sd_asin => Func::Asin,
-    sd_acos => Func::Acos,
-    sd_atan => Func::Atan,
-    sd_sinh => Func::Sinh,
-    sd_cosh => Func::Cosh,
-    sd_tanh => Func::Tanh,
-    sd_sigmoid => Func::Sigmoid,
-    sd_softplus => Func::Softplus,
+    sd_exp, sd_exp_x2 => Func::Exp,
+    sd_log, sd_log_x2 => Func::Log,
+    sd_sin, sd_sin_x2 => Func::Sin,
+    sd_cos, sd_cos_x2 => Func::Cos,
+    sd_tan, sd_tan_x2 => Func::Tan,
+    sd_asin, sd_asin_x2 => Func::Asin,
+    sd_acos, sd_acos_x2 => Func::Acos,
+    sd_atan, sd_atan_x2 => Func::Atan,
+    sd_sinh, sd_sinh_x2 => Func::Sinh,
+    sd_cosh, sd_cosh_x2 => Func::Cosh,
+    sd_tanh, sd_tanh_x2 => Func::Tanh,
+    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid,
+    sd_softplus, sd_softplus_x2 => Func::Softplus,
 }
 
 /// `b^e` for exponents the generated code does not expand inline (same as the interpreter).
@@ -43,15 +86,36 @@ pub extern "C" fn sd_pow(b: f64, e: f64) -> f64 {
     crate::graph::eval::pow(b, e)
 }
 
+/// `b^e` in both lanes of a pair, each as [`sd_pow`].
+#[cfg(target_arch = "x86_64")]
+#[allow(improper_ctypes_definitions)] // see `Pair`
+extern "C" fn sd_pow_x2(b: Pair, e: Pair) -> Pair {
+    let ([b0, b1], [e0, e1]) = (from_pair(b), from_pair(e));
+    to_pair([sd_pow(b0, e0), sd_pow(b1, e1)])
+}
+
 /// The symbol of the host function computing `f`, if `f` is computed by a call.
 pub fn symbol_of(f: Func) -> Option<&'static str> {
     unary().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
+}
+
+/// The symbol of the host function computing `f` in both lanes of a pair, if there is one.
+pub fn pair_symbol_of(f: Func) -> Option<&'static str> {
+    unary_pairs().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
+}
+
+/// The symbol of `b^e` over pairs, if the platform has one.
+pub fn pow_pair_symbol() -> Option<&'static str> {
+    cfg!(target_arch = "x86_64").then_some("sd_pow_x2")
 }
 
 /// Every host symbol with its address, for the JIT builder.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     let mut v: Vec<(&'static str, *const u8)> = unary().into_iter().map(|(n, p, _)| (n, p)).collect();
     v.push(("sd_pow", sd_pow as extern "C" fn(f64, f64) -> f64 as *const u8));
+    v.extend(unary_pairs().into_iter().map(|(n, p, _)| (n, p)));
+    #[cfg(target_arch = "x86_64")]
+    v.push(("sd_pow_x2", sd_pow_x2 as extern "C" fn(Pair, Pair) -> Pair as *const u8));
     type Gemm =
         unsafe extern "C" fn(i64, i64, i64, *const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64);
     v.push(("sd_sgemm", sd_sgemm as Gemm as *const u8));

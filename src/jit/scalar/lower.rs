@@ -1148,11 +1148,13 @@ impl Emitter<'_> {
         let fref = match self.calls.get(symbol) {
             Some(&f) => f,
             None => {
+                // `f64`s, or `f64x2` pairs (in and out alike) for the two-lane functions.
+                let ty = args.first().map_or(types::F64, |&a| self.b.func.dfg.value_type(a));
                 let mut sig = self.module.make_signature();
                 for _ in args {
-                    sig.params.push(AbiParam::new(types::F64));
+                    sig.params.push(AbiParam::new(ty));
                 }
-                sig.returns.push(AbiParam::new(types::F64));
+                sig.returns.push(AbiParam::new(ty));
                 let fid = self
                     .module
                     .declare_function(symbol, Linkage::Import, &sig)
@@ -1218,11 +1220,18 @@ impl Emitter<'_> {
         Ok(out.expect("a vector has lanes"))
     }
 
-    /// `f(x)` in every lane of `ty`: `abs` as one instruction for all lanes, the others (host
-    /// calls, the selects of `relu`, `step` and `sign`) lane by lane.
+    /// `f(x)` in every lane of `ty`: `abs` as one instruction for all lanes, a host function
+    /// as one call for both lanes of a pair where the platform has the pair's version
+    /// (`runtime::pair_symbol_of`: the same function per lane), the rest (the selects of
+    /// `relu`, `step` and `sign`) lane by lane.
     pub(super) fn func_lanes(&mut self, ty: types::Type, f: Func, x: Value) -> Result<Value, JitError> {
         if f == Func::Abs {
             return Ok(self.b.ins().fabs(x));
+        }
+        if ty == types::F64X2
+            && let Some(symbol) = runtime::pair_symbol_of(f)
+        {
+            return self.call(symbol, &[x]);
         }
         self.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))
     }
@@ -1239,9 +1248,10 @@ impl Emitter<'_> {
         if ty == types::F64 {
             return self.pow(b, e, exponent);
         }
-        match self.pow_inline(ty, b, exponent) {
-            Some(p) => Ok(p),
-            None => self.per_lane(ty, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
+        match (self.pow_inline(ty, b, exponent), runtime::pow_pair_symbol()) {
+            (Some(p), _) => Ok(p),
+            (None, Some(symbol)) => self.call(symbol, &[b, e]),
+            (None, None) => self.per_lane(ty, &[b, e], |em, xs| em.pow(xs[0], xs[1], exponent)),
         }
     }
 
