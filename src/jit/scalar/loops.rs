@@ -21,7 +21,8 @@
 //!    gradient entry (or external adjoint) of its slot, or, for a slot the same in every
 //!    member, to a running sum written once after the loop.
 //!
-//! Two members run per iteration, in `f64x2` registers (lane by lane for host calls), and an
+//! Two members run per iteration, in `f64x2` registers (one host call for both, see
+//! `Emitter::func_lanes`), and an
 //! odd last one alone; each lane performs its member's operations, so the per-member results
 //! are those of the scalar code. The gradient entries are updated lane by lane, in member
 //! order. The running sums have one lane per parity of member, added together after the

@@ -35,7 +35,9 @@
 //! `f64x2` values: lane 0 computes at one point, lane 1 at another (`eval_many`). Inputs,
 //! outputs and scratch slots are then pairs, interleaved (`x0 y0 x1 y1 ...` for the points
 //! `x` and `y`). Sums, products, divisions, square roots and `abs` are one vector instruction
-//! for both lanes; host functions and the selects of `relu`, `step` and `sign` run lane by
+//! for both lanes; a host function is one call for both lanes where the platform passes
+//! `f64x2` in a register (x86-64: `runtime.rs`'s pair functions, each lane computed as the
+//! one-lane function computes it), and the selects of `relu`, `step` and `sign` run lane by
 //! lane. Every lane computes exactly what the one-lane code computes.
 //!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
