@@ -200,6 +200,9 @@ pub struct Looped {
     n: usize,
     /// Parameters, read after the inputs and not differentiated.
     np: usize,
+    /// A loop scatters partials past the inputs (a slot reading inputs for some members and
+    /// parameters for others): the gradient then needs room for the parameters too.
+    scatters_params: bool,
     sums: Vec<SumCode>,
     /// `None` when `f*` is one `σ_j` (a sum and nothing else): the value is that sum.
     main: Option<CompiledFunction>,
@@ -251,7 +254,7 @@ impl Looped {
             let post_len = tail.len() - full;
             let (post, room) = tail.split_at_mut(post_len);
             // Loops scatter parameters' partials (of slots that also read inputs) past `n`.
-            let grad: &mut [f64] = if self.np == 0 { &mut *out } else { &mut *room };
+            let grad: &mut [f64] = if self.scatters_params { &mut *room } else { &mut *out };
             if self.phases_read_x {
                 inputs[..full].copy_from_slice(x);
             }
@@ -277,9 +280,10 @@ impl Looped {
                 for &l in &s.loops {
                     // SAFETY: every loop was compiled for this signature; it reads inputs at
                     // indices below `n + np` (checked when its index rules were made),
-                    // externals below `ext_total`, and writes the same ranges of
-                    // `target`/`ext_adj`, which are `n + np` (`n` when there are no
-                    // parameters) and `ext_total` long.
+                    // externals below `ext_total`, and writes partials of `target` and
+                    // `ext_adj` at those indices: `target` is `n + np` long (`n` when no
+                    // loop writes past the inputs, `scatters_params`), `ext_adj`
+                    // `ext_total`.
                     unsafe {
                         let f: LoopFn = std::mem::transmute::<*const u8, LoopFn>(self.code.entries[l]);
                         f(x.as_ptr(), target, ext.as_ptr(), ext_adj.as_mut_ptr(), &mut sum);
@@ -326,7 +330,7 @@ impl Looped {
                     }
                 }
             }
-            if self.np > 0 {
+            if self.scatters_params {
                 out.copy_from_slice(&room[..n]);
             }
             Some(value[0])
@@ -477,6 +481,7 @@ fn build(
     let input_of: HashMap<Id, u32> = read.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
     let mut class_loops: Vec<Vec<ClassLoop>> = Vec::new();
     let mut class_stats = Vec::new();
+    let mut scatters_params = false;
     for (j, l) in found.iter().enumerate() {
         let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
         for c in &l.classes {
@@ -490,6 +495,15 @@ fn build(
                     (*first.min(&last) as usize) < n
                 }
                 _ => true,
+            });
+            scatters_params |= cl.partials.iter().any(|&(s, _)| match &cl.sources[s] {
+                Source::Same(Array::Inputs, i) => (*i as usize) >= n,
+                Source::Table(Array::Inputs, t) => t.iter().any(|&i| (i as usize) >= n),
+                Source::Affine(Array::Inputs, step, first) => {
+                    let last = first + step * (c.members.len() as i64 - 1);
+                    (*first.max(&last) as usize) >= n
+                }
+                _ => false,
             });
             class_stats.push(class_stats_of(c));
             match by_members.iter().find(|(m, _)| *m == c.members.len()) {
@@ -538,6 +552,7 @@ fn build(
     Ok(Looped {
         n,
         np,
+        scatters_params,
         sums,
         main,
         phases_read_x: read_x,
