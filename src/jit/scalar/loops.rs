@@ -98,7 +98,8 @@ pub struct ClassLoop {
     /// output (a Hessian's rows; `a` and `b` are input slots), or, where `pair_at` is not
     /// empty, to the entry `pair_at[p].0[k]` of a sparse Hessian's values for member `k`,
     /// times `pair_at[p].1[k]` when there is such a column (2 where two slots of one
-    /// member read one variable, so that the lower triangle's diagonal gets both).
+    /// member read one variable, so that the lower triangle's diagonal gets both). A table
+    /// in arithmetic progression (a banded pattern's) is compiled as its rule, not read.
     pub pairs: Vec<(usize, usize, Id)>,
     pub width: usize,
     pub pair_at: Vec<(Vec<u32>, Option<Vec<f64>>)>,
@@ -509,14 +510,29 @@ fn run(
                 // A sparse entry per member, from the pair's table (never merged with
                 // another pair's: the tables differ).
                 let (table, weights) = frame.pair_addresses[c][p];
+                // Entry positions in arithmetic progression (a banded pattern's usually
+                // are) are computed, not read from the table.
+                let rule = match Source::of_indices(Array::Inputs, &l.pair_at[p].0) {
+                    Source::Same(_, i) => Some((i64::from(i), 0)),
+                    Source::Affine(_, step, first) => Some((first, step)),
+                    _ => None,
+                };
                 let mut at = Vec::new();
                 let mut weight = Vec::new();
                 for lane in 0..lanes {
                     let kl = if lane == 0 { k } else { em.b.ins().iadd_imm_s(k, lane as i64) };
-                    let t = em.b.ins().imul_imm_s(kl, 4);
-                    let t = em.b.ins().iadd_imm_s(t, table);
-                    let i = em.b.ins().uload32(READ_ONLY, t, 0);
-                    let off = em.b.ins().ishl_imm_s(i, 3);
+                    let off = match rule {
+                        Some((first, step)) => {
+                            let t = em.b.ins().imul_imm_s(kl, 8 * step);
+                            em.b.ins().iadd_imm_s(t, 8 * first)
+                        }
+                        None => {
+                            let t = em.b.ins().imul_imm_s(kl, 4);
+                            let t = em.b.ins().iadd_imm_s(t, table);
+                            let i = em.b.ins().uload32(READ_ONLY, t, 0);
+                            em.b.ins().ishl_imm_s(i, 3)
+                        }
+                    };
                     at.push(em.b.ins().iadd(frame.grad, off));
                     if weights != 0 {
                         let t = em.b.ins().imul_imm_s(kl, 8);
