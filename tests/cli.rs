@@ -370,6 +370,8 @@ fn output_that_cannot_be_written() {
         &["export", "x^3 + 2*x^2 + 1", "--lang", "rust"],
         &["show", &model],
         &["show", &model, "--dot"],
+        &["summary", &model],
+        &["summary", &model, "--json"],
         &["eval", &model, "--weights", w, "--data", data],
         &["predict", &model, "--weights", w, images, "--json"],
         &["bench", &model, "--data", data, "--epochs", "1", "--steps", "1"],
@@ -440,6 +442,53 @@ fn train_writes_the_checkpoint_before_the_line_that_cannot_be_printed() {
     assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
     let epoch: usize = checkpoint_epoch(&ckpt).parse().unwrap();
     assert!((2..100000).contains(&epoch), "stopped at epoch {epoch}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `symdiff summary`: the layers, their output shapes and parameters, and the totals, as
+/// Keras' `model.summary()` counts them (the seed model has 101,770 parameters; a batch
+/// normalisation of 128 units has 512, of which 256 are its moving statistics), as text and
+/// JSON; a file that is not a model is a positioned error.
+#[test]
+fn summary_lists_layers_shapes_and_parameters() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let seed = format!("{examples}/mnist.model");
+    let rows = [
+        "flatten_1 (Flatten)  (None, 784)         0",
+        "dense_1 (Dense)      (None, 128)   100,480",
+        "dropout_1 (Dropout)  (None, 128)         0",
+        "dense_2 (Dense)      (None, 10)      1,290",
+        " Total params: 101,770 (397.54 KB)",
+        " Trainable params: 101,770 (397.54 KB)",
+        " Non-trainable params: 0 (0.00 B)",
+    ];
+    let out = run(&["summary", &seed], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for row in rows {
+        assert!(out.stdout.lines().any(|l| l == row), "no line `{row}` in\n{}", out.stdout);
+    }
+    let out = run(&["summary", &format!("{examples}/mnist_batchnorm.model"), "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["total"].as_u64(), v["trainable"].as_u64(), v["non_trainable"].as_u64()),
+        (Some(102_282), Some(102_026), Some(256))
+    );
+    assert_eq!(v["layers"][2]["type"], "BatchNormalization");
+    assert_eq!(v["layers"][2]["params"], 512);
+    assert_eq!(v["layers"][1]["output_shape"], serde_json::json!([128]));
+    // Another width and activation.
+    let dir = scratch("summary");
+    let flat = dir.join("flat.model");
+    std::fs::write(&flat, "data mnist\ninput 28x28\nflatten\ndense 32 tanh\ndense 10\nloss softmax_cross_entropy\noptimizer adam lr=0.001\ntrain epochs=1\n").unwrap();
+    let out = run(&["summary", flat.to_str().unwrap()], "");
+    let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(out.stdout.lines().any(|l| words(l) == "dense_1 (Dense) (None, 32) 25,120"), "{}", out.stdout);
+    assert!(out.stdout.lines().any(|l| words(l) == "Total params: 25,450 (99.41 KB)"), "{}", out.stdout);
+    let bad = dir.join("bad.model");
+    std::fs::write(&bad, "data mnist\ninput 28x28\nflaten\n").unwrap();
+    check_err(&["summary", bad.to_str().unwrap()], "3:1", 1);
+    check_err(&["summary", "nowhere.model"], "cannot read nowhere.model", 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

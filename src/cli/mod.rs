@@ -201,6 +201,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a model's layers with their output shapes and parameter counts, and the totals
+    /// (as Keras' model.summary() does; train prints it first).
+    Summary {
+        /// The model file.
+        file: PathBuf,
+        /// Print one JSON object: {"model", "layers": [{"name", "type", "output_shape", "params"}], "total", "trainable", "non_trainable"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's forward equations and the backward equations reverse mode derived.
     Show {
         /// The model file.
@@ -378,6 +387,7 @@ pub fn main() -> ExitCode {
         Some(Command::Predict { file, weights, images, json }) => {
             model::predict(&file, &weights, &images, json)
         }
+        Some(Command::Summary { file, json }) => model::summary(&file, json),
         Some(Command::Show { file, dot }) => model::show(&file, dot),
         Some(Command::Bench { file, data, epochs, steps, json }) => {
             model::bench(&file, data.as_deref(), epochs, steps, json)

@@ -294,6 +294,10 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         }
     }
     if !args.json {
+        // The layers first, as Keras users see them before `fit`.
+        if let Ok(table) = symdiff::model::summary::summary(&trainer.spec) {
+            note!("{table}\n");
+        }
         note!(
             "training {} ({params} parameters) on {} samples, validating on {}, with {engine}",
             args.file.display(),
@@ -460,6 +464,30 @@ pub fn fetch(dataset: &str, dir: Option<&Path>) -> Result<String> {
     };
     let path = data::fetch_mnist(&target, &mut |m| note!("{m}"))?;
     Ok(format!("MNIST is in {}", path.display()))
+}
+
+/// `symdiff summary FILE.model [--json]`.
+pub fn summary(file: &Path, json: bool) -> Result<String> {
+    let spec = load_spec(file)?;
+    let s = symdiff::model::summary::summary(&spec).map_err(|d| Failure::Message(d.render()))?;
+    if !json {
+        return Ok(s.to_string());
+    }
+    let layers: Vec<serde_json::Value> = s
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"name": r.name, "type": r.kind, "output_shape": r.shape, "params": r.params})
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "model": s.origin,
+        "layers": layers,
+        "total": s.trainable + s.non_trainable,
+        "trainable": s.trainable,
+        "non_trainable": s.non_trainable,
+    })
+    .to_string())
 }
 
 /// `symdiff show FILE.model [--dot]`.

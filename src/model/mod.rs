@@ -20,7 +20,8 @@
 //! and "did you mean" for misspelt names), what training the file asks of memory
 //! (`memory.rs`, checked at parse time), and the lowering of a spec to a graph (`build.rs`):
 //! layers, losses and user-defined activations all become ordinary nodes of the one
-//! expression graph, so reverse mode differentiates them like any formula.
+//! expression graph, so reverse mode differentiates them like any formula. What a model is,
+//! read back from that graph: a table of layers (`summary.rs`) or its equations (`show.rs`).
 //!
 //! **Architecture Invariant:** every option the file can say is validated here, with the
 //! line it came from; nothing downstream re-parses text or falls back to a silent default.
@@ -28,6 +29,7 @@
 pub mod build;
 pub mod memory;
 pub mod show;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 
