@@ -492,6 +492,48 @@ fn summary_lists_layers_shapes_and_parameters() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `symdiff eval` with weights reports the confusion matrix and per-class precision and
+/// recall: checked against each other (rows are supports, the trace over the total is the
+/// reported accuracy, precision and recall are the diagonal over columns and rows), and the
+/// text form has the same tables.
+#[test]
+fn eval_reports_a_confusion_matrix() {
+    let dir = scratch("confusion");
+    let model = tiny_mnist(&dir, 60, "epochs=2 batch=16 seed=3");
+    let data = dir.to_str().unwrap();
+    let weights = dir.join("w.safetensors");
+    let w = weights.to_str().unwrap();
+    let out = run(&["train", &model, "--data", data, "--no-checkpoint", "--save", w], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = run(&["eval", &model, "--weights", w, "--data", data, "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows: Vec<Vec<u64>> = serde_json::from_value(v["confusion"].clone()).unwrap();
+    assert_eq!(rows.len(), 10);
+    let total: u64 = rows.iter().flatten().sum();
+    let trace: u64 = (0..10).map(|c| rows[c][c]).sum();
+    assert!(total > 0);
+    assert_eq!(v["test_accuracy"].as_f64().unwrap(), trace as f64 / total as f64);
+    for c in 0..10 {
+        let class = &v["per_class"][c];
+        let support: u64 = rows[c].iter().sum();
+        let predicted: u64 = rows.iter().map(|r| r[c]).sum();
+        assert_eq!(class["support"].as_u64(), Some(support));
+        let share =
+            |n: u64| if n == 0 { serde_json::Value::Null } else { (rows[c][c] as f64 / n as f64).into() };
+        assert_eq!(
+            (class["recall"].clone(), class["precision"].clone()),
+            (share(support), share(predicted)),
+            "class {c}"
+        );
+    }
+    let out = run(&["eval", &model, "--weights", w, "--data", data], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("confusion matrix (rows: true class, columns: predicted)"), "{}", out.stdout);
+    assert!(out.stdout.contains("class  precision  recall  support"), "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn eval_of_a_model_file_without_weights_says_so() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mnist.model");

@@ -416,11 +416,18 @@ fn trainer_with_weights(file: &Path, weights_path: &Path) -> Result<Trainer> {
 pub fn evaluate(file: &Path, weights_path: &Path, data_dir: Option<&Path>, json_out: bool) -> Result<String> {
     let mut trainer = trainer_with_weights(file, weights_path)?;
     let mnist = load_data(data_dir)?;
-    let (loss, accuracy) = trainer.evaluate(&test_set(&mnist))?;
+    let (loss, accuracy, confusion) = trainer.evaluate_confusion(&test_set(&mnist))?;
     Ok(if json_out {
-        json!({"test_loss": loss, "test_accuracy": accuracy}).to_string()
+        let per_class: Vec<serde_json::Value> = (0..confusion.classes())
+            .map(|c| {
+                json!({"class": c, "precision": confusion.precision(c), "recall": confusion.recall(c),
+                       "support": confusion.support(c)})
+            })
+            .collect();
+        json!({"test_loss": loss, "test_accuracy": accuracy, "confusion": confusion.rows(), "per_class": per_class})
+            .to_string()
     } else {
-        format!("test: loss {loss:.4} - accuracy {accuracy:.4}")
+        format!("test: loss {loss:.4} - accuracy {accuracy:.4}\n\n{confusion}")
     })
 }
 

@@ -1,9 +1,10 @@
 //! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
-//! weight files and training curves.
+//! weight files, training curves and evaluation metrics (`metrics.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
 pub mod data;
+pub mod metrics;
 pub mod optimizer;
 pub mod plot;
 pub mod trainer;

@@ -607,6 +607,24 @@ impl Trainer {
         Ok((loss_sum / n, right as f64 / n))
     }
 
+    /// [`evaluate`](Self::evaluate) with the confusion matrix of the predictions (the
+    /// accuracy is its trace over the samples).
+    pub fn evaluate_confusion(
+        &mut self,
+        data: &Dataset<'_>,
+    ) -> Result<(f64, f64, super::metrics::Confusion), TrainError> {
+        let mut confusion = super::metrics::Confusion::new(self.spec.classes);
+        let mut loss_sum = 0.0f64;
+        self.for_batches(data, &mut |loss, logits, y| {
+            loss_sum += loss * y.len() as f64;
+            for (p, l) in argmax_rows(logits).into_iter().zip(y.iter()) {
+                confusion.add(*l as usize, p);
+            }
+        })?;
+        let n = data.len().max(1) as f64;
+        Ok((loss_sum / n, confusion.accuracy(), confusion))
+    }
+
     /// The predicted class of every sample.
     pub fn predict(&mut self, data: &Dataset<'_>) -> Result<Vec<usize>, TrainError> {
         let mut out = Vec::with_capacity(data.len());
