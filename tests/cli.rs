@@ -534,6 +534,57 @@ fn eval_reports_a_confusion_matrix() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `train --log FILE`: a CSV header and one row per epoch, the same figures as the `--json`
+/// lines; a resumed run keeps the earlier epochs' rows; a log that cannot be written stops
+/// training before it starts.
+#[test]
+fn train_logs_every_epoch_to_csv() {
+    let dir = scratch("log");
+    let model = tiny_mnist(&dir, 40, "epochs=3 batch=16 seed=2");
+    let data = dir.to_str().unwrap();
+    let log = dir.join("history.csv");
+    let ckpt = dir.join("c.safetensors");
+    let (l, c) = (log.to_str().unwrap(), ckpt.to_str().unwrap());
+    let out =
+        run(&["train", &model, "--data", data, "--epochs", "2", "--checkpoint", c, "--log", l, "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows[0], "epoch,loss,accuracy,val_loss,val_accuracy,seconds");
+    assert_eq!(rows.len(), 3, "{text}");
+    for (k, line) in out.stdout.lines().take(2).enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let cells: Vec<&str> = rows[k + 1].split(',').collect();
+        assert_eq!(cells[0], (k + 1).to_string());
+        for (i, key) in ["loss", "accuracy", "val_loss", "val_accuracy"].iter().enumerate() {
+            // (serde_json reads floats to within an ulp, not always to the bit)
+            let (a, b) = (cells[i + 1].parse::<f64>().unwrap(), v[key].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-15 * a.abs().max(1.0), "{key} of epoch {}: {a} vs {b}", k + 1);
+        }
+    }
+    // Resumed for a third epoch: the first two rows stay.
+    let out = run(&["train", &model, "--data", data, "--checkpoint", c, "--log", l, "--resume"], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let again = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(again.lines().count(), 4, "{again}");
+    // The earlier rows come back from the checkpoint (figures to within an ulp).
+    for (old, new) in text.lines().zip(again.lines()) {
+        let (a, b): (Vec<&str>, Vec<&str>) = (old.split(',').collect(), new.split(',').collect());
+        assert_eq!(a[0], b[0]);
+        for (x, y) in a[1..].iter().zip(&b[1..]) {
+            if let (Ok(x), Ok(y)) = (x.parse::<f64>(), y.parse::<f64>()) {
+                assert!((x - y).abs() <= 1e-12 * x.abs().max(1.0), "{old} vs {new}");
+            }
+        }
+    }
+    check_err(
+        &["train", &model, "--data", data, "--no-checkpoint", "--log", "/nonexistent/dir/h.csv"],
+        "cannot write the log /nonexistent/dir/h.csv",
+        1,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn eval_of_a_model_file_without_weights_says_so() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mnist.model");

@@ -107,6 +107,10 @@ pub struct TrainArgs {
     /// Draw loss and accuracy per epoch into an SVG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Log every epoch's metrics to a CSV file (epoch,loss,accuracy,val_loss,val_accuracy,
+    /// seconds; a resumed run's earlier epochs included), rewritten whole after each epoch.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
     /// Train with the tensor interpreter instead of the compiled step.
     #[arg(long)]
     pub interp: bool,
@@ -166,6 +170,7 @@ pub fn resume_command(args: &TrainArgs) -> String {
         ("--checkpoint", &args.checkpoint),
         ("--save", &args.save),
         ("--plot", &args.plot),
+        ("--log", &args.log),
         ("--dump-ir", &args.dump_ir),
     ] {
         if let Some(v) = value {
@@ -273,6 +278,11 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         first_epoch = resumed.epoch + 1;
         history = resumed.history;
     }
+    // The log is written once before training, so that a path that cannot be written is
+    // an error now and not after the first epoch.
+    if let Some(path) = &args.log {
+        write_log(path, &history)?;
+    }
     // Ctrl-C, SIGTERM and SIGHUP stop training between two steps; the checkpoint of the last
     // finished epoch stays.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -341,6 +351,16 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         if let Some(path) = &ckpt_path {
             checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
         }
+        if let Some(path) = &args.log {
+            write_log(path, &history).map_err(|e| match e {
+                Failure::Message(m) => Failure::Message(format!(
+                    "{}; training stopped after epoch {epoch}; {}\n",
+                    m.trim_end(),
+                    kept(&args, ckpt_path.as_deref(), epoch)
+                )),
+                other => other,
+            })?;
+        }
         let line = if args.json {
             json!({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                    "val_accuracy": val_accuracy, "seconds": seconds})
@@ -401,6 +421,20 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         }
     }
     Ok(printed?)
+}
+
+/// The `--log` file: a header and one row per finished epoch, as Keras' `CSVLogger` writes
+/// them, replaced whole (temporary file and rename) so that a crash never leaves half a row.
+fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
+    let mut text = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n");
+    for h in history {
+        text += &format!(
+            "{},{},{},{},{},{:.3}\n",
+            h.epoch, h.loss, h.accuracy, h.val_loss, h.val_accuracy, h.seconds
+        );
+    }
+    weights::write_atomic(path, text.as_bytes())
+        .map_err(|e| Failure::Message(format!("error: cannot write the log {}: {e}\n", path.display())))
 }
 
 fn trainer_with_weights(file: &Path, weights_path: &Path) -> Result<Trainer> {
