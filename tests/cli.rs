@@ -311,6 +311,17 @@ fn tiny_mnist(dir: &std::path::Path, n: u32, train: &str) -> String {
     model.to_str().unwrap().to_owned()
 }
 
+/// A tiny model trained on synthetic MNIST in `dir`, its weights saved: the model file's
+/// path and the weights' path.
+fn trained_tiny(dir: &std::path::Path, n: u32, train: &str) -> (String, String) {
+    let model = tiny_mnist(dir, n, train);
+    let weights = dir.join("w.safetensors").to_str().unwrap().to_owned();
+    let data = dir.to_str().unwrap();
+    let out = run(&["train", &model, "--data", data, "--no-checkpoint", "--save", &weights], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (model, weights)
+}
+
 fn scratch(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("symdiff-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -353,12 +364,8 @@ fn checkpoint_epoch(path: &std::path::Path) -> String {
 #[test]
 fn output_that_cannot_be_written() {
     let dir = scratch("output");
-    let model = tiny_mnist(&dir, 40, "epochs=2 batch=16 seed=1");
-    let data = dir.to_str().unwrap();
-    let weights = dir.join("w.safetensors");
-    let w = weights.to_str().unwrap();
-    let out = run(&["train", &model, "--data", data, "--no-checkpoint", "--save", w], "");
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (model, w) = trained_tiny(&dir, 40, "epochs=2 batch=16 seed=1");
+    let (data, w) = (dir.to_str().unwrap(), w.as_str());
     let images = dir.join("t10k-images-idx3-ubyte");
     let images = images.to_str().unwrap();
     #[rustfmt::skip]
@@ -499,12 +506,8 @@ fn summary_lists_layers_shapes_and_parameters() {
 #[test]
 fn eval_reports_a_confusion_matrix() {
     let dir = scratch("confusion");
-    let model = tiny_mnist(&dir, 60, "epochs=2 batch=16 seed=3");
-    let data = dir.to_str().unwrap();
-    let weights = dir.join("w.safetensors");
-    let w = weights.to_str().unwrap();
-    let out = run(&["train", &model, "--data", data, "--no-checkpoint", "--save", w], "");
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (model, w) = trained_tiny(&dir, 60, "epochs=2 batch=16 seed=3");
+    let (data, w) = (dir.to_str().unwrap(), w.as_str());
     let out = run(&["eval", &model, "--weights", w, "--data", data, "--json"], "");
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
