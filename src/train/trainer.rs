@@ -598,13 +598,7 @@ impl Trainer {
     /// Mean loss and accuracy over `data` with the inference graph (no dropout, running
     /// statistics), in batches of the training batch size.
     pub fn evaluate(&mut self, data: &Dataset<'_>) -> Result<(f64, f64), TrainError> {
-        let (mut loss_sum, mut right) = (0.0f64, 0usize);
-        self.for_batches(data, &mut |loss, logits, y| {
-            loss_sum += loss * y.len() as f64;
-            right += correct(logits, y);
-        })?;
-        let n = data.len().max(1) as f64;
-        Ok((loss_sum / n, right as f64 / n))
+        self.evaluate_confusion(data).map(|(loss, accuracy, _)| (loss, accuracy))
     }
 
     /// [`evaluate`](Self::evaluate) with the confusion matrix of the predictions (the
