@@ -18,7 +18,7 @@ macro_rules! host {
             /// Both lanes of a pair at once (one call instead of two, and the caller's
             /// vector registers saved around one call instead of two), each lane exactly
             /// as the one-lane function computes it.
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", unix))]
             #[allow(improper_ctypes_definitions)] // see `Pair`
             extern "C" fn $pair(x: Pair) -> Pair {
                 let [a, b] = from_pair(x);
@@ -33,11 +33,11 @@ macro_rules! host {
         /// `(symbol, address, function)` for every unary host function over a pair of lanes
         /// (none where the platform's calls do not pass vectors in registers).
         pub fn unary_pairs() -> Vec<(&'static str, *const u8, Func)> {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", unix))]
             {
                 vec![$((stringify!($pair), $pair as extern "C" fn(Pair) -> Pair as *const u8, $func)),*]
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(not(all(target_arch = "x86_64", unix)))]
             {
                 Vec::new()
             }
@@ -45,21 +45,22 @@ macro_rules! host {
     };
 }
 
-/// Two `f64` lanes in one SSE register: the System V calling convention passes and returns
-/// it in `xmm0` (then `xmm1` for a second argument), as Cranelift does for an `f64x2` value.
+/// Two `f64` lanes in one SSE register: the System V calling convention (x86-64 Unix; not
+/// Windows, whose convention passes vectors by reference) passes and returns it in `xmm0`
+/// (then `xmm1` for a second argument), as Cranelift does for an `f64x2` value.
 /// The `improper_ctypes_definitions` lint does not know that layout (it wants `repr(C)`), so
 /// the functions that take it allow the lint; `tests/compiled.rs` checks both lanes of every
 /// pair function against the one-lane code.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", unix))]
 type Pair = std::arch::x86_64::__m128d;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", unix))]
 fn from_pair(x: Pair) -> [f64; 2] {
     // SAFETY: `__m128d` is two `f64`s, lane 0 first.
     unsafe { std::mem::transmute::<Pair, [f64; 2]>(x) }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", unix))]
 fn to_pair(x: [f64; 2]) -> Pair {
     // SAFETY: as in `from_pair`.
     unsafe { std::mem::transmute::<[f64; 2], Pair>(x) }
@@ -87,7 +88,7 @@ pub extern "C" fn sd_pow(b: f64, e: f64) -> f64 {
 }
 
 /// `b^e` in both lanes of a pair, each as [`sd_pow`].
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", unix))]
 #[allow(improper_ctypes_definitions)] // see `Pair`
 extern "C" fn sd_pow_x2(b: Pair, e: Pair) -> Pair {
     let ([b0, b1], [e0, e1]) = (from_pair(b), from_pair(e));
@@ -106,7 +107,7 @@ pub fn pair_symbol_of(f: Func) -> Option<&'static str> {
 
 /// The symbol of `b^e` over pairs, if the platform has one.
 pub fn pow_pair_symbol() -> Option<&'static str> {
-    cfg!(target_arch = "x86_64").then_some("sd_pow_x2")
+    cfg!(all(target_arch = "x86_64", unix)).then_some("sd_pow_x2")
 }
 
 /// Every host symbol with its address, for the JIT builder.
@@ -114,7 +115,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
     let mut v: Vec<(&'static str, *const u8)> = unary().into_iter().map(|(n, p, _)| (n, p)).collect();
     v.push(("sd_pow", sd_pow as extern "C" fn(f64, f64) -> f64 as *const u8));
     v.extend(unary_pairs().into_iter().map(|(n, p, _)| (n, p)));
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", unix))]
     v.push(("sd_pow_x2", sd_pow_x2 as extern "C" fn(Pair, Pair) -> Pair as *const u8));
     type Gemm =
         unsafe extern "C" fn(i64, i64, i64, *const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64);

@@ -36,7 +36,7 @@
 //! outputs and scratch slots are then pairs, interleaved (`x0 y0 x1 y1 ...` for the points
 //! `x` and `y`). Sums, products, divisions, square roots and `abs` are one vector instruction
 //! for both lanes; a host function is one call for both lanes where the platform passes
-//! `f64x2` in a register (x86-64: `runtime.rs`'s pair functions, each lane computed as the
+//! `f64x2` in a register (x86-64 Unix: `runtime.rs`'s pair functions, each lane computed as the
 //! one-lane function computes it), and the selects of `relu`, `step` and `sign` run lane by
 //! lane. Every lane computes exactly what the one-lane code computes.
 //!
