@@ -76,6 +76,23 @@ impl Source {
         }
     }
 
+    /// The smallest and largest input index members `0..members` read, `None` for a source
+    /// that reads no input (externals, numbers).
+    pub fn input_span(&self, members: usize) -> Option<(i64, i64)> {
+        match self {
+            Source::Same(Array::Inputs, i) => Some((i64::from(*i), i64::from(*i))),
+            Source::Affine(Array::Inputs, step, first) => {
+                let last = first + step * (members as i64 - 1);
+                Some((*first.min(&last), *first.max(&last)))
+            }
+            Source::Table(Array::Inputs, t) => {
+                let (lo, hi) = (t.iter().min()?, t.iter().max()?);
+                Some((i64::from(*lo), i64::from(*hi)))
+            }
+            _ => None,
+        }
+    }
+
     /// The index member `k` reads (`None` for numbers).
     pub fn index(&self, k: usize) -> Option<u32> {
         match self {

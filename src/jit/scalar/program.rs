@@ -486,25 +486,12 @@ fn build(
         let mut by_members: Vec<(usize, usize)> = Vec::new(); // (members, loop)
         for c in &l.classes {
             let mut cl = template(g, c, &input_of, &ext_index[j], None)?;
-            // No partials for a slot that reads parameters only.
-            cl.partials.retain(|&(s, _)| match &cl.sources[s] {
-                Source::Same(Array::Inputs, i) => (*i as usize) < n,
-                Source::Table(Array::Inputs, t) => t.iter().any(|&i| (i as usize) < n),
-                Source::Affine(Array::Inputs, step, first) => {
-                    let last = first + step * (c.members.len() as i64 - 1);
-                    (*first.min(&last) as usize) < n
-                }
-                _ => true,
-            });
-            scatters_params |= cl.partials.iter().any(|&(s, _)| match &cl.sources[s] {
-                Source::Same(Array::Inputs, i) => (*i as usize) >= n,
-                Source::Table(Array::Inputs, t) => t.iter().any(|&i| (i as usize) >= n),
-                Source::Affine(Array::Inputs, step, first) => {
-                    let last = first + step * (c.members.len() as i64 - 1);
-                    (*first.max(&last) as usize) >= n
-                }
-                _ => false,
-            });
+            // No partials for a slot that reads parameters only; a slot that reads both
+            // scatters past the inputs.
+            let (m, n) = (c.members.len(), n as i64);
+            cl.partials.retain(|&(s, _)| cl.sources[s].input_span(m).is_none_or(|(lo, _)| lo < n));
+            scatters_params |=
+                cl.partials.iter().any(|&(s, _)| cl.sources[s].input_span(m).is_some_and(|(_, hi)| hi >= n));
             class_stats.push(class_stats_of(c));
             match by_members.iter().find(|(m, _)| *m == c.members.len()) {
                 Some(&(_, k)) => class_loops[k].push(cl),
