@@ -1,9 +1,11 @@
-//! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
-//! weight files, training curves and evaluation metrics (`metrics.rs`).
+//! Stage 6: training. Data sets (`data.rs`: MNIST; `files.rs`: the user's CSV, `.npy` and
+//! `.npz` files), the training loop (`trainer.rs`), optimizers, weight files, training curves
+//! and evaluation metrics (`metrics.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
 pub mod data;
+pub mod files;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;
