@@ -1,11 +1,13 @@
 //! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
-//! weight files, training curves and evaluation metrics (`metrics.rs`).
+//! weight files, training curves, evaluation metrics (`metrics.rs`) and a person's own picture
+//! of a digit made into an MNIST sample (`picture.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
 pub mod data;
 pub mod metrics;
 pub mod optimizer;
+pub mod picture;
 pub mod plot;
 pub mod trainer;
 pub mod weights;
