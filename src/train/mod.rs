@@ -1,5 +1,6 @@
 //! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
-//! weight files, training curves and evaluation metrics (`metrics.rs`).
+//! weight files, training curves, evaluation metrics (`metrics.rs`) and learning-rate schedules
+//! with ReduceLROnPlateau and EarlyStopping (`schedule.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
@@ -7,6 +8,7 @@ pub mod data;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;
+pub mod schedule;
 pub mod trainer;
 pub mod weights;
 
