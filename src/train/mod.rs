@@ -1,9 +1,7 @@
 //! Stage 6: training. Data sets (`data.rs`: MNIST; `files.rs`: the user's CSV, `.npy` and
-//! `.npz` files), the training loop (`trainer.rs`), optimizers, weight files, training curves
-//! and evaluation metrics (`metrics.rs`).
-//! Stage 6: training. Data sets (`data.rs`), the training loop (`trainer.rs`), optimizers,
-//! weight files, training curves, evaluation metrics (`metrics.rs`) and a person's own picture
-//! of a digit made into an MNIST sample (`picture.rs`).
+//! `.npz` files), the training loop (`trainer.rs`), optimizers, learning-rate schedules and
+//! callbacks (`schedule.rs`), weight files, training curves, evaluation metrics (`metrics.rs`)
+//! and a person's own picture of a digit made into an MNIST sample (`picture.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
@@ -13,6 +11,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod picture;
 pub mod plot;
+pub mod schedule;
 pub mod trainer;
 pub mod weights;
 
