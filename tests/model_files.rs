@@ -63,6 +63,44 @@ fn malformed_model_files() {
         (with_line(9, "train epoch=5"), 9, 7, "did you mean `epochs`?"),
         (with_line(9, "train 5"), 9, 7, "options are written `name=value`"),
         (with_line(1, "data cifar"), 1, 6, "unknown data set `cifar`"),
+        // The `data` line of files: paths in quotes, the column to learn, options that go together.
+        (with_line(1, "data"), 1, 1, "needs a data set or a file kind"),
+        (with_line(1, "data csv"), 1, 1, "`data csv` takes one path"),
+        (with_line(1, "data csv train.csv label=y"), 1, 15, "file paths are written in quotes"),
+        (with_line(1, "data csv \"train.csv label=y"), 1, 10, "unterminated text"),
+        (with_line(1, "data csv \"a\\q.csv\" label=y"), 1, 10, "unknown escape"),
+        (with_line(1, "data csv \"train.csv\""), 1, 1, "needs the column to learn"),
+        (with_line(1, "data csv \"train.csv\" label=y target=z"), 1, 37, "not both"),
+        (with_line(1, "data csv \"train.csv\" \"test.csv\" label=y"), 1, 22, "takes one path"),
+        (with_line(1, "data csv \"train.csv\" label=y delimiter=\";;\""), 1, 40, "one character"),
+        (with_line(1, "data csv \"train.csv\" label=y validation_split=1"), 1, 47, "validation_split must be in [0, 1)"),
+        (with_line(1, "data csv \"train.csv\" label=y validation_split=0"), 1, 47, "must be above 0"),
+        (with_line(1, "data csv \"train.csv\" label=y divide=0"), 1, 37, "divide must be positive"),
+        (with_line(1, "data csv \"train.csv\" label=y normalize normalize"), 1, 40, "`normalize` is given twice"),
+        (with_line(1, "data csv \"train.csv\" label=y regression"), 1, 30, "`target=COLUMN`"),
+        (with_line(1, "data csv \"train.csv\" label=y test_x=\"t.npy\""), 1, 30, "has no option `test_x`"),
+        (with_line(1, "data csv \"train.csv\" label=y seperator=\";\""), 1, 30, "options of `data`"),
+        (with_line(1, "data csv \"train.csv\" label=y test=test.csv"), 1, 39, "file paths are written in quotes"),
+        (with_line(1, "data npy \"x.npy\""), 1, 1, "`data npy` takes two paths"),
+        (with_line(1, "data mnist \"x\""), 1, 12, "takes no paths"),
+        (with_line(1, "data idx \"a\" \"b\" test_images=\"c\""), 1, 30, "needs `test_labels=` too"),
+        (with_line(1, "data npz \"m.npz\" trian"), 1, 18, "file paths are written in quotes"),
+        (with_line(1, "data npz \"m.npz\" regression"), 7, 1, "needs class labels"),
+        // Schedules and callbacks.
+        (format!("{GOOD}schedule\n"), 10, 1, "takes a kind first"),
+        (format!("{GOOD}schedule exponentail\n"), 10, 10, "did you mean `exponential`?"),
+        (format!("{GOOD}schedule exponential rate=0.9\n"), 10, 1, "needs `decay_steps=`"),
+        (format!("{GOOD}schedule step every=2 factor=1.5\n"), 10, 30, "factor"),
+        (format!("{GOOD}schedule cosine decay_steps=100 alpha=2\n"), 10, 39, "alpha"),
+        (format!("{GOOD}schedule step every=0 factor=0.5\n"), 10, 21, "every must be a whole number from 1"),
+        (format!("{GOOD}schedule step 2\n"), 10, 15, "written `name=value`"),
+        (format!("{GOOD}early_stopping monitor=val_los\n"), 10, 24, "did you mean `val_loss`?"),
+        (format!("{GOOD}early_stopping patience=1.5\n"), 10, 25, "patience must be a whole number from 0"),
+        (format!("{GOOD}early_stopping restore_best=yes\n"), 10, 29, "`true` or `false`"),
+        (format!("{GOOD}early_stopping monitor=val_mae\n"), 10, 1, "a classifier reports `accuracy`"),
+        (format!("{GOOD}reduce_lr_on_plateau factor=2\n"), 10, 29, "factor"),
+        (format!("{GOOD}schedule step every=1 factor=0.5\nreduce_lr_on_plateau\n"), 11, 1, "both set the learning rate"),
+        (format!("{GOOD}early_stopping\nearly_stopping\n"), 11, 1, "given twice"),
         (with_line(1, ""), 8, 31, "no `data` line"),
         (with_line(2, "input 32x32"), 2, 1, "`mnist` samples are 28x28"),
         (with_line(2, "input 0x28"), 2, 1, "positive"),
@@ -134,6 +172,81 @@ fn good_files_mean_what_they_say() {
         let text = std::fs::read_to_string(&path).unwrap();
         ModelSpec::parse(&text, &path).unwrap_or_else(|d| panic!("{}", d.render()));
     }
+}
+
+/// `data` lines of files: what each option sets, the classes from the last layer, float
+/// targets for regression with `loss mse`.
+#[test]
+fn data_lines_of_files_say_where_the_samples_come_from() {
+    use std::path::PathBuf;
+    use symdiff::model::data::{Source, Targets};
+    let model = |data: &str, input: &str, out: &str, loss: &str| {
+        let src = format!("{data}\ninput {input}\ndense 8 relu\n{out}\nloss {loss}\noptimizer adam\n");
+        ModelSpec::parse(&src, "t.model").unwrap_or_else(|d| panic!("{}", d.render()))
+    };
+    let s = model(
+        "data csv \"iris.csv\" label=species validation_split=0.2 normalize",
+        "4",
+        "dense 3",
+        "softmax_cross_entropy",
+    );
+    assert_eq!(
+        s.data.source,
+        Source::Csv {
+            train: "iris.csv".into(),
+            test: None,
+            delimiter: b',',
+            targets: Targets::Label("species".into())
+        }
+    );
+    assert_eq!(
+        (s.data.validation_split, s.data.normalize, s.data.divide, s.data.regression),
+        (Some(0.2), true, 1.0, false)
+    );
+    assert_eq!((s.classes, s.regression), (3, false));
+    let s = model(
+        "data csv \"h.csv\" target=\"price, rooms\" delimiter=tab test=\"t.csv\"",
+        "8",
+        "dense 2",
+        "mse",
+    );
+    assert_eq!(
+        s.data.source,
+        Source::Csv {
+            train: "h.csv".into(),
+            test: Some("t.csv".into()),
+            delimiter: b'\t',
+            targets: Targets::Values(vec!["price".into(), "rooms".into()])
+        }
+    );
+    assert_eq!((s.classes, s.regression), (2, true));
+    let s = model("data npz \"mnist.npz\" divide=255", "28x28\nflatten", "dense 10", "softmax_cross_entropy");
+    assert_eq!((s.data.source.clone(), s.data.divide), (Source::Npz { path: "mnist.npz".into() }, 255.0));
+    let s = model(
+        "data npy \"x.npy\" \"y.npy\" test_x=\"xt.npy\" test_y=\"yt.npy\" regression",
+        "5",
+        "dense 1",
+        "mse",
+    );
+    assert_eq!(
+        s.data.source,
+        Source::Npy {
+            train: ["x.npy".into(), "y.npy".into()],
+            test: Some(["xt.npy".into(), "yt.npy".into()])
+        }
+    );
+    assert!(s.regression);
+    let s = model("data idx \"a.gz\" \"b.gz\"", "28x28\nflatten", "dense 10", "softmax_cross_entropy");
+    assert_eq!(
+        (s.data.source.clone(), s.data.divide),
+        (Source::Idx { train: ["a.gz".into(), "b.gz".into()], test: None }, 255.0)
+    );
+    // Paths are relative to the model file's folder.
+    let r = s.data.resolve(std::path::Path::new("/models"));
+    assert_eq!(
+        r.source,
+        Source::Idx { train: [PathBuf::from("/models/a.gz"), PathBuf::from("/models/b.gz")], test: None }
+    );
 }
 
 /// `let` names hold numbers for the whole file: in formulas (the bounds of sums, values) and

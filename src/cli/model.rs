@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
-use symdiff::train::data::{self, Mnist};
+use symdiff::train::data;
+use symdiff::train::schedule::{Monitor, Schedule, Verdict};
+use symdiff::train::source::{self, Loaded};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
 use symdiff::train::{EpochStats, checkpoint, plot, weights};
 
@@ -74,17 +76,17 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec> {
     ModelSpec::parse(&text, &path.display().to_string()).map_err(|d| Failure::Message(d.render()))
 }
 
-fn load_data(dir: Option<&Path>) -> Result<Mnist> {
-    let dir = data::resolve_mnist(dir, &mut |m| note!("{m}"))?;
-    Ok(data::load_mnist(&dir)?)
-}
-
-fn train_set(m: &Mnist) -> Dataset<'_> {
-    Dataset { images: &m.train_images, labels: &m.train_labels, sample: vec![m.rows, m.cols] }
-}
-
-fn test_set(m: &Mnist) -> Dataset<'_> {
-    Dataset { images: &m.test_images, labels: &m.test_labels, sample: vec![m.rows, m.cols] }
+/// The samples of the model file's `data` line (paths relative to the model file's
+/// folder; `data mnist` from `--data DIR`, `$SYMDIFF_DATA` or the cache).
+fn load_data(spec: &ModelSpec, file: &Path, dir: Option<&Path>) -> Result<Loaded> {
+    let model_dir = file.parent().unwrap_or(Path::new("."));
+    source::load(spec, model_dir, dir, symdiff::model::memory_budget(), &mut |m| note!("{m}")).map_err(|e| {
+        match e {
+            // Already rendered, with `error:` and the model file's line where there is one.
+            source::SourceError::Model(text) => Failure::Message(text),
+            other => Failure::Message(format!("error: {other}\n")),
+        }
+    })
 }
 
 /// Options of `symdiff train`.
@@ -215,9 +217,9 @@ fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> indicatif::Progres
     pb
 }
 
-/// The progress bar's message: the running loss and accuracy.
-fn progress_message(loss: f64, accuracy: f64) -> String {
-    format!("loss: {loss:.4} - accuracy: {accuracy:.4}")
+/// The progress bar's message: the running loss and metric (accuracy, or `mae`).
+fn progress_message(loss: f64, metric: &str, value: f64) -> String {
+    format!("loss: {loss:.4} - {metric}: {value:.4}")
 }
 
 pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
@@ -240,11 +242,18 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
             note!("removed {}, a temporary file left by an interrupted write", stale.display());
         }
     }
-    let mnist = load_data(args.data.as_deref())?;
-    let (train, test) = (train_set(&mnist), test_set(&mnist));
+    let loaded = load_data(&spec, &args.file, args.data.as_deref())?;
+    let train = source::dataset(&loaded.train, &spec);
+    let (Some(validation), Some(test)) = (loaded.validation(), loaded.test()) else {
+        return Err(Failure::Message("error: the data has no samples to validate on\n".into()));
+    };
+    let (validation, test) = (source::dataset(validation, &spec), source::dataset(test, &spec));
+    let test_name = loaded.test_name();
     let epochs = spec.train.epochs;
     let params = spec.parameter_count();
+    let metric = if spec.regression { "mae" } else { "accuracy" };
     let mut trainer = Trainer::new(spec)?;
+    trainer.set_normalization(&train);
     let mut history: Vec<EpochStats> = Vec::new();
     let mut first_epoch = 1;
     if let (true, Some(path)) = (args.resume, &ckpt_path) {
@@ -281,7 +290,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     // The log is written once before training, so that a path that cannot be written is
     // an error now and not after the first epoch.
     if let Some(path) = &args.log {
-        write_log(path, &history)?;
+        write_log(path, &history, metric)?;
     }
     // Ctrl-C, SIGTERM and SIGHUP stop training between two steps; the checkpoint of the last
     // finished epoch stays.
@@ -309,16 +318,52 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
             note!("{table}\n");
         }
         note!(
-            "training {} ({params} parameters) on {} samples, validating on {}, with {engine}",
+            "training {} ({params} parameters) on {} samples of {}, validating on {}, with {engine}",
             args.file.display(),
             train.len(),
-            test.len()
+            loaded.origin,
+            validation.len()
         );
     }
+    // Callbacks: their state after the epochs a resumed run already has, replayed from the
+    // history (the same values give the same decisions).
+    let mut plateau = trainer.spec.plateau.clone();
+    let mut stopper = trainer.spec.early_stopping.clone();
+    let best_path = ckpt_path.as_ref().map(|p| p.with_extension("best.safetensors"));
+    let mut best: Option<(usize, Vec<ndarray::ArrayD<f32>>)> = None;
+    let mut stopped = None;
+    for h in &history {
+        if let Some(p) = &mut plateau {
+            trainer.lr = p.end_epoch(monitored(h, p.monitor()), trainer.lr);
+        }
+        if let Some(e) = &mut stopper
+            && let Verdict::Stop { best_epoch, .. } = e.observe(h.epoch - 1, monitored(h, e.monitor()))
+        {
+            stopped = Some(best_epoch + 1);
+        }
+    }
+    if let (Some(e), Some(path)) = (&stopper, &best_path)
+        && e.restore_best()
+        && let Some((b, _)) = e.best()
+        && path.exists()
+    {
+        // The best epoch's weights, kept beside the checkpoint when they were the best.
+        let kept_epoch = weights::metadata(path)?.get("epoch").and_then(|e| e.parse::<usize>().ok());
+        if kept_epoch == Some(b + 1) {
+            best = Some((b + 1, weights::load(path, &trainer.tensor_layout())?));
+        }
+    }
+    if let (Some(b), true) = (stopped, first_epoch <= epochs) {
+        note!(
+            "early stopping ended this run after epoch {}; nothing to train (its best epoch was {b})",
+            first_epoch - 1
+        );
+    }
+    let last_epoch = if stopped.is_some() { first_epoch - 1 } else { epochs };
     let bar = !args.json && std::io::stderr().is_terminal();
     let steps = train.len().div_ceil(trainer.spec.train.batch);
     let start = Instant::now();
-    for epoch in first_epoch..=epochs {
+    for epoch in first_epoch..=last_epoch {
         let t = Instant::now();
         let pb = bar.then(|| progress_bar(steps, epoch, epochs));
         let done = trainer.train_epoch(&train, epoch, &mut |p| {
@@ -326,7 +371,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                 && (p.step % 25 == 0 || p.step == p.steps)
             {
                 pb.set_position(p.step as u64);
-                pb.set_message(progress_message(p.loss, p.accuracy));
+                pb.set_message(progress_message(p.loss, metric, p.metric));
             }
         });
         let (loss, accuracy) = match done {
@@ -341,18 +386,22 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
             }
             other => other?,
         };
-        let (val_loss, val_accuracy) = trainer.evaluate(&test)?;
+        let (val_loss, val_accuracy) = trainer.evaluate(&validation)?;
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
         let seconds = t.elapsed().as_secs_f64();
+        // The learning rate, where it changes (as Keras logs `learning_rate` then): the
+        // schedule's rate at the epoch's end, before `reduce_lr_on_plateau` acts on it.
+        let varies = trainer.spec.schedule != Schedule::Constant || trainer.spec.plateau.is_some();
+        let lr = varies.then(|| trainer.current_lr());
         history.push(EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds });
         // The checkpoint first: a line that cannot be printed must not lose the epoch.
         if let Some(path) = &ckpt_path {
             checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
         }
         if let Some(path) = &args.log {
-            write_log(path, &history).map_err(|e| match e {
+            write_log(path, &history, metric).map_err(|e| match e {
                 Failure::Message(m) => Failure::Message(format!(
                     "{}; training stopped after epoch {epoch}; {}\n",
                     m.trim_end(),
@@ -362,12 +411,21 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
             })?;
         }
         let line = if args.json {
-            json!({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
-                   "val_accuracy": val_accuracy, "seconds": seconds})
-            .to_string()
+            let mut j = serde_json::Map::new();
+            j.insert("epoch".into(), json!(epoch));
+            j.insert("loss".into(), json!(loss));
+            j.insert(metric.into(), json!(accuracy));
+            j.insert("val_loss".into(), json!(val_loss));
+            j.insert(format!("val_{metric}"), json!(val_accuracy));
+            j.insert("seconds".into(), json!(seconds));
+            if let Some(lr) = lr {
+                j.insert("learning_rate".into(), json!(lr));
+            }
+            serde_json::Value::Object(j).to_string()
         } else {
+            let rate = lr.map_or(String::new(), |lr| format!(" - learning_rate: {lr:.4e}"));
             format!(
-                "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4} - val_loss: {val_loss:.4} - val_accuracy: {val_accuracy:.4}"
+                "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - {metric}: {accuracy:.4} - val_loss: {val_loss:.4} - val_{metric}: {val_accuracy:.4}{rate}"
             )
         };
         if let Err(e) = out.line(&line) {
@@ -382,9 +440,63 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                 ))
             });
         }
+        // The callbacks, after the epoch's line: a lower learning rate for the next epoch, or
+        // the end of training (with the best epoch's weights back, when asked).
+        let h = history.last().cloned().unwrap_or(EpochStats {
+            epoch,
+            loss,
+            accuracy,
+            val_loss,
+            val_accuracy,
+            seconds,
+        });
+        if let Some(p) = &mut plateau {
+            let lr = p.end_epoch(monitored(&h, p.monitor()), trainer.lr);
+            if lr != trainer.lr {
+                note!(
+                    "Epoch {epoch}: {} did not improve; learning rate {} -> {lr}",
+                    p.monitor().name(),
+                    trainer.lr
+                );
+                trainer.lr = lr;
+            }
+        }
+        if let Some(e) = &mut stopper {
+            match e.observe(epoch - 1, monitored(&h, e.monitor())) {
+                Verdict::NewBest if e.restore_best() => {
+                    let tensors = trainer.snapshot();
+                    if let Some(path) = &best_path {
+                        let named: Vec<(String, &ndarray::ArrayD<f32>)> =
+                            trainer.tensor_layout().into_iter().map(|(n, _)| n).zip(tensors.iter()).collect();
+                        let meta = [("epoch".to_owned(), epoch.to_string())].into_iter().collect();
+                        weights::save(path, &named, meta)?;
+                    }
+                    best = Some((epoch, tensors));
+                }
+                Verdict::Stop { best_epoch, best: value } => {
+                    let name = e.monitor().name();
+                    let restore = match best.take() {
+                        Some((b, tensors)) if e.restore_best() && b != epoch => {
+                            trainer.put_back(tensors);
+                            format!("; restored the weights of epoch {b}")
+                        }
+                        _ => String::new(),
+                    };
+                    note!(
+                        "Epoch {epoch}: early stopping: {name} has not improved on {value:.4} (epoch {}) for {} epoch{}{restore}",
+                        best_epoch + 1,
+                        epoch - best_epoch - 1,
+                        if epoch - best_epoch - 1 == 1 { "" } else { "s" }
+                    );
+                    stopped = Some(epoch);
+                    break;
+                }
+                _ => {}
+            }
+        }
     }
     let fit = start.elapsed().as_secs_f64();
-    let trained = (epochs + 1).saturating_sub(first_epoch);
+    let trained = (stopped.unwrap_or(epochs).min(epochs) + 1).saturating_sub(first_epoch);
     trainer.sync();
     if let Some(dir) = &args.dump_ir {
         let n = trainer
@@ -397,11 +509,15 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     }
     let (test_loss, test_accuracy) = trainer.evaluate(&test)?;
     let line = if args.json {
-        json!({"test_loss": test_loss, "test_accuracy": test_accuracy, "fit_seconds": fit}).to_string()
+        let mut j = serde_json::Map::new();
+        j.insert(format!("{test_name}_loss"), json!(test_loss));
+        j.insert(format!("{test_name}_{metric}"), json!(test_accuracy));
+        j.insert("fit_seconds".into(), json!(fit));
+        serde_json::Value::Object(j).to_string()
     } else {
         let plural = if trained == 1 { "" } else { "s" };
         format!(
-            "test: loss {test_loss:.4} - accuracy {test_accuracy:.4} ({fit:.1}s for {trained} epoch{plural})"
+            "{test_name}: loss {test_loss:.4} - {metric} {test_accuracy:.4} ({fit:.1}s for {trained} epoch{plural})"
         )
     };
     // The weights and curves are written even if this last line cannot be.
@@ -423,10 +539,20 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     Ok(printed?)
 }
 
+/// The value of the metric `m` in an epoch's figures.
+fn monitored(h: &EpochStats, m: Monitor) -> f64 {
+    match m {
+        Monitor::Loss => h.loss,
+        Monitor::ValLoss => h.val_loss,
+        Monitor::Accuracy | Monitor::Mae => h.accuracy,
+        Monitor::ValAccuracy | Monitor::ValMae => h.val_accuracy,
+    }
+}
+
 /// The `--log` file: a header and one row per finished epoch, as Keras' `CSVLogger` writes
 /// them, replaced whole (temporary file and rename) so that a crash never leaves half a row.
-fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
-    let mut text = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n");
+fn write_log(path: &Path, history: &[EpochStats], metric: &str) -> Result<()> {
+    let mut text = format!("epoch,loss,{metric},val_loss,val_{metric},seconds\n");
     for h in history {
         text += &format!(
             "{},{},{},{},{},{:.3}\n",
@@ -449,9 +575,33 @@ fn trainer_with_weights(file: &Path, weights_path: &Path) -> Result<Trainer> {
 /// `symdiff eval FILE.model --weights W`: test loss and accuracy.
 pub fn evaluate(file: &Path, weights_path: &Path, data_dir: Option<&Path>, json_out: bool) -> Result<String> {
     let mut trainer = trainer_with_weights(file, weights_path)?;
-    let mnist = load_data(data_dir)?;
-    let (loss, accuracy, confusion) = trainer.evaluate_confusion(&test_set(&mnist))?;
-    Ok(if json_out {
+    let loaded = load_data(&trainer.spec, file, data_dir)?;
+    let Some(test) = loaded.test() else {
+        return Err(Failure::Message("error: the data has no test samples\n".into()));
+    };
+    let test = source::dataset(test, &trainer.spec);
+    let name = loaded.test_name();
+    if trainer.spec.regression {
+        let (loss, mae) = trainer.evaluate(&test)?;
+        return Ok(if json_out {
+            json!({format!("{name}_loss"): loss, format!("{name}_mae"): mae}).to_string()
+        } else {
+            format!("{name}: loss {loss:.4} - mae {mae:.4}")
+        });
+    }
+    let (loss, accuracy, confusion) = trainer.evaluate_confusion(&test)?;
+    Ok(if json_out && name == "validation" {
+        let per_class: Vec<serde_json::Value> = (0..confusion.classes())
+            .map(|c| {
+                json!({"class": c, "precision": confusion.precision(c), "recall": confusion.recall(c),
+                       "support": confusion.support(c)})
+            })
+            .collect();
+        json!({"validation_loss": loss, "validation_accuracy": accuracy, "confusion": confusion.rows(), "per_class": per_class})
+            .to_string()
+    } else if !json_out && name == "validation" {
+        format!("validation: loss {loss:.4} - accuracy {accuracy:.4}\n\n{confusion}")
+    } else if json_out {
         let per_class: Vec<serde_json::Value> = (0..confusion.classes())
             .map(|c| {
                 json!({"class": c, "precision": confusion.precision(c), "recall": confusion.recall(c),
@@ -478,8 +628,8 @@ pub fn predict(file: &Path, weights_path: &Path, images: &Path, json_out: bool) 
             sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
         )));
     }
-    let labels = vec![0u8; idx.dims[0]];
-    let set = Dataset { images: &idx.data, labels: &labels, sample: sample.clone() };
+    let labels = vec![0u32; idx.dims[0]];
+    let set = Dataset::images(&idx.data, &labels, sample.clone());
     let classes = trainer.predict(&set)?;
     Ok(if json_out {
         json!(classes).to_string()
@@ -613,8 +763,12 @@ pub fn bench(
         spec.train.epochs = e.max(1);
     }
     let steps = steps.max(1);
-    let mnist = load_data(data_dir)?;
-    let (train, test) = (train_set(&mnist), test_set(&mnist));
+    let loaded = load_data(&spec, file, data_dir)?;
+    let train = source::dataset(&loaded.train, &spec);
+    let Some(test) = loaded.validation() else {
+        return Err(Failure::Message("error: the data has no samples to validate on\n".into()));
+    };
+    let test = source::dataset(test, &spec);
     let batch = spec.train.batch;
     // Compile time: the median of five compilations of the training step.
     let mut compiles = Vec::new();
@@ -873,7 +1027,7 @@ mod tests {
             let screen = Screen { width, drawn: std::sync::Arc::clone(&drawn) };
             pb.set_draw_target(indicatif::ProgressDrawTarget::term_like(Box::new(screen)));
             pb.set_position(1234);
-            pb.set_message(progress_message(0.123456, 0.987654));
+            pb.set_message(progress_message(0.123456, "accuracy", 0.987654));
             pb.force_draw();
             let drawn = drawn.lock().unwrap();
             let line = drawn.iter().rev().find(|l| l.contains("Epoch")).expect("a drawn line");

@@ -111,7 +111,9 @@ fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, 
     let mut in_shape = vec![batch];
     in_shape.extend_from_slice(&spec.input);
     let input = g.var_shaped("input", &in_shape).map_err(|e| shape_err(spec, e.0))?;
-    let labels = g.var_shaped("labels", &[batch]).map_err(|e| shape_err(spec, e.0))?;
+    // Class labels are one number per sample; regression targets a row as wide as the output.
+    let label_shape = if spec.regression { vec![batch, spec.classes] } else { vec![batch] };
+    let labels = g.var_shaped("labels", &label_shape).map_err(|e| shape_err(spec, e.0))?;
     let mut params = Vec::new();
     let mut dropouts = Vec::new();
     let mut batchnorms = Vec::new();
@@ -228,8 +230,9 @@ fn build_graph(spec: &ModelSpec, batch: usize, training: bool) -> Result<Built, 
             g.mul(&[c, total])
         }
         Loss::Mse => {
-            let oh = g.one_hot(labels, classes);
-            let d = g.sub(logits, oh);
+            // Regression: against the targets; classification: against the one-hot labels.
+            let target = if spec.regression { labels } else { g.one_hot(labels, classes) };
+            let d = g.sub(logits, target);
             let d2 = g.square(d);
             let total = g.sum(d2, None);
             let c = g.num(1.0 / (batch * classes) as f64);

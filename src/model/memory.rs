@@ -71,7 +71,7 @@ pub fn needed(spec: &ModelSpec, built: &Built) -> Needed {
     let params: u64 = built.params.iter().map(|p| p.shape.iter().product::<usize>() as u64).sum();
     let sample: u64 = spec.input.iter().product::<usize>() as u64;
     // Batches are no larger than the data set's splits (the last of an epoch is smaller).
-    let (train, test) = super::data_sizes(&spec.data);
+    let (train, test) = spec.data.sizes();
     let b = built.batch as u64;
     let scaled = |bytes: u64, n: usize| (bytes as u128 * b.min(n as u64) as u128 / b.max(1) as u128) as u64;
     Needed {

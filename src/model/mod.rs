@@ -27,6 +27,8 @@
 //! line it came from; nothing downstream re-parses text or falls back to a silent default.
 
 pub mod build;
+pub mod callbacks;
+pub mod data;
 pub mod memory;
 pub mod show;
 pub mod summary;
@@ -123,18 +125,32 @@ pub struct ModelSpec {
     pub origin: String,
     /// The file's text (formulas in it are lowered from here).
     pub source: String,
-    /// The data set (`mnist`).
-    pub data: String,
+    /// Where the samples come from (`data mnist`, `data csv "train.csv" label=y`, ...).
+    pub data: data::DataSpec,
     /// One sample's shape.
     pub input: Vec<usize>,
-    /// Number of classes of the data set.
+    /// Number of classes (classification), or of target values per sample (regression): the
+    /// width of the model's output.
     pub classes: usize,
+    /// Regression (float targets, `loss mse`, reported as loss and mean absolute error)
+    /// rather than classification.
+    pub regression: bool,
+    /// Where the `input` line and the last layer are, for messages about what the data
+    /// files hold.
+    pub input_span: Span,
+    pub output_span: Span,
     pub layers: Vec<Layer>,
     pub loss: Loss,
     /// Extra loss terms written as formulas (`regularizer = ...`).
     pub regularizers: Vec<syntax::AstId>,
     pub optimizer: Optimizer,
     pub train: TrainSettings,
+    /// How the learning rate changes with the step or the epoch (`schedule ...`).
+    pub schedule: crate::train::schedule::Schedule,
+    /// `reduce_lr_on_plateau ...`, in its initial state.
+    pub plateau: Option<crate::train::schedule::Plateau>,
+    /// `early_stopping ...`, in its initial state.
+    pub early_stopping: Option<crate::train::schedule::EarlyStopping>,
     /// User-defined activations: the body over one scalar parameter, in `activations`.
     pub activation_defs: HashMap<String, FnDef>,
     /// The graph holding the activation definitions.
@@ -150,9 +166,19 @@ pub struct ModelSpec {
 
 const LAYERS: &[&str] =
     &["flatten", "dense", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "dropout", "batchnorm"];
-const SETTINGS: &[&str] = &["data", "input", "loss", "optimizer", "train", "activation", "regularizer"];
+const SETTINGS: &[&str] = &[
+    "data",
+    "input",
+    "loss",
+    "optimizer",
+    "train",
+    "activation",
+    "regularizer",
+    "schedule",
+    "reduce_lr_on_plateau",
+    "early_stopping",
+];
 const BUILTIN_ACTIVATIONS: &[&str] = &["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"];
-const DATA_SETS: &[&str] = &["mnist"];
 const OPTIMIZERS: &[&str] = &["adam", "sgd"];
 const LOSSES: &[&str] = &["softmax_cross_entropy", "mse"];
 
@@ -170,23 +196,6 @@ pub fn memory_budget() -> u64 {
             .map(|kb| kb * 1024)
     });
     avail.map_or(8 << 30, |b| b / 2)
-}
-
-/// Samples in a data set's training and test splits (the canonical files; a smaller set in
-/// their place only needs less).
-fn data_sizes(name: &str) -> (usize, usize) {
-    match name {
-        "mnist" => (60_000, 10_000),
-        _ => (usize::MAX, usize::MAX),
-    }
-}
-
-/// What a data set provides: sample shape and number of classes.
-fn data_shape(name: &str) -> Option<(Vec<usize>, usize)> {
-    match name {
-        "mnist" => Some((vec![28, 28], 10)),
-        _ => None,
-    }
 }
 
 struct Ctx<'a> {
@@ -328,6 +337,9 @@ impl ModelSpec {
         let mut loss = Once { value: None };
         let mut optimizer = Once { value: None };
         let mut train = Once { value: None };
+        let mut schedule = Once { value: None };
+        let mut plateau = Once { value: None };
+        let mut early_stopping = Once { value: None };
         let mut layers: Vec<(Layer, Span)> = Vec::new();
         let mut regularizers = Vec::new();
         let mut activations = Graph::new();
@@ -411,23 +423,19 @@ impl ModelSpec {
                         return Err(cx.err(*span, format!("`{word}` takes no arguments in parentheses")));
                     }
                     match word {
-                        "data" => {
-                            let (_, rest) = Options::take(&cx, items, &[], word)?;
-                            let name = match rest.as_slice() {
-                                [Item::Value(Spanned { value: Value::Word(w), span })] => (w.clone(), *span),
-                                _ => {
-                                    return Err(cx.err(
-                                        *span,
-                                        "`data` takes the name of a data set, as in `data mnist`",
-                                    ));
-                                }
-                            };
-                            if data_shape(&name.0).is_none() {
-                                let n = Name { text: name.0.clone(), span: name.1 };
-                                return Err(cx.unknown("data set", &n, DATA_SETS));
-                            }
-                            data.set(&cx, "data", name.0, *span)?;
+                        "data" => data.set(&cx, "data", data::parse(&cx, items, *span)?, *span)?,
+                        "schedule" => {
+                            schedule.set(&cx, word, callbacks::schedule(&cx, items, *span)?, *span)?
                         }
+                        "reduce_lr_on_plateau" => {
+                            plateau.set(&cx, word, callbacks::plateau(&cx, items, *span)?, *span)?
+                        }
+                        "early_stopping" => early_stopping.set(
+                            &cx,
+                            word,
+                            callbacks::early_stopping(&cx, items, *span)?,
+                            *span,
+                        )?,
                         "input" => {
                             let (_, rest) = Options::take(&cx, items, &[], word)?;
                             let shape = match rest.as_slice() {
@@ -603,9 +611,10 @@ impl ModelSpec {
             cx.err(end, format!("the model has no `{what}` line")).with_help(format!("add `{example}`"))
         };
         let (data, _) = data.value.ok_or_else(|| need("data", "data mnist"))?;
-        let (data_sample, classes) = data_shape(&data).unwrap_or((Vec::new(), 0));
         let (input, input_span) = input.value.ok_or_else(|| need("input", "input 28x28"))?;
-        if input != data_sample {
+        if let Some((data_sample, _)) = data.known_shape()
+            && input != data_sample
+        {
             return Err(cx.err(
                 input_span,
                 format!(
@@ -615,20 +624,57 @@ impl ModelSpec {
                 ),
             ));
         }
-        let (loss, _) = loss.value.ok_or_else(|| need("loss", "loss softmax_cross_entropy"))?;
+        let (loss, loss_span) = loss.value.ok_or_else(|| need("loss", "loss softmax_cross_entropy"))?;
+        let regression = data.regression;
+        if regression && loss == Loss::SoftmaxCrossEntropy {
+            return Err(cx
+                .err(
+                    loss_span,
+                    "softmax_cross_entropy needs class labels, but the `data` line asks for float targets",
+                )
+                .with_help("use `loss mse` for regression, or `label=COLUMN` for classes"));
+        }
         let (optimizer, _) = optimizer.value.ok_or_else(|| need("optimizer", "optimizer adam lr=0.001"))?;
         let train = train.value.map(|t| t.0).unwrap_or(TrainSettings { epochs: 5, batch: 32, seed: 1 });
+        if let (Some(_), Some((_, at))) = (&schedule.value, &plateau.value) {
+            return Err(cx
+                .err(*at, "`reduce_lr_on_plateau` and `schedule` both set the learning rate")
+                .with_help("keep one of them (Keras refuses the pair too)"));
+        }
+        // A monitored metric the model reports: accuracy for classes, mae for regression.
+        let callbacks = [
+            plateau.value.as_ref().map(|(p, at)| (p.monitor(), *at)),
+            early_stopping.value.as_ref().map(|(e, at)| (e.monitor(), *at)),
+        ];
+        for (m, at) in callbacks.into_iter().flatten() {
+            let name = m.name();
+            let wrong = if data.regression { name.ends_with("accuracy") } else { name.ends_with("mae") };
+            if wrong {
+                let what = if data.regression {
+                    "a regression model reports `mae`, not accuracy"
+                } else {
+                    "a classifier reports `accuracy`, not `mae`"
+                };
+                return Err(cx.err(at, format!("this line monitors `{name}`, but {what}")));
+            }
+        }
         let mut spec = ModelSpec {
             origin: origin.to_owned(),
             source: src.to_owned(),
             data,
             input,
-            classes,
+            classes: 0,
+            regression,
+            input_span,
+            output_span: input_span,
             layers: layers.iter().map(|(l, _)| l.clone()).collect(),
             loss,
             regularizers,
             optimizer,
             train,
+            schedule: schedule.value.map_or(crate::train::schedule::Schedule::Constant, |s| s.0),
+            plateau: plateau.value.map(|p| p.0),
+            early_stopping: early_stopping.value.map(|e| e.0),
             activation_defs,
             activations,
             ast,
@@ -636,6 +682,7 @@ impl ModelSpec {
             batch_span: batch_span.unwrap_or(input_span),
         };
         let widest = spec.check_shapes(&cx, &layers, input_span)?;
+        spec.output_span = layers.last().map_or(input_span, |l| l.1);
         spec.batch_span = batch_span.unwrap_or(widest);
         // Formulas (a loss, regularizers) are checked by building the training graph once:
         // names, shapes and scalar-ness are all checked there, with positions. The same graph
@@ -663,7 +710,7 @@ impl ModelSpec {
     /// as wide as the number of classes, and the memory the parameters need. Returns the line
     /// of the layer with the most values per sample.
     fn check_shapes(
-        &self,
+        &mut self,
         cx: &Ctx<'_>,
         layers: &[(Layer, Span)],
         input_span: Span,
@@ -700,6 +747,19 @@ impl ModelSpec {
                 widest = (shape.iter().product(), *span);
             }
         }
+        let known = self.data.known_shape().map(|(_, classes)| classes);
+        if shape.len() != 1 && known.is_none() {
+            return Err(cx
+                .err(
+                    last,
+                    format!(
+                        "the model ends with {} values per sample; it must end flat",
+                        crate::graph::show_shape(&shape)
+                    ),
+                )
+                .with_help("add `flatten`, then a `dense` layer as wide as the classes or targets"));
+        }
+        self.classes = known.unwrap_or(shape[0]);
         if shape != [self.classes] {
             return Err(cx
                 .err(
@@ -779,7 +839,7 @@ fn read_lets(cx: &Ctx<'_>, ast: &Ast, lines: &[ModelLine]) -> Result<Vec<Let>, D
         let reserved = LAYERS.contains(&n)
             || SETTINGS.contains(&n)
             || BUILTIN_ACTIVATIONS.contains(&n)
-            || [DATA_SETS, OPTIMIZERS, LOSSES, VALUE_WORDS].iter().any(|w| w.contains(&n))
+            || [data::KINDS, OPTIMIZERS, LOSSES, VALUE_WORDS].iter().any(|w| w.contains(&n))
             || crate::graph::lower::is_builtin_function(n);
         if reserved {
             return Err(

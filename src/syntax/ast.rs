@@ -194,6 +194,8 @@ pub enum Value {
     Num(f64),
     Word(String),
     Dims(Vec<usize>),
+    /// `"train.csv"`: text in quotes (a file path, a column name).
+    Text(String),
 }
 
 /// A value with where it was written.

@@ -38,6 +38,10 @@ pub enum Tok {
     /// `28x28`, `3x32x32`: sizes in a model file.
     #[regex(r"[0-9]+(x[0-9]+)+", dims)]
     Dims(Vec<usize>),
+    /// `"train.csv"`: text in double quotes on one line (file paths and column names in a
+    /// model file), with `\"` and `\\` for a quote and a backslash.
+    #[regex(r#""([^"\\\n]|\\[^\n])*""#, string)]
+    Str(String),
     #[token("let")]
     Let,
     #[token("grad")]
@@ -84,6 +88,22 @@ fn dims(lex: &mut logos::Lexer<Tok>) -> Option<Vec<usize>> {
     lex.slice().split('x').map(|d| d.parse().ok()).collect()
 }
 
+fn string(lex: &mut logos::Lexer<Tok>) -> Option<String> {
+    let inner = &lex.slice()[1..lex.slice().len() - 1];
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                e @ ('"' | '\\') => out.push(e),
+                _ => return None, // an unknown escape: an error at the string
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 fn deriv_first(lex: &mut logos::Lexer<Tok>) -> (String, u32) {
     (lex.slice()[3..].to_owned(), 1)
 }
@@ -108,6 +128,7 @@ impl std::fmt::Display for Tok {
             Tok::Dims(d) => {
                 write!(f, "size `{}`", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x"))
             }
+            Tok::Str(s) => write!(f, "text {s:?}"),
             Tok::Newline => f.write_str("end of line"),
             other => write!(f, "`{}`", other.text()),
         }
@@ -137,7 +158,7 @@ impl Tok {
             Tok::Eq => "=",
             Tok::DotDot => "..",
             Tok::Newline => "\\n",
-            Tok::Num(_) | Tok::Ident(_) | Tok::Deriv(_) | Tok::Dims(_) => "",
+            Tok::Num(_) | Tok::Ident(_) | Tok::Deriv(_) | Tok::Dims(_) | Tok::Str(_) => "",
         }
     }
 }
@@ -158,6 +179,10 @@ impl LexError {
     pub fn message(&self) -> String {
         let mut chars = self.text.chars();
         match (chars.next(), chars.next()) {
+            (Some('"'), _) if self.text[1..].contains('\\') && self.text.len() > 2 => {
+                format!("unknown escape in `{}`: write `\\\"` for a quote, `\\\\` for a backslash", self.text)
+            }
+            (Some('"'), _) => "unterminated text: close it with `\"` on the same line".to_owned(),
             (Some(c), None) if c.is_ascii_graphic() => format!("unexpected character `{c}`"),
             (Some(c), None) => format!("unexpected character {c:?} (U+{:04X})", c as u32),
             _ if self.text.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {

@@ -276,6 +276,17 @@ fn diagnose(src: &str, err: ParseError<usize, Tok, LexError>, is_function: IsFun
             let help = if error.text.starts_with("d/") || error.text.starts_with("d^") {
                 Some("derivative operators are written `d/dx` or `d^2/dx^2`".to_owned())
             } else if error.text == "."
+                && src[..error.span.start]
+                    .rsplit('\n')
+                    .next()
+                    .is_some_and(|l| l.trim_start().starts_with("data "))
+            {
+                // `data csv train.csv`: a path on a model file's `data` line.
+                Some(
+                    "file paths are written in quotes, as in `data csv \"train.csv\" label=COLUMN`"
+                        .to_owned(),
+                )
+            } else if error.text == "."
                 && let (Some(a), Some(b)) =
                     (name_before(src, error.span.start), name_after(src, error.span.end))
                 && src[..error.span.start].ends_with(a)
@@ -358,6 +369,7 @@ fn expected_words(expected: &[String]) -> String {
                 "newline" => "end of line".to_owned(),
                 "d/dx" => "`d/dx`".to_owned(),
                 "size" => "a size like `28x28`".to_owned(),
+                "text" => "a text in quotes".to_owned(),
                 other => format!("`{other}`"),
             }
         })

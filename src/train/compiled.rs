@@ -41,6 +41,9 @@ pub struct CompiledStep {
     pub state: Vec<Vec<Id>>,
     /// Adam's `alpha` for this step.
     pub alpha: Option<Id>,
+    /// SGD's learning rate for this step, when it changes during training (a `schedule` or
+    /// `reduce_lr_on_plateau`); otherwise it is a constant of the program.
+    pub lr: Option<Id>,
 }
 
 impl CompiledStep {
@@ -90,6 +93,7 @@ fn compile_step_with(
     let mut inputs = vec![built.input, built.labels];
     let mut state = Vec::new();
     let mut alpha = None;
+    let mut sgd_lr: Option<Id> = None;
     let mut adam = Vec::new();
     // Gradients already among the outputs (several parameters can share one, a zero).
     let mut grads_out: hashbrown::HashSet<Id> = outputs.iter().copied().collect();
@@ -146,7 +150,17 @@ fn compile_step_with(
             }
             Optimizer::Sgd { lr, momentum, nesterov } => {
                 let lr_g = {
-                    let c = g.num(lr);
+                    let varies =
+                        spec.schedule != crate::train::schedule::Schedule::Constant || spec.plateau.is_some();
+                    let c = match sgd_lr {
+                        Some(c) => c,
+                        None if varies => {
+                            let c = var(g, "sgd.lr", &[])?;
+                            sgd_lr = Some(c);
+                            c
+                        }
+                        None => g.num(lr),
+                    };
                     g.mul(&[c, grad])
                 };
                 if momentum == 0.0 {
@@ -177,6 +191,7 @@ fn compile_step_with(
         inputs.push(*s);
     }
     inputs.extend(alpha);
+    inputs.extend(sgd_lr);
     for d in &built.dropouts {
         inputs.push(d.mask);
     }
@@ -197,7 +212,7 @@ fn compile_step_with(
     let guard = Some(built.loss);
     let req = Request { graph: &built.graph, inputs, outputs, aliases, data, guard, reuse, adam };
     let program = Program::compile(&req, keep_ir)?;
-    Ok(CompiledStep { program, built, state, alpha })
+    Ok(CompiledStep { program, built, state, alpha, lr: sgd_lr })
 }
 
 /// Compiles inference (loss and logits, no dropout, running statistics) for `batch`.
@@ -431,8 +446,8 @@ mod tests {
             s
         };
         let images: Vec<u8> = (0..20 * 784).map(|_| if next() % 5 == 0 { next() as u8 } else { 0 }).collect();
-        let labels: Vec<u8> = (0..20).map(|_| (next() % 10) as u8).collect();
-        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let labels: Vec<u32> = (0..20).map(|_| (next() % 10) as u32).collect();
+        let data = Dataset::images(&images, &labels, vec![28, 28]);
         let mut interp = Trainer::new(spec.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut compiled = Trainer::new(spec).unwrap_or_else(|e| panic!("{name}: {e}"));
         compiled.compile(false).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -525,8 +540,8 @@ mod tests {
         // log of a negative mean: NaN at the first step, on both engines.
         let spec = model(&format!("{deep}\nloss = log(mean(logits) - 100)"), "adam");
         let images = vec![1u8; 8 * 784];
-        let labels = vec![3u8; 8];
-        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let labels = vec![3u32; 8];
+        let data = Dataset::images(&images, &labels, vec![28, 28]);
         let mut t = Trainer::new(spec).unwrap();
         let before = t.params.clone();
         t.compile(false).unwrap();

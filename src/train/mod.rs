@@ -1,7 +1,6 @@
-//! Stage 6: training. Data sets (`data.rs`: MNIST; `files.rs`: the user's CSV, `.npy` and
-//! `.npz` files), the training loop (`trainer.rs`), optimizers, learning-rate schedules and
-//! callbacks (`schedule.rs`), weight files, training curves, evaluation metrics (`metrics.rs`)
-//! and a person's own picture of a digit made into an MNIST sample (`picture.rs`).
+//! Stage 6: training. Data sets (`data.rs`: MNIST and IDX files; `files.rs`: CSV and NumPy
+//! files; `source.rs`: a model's `data` line to checked, split samples), the training loop (`trainer.rs`), optimizers,
+//! weight files, training curves and evaluation metrics (`metrics.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
@@ -12,6 +11,7 @@ pub mod optimizer;
 pub mod picture;
 pub mod plot;
 pub mod schedule;
+pub mod source;
 pub mod trainer;
 pub mod weights;
 

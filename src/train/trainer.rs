@@ -43,42 +43,100 @@ pub enum TrainError {
     Interrupted { epoch: usize, step: usize },
 }
 
-/// Samples: `images` are `len × sample_size` bytes, `labels` one byte each.
+/// The feature values of samples, row-major, as a file holds them: bytes (IDX files,
+/// `uint8` NumPy arrays) or 32-bit floats (CSV, other NumPy arrays).
+#[derive(Debug, Clone, Copy)]
+pub enum Features<'a> {
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+/// What the model learns to output for each sample.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// A class label per sample.
+    Classes(&'a [u32]),
+    /// `width` float targets per sample (regression).
+    Values { width: usize, data: &'a [f32] },
+}
+
+/// How raw feature values become the model's input: divided by `divide`, then, when
+/// `normalize` holds statistics, standardised per feature as `(v - mean) / std`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputMap {
+    pub divide: f32,
+    /// Mean and standard deviation of each feature (of the divided values), as 1-D
+    /// tensors: saved with the weights as `input.mean` and `input.std`.
+    pub normalize: Option<(ArrayD<f32>, ArrayD<f32>)>,
+}
+
+impl InputMap {
+    /// Pixels of the built-in MNIST: `p / 255`.
+    pub fn pixels() -> InputMap {
+        InputMap { divide: 255.0, normalize: None }
+    }
+}
+
+/// Samples: `len × sample_size` feature values and one target (or row of targets) each.
 pub struct Dataset<'a> {
-    pub images: &'a [u8],
-    pub labels: &'a [u8],
+    pub features: Features<'a>,
+    pub targets: Targets<'a>,
     pub sample: Vec<usize>,
 }
 
-impl Dataset<'_> {
+impl<'a> Dataset<'a> {
+    /// Images of bytes with class labels (MNIST's shape of data).
+    pub fn images(images: &'a [u8], labels: &'a [u32], sample: Vec<usize>) -> Dataset<'a> {
+        Dataset { features: Features::U8(images), targets: Targets::Classes(labels), sample }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.labels.len()
+        match self.targets {
+            Targets::Classes(l) => l.len(),
+            Targets::Values { width, data } => data.len() / width.max(1),
+        }
     }
 
     /// `true` when there are no samples.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len() == 0
     }
 
     fn sample_size(&self) -> usize {
         self.sample.iter().product()
     }
 
-    /// Asks the processor to start loading the images of samples `idx` into its caches, so
+    /// Targets per sample: 1 for a class label.
+    fn target_width(&self) -> usize {
+        match self.targets {
+            Targets::Classes(_) => 1,
+            Targets::Values { width, .. } => width,
+        }
+    }
+
+    /// Asks the processor to start loading the features of samples `idx` into its caches, so
     /// that a batch gathered later (while a step runs in between) does not wait for memory:
     /// the data set is larger than the caches and a shuffled batch touches it at random.
     fn prefetch(&self, idx: &[usize]) {
         #[cfg(target_arch = "x86_64")]
         {
             let s = self.sample_size();
+            let (base, width) = match self.features {
+                Features::U8(f) => (f.as_ptr(), 1),
+                Features::F32(f) => (f.as_ptr() as *const u8, 4),
+            };
+            let len = self.len() * s * width;
             for &i in idx {
-                let Some(image) = self.images.get(i * s..(i + 1) * s) else { continue };
-                for line in image.chunks(64) {
-                    // SAFETY: a prefetch is only a hint; the address is inside `images`.
+                let (from, to) = (i * s * width, (i + 1) * s * width);
+                if to > len {
+                    continue;
+                }
+                for at in (from..to).step_by(64) {
+                    // SAFETY: a prefetch is only a hint; the address is inside the features.
                     unsafe {
                         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            line.as_ptr() as *const i8
+                            base.add(at) as *const i8
                         )
                     };
                 }
@@ -88,18 +146,61 @@ impl Dataset<'_> {
         let _ = idx;
     }
 
-    /// The batch of samples `idx`: images scaled to [0, 1] and labels as floats.
-    fn batch(&self, idx: &[usize]) -> (ArrayD<f32>, ArrayD<f32>) {
+    /// The targets of samples `idx` into `dst`, as floats (a class label as its number).
+    fn fill_targets(&self, dst: &mut [f32], idx: &[usize]) {
+        match self.targets {
+            Targets::Classes(labels) => {
+                for (d, &i) in dst.iter_mut().zip(idx) {
+                    *d = labels[i] as f32;
+                }
+            }
+            Targets::Values { width, data } => {
+                for (row, &i) in dst.chunks_exact_mut(width.max(1)).zip(idx) {
+                    row.copy_from_slice(&data[i * width..(i + 1) * width]);
+                }
+            }
+        }
+    }
+
+    /// The batch of samples `idx`: inputs through `map`, and targets as floats.
+    fn batch(&self, idx: &[usize], map: &InputMap) -> (ArrayD<f32>, ArrayD<f32>) {
         let s = self.sample_size();
         let mut x = vec![0.0f32; idx.len() * s];
-        scale_pixels(&mut x, self.images, idx, s);
+        fill_input(&mut x, self, idx, map);
         let mut shape = vec![idx.len()];
         shape.extend_from_slice(&self.sample);
         let x = ArrayD::from_shape_vec(IxDyn(&shape), x).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)));
-        let y =
-            ArrayD::from_shape_vec(IxDyn(&[idx.len()]), idx.iter().map(|&i| self.labels[i] as f32).collect())
-                .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[idx.len()])));
+        let w = self.target_width();
+        let mut y = vec![0.0f32; idx.len() * w];
+        self.fill_targets(&mut y, idx);
+        let y_shape: Vec<usize> = match self.targets {
+            Targets::Classes(_) => vec![idx.len()],
+            Targets::Values { .. } => vec![idx.len(), w],
+        };
+        let y = ArrayD::from_shape_vec(IxDyn(&y_shape), y).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&y_shape)));
         (x, y)
+    }
+
+    /// How well `outputs` (one row of `width` per sample of `idx`) fit the targets, summed:
+    /// the number of samples whose largest output is their label (classification), or the
+    /// sum of absolute errors (regression).
+    fn score(&self, outputs: &[f32], idx: &[usize], width: usize) -> f64 {
+        let rows = outputs.chunks(width.max(1)).zip(idx);
+        match self.targets {
+            Targets::Classes(labels) => {
+                rows.filter(|(row, i)| argmax(row) == labels[**i] as usize).count() as f64
+            }
+            Targets::Values { width: w, data } => rows
+                .map(|(row, &i)| {
+                    row.iter().zip(&data[i * w..(i + 1) * w]).map(|(p, t)| (p - t).abs() as f64).sum::<f64>()
+                })
+                .sum(),
+        }
+    }
+
+    /// What [`score`](Self::score) sums are divided by for a mean over the whole set.
+    fn score_count(&self) -> f64 {
+        (self.len() * self.target_width()) as f64
     }
 }
 
@@ -111,7 +212,8 @@ pub struct Progress {
     pub step: usize,
     pub steps: usize,
     pub loss: f64,
-    pub accuracy: f64,
+    /// Accuracy (classification) or mean absolute error (regression) so far.
+    pub metric: f64,
 }
 
 /// A model being trained: its graphs (one per batch size met), parameters and state.
@@ -138,6 +240,14 @@ pub struct Trainer {
     pub kernel_times: Option<KernelTimes>,
     /// Raised (by the handler of Ctrl-C, SIGTERM and SIGHUP) to stop training between two steps.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// How feature values become inputs (the `data` line's `divide`, and the `normalize`
+    /// statistics once computed or loaded).
+    pub input_map: InputMap,
+    /// The optimizer's learning rate before the schedule: the file's `lr`, until
+    /// `reduce_lr_on_plateau` lowers it.
+    pub lr: f64,
+    /// The 1-based epoch under way (the step schedule reads it).
+    pub epoch: usize,
 }
 
 fn uniform(rng: &mut ChaCha8Rng) -> f32 {
@@ -166,26 +276,46 @@ fn draw_mask(rng: &mut ChaCha8Rng, rate: f64, values: &mut [f32]) {
     }
 }
 
-/// The images of samples `idx` into `dst` (one row of `s` values each), scaled to [0, 1]
-/// by `p / 255`: the one scaling every batch gets, interpreted or compiled. Rows are shared
-/// between the team's threads, and the division runs eight lanes at a time where the
-/// processor has AVX2 (the same IEEE division, so the same values).
-fn scale_pixels(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
-    fn rows(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
+/// The inputs of samples `idx` into `dst` (one row of `s` values each): each feature value
+/// `v` becomes `v / divide`, then `(v / divide - mean) / std` when the map normalises. The
+/// one mapping every batch gets, interpreted or compiled, for training, evaluation and
+/// prediction alike; MNIST's pixels are `p / 255`. Rows are shared between the team's
+/// threads, and the arithmetic runs eight lanes at a time where the processor has AVX2 (the
+/// same IEEE operations, so the same values).
+fn fill_input(dst: &mut [f32], data: &Dataset<'_>, idx: &[usize], map: &InputMap) {
+    fn rows(dst: &mut [f32], features: Features<'_>, idx: &[usize], s: usize, map: &InputMap) {
+        let d = map.divide;
         for (row, &i) in dst.chunks_exact_mut(s).zip(idx) {
-            for (d, &p) in row.iter_mut().zip(&images[i * s..(i + 1) * s]) {
-                *d = p as f32 / 255.0;
+            match features {
+                Features::U8(f) => {
+                    for (o, &p) in row.iter_mut().zip(&f[i * s..(i + 1) * s]) {
+                        *o = p as f32 / d;
+                    }
+                }
+                Features::F32(f) if d == 1.0 => row.copy_from_slice(&f[i * s..(i + 1) * s]),
+                Features::F32(f) => {
+                    for (o, &v) in row.iter_mut().zip(&f[i * s..(i + 1) * s]) {
+                        *o = v / d;
+                    }
+                }
+            }
+            if let Some((mean, std)) = &map.normalize {
+                for ((o, m), sd) in row.iter_mut().zip(mean).zip(std) {
+                    *o = (*o - m) / sd;
+                }
             }
         }
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn rows_avx2(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
-        rows(dst, images, idx, s)
+    fn rows_avx2(dst: &mut [f32], features: Features<'_>, idx: &[usize], s: usize, map: &InputMap) {
+        rows(dst, features, idx, s, map)
     }
+    let s = data.sample_size();
     let n = idx.len().min(dst.len() / s.max(1));
     let chunks = crate::jit::threads().min(n).max(1);
     let dst_at = dst.as_mut_ptr() as usize;
+    let features = data.features;
     crate::jit::parallel_for(chunks, &|c| {
         let (from, to) = (n * c / chunks, n * (c + 1) / chunks);
         // SAFETY: rows `from..to` of `dst` are this chunk's alone (chunks cover disjoint
@@ -195,9 +325,9 @@ fn scale_pixels(dst: &mut [f32], images: &[u8], idx: &[usize], s: usize) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was detected.
-            return unsafe { rows_avx2(dst, images, &idx[from..to], s) };
+            return unsafe { rows_avx2(dst, features, &idx[from..to], s, map) };
         }
-        rows(dst, images, &idx[from..to], s);
+        rows(dst, features, &idx[from..to], s, map);
     });
 }
 
@@ -229,6 +359,19 @@ impl Trainer {
             .collect();
         let mut train_graphs = HashMap::new();
         train_graphs.insert(batch, built);
+        let spec_lr = match spec.optimizer {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => lr,
+        };
+        // Normalisation statistics start as the identity; the training data's replace them
+        // (`set_normalization`), or a weight file's (`set_tensors`).
+        let sample: usize = spec.input.iter().product();
+        let input_map = InputMap {
+            divide: spec.data.divide as f32,
+            normalize: spec
+                .data
+                .normalize
+                .then(|| (ArrayD::zeros(IxDyn(&[sample])), ArrayD::ones(IxDyn(&[sample])))),
+        };
         Ok(Trainer {
             spec,
             train_graphs,
@@ -244,6 +387,9 @@ impl Trainer {
             keep_ir: false,
             kernel_times: None,
             stop: None,
+            input_map,
+            lr: spec_lr,
+            epoch: 1,
         })
     }
 
@@ -352,7 +498,7 @@ impl Trainer {
         idx: &[usize],
         epoch: usize,
         step: usize,
-    ) -> Option<Result<(f64, usize), TrainError>> {
+    ) -> Option<Result<(f64, f64), TrainError>> {
         let c = self.compiled.as_ref()?;
         if idx.len() != c.built.batch {
             return None;
@@ -366,20 +512,21 @@ impl Trainer {
             }
         }
         let (input, labels) = (c.built.input, c.built.labels);
-        let s = data.sample_size();
         if let Some(dst) = c.program.slot_mut(input) {
-            scale_pixels(dst, data.images, idx, s);
+            fill_input(dst, data, idx, &self.input_map);
         }
         if let Some(dst) = c.program.slot_mut(labels) {
-            for (d, &i) in dst.iter_mut().zip(idx) {
-                *d = data.labels[i] as f32;
-            }
+            data.fill_targets(dst, idx);
         }
-        if let (Some(a), Optimizer::Adam { lr, beta1, beta2, .. }) = (c.alpha, &self.spec.optimizer) {
+        let lr = self.spec.schedule.rate(self.lr, t - 1, self.epoch - 1);
+        if let (Some(a), Optimizer::Adam { beta1, beta2, .. }) = (c.alpha, &self.spec.optimizer) {
             let alpha = (lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))) as f32;
             if let Some(dst) = c.program.slot_mut(a) {
                 dst[0] = alpha;
             }
+        }
+        if let Some(dst) = c.lr.and_then(|l| c.program.slot_mut(l)) {
+            dst[0] = lr as f32;
         }
         match &mut self.kernel_times {
             Some(kt) => {
@@ -406,15 +553,7 @@ impl Trainer {
             let what = self.first_non_finite(data, idx, &masks).unwrap_or_else(|| "the loss".into());
             return Some(Err(TrainError::NotFinite { epoch, step, what }));
         }
-        let classes = self.spec.classes;
-        let right = match c.program.slot(c.built.logits) {
-            Some(logits) => logits
-                .chunks(classes)
-                .zip(idx)
-                .filter(|(row, i)| argmax(row) == data.labels[**i] as usize)
-                .count(),
-            None => 0,
-        };
+        let right = c.program.slot(c.built.logits).map_or(0.0, |o| data.score(o, idx, self.spec.classes));
         self.step = t;
         Some(Ok((loss, right)))
     }
@@ -429,7 +568,7 @@ impl Trainer {
         idx: &[usize],
         masks: &[ArrayD<f32>],
     ) -> Option<String> {
-        let (x, y) = data.batch(idx);
+        let (x, y) = data.batch(idx, &self.input_map);
         self.graph(idx.len(), true).ok()?;
         let built = &self.train_graphs[&idx.len()];
         let inputs = step_inputs(built, &x, &y, &self.params, masks, &self.running);
@@ -477,8 +616,24 @@ impl Trainer {
         Ok(&graphs[&batch])
     }
 
+    /// The optimizer with the learning rate of step `t` (1-based): the schedule's rate from
+    /// [`lr`](Self::lr) at this epoch.
+    fn optimizer_now(&self, t: u64) -> Optimizer {
+        let lr = self.spec.schedule.rate(self.lr, t.saturating_sub(1), self.epoch.saturating_sub(1));
+        match self.spec.optimizer.clone() {
+            Optimizer::Adam { beta1, beta2, epsilon, .. } => Optimizer::Adam { lr, beta1, beta2, epsilon },
+            Optimizer::Sgd { momentum, nesterov, .. } => Optimizer::Sgd { lr, momentum, nesterov },
+        }
+    }
+
+    /// The learning rate of the next step.
+    pub fn current_lr(&self) -> f64 {
+        self.spec.schedule.rate(self.lr, self.step, self.epoch.saturating_sub(1))
+    }
+
     /// One epoch over `data` in a fresh shuffled order. Returns the mean training loss and
-    /// accuracy (with dropout active, as Keras reports them).
+    /// the metric, accuracy (classification) or mean absolute error (regression), with
+    /// dropout active, as Keras reports them.
     pub fn train_epoch(
         &mut self,
         data: &Dataset<'_>,
@@ -491,9 +646,11 @@ impl Trainer {
             let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
+        self.epoch = epoch;
         let batch = self.spec.train.batch;
         let steps = n.div_ceil(batch);
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let (mut loss_sum, mut score) = (0.0f64, 0.0f64);
+        let width = data.score_count() / n.max(1) as f64;
         for s in 0..steps {
             if self.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Err(TrainError::Interrupted { epoch, step: s + 1 });
@@ -502,27 +659,27 @@ impl Trainer {
             data.prefetch(&order[((s + 1) * batch).min(n)..((s + 2) * batch).min(n)]);
             let (loss, right) = self.train_step(data, idx, epoch, s + 1)?;
             loss_sum += loss * idx.len() as f64;
-            correct += right;
+            score += right;
             let seen = ((s + 1) * batch).min(n);
             progress(&Progress {
                 step: s + 1,
                 steps,
                 loss: loss_sum / seen as f64,
-                accuracy: correct as f64 / seen as f64,
+                metric: score / (seen as f64 * width),
             });
         }
-        Ok((loss_sum / n as f64, correct as f64 / n as f64))
+        Ok((loss_sum / n as f64, score / data.score_count().max(1.0)))
     }
 
-    /// One optimizer step on the samples `idx`. Returns the batch loss and the number of
-    /// correctly classified samples.
+    /// One optimizer step on the samples `idx`. Returns the batch loss and the summed score
+    /// ([`Dataset::score`]: correctly classified samples, or absolute errors).
     pub fn train_step(
         &mut self,
         data: &Dataset<'_>,
         idx: &[usize],
         epoch: usize,
         step: usize,
-    ) -> Result<(f64, usize), TrainError> {
+    ) -> Result<(f64, f64), TrainError> {
         if let Some(r) = self.compiled_step(data, idx, epoch, step) {
             return r;
         }
@@ -545,8 +702,8 @@ impl Trainer {
         idx: &[usize],
         epoch: usize,
         step: usize,
-    ) -> Result<(f64, usize), TrainError> {
-        let (x, y) = data.batch(idx);
+    ) -> Result<(f64, f64), TrainError> {
+        let (x, y) = data.batch(idx, &self.input_map);
         let b = idx.len();
         self.graph(b, true)?;
         let built = &self.train_graphs[&b];
@@ -580,10 +737,11 @@ impl Trainer {
                 });
             }
         }
-        let right = correct(&out[1], &y);
+        let right = out[1].as_slice().map_or(0.0, |o| data.score(o, idx, self.spec.classes));
         self.step += 1;
+        let opt = self.optimizer_now(self.step);
         for ((param, grad), slots) in self.params.iter_mut().zip(grads).zip(&mut self.slots) {
-            optimizer::update(&self.spec.optimizer, self.step, param, grad, slots);
+            optimizer::update(&opt, self.step, param, grad, slots);
         }
         let stats = &out[2 + built.params.len()..];
         for (k, bn) in built.batchnorms.iter().enumerate() {
@@ -597,8 +755,17 @@ impl Trainer {
 
     /// Mean loss and accuracy over `data` with the inference graph (no dropout, running
     /// statistics), in batches of the training batch size.
+    /// For regression, the metric is the mean absolute error over every target value.
     pub fn evaluate(&mut self, data: &Dataset<'_>) -> Result<(f64, f64), TrainError> {
-        self.evaluate_confusion(data).map(|(loss, accuracy, _)| (loss, accuracy))
+        if !self.spec.regression {
+            return self.evaluate_confusion(data).map(|(loss, accuracy, _)| (loss, accuracy));
+        }
+        let (mut loss_sum, mut score) = (0.0f64, 0.0f64);
+        self.for_batches(data, &mut |loss, outputs, y| {
+            loss_sum += loss * outputs.shape()[0] as f64;
+            score += batch_score(outputs, y, true);
+        })?;
+        Ok((loss_sum / data.len().max(1) as f64, score / data.score_count().max(1.0)))
     }
 
     /// [`evaluate`](Self::evaluate) with the confusion matrix of the predictions (the
@@ -610,7 +777,7 @@ impl Trainer {
         let mut confusion = super::metrics::Confusion::new(self.spec.classes);
         let mut loss_sum = 0.0f64;
         self.for_batches(data, &mut |loss, logits, y| {
-            loss_sum += loss * y.len() as f64;
+            loss_sum += loss * logits.shape()[0] as f64;
             for (p, l) in argmax_rows(logits).into_iter().zip(y.iter()) {
                 confusion.add(*l as usize, p);
             }
@@ -626,6 +793,16 @@ impl Trainer {
         Ok(out)
     }
 
+    /// The model's outputs for every sample, a row of `spec.classes` each: logits for
+    /// classification, predicted values for regression.
+    pub fn outputs(&mut self, data: &Dataset<'_>) -> Result<Vec<Vec<f32>>, TrainError> {
+        let mut out = Vec::with_capacity(data.len());
+        self.for_batches(data, &mut |_, logits, _| {
+            out.extend(logits.outer_iter().map(|r| r.iter().copied().collect::<Vec<f32>>()))
+        })?;
+        Ok(out)
+    }
+
     fn for_batches(&mut self, data: &Dataset<'_>, f: &mut BatchSink<'_>) -> Result<(), TrainError> {
         if self.compiled.is_some() {
             return self.for_batches_compiled(data, f);
@@ -634,7 +811,7 @@ impl Trainer {
         let n = data.len();
         let idx: Vec<usize> = (0..n).collect();
         for chunk in idx.chunks(batch) {
-            let (x, y) = data.batch(chunk);
+            let (x, y) = data.batch(chunk, &self.input_map);
             self.graph(chunk.len(), false)?;
             let built = &self.infer_graphs[&chunk.len()];
             let mut inputs: HashMap<Id, ArrayViewD<'_, f32>> = HashMap::new();
@@ -660,7 +837,6 @@ impl Trainer {
         self.sync();
         let batch = self.spec.train.batch;
         let n = data.len();
-        let s = data.sample_size();
         let idx: Vec<usize> = (0..n).collect();
         let mut loaded: Vec<usize> = Vec::new();
         for chunk in idx.chunks(batch) {
@@ -683,11 +859,14 @@ impl Trainer {
                 loaded.push(b);
             }
             if let Some(dst) = c.program.slot_mut(c.built.input) {
-                scale_pixels(dst, data.images, chunk, s);
+                fill_input(dst, data, chunk, &self.input_map);
             }
+            let w = data.target_width();
+            let mut y = vec![0.0f32; b * w];
+            data.fill_targets(&mut y, chunk);
+            let y_shape = if self.spec.regression { vec![b, w] } else { vec![b] };
             let y =
-                ArrayD::from_shape_vec(IxDyn(&[b]), chunk.iter().map(|&i| data.labels[i] as f32).collect())
-                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[b])));
+                ArrayD::from_shape_vec(IxDyn(&y_shape), y).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&y_shape)));
             write(&mut c.program, c.built.labels, &y);
             c.program.run();
             let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
@@ -713,7 +892,56 @@ impl Trainer {
             v.push((format!("{name}.moving_mean"), mean));
             v.push((format!("{name}.moving_variance"), var));
         }
+        if let Some((mean, std)) = &self.input_map.normalize {
+            v.push(("input.mean".to_owned(), mean));
+            v.push(("input.std".to_owned(), std));
+        }
         v
+    }
+
+    /// Sets the `normalize` statistics from the training samples `data`: per feature, the
+    /// mean and the (population) standard deviation of the divided values, in f64; a
+    /// feature with no spread gets 1, so that it maps to 0 rather than to a NaN. Nothing
+    /// when the `data` line does not normalise.
+    pub fn set_normalization(&mut self, data: &Dataset<'_>) {
+        let Some((mean, std)) = &mut self.input_map.normalize else { return };
+        let s = data.sample_size();
+        let n = data.len();
+        let d = self.input_map.divide as f64;
+        let (mut sum, mut sq) = (vec![0.0f64; s], vec![0.0f64; s]);
+        for i in 0..n {
+            let value = |j: usize| match data.features {
+                Features::U8(f) => (f[i * s + j] as f32 / d as f32) as f64,
+                Features::F32(f) if d == 1.0 => f[i * s + j] as f64,
+                Features::F32(f) => (f[i * s + j] / d as f32) as f64,
+            };
+            for j in 0..s {
+                let v = value(j);
+                sum[j] += v;
+                sq[j] += v * v;
+            }
+        }
+        let n = n.max(1) as f64;
+        for j in 0..s.min(mean.len()) {
+            let m = sum[j] / n;
+            let var = (sq[j] / n - m * m).max(0.0);
+            mean[j] = m as f32;
+            std[j] = if var.sqrt() as f32 > 0.0 { var.sqrt() as f32 } else { 1.0 };
+        }
+    }
+
+    /// Copies of [`named_tensors`](Self::named_tensors), taken out of the compiled step.
+    pub fn snapshot(&mut self) -> Vec<ArrayD<f32>> {
+        self.sync();
+        self.named_tensors().into_iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// Puts back weights from [`snapshot`](Self::snapshot) (early stopping's best epoch),
+    /// into the compiled step too; the optimizer state stays.
+    pub fn put_back(&mut self, tensors: Vec<ArrayD<f32>>) {
+        self.sync();
+        self.set_tensors(tensors);
+        self.unsync();
     }
 
     /// Replaces weights and running statistics from `tensors`, in `named_tensors` order.
@@ -729,6 +957,12 @@ impl Trainer {
                 *mean = m;
                 *var = v;
             }
+        }
+        if let Some((mean, std)) = &mut self.input_map.normalize
+            && let (Some(m), Some(s)) = (it.next(), it.next())
+        {
+            *mean = m;
+            *std = s;
         }
     }
 
@@ -827,8 +1061,13 @@ fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
         .collect()
 }
 
-fn correct(logits: &ArrayD<f32>, y: &ArrayD<f32>) -> usize {
-    argmax_rows(logits).iter().zip(y.iter()).filter(|(p, l)| **p == **l as usize).count()
+/// [`Dataset::score`] of a batch from its outputs and its targets as the graph takes them.
+fn batch_score(outputs: &ArrayD<f32>, y: &ArrayD<f32>, regression: bool) -> f64 {
+    if regression {
+        outputs.iter().zip(y.iter()).map(|(p, t)| (p - t).abs() as f64).sum()
+    } else {
+        argmax_rows(outputs).iter().zip(y.iter()).filter(|(p, l)| **p == **l as usize).count() as f64
+    }
 }
 
 #[cfg(test)]
@@ -878,8 +1117,8 @@ mod tests {
         };
         // Mostly zeros, as real images are, so that the zero-skipping products run.
         let images: Vec<u8> = (0..40 * 784).map(|_| if next() % 5 == 0 { next() as u8 } else { 0 }).collect();
-        let labels: Vec<u8> = (0..40).map(|_| (next() % 10) as u8).collect();
-        let data = Dataset { images: &images, labels: &labels, sample: vec![28, 28] };
+        let labels: Vec<u32> = (0..40).map(|_| (next() % 10) as u32).collect();
+        let data = Dataset::images(&images, &labels, vec![28, 28]);
         let mut interp = Trainer::new(spec.clone()).unwrap();
         let mut compiled = Trainer::new(spec).unwrap();
         compiled.compile(false).unwrap_or_else(|e| panic!("{name}: {e}"));

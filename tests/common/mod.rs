@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mnist;
+pub mod sklearn;
 
 /// `(formula, variable)`: polynomials, quotients, powers with variable exponents, exp/log,
 /// trigonometric and inverse, hyperbolic, nested, several variables, activations, constants.
