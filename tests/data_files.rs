@@ -352,3 +352,114 @@ fn bad_data_files_are_refused_with_where() {
     check("a,b,y\n1,2,0\n", good, "2", 2, &["leaves 0 to train on"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A picture drawn in code: a dark stroke on light paper (or the reverse), `w`×`h` pixels,
+/// with ink where `ink(x, y)` (coordinates in [0, 1]).
+fn picture(path: &Path, w: u32, h: u32, light_paper: bool, ink: impl Fn(f64, f64) -> bool) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let on = ink(x as f64 / w as f64, y as f64 / h as f64);
+        let v = if on != light_paper { 250 } else { 20 };
+        image::Rgb([v, v, if light_paper { v.saturating_sub(30) } else { v }])
+    });
+    img.save(path).unwrap();
+}
+
+/// `predict` on a person's own pictures, drawn at other sizes and colours than MNIST's, with
+/// a model trained on MNIST: a bar is a 1 and a ring a 0, and the preprocessing is said; on
+/// a CSV of feature rows, one class per row (the label column left out when present).
+#[test]
+fn predict_reads_pictures_and_csv_rows() {
+    let dir = scratch("predict");
+    let model = std::fs::read_to_string(format!("{}/examples/mnist.model", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace("epochs=5", "epochs=1");
+    let m = dir.join("mnist.model");
+    std::fs::write(&m, model).unwrap();
+    let w = dir.join("w.safetensors");
+    let data = common::mnist::mnist_dir();
+    let (_, err, code) = symdiff(&[
+        "train",
+        m.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--no-checkpoint",
+        "--save",
+        w.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let bar = |x: f64, y: f64| (x - 0.5).abs() < 0.06 && (0.15..0.85).contains(&y);
+    let ring = |x: f64, y: f64| {
+        let r = ((x - 0.5).powi(2) / 0.09 + (y - 0.5).powi(2) / 0.16).sqrt();
+        (0.75..1.0).contains(&r)
+    };
+    type Ink<'a> = &'a dyn Fn(f64, f64) -> bool;
+    let cases: [(&str, u32, u32, bool, Ink<'_>, usize); 4] = [
+        ("one.png", 200, 300, true, &bar, 1),
+        ("one-dark.jpg", 90, 120, false, &bar, 1),
+        ("zero.png", 400, 400, true, &ring, 0),
+        ("zero.jpg", 640, 480, true, &ring, 0),
+    ];
+    for (name, pw, ph, light, ink, class) in cases {
+        let p = dir.join(name);
+        picture(&p, pw, ph, light, ink);
+        let (out, err, code) = symdiff(&[
+            "predict",
+            m.to_str().unwrap(),
+            "--weights",
+            w.to_str().unwrap(),
+            p.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["class"], class, "{name}: {v}");
+        let p: Vec<f64> =
+            v["probabilities"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!(common::close(p.iter().sum(), 1.0, 1e-9) && p.len() == 10, "{name}: {v}");
+        let steps = v["preprocessing"].to_string();
+        assert_eq!(steps.contains("inverted"), light, "{name}: {steps}");
+        assert!(steps.contains("centred by mass"), "{name}: {steps}");
+    }
+    // Not a picture, and a picture for a model that does not take 28×28 samples.
+    std::fs::write(dir.join("notes.png"), "hello").unwrap();
+    let (_, err, code) = symdiff(&[
+        "predict",
+        m.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        dir.join("notes.png").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("notes.png"), "{err}");
+
+    // CSV rows, with and without the label column, for a model trained from CSV.
+    let model = blobs(&dir, "optimizer adam lr=0.01");
+    let bw = dir.join("blobs.safetensors");
+    let (_, err, code) =
+        symdiff(&["train", model.to_str().unwrap(), "--no-checkpoint", "--save", bw.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(dir.join("rows.csv"), "a,b\n1.5,-1.5\n0.1,0.9\n").unwrap();
+    std::fs::write(dir.join("labelled.csv"), "y,a,b\n1,1.5,-1.5\n0,0.1,0.9\n").unwrap();
+    for rows in ["rows.csv", "labelled.csv"] {
+        let (out, err, code) = symdiff(&[
+            "predict",
+            model.to_str().unwrap(),
+            "--weights",
+            bw.to_str().unwrap(),
+            dir.join(rows).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{rows}: {err}");
+        assert_eq!(out.trim(), "1\n0", "{rows}");
+    }
+    std::fs::write(dir.join("wide.csv"), "a,b,c\n1,2,3\n").unwrap();
+    let (_, err, code) = symdiff(&[
+        "predict",
+        model.to_str().unwrap(),
+        "--weights",
+        bw.to_str().unwrap(),
+        dir.join("wide.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rows of 3 features, but the model takes 2"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

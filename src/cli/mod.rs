@@ -225,9 +225,11 @@ enum Command {
         /// The trained weights.
         #[arg(long, value_name = "FILE", required = true)]
         weights: PathBuf,
-        /// Images (IDX, raw or gzip).
+        /// What to classify: a picture of a digit (PNG or JPEG: made grayscale, inverted when
+        /// the background is light, fitted into 28×28 and centred by mass, as MNIST's are),
+        /// IDX images (raw or gzip), or a CSV file of feature rows with a header.
         images: PathBuf,
-        /// Print a JSON array.
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

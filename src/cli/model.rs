@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
+use symdiff::model::schedule::{Monitor, Schedule, Verdict};
 use symdiff::train::data;
-use symdiff::train::schedule::{Monitor, Schedule, Verdict};
 use symdiff::train::source::{self, Loaded};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
 use symdiff::train::{EpochStats, checkpoint, plot, weights};
@@ -615,22 +615,172 @@ pub fn evaluate(file: &Path, weights_path: &Path, data_dir: Option<&Path>, json_
     })
 }
 
-/// `symdiff predict FILE.model --weights W IMAGES.idx`: one class per image.
-pub fn predict(file: &Path, weights_path: &Path, images: &Path, json_out: bool) -> Result<String> {
+/// What `predict` was given, by its first bytes (and a CSV by its name).
+enum PredictInput {
+    Picture,
+    Idx,
+    Csv,
+}
+
+fn predict_input(path: &Path) -> Result<PredictInput> {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Failure::Message(format!("error: cannot read {}: {e}\n", path.display())))?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    Ok(match (&head[..n], ext.as_deref()) {
+        ([0x89, b'P', b'N', b'G'], _) | ([0xff, 0xd8, 0xff, _], _) => PredictInput::Picture,
+        (_, Some("png" | "jpg" | "jpeg")) => PredictInput::Picture, // says what is wrong with it
+        ([0, 0, 8, _], _) | ([0x1f, 0x8b, ..], _) => PredictInput::Idx,
+        (_, Some("csv" | "tsv" | "txt")) => PredictInput::Csv,
+        _ => {
+            return Err(Failure::Message(format!(
+                "error: {}: not a picture (PNG, JPEG), IDX images (raw or gzip) or a CSV file (.csv)\n",
+                path.display()
+            )));
+        }
+    })
+}
+
+/// `symdiff predict FILE.model --weights W INPUT`: a picture of a digit (PNG or JPEG), IDX
+/// images, or a CSV file of feature rows (with a header; the model's label or target columns
+/// are left out when present). One line per sample: the class (classification) or the
+/// values (regression); for a picture, the probabilities and the preprocessing too.
+pub fn predict(file: &Path, weights_path: &Path, input: &Path, json_out: bool) -> Result<String> {
     let mut trainer = trainer_with_weights(file, weights_path)?;
-    let idx = data::read_idx(images)?;
-    let sample = &trainer.spec.input;
-    if idx.dims.len() != sample.len() + 1 || idx.dims[1..] != sample[..] {
-        return Err(Failure::Message(format!(
-            "error: {}: images are {:?}, the model takes N×{}\n",
-            images.display(),
-            idx.dims,
-            sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
-        )));
+    let spec = trainer.spec.clone();
+    let want: usize = spec.input.iter().product();
+    let shape = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+    match predict_input(input)? {
+        PredictInput::Picture => {
+            if want != 28 * 28 {
+                return Err(Failure::Message(format!(
+                    "error: {}: a picture becomes a 28×28 sample, but the model takes {}\n",
+                    input.display(),
+                    shape(&spec.input)
+                )));
+            }
+            let prepared = symdiff::train::picture::prepare_digit(input)?;
+            // The picture is in [0, 1] already, as MNIST pixels are after their division.
+            trainer.input_map.divide = 1.0;
+            let labels = [0u32];
+            let set = Dataset {
+                features: symdiff::train::trainer::Features::F32(&prepared.pixels),
+                targets: symdiff::train::trainer::Targets::Classes(&labels),
+                sample: spec.input.clone(),
+            };
+            let out = trainer.outputs(&set)?.pop().unwrap_or_default();
+            if spec.regression {
+                return Ok(if json_out {
+                    json!({"file": input.display().to_string(), "values": out, "preprocessing": prepared.steps})
+                        .to_string()
+                } else {
+                    format!("{}: {out:?}\npreprocessing: {}", input.display(), prepared.steps.join("; "))
+                });
+            }
+            let top = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f64> = out.iter().map(|&l| ((l - top) as f64).exp()).collect();
+            let total: f64 = exp.iter().sum();
+            let p: Vec<f64> = exp.iter().map(|e| e / total).collect();
+            let class = p.iter().enumerate().fold(0, |b, (i, &x)| if x > p[b] { i } else { b });
+            Ok(if json_out {
+                json!({"file": input.display().to_string(), "class": class, "probabilities": p,
+                       "preprocessing": prepared.steps})
+                .to_string()
+            } else {
+                let probs: Vec<String> = p.iter().enumerate().map(|(c, x)| format!("{c}: {x:.3}")).collect();
+                format!(
+                    "{}: {class} (probability {:.3})\nprobabilities: {}\npreprocessing: {}",
+                    input.display(),
+                    p[class],
+                    probs.join("  "),
+                    prepared.steps.join("; ")
+                )
+            })
+        }
+        PredictInput::Idx => {
+            let idx = data::read_idx(input)?;
+            if idx.dims.is_empty() || idx.dims[1..].iter().product::<usize>() != want {
+                return Err(Failure::Message(format!(
+                    "error: {}: images are {}, the model takes N×{}\n",
+                    input.display(),
+                    shape(&idx.dims),
+                    shape(&spec.input)
+                )));
+            }
+            let labels = vec![0u32; idx.dims[0]];
+            let set = Dataset::images(&idx.data, &labels, spec.input.clone());
+            predicted_rows(&mut trainer, &set, json_out)
+        }
+        PredictInput::Csv => {
+            use symdiff::model::data::{Source, Targets as Columns};
+            use symdiff::train::files::{self, CsvOptions, TargetSpec};
+            let delimiter = match &spec.data.source {
+                Source::Csv { delimiter, .. } => *delimiter,
+                _ => b',',
+            };
+            // The model's own label or target columns, if this file has them, are not features.
+            let header = std::fs::read(input)
+                .map(|b| {
+                    let line = b.split(|&c| c == b'\n').next().unwrap_or(&[]).to_vec();
+                    String::from_utf8_lossy(&line).into_owned()
+                })
+                .unwrap_or_default();
+            let columns: Vec<String> = header
+                .trim_start_matches('\u{feff}')
+                .split(char::from(delimiter))
+                .map(|c| c.trim().trim_matches('"').to_owned())
+                .collect();
+            let owned: Vec<String> = match &spec.data.source {
+                Source::Csv { targets: Columns::Label(l), .. } => vec![l.clone()],
+                Source::Csv { targets: Columns::Values(v), .. } => v.clone(),
+                _ => Vec::new(),
+            };
+            let present = !owned.is_empty() && owned.iter().all(|c| columns.contains(c));
+            let targets = match (&spec.data.source, present) {
+                (Source::Csv { targets: Columns::Label(l), .. }, true) => TargetSpec::Label(l),
+                (_, true) => TargetSpec::Target(&owned),
+                _ => TargetSpec::None,
+            };
+            let opts = CsvOptions { delimiter, targets, max_bytes: symdiff::model::memory_budget() };
+            let table = files::read_csv(input, &opts)?;
+            if table.sample_size() != want {
+                return Err(Failure::Message(format!(
+                    "error: {}: rows of {} features, but the model takes {}\n",
+                    input.display(),
+                    table.sample_size(),
+                    shape(&spec.input)
+                )));
+            }
+            let rows = table.len();
+            let zeros = vec![0u32; rows];
+            let set = Dataset {
+                features: match &table.features {
+                    files::Features::U8(v) => symdiff::train::trainer::Features::U8(v),
+                    files::Features::F32(v) => symdiff::train::trainer::Features::F32(v),
+                },
+                targets: symdiff::train::trainer::Targets::Classes(&zeros),
+                sample: spec.input.clone(),
+            };
+            predicted_rows(&mut trainer, &set, json_out)
+        }
     }
-    let labels = vec![0u32; idx.dims[0]];
-    let set = Dataset::images(&idx.data, &labels, sample.clone());
-    let classes = trainer.predict(&set)?;
+}
+
+/// One line per sample: the class, or the predicted values of a regression.
+fn predicted_rows(trainer: &mut Trainer, set: &Dataset<'_>, json_out: bool) -> Result<String> {
+    if trainer.spec.regression {
+        let rows = trainer.outputs(set)?;
+        return Ok(if json_out {
+            json!(rows).to_string()
+        } else {
+            rows.iter()
+                .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
+    let classes = trainer.predict(set)?;
     Ok(if json_out {
         json!(classes).to_string()
     } else {

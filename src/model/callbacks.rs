@@ -15,8 +15,8 @@
 //!
 //! Invariant: only reads; every value is checked here, with its position.
 
+use crate::model::schedule::{EarlyStopping, Monitor, Plateau, Schedule};
 use crate::syntax::{Diagnostic, Item, Name, Span, Spanned, Value};
-use crate::train::schedule::{EarlyStopping, Monitor, Plateau, Schedule};
 
 use super::{Ctx, Options};
 

@@ -30,6 +30,7 @@ pub mod build;
 pub mod callbacks;
 pub mod data;
 pub mod memory;
+pub mod schedule;
 pub mod show;
 pub mod summary;
 #[cfg(test)]
@@ -146,11 +147,11 @@ pub struct ModelSpec {
     pub optimizer: Optimizer,
     pub train: TrainSettings,
     /// How the learning rate changes with the step or the epoch (`schedule ...`).
-    pub schedule: crate::train::schedule::Schedule,
+    pub schedule: crate::model::schedule::Schedule,
     /// `reduce_lr_on_plateau ...`, in its initial state.
-    pub plateau: Option<crate::train::schedule::Plateau>,
+    pub plateau: Option<crate::model::schedule::Plateau>,
     /// `early_stopping ...`, in its initial state.
-    pub early_stopping: Option<crate::train::schedule::EarlyStopping>,
+    pub early_stopping: Option<crate::model::schedule::EarlyStopping>,
     /// User-defined activations: the body over one scalar parameter, in `activations`.
     pub activation_defs: HashMap<String, FnDef>,
     /// The graph holding the activation definitions.
@@ -672,7 +673,7 @@ impl ModelSpec {
             regularizers,
             optimizer,
             train,
-            schedule: schedule.value.map_or(crate::train::schedule::Schedule::Constant, |s| s.0),
+            schedule: schedule.value.map_or(crate::model::schedule::Schedule::Constant, |s| s.0),
             plateau: plateau.value.map(|p| p.0),
             early_stopping: early_stopping.value.map(|e| e.0),
             activation_defs,

@@ -106,6 +106,9 @@ pub enum TargetSpec<'a> {
     Label(&'a str),
     /// `target=COL[,COL...]`: float target columns (regression), in the order given.
     Target(&'a [String]),
+    /// No target column: every column is a feature (rows to predict). The table's targets
+    /// are then class 0 for every row.
+    None,
 }
 
 /// How to read a CSV file.
@@ -640,9 +643,10 @@ fn plan_columns(head: &Head, spec: TargetSpec<'_>, delimiter: u8, origin: &str) 
     let (wanted, classes, role): (Vec<&str>, bool, &'static str) = match spec {
         TargetSpec::Label(name) => (vec![name], true, "label"),
         TargetSpec::Target(names) => (names.iter().map(String::as_str).collect(), false, "target"),
+        TargetSpec::None => (Vec::new(), true, "label"),
     };
     let bad_spec = |problem: String| FileError::BadSpec { origin: origin.to_owned(), problem };
-    if wanted.is_empty() {
+    if wanted.is_empty() && spec != TargetSpec::None {
         return Err(bad_spec("no target columns were named (target=COL[,COL...] needs at least one)".into()));
     }
     let mut roles = vec![Role::Feature; head.names.len()];
@@ -1574,7 +1578,7 @@ fn open_within(path: &Path, max: u64) -> Result<(File, u64), FileError> {
 
 /// `X.npy` (features: uint8 kept as U8; any other int or float dtype converted to F32) and
 /// `Y.npy` (labels: integer dtype → Classes (negative → error); float dtype → Values,
-/// width 1 for 1-D, k for 2-D [N,k]). N must agree.
+/// width 1 for 1-D, k for 2-D `[N, k]`). N must agree.
 pub fn read_npy_pair(x: &Path, y: &Path, max_bytes: u64) -> Result<Table, FileError> {
     let (xf, xs) = open_within(x, max_bytes)?;
     let (yf, ys) = open_within(y, max_bytes)?;

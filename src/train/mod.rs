@@ -1,6 +1,8 @@
-//! Stage 6: training. Data sets (`data.rs`: MNIST and IDX files; `files.rs`: CSV and NumPy
-//! files; `source.rs`: a model's `data` line to checked, split samples), the training loop (`trainer.rs`), optimizers,
-//! weight files, training curves and evaluation metrics (`metrics.rs`).
+//! Stage 6: training. Data sets (`data.rs`: MNIST and IDX files; `files.rs`: the user's CSV,
+//! `.npy` and `.npz` files; `source.rs`: a model's `data` line to checked, split samples), the
+//! training loop (`trainer.rs`), optimizers, weight files, training curves, evaluation
+//! metrics (`metrics.rs`) and a person's own picture of a digit made into an MNIST sample
+//! (`picture.rs`).
 
 pub mod checkpoint;
 pub mod compiled;
@@ -10,7 +12,6 @@ pub mod metrics;
 pub mod optimizer;
 pub mod picture;
 pub mod plot;
-pub mod schedule;
 pub mod source;
 pub mod trainer;
 pub mod weights;

@@ -1,4 +1,5 @@
-//! Learning-rate schedules, ReduceLROnPlateau and EarlyStopping: the per-step and per-epoch
+//! Learning-rate schedules, ReduceLROnPlateau and EarlyStopping (the `schedule`,
+//! `reduce_lr_on_plateau` and `early_stopping` lines of a model file): the per-step and per-epoch
 //! decisions of Keras' `keras.optimizers.schedules` and callbacks, as pure functions of a few
 //! counters, for the trainer to call.
 //!
