@@ -107,6 +107,18 @@ pub fn load(
     log: &mut dyn FnMut(&str),
 ) -> Result<Loaded, SourceError> {
     let data = spec.data.resolve(model_dir);
+    if let (Some(dir), false) = (mnist_dir, data.source == Source::Mnist) {
+        return Err(SourceError::Model(
+            render(
+                spec,
+                data.span,
+                format!(
+                    "--data {} names MNIST's folder, but this `data` line names its own files",
+                    dir.display()
+                ),
+            ) + "help: leave out --data (the line's paths are relative to the model file)\n",
+        ));
+    }
     let (train, test, origin) = match &data.source {
         Source::Mnist => {
             let dir = idx::resolve_mnist(mnist_dir, log)?;
