@@ -20,9 +20,10 @@ fn sha256(bytes: &[u8]) -> String {
 fn wheel() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let cache = symdiff::train::data::default_cache_dir()
-            .expect("a cache directory ($XDG_CACHE_HOME or $HOME) for the test data")
-            .join(format!("scikit-learn-{VERSION}"));
+        // Beside MNIST's folder: `~/.cache/symdiff/scikit-learn-VERSION`.
+        let mnist = symdiff::train::data::default_cache_dir()
+            .expect("a cache directory ($XDG_CACHE_HOME or $HOME) for the test data");
+        let cache = mnist.parent().unwrap_or(&mnist).join(format!("scikit-learn-{VERSION}"));
         let path = cache.join(WHEEL);
         if path.exists() && sha256(&std::fs::read(&path).unwrap_or_default()) == SHA256 {
             return path;
