@@ -530,7 +530,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         }
     }
     if let Some(path) = &args.plot {
-        plot::plot(path, &history)
+        plot::plot(path, &history, metric)
             .map_err(|e| Failure::Message(format!("error: cannot draw {}: {e}\n", path.display())))?;
         if !args.json {
             note!("drew training curves in {}", path.display());

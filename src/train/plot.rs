@@ -1,4 +1,5 @@
-//! Training curves as an SVG: loss and accuracy per epoch, training and validation.
+//! Training curves as an SVG: loss and the metric (accuracy, or `mae` for regression) per
+//! epoch, training and validation.
 //!
 //! Each epoch is a marker (a circle) on its line, so that a one-epoch run still shows its
 //! points; the epoch axis is integer (ticks on whole epochs only), with half an epoch of room
@@ -13,8 +14,9 @@ use super::EpochStats;
 /// One curve: (epoch, value) points.
 type Curve = Vec<(i32, f64)>;
 
-/// Draws `history` into an SVG file at `path`.
-pub fn plot(path: &Path, history: &[EpochStats]) -> Result<(), String> {
+/// Draws `history` into an SVG file at `path`; `metric` names the second figure of each epoch
+/// (`accuracy`, or `mae`).
+pub fn plot(path: &Path, history: &[EpochStats], metric: &str) -> Result<(), String> {
     let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(480);
@@ -62,7 +64,7 @@ pub fn plot(path: &Path, history: &[EpochStats]) -> Result<(), String> {
         history.iter().map(|h| (h.epoch.min(i32::MAX as usize) as i32, f(h))).collect()
     };
     draw(&left, "loss", curve(|h| h.loss), curve(|h| h.val_loss))?;
-    draw(&right, "accuracy", curve(|h| h.accuracy), curve(|h| h.val_accuracy))?;
+    draw(&right, metric, curve(|h| h.accuracy), curve(|h| h.val_accuracy))?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -84,7 +86,7 @@ mod tests {
             })
             .collect();
         let path = std::env::temp_dir().join(format!("symdiff-plot-{}-{epochs}.svg", std::process::id()));
-        plot(&path, &history).unwrap();
+        plot(&path, &history, "accuracy").unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         svg
