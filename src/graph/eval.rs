@@ -265,8 +265,10 @@ pub fn pow(b: f64, e: f64) -> f64 {
     } else if e == -0.5 {
         1.0 / b.sqrt()
     } else if e.fract() == 0.0 && e.abs() <= 64.0 {
-        let p = powi(b, e.abs() as u32);
-        if e < 0.0 { 1.0 / p } else { p }
+        // A negative power is a power of the reciprocal, `(1/b)^n`: every negative power of
+        // one base then shares its one division (`x^-6`, `x^-3` and their derivatives `x^-7`,
+        // `x^-4` in a pair potential), which compiled code computes once.
+        if e < 0.0 { powi(1.0 / b, e.abs() as u32) } else { powi(b, e as u32) }
     } else {
         b.powf(e)
     }

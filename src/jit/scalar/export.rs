@@ -182,9 +182,10 @@ fn pow(b: &str, e: &str, exponent: Option<f64>, lang: Lang) -> String {
         Some(-0.5) => format!("1.0 / {}", sqrt(b)),
         Some(x) if x.fract() == 0.0 && x.abs() <= 64.0 => {
             // Square-and-multiply, in the interpreter's order, as one expression.
+            // A negative power is a power of the reciprocal, `(1/b)^n`.
             let mut n = x.abs() as u32;
             let mut result: Option<String> = None;
-            let mut base = b.to_owned();
+            let mut base = if x < 0.0 { format!("(1.0 / {b})") } else { b.to_owned() };
             while n > 0 {
                 if n & 1 == 1 {
                     result = Some(match result {
@@ -197,8 +198,7 @@ fn pow(b: &str, e: &str, exponent: Option<f64>, lang: Lang) -> String {
                     base = format!("({base} * {base})");
                 }
             }
-            let p = result.unwrap_or_else(|| "1.0".to_owned());
-            if x < 0.0 { format!("1.0 / {p}") } else { p }
+            result.unwrap_or_else(|| "1.0".to_owned())
         }
         _ => match lang {
             Lang::C => format!("pow({b}, {e})"),

@@ -1283,15 +1283,17 @@ impl Emitter<'_> {
             let c = one(self);
             self.b.ins().fdiv(c, s)
         } else if x.fract() == 0.0 && x.abs() <= 64.0 {
-            let p = match crate::jit::square_and_multiply(&mut self.b, b, x.abs() as u32) {
+            // `(1/b)^n` for a negative power: the same division for every negative power of
+            // `b`, which Cranelift's value numbering then computes once.
+            let base = if x < 0.0 {
+                let c = one(self);
+                self.b.ins().fdiv(c, b)
+            } else {
+                b
+            };
+            match crate::jit::square_and_multiply(&mut self.b, base, x.abs() as u32) {
                 Some(p) => p,
                 None => one(self),
-            };
-            if x < 0.0 {
-                let c = one(self);
-                self.b.ins().fdiv(c, p)
-            } else {
-                p
             }
         } else {
             return None;

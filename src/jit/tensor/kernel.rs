@@ -237,15 +237,16 @@ impl<'a, 'b> Emitter<'a, 'b> {
                             self.b.ins().fdiv(one, s)
                         }
                         Some(e) if e.fract() == 0.0 && e.abs() <= 16.0 => {
-                            let p = match crate::jit::square_and_multiply(self.b, x, e.abs() as u32) {
+                            // `(1/x)^n` for a negative power, as `graph::eval::pow`.
+                            let base = if e < 0.0 {
+                                let one = self.constant(1.0, at.vector);
+                                self.b.ins().fdiv(one, x)
+                            } else {
+                                x
+                            };
+                            match crate::jit::square_and_multiply(self.b, base, e.abs() as u32) {
                                 Some(p) => p,
                                 None => self.constant(1.0, at.vector),
-                            };
-                            if e < 0.0 {
-                                let one = self.constant(1.0, at.vector);
-                                self.b.ins().fdiv(one, p)
-                            } else {
-                                p
                             }
                         }
                         _ => {
