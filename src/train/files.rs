@@ -711,8 +711,12 @@ fn no_column(head: &Head, name: &str, delimiter: u8, origin: &str) -> FileError 
         None => suggest(name.trim(), head.names.iter().cloned())
             .map_or(String::new(), |s| format!(" (did you mean {s:?}?)")),
     };
-    let mut shown =
-        head.names.iter().take(SHOWN_COLUMNS).map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    // Each name shortened: a file that is not CSV at all can have a "header" of megabytes.
+    let short = |n: &String| match n.char_indices().nth(40) {
+        Some((at, _)) => format!("{:?}…", &n[..at]),
+        None => format!("{n:?}"),
+    };
+    let mut shown = head.names.iter().take(SHOWN_COLUMNS).map(short).collect::<Vec<_>>().join(", ");
     if head.names.len() > SHOWN_COLUMNS {
         let _ = write!(shown, ", … ({} more)", head.names.len() - SHOWN_COLUMNS);
     }
