@@ -1099,23 +1099,7 @@ mod tests {
         assert!(matches!(&twice, Err(m) if m.contains("gzip stream: decompress it first")), "{twice:?}");
     }
 
-    /// A scratch directory under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let p = std::env::temp_dir().join(format!("symdiff-unit-{tag}-{}-{nanos}", std::process::id()));
-            let _ = fs::create_dir_all(&p);
-            Scratch(p)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::train::scratch::Scratch;
 
     #[test]
     fn read_idx_names_the_file() {

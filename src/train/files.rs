@@ -1718,31 +1718,9 @@ mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn, ShapeBuilder};
     use ndarray_npy::{NpzWriter, WritableElement, WriteNpyExt};
-    use std::fs;
     use std::io::Write as _;
 
-    /// A scratch directory under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let p = std::env::temp_dir().join(format!("symdiff-files-{tag}-{}-{nanos}", std::process::id()));
-            let _ = fs::create_dir_all(&p);
-            Scratch(p)
-        }
-        fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            let _ = fs::write(&path, bytes);
-            path
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::train::scratch::Scratch;
 
     /// A table in one line.
     fn show(t: &Table) -> String {

@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod optimizer;
 pub mod picture;
 pub mod plot;
+#[cfg(test)]
+mod scratch;
 pub mod source;
 pub mod trainer;
 pub mod weights;
