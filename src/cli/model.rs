@@ -752,16 +752,8 @@ pub fn predict(file: &Path, weights_path: &Path, input: &Path, json_out: bool) -
                     shape(&spec.input)
                 )));
             }
-            let rows = table.len();
-            let zeros = vec![0u32; rows];
-            let set = Dataset {
-                features: match &table.features {
-                    files::Features::U8(v) => symdiff::train::trainer::Features::U8(v),
-                    files::Features::F32(v) => symdiff::train::trainer::Features::F32(v),
-                },
-                targets: symdiff::train::trainer::Targets::Classes(&zeros),
-                sample: spec.input.clone(),
-            };
+            // The targets (the file's own labels, or none) are not read.
+            let set = source::dataset(&table, &spec);
             predicted_rows(&mut trainer, &set, json_out)
         }
     }
