@@ -720,12 +720,13 @@ pub fn predict(file: &Path, weights_path: &Path, input: &Path, json_out: bool) -
                 _ => b',',
             };
             // The model's own label or target columns, if this file has them, are not features.
-            let header = std::fs::read(input)
-                .map(|b| {
-                    let line = b.split(|&c| c == b'\n').next().unwrap_or(&[]).to_vec();
-                    String::from_utf8_lossy(&line).into_owned()
-                })
-                .unwrap_or_default();
+            // Only the first line (at most 1 MiB of it): the reader below reads the file.
+            let mut line = Vec::new();
+            if let Ok(f) = std::fs::File::open(input) {
+                use std::io::{BufRead, Read};
+                let _ = std::io::BufReader::new(f.take(1 << 20)).read_until(b'\n', &mut line);
+            }
+            let header = String::from_utf8_lossy(&line).into_owned();
             let columns: Vec<String> = header
                 .trim_start_matches('\u{feff}')
                 .split(char::from(delimiter))
