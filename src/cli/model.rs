@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
-use symdiff::model::schedule::{Monitor, Schedule, Verdict};
+use symdiff::model::schedule::{Monitor, Verdict};
 use symdiff::train::data;
 use symdiff::train::source::{self, Loaded};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
@@ -393,8 +393,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         let seconds = t.elapsed().as_secs_f64();
         // The learning rate, where it changes (as Keras logs `learning_rate` then): the
         // schedule's rate at the epoch's end, before `reduce_lr_on_plateau` acts on it.
-        let varies = trainer.spec.schedule != Schedule::Constant || trainer.spec.plateau.is_some();
-        let lr = varies.then(|| trainer.current_lr());
+        let lr = trainer.spec.lr_varies().then(|| trainer.current_lr());
         history.push(EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds });
         // The checkpoint first: a line that cannot be printed must not lose the epoch.
         if let Some(path) = &ckpt_path {

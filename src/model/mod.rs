@@ -791,6 +791,12 @@ impl ModelSpec {
         Ok(widest.1)
     }
 
+    /// Whether the learning rate changes during training (a `schedule` or
+    /// `reduce_lr_on_plateau`), so that the step takes it as an input.
+    pub fn lr_varies(&self) -> bool {
+        self.schedule != schedule::Schedule::Constant || self.plateau.is_some()
+    }
+
     /// Number of trainable parameters.
     pub fn parameter_count(&self) -> usize {
         let mut width: usize = self.input.iter().product();

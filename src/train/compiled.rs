@@ -150,8 +150,7 @@ fn compile_step_with(
             }
             Optimizer::Sgd { lr, momentum, nesterov } => {
                 let lr_g = {
-                    let varies =
-                        spec.schedule != crate::model::schedule::Schedule::Constant || spec.plateau.is_some();
+                    let varies = spec.lr_varies();
                     let c = match sgd_lr {
                         Some(c) => c,
                         None if varies => {
