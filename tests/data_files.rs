@@ -196,7 +196,7 @@ fn diabetes_regression_beats_the_mean() {
     std::fs::write(
         &model,
         "data csv \"diabetes.txt\" target=progression delimiter=\" \" validation_split=0.2 normalize\n\
-         input 10\ndense 32 relu\ndense 1\nloss mse\noptimizer adam lr=0.05\ntrain epochs=150 batch=32 seed=1\n",
+         input 10\ndense 32 relu\ndense 1\nloss mse\noptimizer adam lr=0.01\ntrain epochs=60 batch=16 seed=1\n",
     )
     .unwrap();
     let weights = dir.join("w.safetensors");
