@@ -174,7 +174,8 @@ enum Command {
         /// Weights of the model (a .safetensors file from `train --save`).
         #[arg(long, value_name = "FILE")]
         weights: Option<PathBuf>,
-        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+        /// Directory with the MNIST files, for `data mnist` (default: $SYMDIFF_DATA, then the
+        /// cache); a `data` line that names files reads them relative to the model file.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Print JSON.
@@ -188,7 +189,8 @@ enum Command {
     Bench {
         /// The model file, e.g. examples/mnist.model.
         file: PathBuf,
-        /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+        /// Directory with the MNIST files, for `data mnist` (default: $SYMDIFF_DATA, then the
+        /// cache); a `data` line that names files reads them relative to the model file.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Override the file's epochs for the fit.

@@ -97,7 +97,8 @@ pub struct TrainArgs {
     /// Override the file's epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Directory with the data set (default: $SYMDIFF_DATA, then the cache).
+    /// Directory with the MNIST files, for `data mnist` (default: $SYMDIFF_DATA, then the
+    /// cache); a `data` line that names files reads them relative to the model file.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// One JSON object per epoch and a final one with the test accuracy.
