@@ -1484,7 +1484,13 @@ fn read_features(r: &mut impl Read, head: &NpyHead) -> Result<Features, FileErro
         }
         return Ok(Features::U8(out));
     }
-    let mut out = vec![0f32; n];
+    Ok(Features::F32(decode_f32(r, head)?))
+}
+
+/// Every element as a 32-bit float: integers converted, floats rounded and refused when the
+/// result is not finite (NaN, an infinity, or beyond f32's range), naming the element.
+fn decode_f32(r: &mut impl Read, head: &NpyHead) -> Result<Vec<f32>, FileError> {
+    let mut out = vec![0f32; head.elements];
     decode(r, head, |pos, v| {
         let x = match v {
             Value::I(i) => i as f32,
@@ -1502,7 +1508,7 @@ fn read_features(r: &mut impl Read, head: &NpyHead) -> Result<Features, FileErro
         }
         Ok(())
     })?;
-    Ok(Features::F32(out))
+    Ok(out)
 }
 
 /// Reads a labels array (its header checked, the reader just after it): integers as classes,
@@ -1510,23 +1516,7 @@ fn read_features(r: &mut impl Read, head: &NpyHead) -> Result<Features, FileErro
 fn read_targets(r: &mut impl Read, head: &NpyHead) -> Result<Targets, FileError> {
     let n = head.elements;
     if head.dtype.is_some_and(|d| d.kind == Kind::Float) {
-        let mut data = vec![0f32; n];
-        decode(r, head, |pos, v| {
-            let f = match v {
-                Value::F(f) => f,
-                Value::I(i) => i as f64,
-                Value::U(u) => u as f64,
-            };
-            let x = f as f32;
-            if !x.is_finite() {
-                return Err(not_finite(head, pos, f));
-            }
-            if let Some(slot) = data.get_mut(pos) {
-                *slot = x;
-            }
-            Ok(())
-        })?;
-        return Ok(Targets::Values { width: head.sample_size().max(1), data });
+        return Ok(Targets::Values { width: head.sample_size().max(1), data: decode_f32(r, head)? });
     }
     let mut classes = vec![0u32; n];
     decode(r, head, |pos, v| {
