@@ -70,13 +70,6 @@ pub struct InputMap {
     pub normalize: Option<(ArrayD<f32>, ArrayD<f32>)>,
 }
 
-impl InputMap {
-    /// Pixels of the built-in MNIST: `p / 255`.
-    pub fn pixels() -> InputMap {
-        InputMap { divide: 255.0, normalize: None }
-    }
-}
-
 /// Samples: `len × sample_size` feature values and one target (or row of targets) each.
 pub struct Dataset<'a> {
     pub features: Features<'a>,
@@ -162,6 +155,19 @@ impl<'a> Dataset<'a> {
         }
     }
 
+    /// The targets of samples `idx` as the graph's `labels` takes them: `[b]` class labels,
+    /// or `[b, width]` regression targets.
+    fn targets(&self, idx: &[usize]) -> ArrayD<f32> {
+        let w = self.target_width();
+        let mut y = vec![0.0f32; idx.len() * w];
+        self.fill_targets(&mut y, idx);
+        let shape: Vec<usize> = match self.targets {
+            Targets::Classes(_) => vec![idx.len()],
+            Targets::Values { .. } => vec![idx.len(), w],
+        };
+        ArrayD::from_shape_vec(IxDyn(&shape), y).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)))
+    }
+
     /// The batch of samples `idx`: inputs through `map`, and targets as floats.
     fn batch(&self, idx: &[usize], map: &InputMap) -> (ArrayD<f32>, ArrayD<f32>) {
         let s = self.sample_size();
@@ -170,15 +176,7 @@ impl<'a> Dataset<'a> {
         let mut shape = vec![idx.len()];
         shape.extend_from_slice(&self.sample);
         let x = ArrayD::from_shape_vec(IxDyn(&shape), x).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)));
-        let w = self.target_width();
-        let mut y = vec![0.0f32; idx.len() * w];
-        self.fill_targets(&mut y, idx);
-        let y_shape: Vec<usize> = match self.targets {
-            Targets::Classes(_) => vec![idx.len()],
-            Targets::Values { .. } => vec![idx.len(), w],
-        };
-        let y = ArrayD::from_shape_vec(IxDyn(&y_shape), y).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&y_shape)));
-        (x, y)
+        (x, self.targets(idx))
     }
 
     /// How well `outputs` (one row of `width` per sample of `idx`) fit the targets, summed:
@@ -763,7 +761,7 @@ impl Trainer {
         let (mut loss_sum, mut score) = (0.0f64, 0.0f64);
         self.for_batches(data, &mut |loss, outputs, y| {
             loss_sum += loss * outputs.shape()[0] as f64;
-            score += batch_score(outputs, y, true);
+            score += abs_errors(outputs, y);
         })?;
         Ok((loss_sum / data.len().max(1) as f64, score / data.score_count().max(1.0)))
     }
@@ -861,12 +859,7 @@ impl Trainer {
             if let Some(dst) = c.program.slot_mut(c.built.input) {
                 fill_input(dst, data, chunk, &self.input_map);
             }
-            let w = data.target_width();
-            let mut y = vec![0.0f32; b * w];
-            data.fill_targets(&mut y, chunk);
-            let y_shape = if self.spec.regression { vec![b, w] } else { vec![b] };
-            let y =
-                ArrayD::from_shape_vec(IxDyn(&y_shape), y).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&y_shape)));
+            let y = data.targets(chunk);
             write(&mut c.program, c.built.labels, &y);
             c.program.run();
             let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
@@ -907,18 +900,19 @@ impl Trainer {
         let Some((mean, std)) = &mut self.input_map.normalize else { return };
         let s = data.sample_size();
         let n = data.len();
-        let d = self.input_map.divide as f64;
+        // The values `fill_input` gives before standardising, a block of samples at a time.
+        let divided = InputMap { divide: self.input_map.divide, normalize: None };
         let (mut sum, mut sq) = (vec![0.0f64; s], vec![0.0f64; s]);
-        for i in 0..n {
-            let value = |j: usize| match data.features {
-                Features::U8(f) => (f[i * s + j] as f32 / d as f32) as f64,
-                Features::F32(f) if d == 1.0 => f[i * s + j] as f64,
-                Features::F32(f) => (f[i * s + j] / d as f32) as f64,
-            };
-            for j in 0..s {
-                let v = value(j);
-                sum[j] += v;
-                sq[j] += v * v;
+        let all: Vec<usize> = (0..n).collect();
+        let mut rows = vec![0.0f32; 256 * s];
+        for block in all.chunks(256) {
+            let rows = &mut rows[..block.len() * s];
+            fill_input(rows, data, block, &divided);
+            for row in rows.chunks_exact(s.max(1)) {
+                for ((a, b), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+                    *a += v as f64;
+                    *b += v as f64 * v as f64;
+                }
             }
         }
         let n = n.max(1) as f64;
@@ -1061,13 +1055,9 @@ fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
         .collect()
 }
 
-/// [`Dataset::score`] of a batch from its outputs and its targets as the graph takes them.
-fn batch_score(outputs: &ArrayD<f32>, y: &ArrayD<f32>, regression: bool) -> f64 {
-    if regression {
-        outputs.iter().zip(y.iter()).map(|(p, t)| (p - t).abs() as f64).sum()
-    } else {
-        argmax_rows(outputs).iter().zip(y.iter()).filter(|(p, l)| **p == **l as usize).count() as f64
-    }
+/// The sum of absolute errors of a batch's outputs against its regression targets.
+fn abs_errors(outputs: &ArrayD<f32>, y: &ArrayD<f32>) -> f64 {
+    outputs.iter().zip(y.iter()).map(|(p, t)| (p - t).abs() as f64).sum()
 }
 
 #[cfg(test)]
