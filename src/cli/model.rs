@@ -395,7 +395,8 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         // The learning rate, where it changes (as Keras logs `learning_rate` then): the
         // schedule's rate at the epoch's end, before `reduce_lr_on_plateau` acts on it.
         let lr = trainer.spec.lr_varies().then(|| trainer.current_lr());
-        history.push(EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds });
+        let h = EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds };
+        history.push(h.clone());
         // The checkpoint first: a line that cannot be printed must not lose the epoch.
         if let Some(path) = &ckpt_path {
             checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
@@ -442,14 +443,6 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         }
         // The callbacks, after the epoch's line: a lower learning rate for the next epoch, or
         // the end of training (with the best epoch's weights back, when asked).
-        let h = history.last().cloned().unwrap_or(EpochStats {
-            epoch,
-            loss,
-            accuracy,
-            val_loss,
-            val_accuracy,
-            seconds,
-        });
         if let Some(p) = &mut plateau {
             let lr = p.end_epoch(monitored(&h, p.monitor()), trainer.lr);
             if lr != trainer.lr {
@@ -713,7 +706,7 @@ pub fn predict(file: &Path, weights_path: &Path, input: &Path, json_out: bool) -
             predicted_rows(&mut trainer, &set, json_out)
         }
         PredictInput::Csv => {
-            use symdiff::model::data::{Source, Targets as Columns};
+            use symdiff::model::data::Source;
             use symdiff::train::files::{self, CsvOptions, TargetSpec};
             let delimiter = match &spec.data.source {
                 Source::Csv { delimiter, .. } => *delimiter,
@@ -732,15 +725,12 @@ pub fn predict(file: &Path, weights_path: &Path, input: &Path, json_out: bool) -
                 .split(char::from(delimiter))
                 .map(|c| c.trim().trim_matches('"').to_owned())
                 .collect();
-            let owned: Vec<String> = match &spec.data.source {
-                Source::Csv { targets: Columns::Label(l), .. } => vec![l.clone()],
-                Source::Csv { targets: Columns::Values(v), .. } => v.clone(),
-                _ => Vec::new(),
-            };
-            let present = !owned.is_empty() && owned.iter().all(|c| columns.contains(c));
-            let targets = match (&spec.data.source, present) {
-                (Source::Csv { targets: Columns::Label(l), .. }, true) => TargetSpec::Label(l),
-                (_, true) => TargetSpec::Target(&owned),
+            let targets = match &spec.data.source {
+                Source::Csv { targets, .. } => match source::target_spec(targets) {
+                    TargetSpec::Label(l) if columns.iter().any(|c| c == l) => TargetSpec::Label(l),
+                    TargetSpec::Target(v) if v.iter().all(|n| columns.contains(n)) => TargetSpec::Target(v),
+                    _ => TargetSpec::None,
+                },
                 _ => TargetSpec::None,
             };
             let opts = CsvOptions { delimiter, targets, max_bytes: symdiff::model::memory_budget() };

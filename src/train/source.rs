@@ -135,15 +135,7 @@ pub fn load(
             (read(train)?, t, train[0].display().to_string())
         }
         Source::Csv { train, test, delimiter, targets } => {
-            let names: Vec<String>;
-            let targets = match targets {
-                spec_data::Targets::Label(l) => TargetSpec::Label(l),
-                spec_data::Targets::Values(v) => {
-                    names = v.clone();
-                    TargetSpec::Target(&names)
-                }
-            };
-            let opts = CsvOptions { delimiter: *delimiter, targets, max_bytes };
+            let opts = CsvOptions { delimiter: *delimiter, targets: target_spec(targets), max_bytes };
             let t = test.as_ref().map(|p| files::read_csv(p, &opts)).transpose()?;
             (files::read_csv(train, &opts)?, t, train.display().to_string())
         }
@@ -156,15 +148,14 @@ pub fn load(
             (train, test, path.display().to_string())
         }
     };
-    let origin_of = |which: &str| match &data.source {
-        Source::Csv { test: Some(t), .. } if which == "test" => t.display().to_string(),
-        Source::Npy { test: Some(t), .. } | Source::Idx { test: Some(t), .. } if which == "test" => {
-            t[1].display().to_string()
-        }
+    // The test split's file, for messages (its labels' file where there are two).
+    let test_origin = match &data.source {
+        Source::Csv { test: Some(t), .. } => t.display().to_string(),
+        Source::Npy { test: Some(t), .. } | Source::Idx { test: Some(t), .. } => t[1].display().to_string(),
         _ => origin.clone(),
     };
-    let train = check(spec, train, &origin_of("train"))?;
-    let test = test.map(|t| check(spec, t, &origin_of("test"))).transpose()?;
+    let train = check(spec, train, &origin)?;
+    let test = test.map(|t| check(spec, t, &test_origin)).transpose()?;
     let (train, validation) = match data.validation_split {
         None => (train, None),
         Some(fraction) => {
@@ -194,6 +185,14 @@ pub fn load(
         ));
     }
     Ok(Loaded { train, validation, test, origin })
+}
+
+/// The columns a CSV `data` line learns, as the reader takes them.
+pub fn target_spec(targets: &spec_data::Targets) -> TargetSpec<'_> {
+    match targets {
+        spec_data::Targets::Label(l) => TargetSpec::Label(l),
+        spec_data::Targets::Values(v) => TargetSpec::Target(v),
+    }
 }
 
 /// A diagnostic at `span` of the model file, rendered.
