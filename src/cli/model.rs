@@ -583,28 +583,21 @@ pub fn evaluate(file: &Path, weights_path: &Path, data_dir: Option<&Path>, json_
         });
     }
     let (loss, accuracy, confusion) = trainer.evaluate_confusion(&test)?;
-    Ok(if json_out && name == "validation" {
+    Ok(if json_out {
         let per_class: Vec<serde_json::Value> = (0..confusion.classes())
             .map(|c| {
                 json!({"class": c, "precision": confusion.precision(c), "recall": confusion.recall(c),
                        "support": confusion.support(c)})
             })
             .collect();
-        json!({"validation_loss": loss, "validation_accuracy": accuracy, "confusion": confusion.rows(), "per_class": per_class})
-            .to_string()
-    } else if !json_out && name == "validation" {
-        format!("validation: loss {loss:.4} - accuracy {accuracy:.4}\n\n{confusion}")
-    } else if json_out {
-        let per_class: Vec<serde_json::Value> = (0..confusion.classes())
-            .map(|c| {
-                json!({"class": c, "precision": confusion.precision(c), "recall": confusion.recall(c),
-                       "support": confusion.support(c)})
-            })
-            .collect();
-        json!({"test_loss": loss, "test_accuracy": accuracy, "confusion": confusion.rows(), "per_class": per_class})
-            .to_string()
+        let mut j = serde_json::Map::new();
+        j.insert(format!("{name}_loss"), json!(loss));
+        j.insert(format!("{name}_accuracy"), json!(accuracy));
+        j.insert("confusion".into(), json!(confusion.rows()));
+        j.insert("per_class".into(), json!(per_class));
+        serde_json::Value::Object(j).to_string()
     } else {
-        format!("test: loss {loss:.4} - accuracy {accuracy:.4}\n\n{confusion}")
+        format!("{name}: loss {loss:.4} - accuracy {accuracy:.4}\n\n{confusion}")
     })
 }
 
