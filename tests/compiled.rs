@@ -211,6 +211,7 @@ fn host_functions_over_pairs_give_each_lane_what_one_call_gives() {
     let points = [0.3, -0.7, 2.5, -1e-300, 0.0, -0.0, 1e300, -1e300, 40.0, -745.5, 710.0, 1.0, -1.0, 0.5];
     for f in [
         "exp(x)",
+        "exp(x)*log(x)",
         "log(x)",
         "sin(x)",
         "cos(x)",
@@ -233,6 +234,51 @@ fn host_functions_over_pairs_give_each_lane_what_one_call_gives() {
             .map(|i| points[(i * 5 + i / points.len()) % points.len()])
             .collect();
         check_batch(&e, &vars, points.len(), &xs);
+    }
+}
+
+/// `exp` is computed inline (`graph::math::exp`'s operations, two lanes at a time): the
+/// compiled value, one point at a time, in pairs and inside a loop over like terms, is the
+/// interpreter's to the bit, over the whole range, its edges (overflow, the subnormal
+/// results, underflow to 0) and the special values.
+#[test]
+fn inline_exp_is_the_interpreters_to_the_bit() {
+    let mut xs: Vec<f64> = (0..20_000).map(|i| -750.0 + 1470.0 * ((i as f64 * 0.618_034) % 1.0)).collect();
+    xs.extend((0..2_000).map(|i| (i as f64 - 1000.0) * 1e-3));
+    xs.extend((0..500).map(|i| -708.0 - i as f64 * 0.075));
+    xs.extend([0.0, -0.0, 1.0, 709.78, 709.79, 710.0, 1e300, -1e300, -745.13, -745.14]);
+    xs.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN, f64::MIN_POSITIVE, -f64::MIN_POSITIVE]);
+    let interpreted = |x: f64| match Expr::parse("exp(x)").unwrap().eval(&[("x", x)]) {
+        Ok(v) => v,
+        // The interpreter refuses overflow (exp(800)) and non-finite inputs; there the special
+        // values are IEEE's, as libm gives them.
+        Err(_) => x.exp(),
+    };
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    let f = Expr::parse("exp(x)").unwrap();
+    let g = compile_gradient(&f, &["x"]).unwrap();
+    let (mut values, mut grads) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+    g.eval_many(&xs, &mut values, &mut grads).unwrap();
+    for (i, &x) in xs.iter().enumerate() {
+        let want = interpreted(x);
+        let mut d = [0.0];
+        let v = g.eval(&[x], &mut d);
+        assert!(same(v, want) && same(d[0], want), "exp({x:e}): compiled {v:e}, interpreter {want:e}");
+        assert!(same(values[i], want) && same(grads[i], want), "exp({x:e}) in a pair: {:e}", values[i]);
+    }
+    // A sum of like terms: one loop whose body computes exp on both lanes.
+    let n = 1001;
+    let src = (0..n).map(|i| format!("exp(x{i})")).collect::<Vec<_>>().join(" + ");
+    let f = Expr::parse(&src).unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let vars: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = compile_gradient(&f, &vars).unwrap();
+    assert_eq!(g.stats().classes.len(), 1, "{:?}", g.stats().classes);
+    let x: Vec<f64> = (0..n).map(|i| -700.0 + 1405.0 * ((i as f64 * 0.618_034) % 1.0)).collect();
+    let mut grad = vec![0.0; n];
+    g.eval(&x, &mut grad);
+    for i in 0..n {
+        assert!(same(grad[i], interpreted(x[i])), "d/dx{i} = exp({}): {:e}", x[i], grad[i]);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Exported C gradients, compiled with the system C compiler, agree with symdiff's compiled
-//! code to 4 ulp (the same operations in the same order; only libm could differ); exported
-//! Rust and C compile (`rustc`, `cc`) also when the formula in their header comment prints
-//! on many lines.
+//! code to 4 ulp (the same operations in the same order; only libm could differ, and
+//! symdiff's own `exp`); exported Rust and C compile (`rustc`, `cc`) also when the formula in
+//! their header comment prints on many lines.
 
 use std::process::Command;
 

@@ -98,7 +98,7 @@ fn relu(x: f64) -> f64 {
 /// The table, in [`Func`] order (checked by a test).
 pub static FUNCS: [FuncDef; 17] = [
     //                              forward meaning        domain                                                  derivative d/du f(u)
-    FuncDef { func: Func::Exp,      name: "exp",      latex: "\\exp",    eval: f64::exp,  domain: None,                                          deriv: |g, u| g.func(Func::Exp, u) },
+    FuncDef { func: Func::Exp,      name: "exp",      latex: "\\exp",    eval: super::math::exp, domain: None,                                deriv: |g, u| g.func(Func::Exp, u) },
     FuncDef { func: Func::Log,      name: "log",      latex: "\\log",    eval: f64::ln,   domain: Some((|x| x > 0.0, "x > 0")),                  deriv: |g, u| g.recip(u) },
     FuncDef { func: Func::Sin,      name: "sin",      latex: "\\sin",    eval: f64::sin,  domain: None,                                          deriv: |g, u| g.func(Func::Cos, u) },
     FuncDef { func: Func::Cos,      name: "cos",      latex: "\\cos",    eval: f64::cos,  domain: None,                                          deriv: |g, u| { let s = g.func(Func::Sin, u); g.neg(s) } },

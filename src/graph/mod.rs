@@ -10,6 +10,7 @@
 pub mod eval;
 pub mod func;
 pub mod lower;
+pub mod math;
 pub mod node;
 pub mod print;
 pub mod simplify;

@@ -1,5 +1,6 @@
 //! Host functions the generated code calls: every transcendental that has no Cranelift
-//! instruction (Cranelift has none for exp, log, sin, ...).
+//! instruction (Cranelift has none for exp, log, sin, ...). Loop bodies compute `exp` inline
+//! instead (`jit::scalar::math`), with the same operations as `sd_exp`'s `graph::math::exp`.
 //!
 //! Each is an `extern "C"` wrapper around **the same Rust function the interpreter uses**
 //! (the function table's `eval`), so compiled code and interpreter agree to the bit on them.

@@ -16,7 +16,8 @@
 //!    loop, and a number that is the same for every member is a literal in the template.
 //! 2. **The template**: its nodes in id order (a topological order), each computed as the
 //!    straight-line compiler computes it (`Emitter`: left folds, square-and-multiply, the
-//!    same host functions), so each member's value is the term's value to the bit.
+//!    same host functions; `exp` inline, `math.rs`, which computes what the host's `exp`
+//!    computes), so each member's value is the term's value to the bit.
 //! 3. **Results.** The value is added to a running sum; each partial is added to the
 //!    gradient entry (or external adjoint) of its slot, or, for a slot the same in every
 //!    member, to a running sum written once after the loop.
@@ -286,7 +287,7 @@ fn emit(
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
     let sum_ptr = p[4];
-    let mut em = Emitter { b, module, calls: HashMap::new() };
+    let mut em = Emitter { b, module, calls: HashMap::new(), inline_exp: true };
     let flags = MemFlagsData::trusted();
     let mut frame = Frame {
         group,
