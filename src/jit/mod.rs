@@ -15,6 +15,7 @@ pub mod scalar;
 mod team;
 pub mod tensor;
 
+pub(crate) use runtime::sd_adam;
 pub use scalar::export;
 pub use scalar::{ClassStats, CompileOptions, JitError, Stats as CompileStats};
 pub(crate) use team::for_each as parallel_for;

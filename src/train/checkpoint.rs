@@ -36,8 +36,27 @@ pub enum CheckpointError {
          train from scratch without --resume, or pass --checkpoint with another path"
     )]
     OtherModel { path: String },
+    #[error(
+        "{path}: this checkpoint was written by a run on {saved} rank{}, and this run has {now}: \
+         its gradients are summed in another order, so it would not continue the same training; \
+         resume with {saved} rank{} (`{}`), or train from scratch without --resume",
+        plural(*saved), plural(*saved), launch(*saved)
+    )]
+    OtherRanks { path: String, saved: usize, now: usize },
     #[error("not writing a checkpoint after epoch {epoch}: {what} is not finite; {kept}")]
     NotFinite { epoch: usize, what: String, kept: String },
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn launch(ranks: usize) -> String {
+    if ranks == 1 {
+        "symdiff train ... --resume".to_owned()
+    } else {
+        format!("mpirun -np {ranks} symdiff train ... --resume")
+    }
 }
 
 /// What a checkpoint says beyond its tensors.
@@ -90,6 +109,7 @@ pub fn save(
 ) -> Result<(), CheckpointError> {
     let step = trainer.step;
     let word_pos = trainer.rng_word_pos();
+    let ranks = trainer.rank().1;
     let tensors = trainer.checkpoint_tensors();
     if let Some((name, _)) = tensors.iter().find(|(_, t)| t.iter().any(|x| !x.is_finite())) {
         let kept = if path.exists() {
@@ -106,6 +126,8 @@ pub fn save(
         ("rng_word_pos", word_pos.to_string()),
         ("model_sha256", model_sha256.to_owned()),
         ("history", stats_json(history)),
+        // Data-parallel ranks (`parallel.rs`): resuming needs as many, so the sums keep their order.
+        ("ranks", ranks.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -131,6 +153,19 @@ pub fn load(path: &Path, trainer: &mut Trainer, model_sha256: &str) -> Result<Re
     }
     let value = |k: &str| meta.get(k).map(String::as_str).unwrap_or("");
     let bad = |k: &str, want: &str| format(&format!("`{k}` must be {want}, not `{}`", value(k)));
+    // Checkpoints from before data-parallel training have no `ranks`: one process wrote them.
+    let saved = match meta.get("ranks") {
+        None => 1,
+        Some(r) => r
+            .parse::<usize>()
+            .ok()
+            .filter(|&r| r >= 1)
+            .ok_or_else(|| bad("ranks", "a whole number, at least 1"))?,
+    };
+    let now = trainer.rank().1;
+    if saved != now {
+        return Err(CheckpointError::OtherRanks { path: shown, saved, now });
+    }
     let epoch = value("epoch")
         .parse::<u64>()
         .ok()

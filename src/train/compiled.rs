@@ -77,6 +77,33 @@ pub fn compile_step(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Result<Com
     compile_step_with(spec, batch, keep_ir, true, true)
 }
 
+/// The loss, logits and gradients of a batch, without the update: a data-parallel rank's
+/// step (`parallel.rs`), whose gradients are summed over the ranks before the update.
+pub fn compile_gradients(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Result<CompiledStep, Unsupported> {
+    let built = build(spec, batch, true).map_err(|d| Unsupported(d.message))?;
+    let mut outputs = vec![built.loss, built.logits];
+    for &g in &built.grads {
+        if !outputs.contains(&g) {
+            outputs.push(g);
+        }
+    }
+    let mut inputs = vec![built.input, built.labels];
+    inputs.extend(built.params.iter().map(|p| p.var));
+    inputs.extend(built.dropouts.iter().map(|d| d.mask));
+    let req = Request {
+        graph: &built.graph,
+        inputs,
+        outputs,
+        aliases: Vec::new(),
+        data: vec![built.input],
+        guard: None,
+        reuse: true,
+        adam: Vec::new(),
+    };
+    let program = Program::compile(&req, keep_ir)?;
+    Ok(CompiledStep { program, built, state: Vec::new(), alpha: None, lr: None })
+}
+
 /// [`compile_step`], optionally without buffer reuse (so every stored node keeps its value),
 /// and with Adam's update as graph nodes (`host_adam` false) or by the host kernel.
 fn compile_step_with(
@@ -247,8 +274,9 @@ pub fn write(program: &mut Program, node: Id, values: &ArrayD<f32>) -> bool {
     if dst.len() != values.len() {
         return false;
     }
-    for (d, s) in dst.iter_mut().zip(values.iter()) {
-        *d = *s;
+    match values.as_slice() {
+        Some(src) => dst.copy_from_slice(src),
+        None => dst.iter_mut().zip(values.iter()).for_each(|(d, s)| *d = *s),
     }
     true
 }

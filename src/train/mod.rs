@@ -10,6 +10,7 @@ pub mod data;
 pub mod files;
 pub mod metrics;
 pub mod optimizer;
+pub mod parallel;
 pub mod picture;
 pub mod plot;
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! * Adam (Keras 3): `m += (g - m)(1 - b1); v += (g² - v)(1 - b2);
 //!   p -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m / (sqrt(v) + eps)`.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use crate::model::Optimizer;
 
@@ -24,15 +24,21 @@ impl Slots {
 }
 
 /// Applies step `t` (1-based) of `opt` to `param` with gradient `grad`.
-pub fn update(opt: &Optimizer, t: u64, param: &mut ArrayD<f32>, grad: &ArrayD<f32>, slots: &mut Slots) {
+pub fn update(
+    opt: &Optimizer,
+    t: u64,
+    param: &mut ArrayD<f32>,
+    grad: ArrayViewD<'_, f32>,
+    slots: &mut Slots,
+) {
     match *opt {
         Optimizer::Sgd { lr, momentum, nesterov } => {
             let lr = lr as f32;
             if momentum == 0.0 {
-                Zip::from(param).and(grad).for_each(|p, &g| *p -= lr * g);
+                Zip::from(param).and(&grad).for_each(|p, &g| *p -= lr * g);
             } else {
                 let mu = momentum as f32;
-                Zip::from(param).and(grad).and(&mut slots.m).for_each(|p, &g, v| {
+                Zip::from(param).and(&grad).and(&mut slots.m).for_each(|p, &g, v| {
                     *v = mu * *v - lr * g;
                     *p += if nesterov { mu * *v - lr * g } else { *v };
                 });
@@ -42,7 +48,7 @@ pub fn update(opt: &Optimizer, t: u64, param: &mut ArrayD<f32>, grad: &ArrayD<f3
             let t = t as i32;
             let alpha = (lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t))) as f32;
             let (b1, b2, eps) = (beta1 as f32, beta2 as f32, epsilon as f32);
-            Zip::from(param).and(grad).and(&mut slots.m).and(&mut slots.v).for_each(|p, &g, m, v| {
+            Zip::from(param).and(&grad).and(&mut slots.m).and(&mut slots.v).for_each(|p, &g, m, v| {
                 *m += (g - *m) * (1.0 - b1);
                 *v += (g * g - *v) * (1.0 - b2);
                 *p -= alpha * *m / (v.sqrt() + eps);

@@ -16,9 +16,11 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use std::time::Duration;
 
 use super::compiled::{
-    CompiledStep, InferenceCache, KernelTimes, compile_inference, compile_step, read, write,
+    CompiledStep, InferenceCache, KernelTimes, compile_gradients, compile_inference, compile_step, read,
+    write,
 };
 use super::optimizer::{self, Slots};
+use super::parallel::{Collective, ordered_sum, rows};
 use crate::graph::Id;
 use crate::graph::tensor::eval_tensors;
 use crate::jit::fuse::Unsupported;
@@ -246,6 +248,20 @@ pub struct Trainer {
     pub lr: f64,
     /// The 1-based epoch under way (the step schedule reads it).
     pub epoch: usize,
+    /// The data-parallel ranks this trainer shares its batches with (`parallel.rs`), when
+    /// there are more than one.
+    team: Option<Box<dyn Collective>>,
+    /// A team step's buffers, kept between steps (fresh ones cost page faults every step).
+    exchange: Exchange,
+}
+
+/// What one rank sends, what it receives from all, and their sum (`team_step`).
+#[derive(Default)]
+struct Exchange {
+    part: Vec<f32>,
+    all: Vec<f32>,
+    acc: Vec<f64>,
+    sum: Vec<f32>,
 }
 
 fn uniform(rng: &mut ChaCha8Rng) -> f32 {
@@ -388,13 +404,60 @@ impl Trainer {
             input_map,
             lr: spec_lr,
             epoch: 1,
+            team: None,
+            exchange: Exchange::default(),
         })
+    }
+
+    /// Trains as one rank of a data-parallel team (see `parallel.rs`): each step computes
+    /// this rank's rows of the global batch and the ranks sum their gradients. Call before
+    /// [`compile`](Self::compile). A team of one changes nothing. Refused for a model with
+    /// batch normalisation, whose batch statistics would be each rank's own.
+    pub fn join(&mut self, team: Box<dyn Collective>) -> Result<(), TrainError> {
+        if team.size() <= 1 {
+            return Ok(());
+        }
+        if !self.running.is_empty() {
+            return Err(TrainError::Model(format!(
+                "{} ranks: batch normalisation (layer `{}`) is not supported in data-parallel \
+                 training, whose batch statistics would be each rank's own rows; train it in one process",
+                team.size(),
+                self.running[0].0
+            )));
+        }
+        if matches!(self.spec.loss, crate::model::Loss::Formula(_)) {
+            return Err(TrainError::Model(format!(
+                "{} ranks: a `loss = ...` formula is not supported in data-parallel training, which \
+                 needs the loss to be a mean over the batch's samples (as `softmax_cross_entropy` \
+                 and `mse` are) to add the ranks' gradients up; train it in one process",
+                team.size()
+            )));
+        }
+        self.team = Some(team);
+        Ok(())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// This process's rank and the number of ranks: `(0, 1)` outside a team.
+    pub fn rank(&self) -> (usize, usize) {
+        self.team.as_ref().map_or((0, 1), |t| (t.rank(), t.size()))
     }
 
     /// Compiles the training step (and, on first use, inference) to native code; training then
     /// runs there. `keep_ir` keeps every kernel's Cranelift IR (for `dump_ir`).
     pub fn compile(&mut self, keep_ir: bool) -> Result<Duration, Unsupported> {
-        let step = compile_step(&self.spec, self.spec.train.batch, keep_ir)?;
+        let batch = self.spec.train.batch;
+        let step = match &self.team {
+            // A rank's rows of a full batch; the update runs after the exchange.
+            Some(t) => {
+                let (lo, hi) = rows(batch, t.rank(), t.size());
+                compile_gradients(&self.spec, (hi - lo).max(1), keep_ir)?
+            }
+            None => compile_step(&self.spec, batch, keep_ir)?,
+        };
         let time = step.program.compile_time;
         self.keep_ir = keep_ir;
         self.compiled = Some(step);
@@ -450,7 +513,7 @@ impl Trainer {
         let Some(c) = &self.compiled else { return };
         for (k, p) in c.built.params.iter().enumerate() {
             read(&c.program, p.var, &mut self.params[k]);
-            for (j, &s) in c.state[k].iter().enumerate() {
+            for (j, &s) in c.state.get(k).into_iter().flatten().enumerate() {
                 read(&c.program, s, if j == 0 { &mut self.slots[k].m } else { &mut self.slots[k].v });
             }
         }
@@ -465,7 +528,8 @@ impl Trainer {
         let Some(c) = &mut self.compiled else { return };
         for (k, p) in c.built.params.iter().enumerate() {
             write(&mut c.program, p.var, &self.params[k]);
-            for (j, &s) in c.state[k].iter().enumerate() {
+            // A rank's gradient step has no optimizer state (`state` is empty).
+            for (j, &s) in c.state.get(k).into_iter().flatten().enumerate() {
                 write(&mut c.program, s, if j == 0 { &self.slots[k].m } else { &self.slots[k].v });
             }
         }
@@ -650,7 +714,8 @@ impl Trainer {
         let (mut loss_sum, mut score) = (0.0f64, 0.0f64);
         let width = data.score_count() / n.max(1) as f64;
         for s in 0..steps {
-            if self.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
+            // A team's ranks stop together, after the exchange that tells them (`team_step`).
+            if self.team.is_none() && self.stopped() {
                 return Err(TrainError::Interrupted { epoch, step: s + 1 });
             }
             let idx = &order[s * batch..((s + 1) * batch).min(n)];
@@ -678,6 +743,9 @@ impl Trainer {
         epoch: usize,
         step: usize,
     ) -> Result<(f64, f64), TrainError> {
+        if self.team.is_some() {
+            return self.team_step(data, idx, epoch, step);
+        }
         if let Some(r) = self.compiled_step(data, idx, epoch, step) {
             return r;
         }
@@ -692,6 +760,169 @@ impl Trainer {
             self.unsync();
         }
         r
+    }
+
+    /// One step as a rank of a team (see `parallel.rs`): this rank's rows of the global batch
+    /// `idx` (with its rows of every dropout mask, drawn for the whole batch as one process
+    /// draws them), its loss and gradients (compiled, or interpreted for a batch of another
+    /// size), every rank's exchanged and summed in rank order, then the update.
+    fn team_step(
+        &mut self,
+        data: &Dataset<'_>,
+        idx: &[usize],
+        epoch: usize,
+        step: usize,
+    ) -> Result<(f64, f64), TrainError> {
+        let (rank, size) = self.rank();
+        let b = idx.len();
+        let (lo, hi) = rows(b, rank, size);
+        let local = &idx[lo..hi];
+        // The masks of the global batch, in the one-process order of draws; this rank's rows.
+        self.graph(local.len().max(1), true)?;
+        let shapes: Vec<(Vec<usize>, f64)> = self.train_graphs[&local.len().max(1)]
+            .dropouts
+            .iter()
+            .map(|d| (d.shape.clone(), d.rate))
+            .collect();
+        let masks: Vec<ArrayD<f32>> = shapes
+            .iter()
+            .map(|(shape, rate)| {
+                let row: usize = shape[1..].iter().product();
+                let mut global = vec![0.0f32; b * row];
+                draw_mask(&mut self.rng, *rate, &mut global);
+                let mut shape = shape.clone();
+                shape[0] = local.len();
+                ArrayD::from_shape_vec(IxDyn(&shape), global[lo * row..hi * row].to_vec())
+                    .expect("rows of the mask")
+            })
+            .collect();
+        let count: usize = self.params.iter().map(|p| p.len()).sum();
+        let mut ex = std::mem::take(&mut self.exchange);
+        let width = count + 3;
+        ex.part.resize(width, 0.0);
+        ex.all.resize(width * size, 0.0);
+        ex.acc.resize(width, 0.0);
+        ex.sum.resize(width, 0.0);
+        ex.part.fill(0.0);
+        let done = self.exchange_step(data, local, &masks, count, &mut ex);
+        let r = done.and_then(|()| {
+            let all = &ex.all;
+            if (0..size).any(|r| all[r * width + count + 2] != 0.0) {
+                return Err(TrainError::Interrupted { epoch, step });
+            }
+            if let Some(r) = (0..size).find(|&r| !all[r * width + count].is_finite()) {
+                let what = format!("the loss of rank {r}'s rows");
+                return Err(TrainError::NotFinite { epoch, step, what });
+            }
+            let share = |r: usize| {
+                let (lo, hi) = rows(b, r, size);
+                (hi - lo) as f64 / b as f64
+            };
+            ordered_sum(all, size, share, &mut ex.acc, &mut ex.sum);
+            let loss = f64::from(ex.sum[count]);
+            let right: f64 = (0..size).map(|r| f64::from(all[r * width + count + 1])).sum();
+            let mut at = 0;
+            for (p, (name, _)) in self.params.iter().zip(&self.param_info) {
+                if ex.sum[at..at + p.len()].iter().any(|x| !x.is_finite()) {
+                    let what = format!("the gradient of {name}");
+                    return Err(TrainError::NotFinite { epoch, step, what });
+                }
+                at += p.len();
+            }
+            self.step += 1;
+            let opt = self.optimizer_now(self.step);
+            let mut at = 0;
+            for ((param, slots), (_, shape)) in
+                self.params.iter_mut().zip(&mut self.slots).zip(&self.param_info)
+            {
+                let grad = &ex.sum[at..at + param.len()];
+                at += param.len();
+                team_update(&opt, self.step, param, grad, shape, slots);
+            }
+            self.unsync();
+            Ok((loss, right))
+        });
+        self.exchange = ex;
+        r
+    }
+
+    /// This rank's part of a step into `ex.part` (`[gradients, loss, score, stop]`), and
+    /// every rank's into `ex.all`: a rank asked to stop (Ctrl-C, SIGTERM) still takes part in
+    /// this exchange, and then every rank stops before the update, so that none waits for a
+    /// partner that left.
+    fn exchange_step(
+        &mut self,
+        data: &Dataset<'_>,
+        local: &[usize],
+        masks: &[ArrayD<f32>],
+        count: usize,
+        ex: &mut Exchange,
+    ) -> Result<(), TrainError> {
+        if !local.is_empty() {
+            let (loss, right) = self.rank_gradients(data, local, masks, &mut ex.part[..count])?;
+            ex.part[count] = loss as f32;
+            ex.part[count + 1] = right as f32;
+        }
+        ex.part[count + 2] = f32::from(u8::from(self.stopped()));
+        self.team.as_ref().expect("a team").all_gather(&ex.part, &mut ex.all);
+        Ok(())
+    }
+
+    /// The loss, score and gradients (concatenated into `out`, in parameter order) of the
+    /// samples `local` with dropout `masks`, compiled when a step for this many rows is.
+    fn rank_gradients(
+        &mut self,
+        data: &Dataset<'_>,
+        local: &[usize],
+        masks: &[ArrayD<f32>],
+        out: &mut [f32],
+    ) -> Result<(f64, f64), TrainError> {
+        let classes = self.spec.classes;
+        if let Some(c) = self.compiled.as_mut().filter(|c| c.built.batch == local.len()) {
+            for (d, m) in c.built.dropouts.iter().zip(masks) {
+                if let Some(dst) = c.program.slot_mut(d.mask) {
+                    dst.copy_from_slice(m.as_slice().expect("a mask is contiguous"));
+                }
+            }
+            let (input, labels) = (c.built.input, c.built.labels);
+            if let Some(dst) = c.program.slot_mut(input) {
+                fill_input(dst, data, local, &self.input_map);
+            }
+            if let Some(dst) = c.program.slot_mut(labels) {
+                data.fill_targets(dst, local);
+            }
+            c.program.run();
+            let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
+            let right = c.program.slot(c.built.logits).map_or(0.0, |o| data.score(o, local, classes));
+            let mut at = 0;
+            for (&g, p) in c.built.grads.iter().zip(&self.params) {
+                let dst = &mut out[at..at + p.len()];
+                match c.program.slot(g) {
+                    Some(src) => dst.copy_from_slice(src),
+                    None => dst.fill(0.0),
+                }
+                at += p.len();
+            }
+            return Ok((loss, right));
+        }
+        let (x, y) = data.batch(local, &self.input_map);
+        self.graph(local.len(), true)?;
+        let built = &self.train_graphs[&local.len()];
+        let inputs = step_inputs(built, &x, &y, &self.params, masks, &self.running);
+        let mut roots = vec![built.loss, built.logits];
+        roots.extend(&built.grads);
+        let values = eval_tensors::<f32>(&built.graph, &roots, &|v| inputs.get(&v).cloned())
+            .map_err(|e| TrainError::Eval(e.to_string()))?;
+        let loss = values[0].iter().next().copied().unwrap_or(f32::NAN) as f64;
+        let right = values[1].as_slice().map_or(0.0, |o| data.score(o, local, classes));
+        let mut at = 0;
+        for g in &values[2..] {
+            for (d, &v) in out[at..at + g.len()].iter_mut().zip(g.iter()) {
+                *d = v;
+            }
+            at += g.len();
+        }
+        Ok((loss, right))
     }
 
     fn interpret_step(
@@ -739,7 +970,7 @@ impl Trainer {
         self.step += 1;
         let opt = self.optimizer_now(self.step);
         for ((param, grad), slots) in self.params.iter_mut().zip(grads).zip(&mut self.slots) {
-            optimizer::update(&opt, self.step, param, grad, slots);
+            optimizer::update(&opt, self.step, param, grad.view(), slots);
         }
         let stats = &out[2 + built.params.len()..];
         for (k, bn) in built.batchnorms.iter().enumerate() {
@@ -1012,6 +1243,45 @@ impl Trainer {
 
 /// The values of a training graph's inputs for one step: the batch, the parameters, the
 /// dropout masks and the running statistics.
+/// A team's update of one parameter: the one-process compiled step's, bit for bit where it
+/// can be: Adam by its host kernel (`sd_adam`) with the coefficients `compile_step` gives
+/// it; SGD, whose kernels compute the interpreter's formula, by the interpreter's.
+fn team_update(
+    opt: &Optimizer,
+    t: u64,
+    param: &mut ArrayD<f32>,
+    grad: &[f32],
+    shape: &[usize],
+    slots: &mut Slots,
+) {
+    let view = || ArrayViewD::from_shape(IxDyn(shape), grad).expect("a gradient has its parameter's shape");
+    let Optimizer::Adam { lr, beta1, beta2, epsilon } = *opt else {
+        return optimizer::update(opt, t, param, view(), slots);
+    };
+    let alpha = (lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))) as f32;
+    let (Some(p), Some(m), Some(v)) = (param.as_slice_mut(), slots.m.as_slice_mut(), slots.v.as_slice_mut())
+    else {
+        return optimizer::update(opt, t, param, view(), slots);
+    };
+    // SAFETY: four distinct, contiguous buffers of one length (a parameter, its moments and
+    // its gradient) and one `alpha`, as `sd_adam` requires.
+    unsafe {
+        crate::jit::sd_adam(
+            p.len() as i64,
+            p.as_mut_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            grad.as_ptr(),
+            &alpha,
+            beta1 as f32,
+            (1.0 - beta1) as f32,
+            beta2 as f32,
+            (1.0 - beta2) as f32,
+            epsilon as f32,
+        )
+    }
+}
+
 fn step_inputs<'a>(
     built: &Built,
     x: &'a ArrayD<f32>,
