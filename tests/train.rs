@@ -143,6 +143,22 @@ fn missing_or_bad_inputs_are_explained() {
     assert!(err.contains("--epochs must be at least 1"), "{err}");
 }
 
+/// Started by mpirun as one of several ranks, a binary built without the `mpi` feature
+/// refuses (each rank would train alone and write the same files) and says how to build one
+/// that works; as a single rank, or with no mpirun, it trains as ever.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn ranks_without_the_mpi_feature_are_refused_with_the_way_to_build_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symdiff"))
+        .args(["train", &example("mnist.model")])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("one of 2 ranks") && err.contains("--features mpi"), "{err}");
+}
+
 /// A small model (fast to train) in its own directory.
 fn small_model(dir: &std::path::Path, name: &str, hidden: usize) -> String {
     let path = dir.join(name);

@@ -90,7 +90,7 @@ fn load_data(spec: &ModelSpec, file: &Path, dir: Option<&Path>) -> Result<Loaded
 }
 
 /// Options of `symdiff train`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct TrainArgs {
     /// The model file, e.g. examples/mnist.model.
     pub file: PathBuf,
@@ -192,10 +192,16 @@ pub fn resume_command(args: &TrainArgs) -> String {
 /// What is kept when training stops early after `done` finished epochs: the checkpoint and
 /// the command that continues from it, or why there is none.
 fn kept(args: &TrainArgs, ckpt: Option<&Path>, done: usize) -> String {
+    // Under mpirun, resuming needs as many ranks (`checkpoint::load` checks it).
+    let ranks = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+        .filter(|&n| n > 1)
+        .map_or(String::new(), |n| format!("mpirun -np {n} "));
     match ckpt {
         None => "checkpoints were off (--no-checkpoint), so the run cannot be resumed".to_owned(),
         Some(p) if done >= 1 && p.exists() => format!(
-            "the checkpoint after epoch {done} is in {}; `{}` continues from it",
+            "the checkpoint after epoch {done} is in {}; `{ranks}{}` continues from it",
             p.display(),
             resume_command(args)
         ),
@@ -224,6 +230,34 @@ fn progress_message(loss: f64, metric: &str, value: f64) -> String {
 }
 
 pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
+    // Under `mpirun`, one rank of a data-parallel team (`train::parallel`); only rank 0
+    // prints and writes files.
+    let team = ranks()?;
+    let rank = team.as_ref().map_or(0, |t| t.rank());
+    train_as(args, out, team).map_err(|e| match e {
+        // What every rank meets alike (an interruption, divergence), rank 0 reports; what
+        // happened to one rank alone, it says itself.
+        Failure::Message(m) if rank > 0 => {
+            let shared = ["error: interrupted", "error: training diverged"].iter().any(|p| m.starts_with(p));
+            Failure::Message(if shared { String::new() } else { format!("rank {rank}: {m}") })
+        }
+        other => other,
+    })
+}
+
+fn train_as(
+    args: TrainArgs,
+    out: &mut Out,
+    team: Option<Box<dyn symdiff::train::parallel::Collective>>,
+) -> Result<()> {
+    let lead = team.as_ref().is_none_or(|t| t.rank() == 0);
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            if lead {
+                note!($($arg)*);
+            }
+        }};
+    }
     let mut spec = load_spec(&args.file)?;
     if let Some(e) = args.epochs {
         if e == 0 {
@@ -238,9 +272,9 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         return Err(Failure::Message("error: --resume needs a checkpoint; drop --no-checkpoint\n".into()));
     }
     // Temporary files that a crashed writer left beside the checkpoint or the weights.
-    for target in ckpt_path.iter().chain(&args.save) {
+    for target in ckpt_path.iter().chain(&args.save).filter(|_| lead) {
         for stale in weights::remove_stale_temps(target) {
-            note!("removed {}, a temporary file left by an interrupted write", stale.display());
+            say!("removed {}, a temporary file left by an interrupted write", stale.display());
         }
     }
     let loaded = load_data(&spec, &args.file, args.data.as_deref())?;
@@ -255,6 +289,28 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     let metric = if spec.regression { "mae" } else { "accuracy" };
     let mut trainer = Trainer::new(spec)?;
     trainer.set_normalization(&train);
+    let ranks_line = match team {
+        Some(team) => {
+            let size = team.size();
+            let digest = digest(&model_sha, [&train, &validation, &test]);
+            let others = symdiff::train::parallel::disagreeing(team.as_ref(), digest);
+            if !others.is_empty() {
+                let list = others.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(Failure::Message(format!(
+                    "error: rank{} {list} of {size} read another model file or other data than rank 0 \
+                     (their SHA-256 and samples differ); every rank must be started on the same files\n",
+                    if others.len() == 1 { "" } else { "s" }
+                )));
+            }
+            trainer.join(team)?;
+            format!(" on {size} ranks (data-parallel over MPI, {} samples of each batch per rank)", {
+                let b = trainer.spec.train.batch;
+                let (lo, hi) = symdiff::train::parallel::rows(b, 0, size);
+                hi - lo
+            })
+        }
+        None => String::new(),
+    };
     let mut history: Vec<EpochStats> = Vec::new();
     let mut first_epoch = 1;
     if let (true, Some(path)) = (args.resume, &ckpt_path) {
@@ -278,9 +334,9 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                 resumed.epoch
             )));
         }
-        note!("resuming from {} after epoch {}", path.display(), resumed.epoch);
+        say!("resuming from {} after epoch {}", path.display(), resumed.epoch);
         if resumed.epoch == epochs {
-            note!(
+            say!(
                 "the checkpoint is at epoch {epochs} of {epochs} ({of_run}); nothing to train; \
                  pass --epochs N with N > {epochs} to train further"
             );
@@ -290,15 +346,38 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     }
     // The log is written once before training, so that a path that cannot be written is
     // an error now and not after the first epoch.
-    if let Some(path) = &args.log {
+    if let Some(path) = args.log.as_ref().filter(|_| lead) {
         write_log(path, &history, metric)?;
     }
     // Ctrl-C, SIGTERM and SIGHUP stop training between two steps; the checkpoint of the last
     // finished epoch stays.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Where training is (epoch << 32 | step), for a rank of a team that a signal finds blocked
+    // in an exchange with a rank that left: after 3 s it reports and exits (mpirun, which sent
+    // the signal, names the rank that left).
+    let position = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed));
+        use std::sync::atomic::Ordering::Relaxed;
+        let (stop, position, ranks) = (stop.clone(), position.clone(), trainer.rank().1);
+        let (args, ckpt) = (args.clone(), ckpt_path.clone());
+        let _ = ctrlc::set_handler(move || {
+            stop.store(true, Relaxed);
+            if ranks > 1 {
+                let at = position.load(Relaxed);
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                if position.load(Relaxed) == at {
+                    let (epoch, step) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize + 1);
+                    if lead {
+                        note!(
+                            "error: stopped during epoch {epoch}, step {step}, waiting for the other ranks \
+                             (one has left the job, or mpirun is ending it); {}",
+                            kept(&args, ckpt.as_deref(), epoch.saturating_sub(1))
+                        );
+                    }
+                    std::process::exit(1);
+                }
+            }
+        });
     }
     trainer.stop = Some(stop);
     let mut engine = "the tensor interpreter".to_owned();
@@ -310,16 +389,16 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                     trainer.time_kernels();
                 }
             }
-            Err(e) => note!("warning: {e}; training with the interpreter"),
+            Err(e) => say!("warning: {e}; training with the interpreter"),
         }
     }
     if !args.json {
         // The layers first, as Keras users see them before `fit`.
         if let Ok(table) = symdiff::model::summary::summary(&trainer.spec) {
-            note!("{table}\n");
+            say!("{table}\n");
         }
-        note!(
-            "training {} ({params} parameters) on {} samples of {}, validating on {}, with {engine}",
+        say!(
+            "training {} ({params} parameters) on {} samples of {}, validating on {}, with {engine}{ranks_line}",
             args.file.display(),
             train.len(),
             loaded.origin,
@@ -355,19 +434,21 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         }
     }
     if let (Some(b), true) = (stopped, first_epoch <= epochs) {
-        note!(
+        say!(
             "early stopping ended this run after epoch {}; nothing to train (its best epoch was {b})",
             first_epoch - 1
         );
     }
     let last_epoch = if stopped.is_some() { first_epoch - 1 } else { epochs };
-    let bar = !args.json && std::io::stderr().is_terminal();
+    let bar = lead && !args.json && std::io::stderr().is_terminal();
     let steps = train.len().div_ceil(trainer.spec.train.batch);
     let start = Instant::now();
     for epoch in first_epoch..=last_epoch {
         let t = Instant::now();
         let pb = bar.then(|| progress_bar(steps, epoch, epochs));
+        position.store((epoch as u64) << 32, std::sync::atomic::Ordering::Relaxed);
         let done = trainer.train_epoch(&train, epoch, &mut |p| {
+            position.store((epoch as u64) << 32 | p.step as u64, std::sync::atomic::Ordering::Relaxed);
             if let Some(pb) = &pb
                 && (p.step % 25 == 0 || p.step == p.steps)
             {
@@ -398,10 +479,10 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         let h = EpochStats { epoch, loss, accuracy, val_loss, val_accuracy, seconds };
         history.push(h.clone());
         // The checkpoint first: a line that cannot be printed must not lose the epoch.
-        if let Some(path) = &ckpt_path {
+        if let Some(path) = ckpt_path.as_ref().filter(|_| lead) {
             checkpoint::save(path, &mut trainer, epoch, &history, &model_sha)?;
         }
-        if let Some(path) = &args.log {
+        if let Some(path) = args.log.as_ref().filter(|_| lead) {
             write_log(path, &history, metric).map_err(|e| match e {
                 Failure::Message(m) => Failure::Message(format!(
                     "{}; training stopped after epoch {epoch}; {}\n",
@@ -429,7 +510,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                 "Epoch {epoch}/{epochs} - {seconds:.1}s - loss: {loss:.4} - {metric}: {accuracy:.4} - val_loss: {val_loss:.4} - val_{metric}: {val_accuracy:.4}{rate}"
             )
         };
-        if let Err(e) = out.line(&line) {
+        if let Err(e) = if lead { out.line(&line) } else { Ok(()) } {
             // Stop here, as after Ctrl-C: quietly if the reader went away.
             return Err(if e.is_closed() {
                 Failure::Output(e)
@@ -446,7 +527,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         if let Some(p) = &mut plateau {
             let lr = p.end_epoch(monitored(&h, p.monitor()), trainer.lr);
             if lr != trainer.lr {
-                note!(
+                say!(
                     "Epoch {epoch}: {} did not improve; learning rate {} -> {lr}",
                     p.monitor().name(),
                     trainer.lr
@@ -458,7 +539,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
             match e.observe(epoch - 1, monitored(&h, e.monitor())) {
                 Verdict::NewBest if e.restore_best() => {
                     let tensors = trainer.snapshot();
-                    if let Some(path) = &best_path {
+                    if let Some(path) = best_path.as_ref().filter(|_| lead) {
                         let named: Vec<(String, &ndarray::ArrayD<f32>)> =
                             trainer.tensor_layout().into_iter().map(|(n, _)| n).zip(tensors.iter()).collect();
                         let meta = [("epoch".to_owned(), epoch.to_string())].into_iter().collect();
@@ -475,7 +556,7 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
                         }
                         _ => String::new(),
                     };
-                    note!(
+                    say!(
                         "Epoch {epoch}: early stopping: {name} has not improved on {value:.4} (epoch {}) for {} epoch{}{restore}",
                         best_epoch + 1,
                         epoch - best_epoch - 1,
@@ -491,14 +572,18 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     let fit = start.elapsed().as_secs_f64();
     let trained = (stopped.unwrap_or(epochs).min(epochs) + 1).saturating_sub(first_epoch);
     trainer.sync();
+    if !lead {
+        // The other ranks hold the same weights; rank 0 reports and writes them.
+        return Ok(());
+    }
     if let Some(dir) = &args.dump_ir {
         let n = trainer
             .dump_ir(dir)
             .map_err(|e| Failure::Message(format!("error: cannot write {}: {e}\n", dir.display())))?;
-        note!("wrote the Cranelift IR of {n} kernels to {}", dir.display());
+        say!("wrote the Cranelift IR of {n} kernels to {}", dir.display());
     }
     if let Some(kt) = &trainer.kernel_times {
-        note!("per-kernel times of the training step over {} steps:\n{}", kt.steps, kt.report());
+        say!("per-kernel times of the training step over {} steps:\n{}", kt.steps, kt.report());
     }
     let (test_loss, test_accuracy) = trainer.evaluate(&test)?;
     let line = if args.json {
@@ -519,17 +604,72 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
         let meta = [("model".to_owned(), args.file.display().to_string())].into_iter().collect();
         weights::save(path, &trainer.named_tensors(), meta)?;
         if !args.json {
-            note!("saved weights to {}", path.display());
+            say!("saved weights to {}", path.display());
         }
     }
     if let Some(path) = &args.plot {
         plot::plot(path, &history, metric)
             .map_err(|e| Failure::Message(format!("error: cannot draw {}: {e}\n", path.display())))?;
         if !args.json {
-            note!("drew training curves in {}", path.display());
+            say!("drew training curves in {}", path.display());
         }
     }
     Ok(printed?)
+}
+
+/// The data-parallel team this process belongs to, when `mpirun` started it with more than
+/// one rank; `None` otherwise. A binary built without the `mpi` feature refuses to run as one
+/// of several ranks (each would train alone and write the same files).
+fn ranks() -> Result<Option<Box<dyn symdiff::train::parallel::Collective>>> {
+    #[cfg(feature = "mpi")]
+    {
+        use symdiff::train::parallel::{Mpi, launched_by_mpirun};
+        if !launched_by_mpirun() {
+            return Ok(None);
+        }
+        let Some(mpi) = Mpi::init() else {
+            return Err(Failure::Message("error: MPI could not be initialised\n".into()));
+        };
+        use symdiff::train::parallel::Collective as _;
+        Ok((mpi.size() > 1).then(|| Box::new(mpi) as Box<dyn symdiff::train::parallel::Collective>))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        if size > 1 {
+            return Err(Failure::Message(format!(
+                "error: started by mpirun as one of {size} ranks, but this symdiff was built without \
+                 MPI; build it with `cargo build --release --features mpi` (after \
+                 `scripts/install-mpi.sh`), or run it without mpirun\n"
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// A digest of the model file's SHA-256 and every sample and target of the data sets, which
+/// the ranks of a team compare before training.
+fn digest(model_sha: &str, sets: [&Dataset<'_>; 3]) -> u64 {
+    use std::hash::Hasher;
+    use symdiff::train::trainer::{Features, Targets};
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(model_sha.as_bytes());
+    for set in sets {
+        h.write_usize(set.len());
+        match set.features {
+            Features::U8(f) => h.write(f),
+            Features::F32(f) => f.iter().for_each(|v| h.write_u32(v.to_bits())),
+        }
+        match set.targets {
+            Targets::Classes(c) => c.iter().for_each(|&v| h.write_u32(v)),
+            Targets::Values { data, .. } => data.iter().for_each(|v| h.write_u32(v.to_bits())),
+        }
+    }
+    h.finish()
 }
 
 /// The value of the metric `m` in an epoch's figures.
