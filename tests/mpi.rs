@@ -44,12 +44,16 @@ fn setup(tag: &str) -> PathBuf {
 }
 
 fn model(dir: &Path, name: &str, extra: &str) {
+    let layers = "dense 16 relu\ndropout 0.3\ndense 3\nloss softmax_cross_entropy";
+    variant(dir, name, layers, "adam lr=0.01", extra);
+}
+
+fn variant(dir: &Path, name: &str, layers: &str, optimizer: &str, extra: &str) {
     std::fs::write(
         dir.join(name),
         format!(
-            "data csv \"d.csv\" label=y validation_split=0.25 normalize\ninput 8\ndense 16 relu\n\
-             dropout 0.3\ndense 3\nloss softmax_cross_entropy\noptimizer adam lr=0.01\n\
-             train epochs=4 batch=25 seed=7\n{extra}"
+            "data csv \"d.csv\" label=y validation_split=0.25 normalize\ninput 8\n{layers}\n\
+             optimizer {optimizer}\ntrain epochs=4 batch=25 seed=7\n{extra}"
         ),
     )
     .unwrap();
@@ -109,7 +113,7 @@ fn ranks_train_as_one_process_and_only_rank_0_writes() {
         assert_eq!(team, again, "{ranks} ranks: a second run differs");
         // One process's training, up to the order of additions.
         for (a, b) in one.iter().zip(&team) {
-            for key in ["loss", "val_loss", "test_loss"] {
+            for key in ["loss", "val_loss", "validation_loss"] {
                 if a.get(key).is_some() {
                     let (x, y) = (number(a, key), number(b, key));
                     assert!((x - y).abs() <= 1e-3 * x.abs(), "{ranks} ranks: {key} {y} against {x}");
@@ -118,6 +122,33 @@ fn ranks_train_as_one_process_and_only_rank_0_writes() {
         }
         assert!(dir.join("w.safetensors").exists());
         std::fs::remove_file(dir.join("w.safetensors")).unwrap();
+    }
+}
+
+/// Every layer kind, both losses and every optimizer: 2 and 3 ranks against one process.
+#[test]
+fn every_layer_loss_and_optimizer_trains_as_in_one_process() {
+    let dir = setup("variants");
+    let sce = "loss softmax_cross_entropy";
+    let variants = [
+        (format!("dense 16\nleaky_relu(0.2)\ndropout 0.5\ndense 3\n{sce}"), "sgd lr=0.05"),
+        (format!("dense 16\nelu(0.7)\ndense 3 l2=0.01\n{sce}"), "sgd lr=0.05 momentum=0.9"),
+        (format!("dense 16 sigmoid\ndense 3\n{sce}"), "sgd lr=0.1 momentum=0.9 nesterov=true"),
+        ("dense 16 tanh\ndense 3\nloss mse".to_owned(), "adam beta1=0.8"),
+        ("dense 16 softplus\ndense 3\nloss mse".to_owned(), "sgd lr=0.05"),
+    ];
+    for (k, (layers, optimizer)) in variants.iter().enumerate() {
+        let name = format!("v{k}.model");
+        variant(&dir, &name, layers, optimizer, "");
+        let one = figures(&alone(&dir, &[&name, "--json", "--no-checkpoint"]));
+        for ranks in [2, 3] {
+            let team = figures(&mpirun(ranks, &dir, &[&name, "--json", "--no-checkpoint"]));
+            let (x, y) = (number(&one[4], "validation_loss"), number(&team[4], "validation_loss"));
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs(),
+                "{layers} / {optimizer}, {ranks} ranks: {y} against {x}"
+            );
+        }
     }
 }
 
@@ -201,22 +232,29 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_survives() {
     }
     assert!(ckpt.exists(), "no checkpoint after a minute");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // One of the job's two ranks (the newest process).
-    let pids =
-        Command::new("pgrep").args(["-n", "-f", "train long.model --checkpoint k.ckpt"]).output().unwrap();
-    let pid = String::from_utf8_lossy(&pids.stdout).trim().to_owned();
+    // Rank 1 (its environment says which rank it is).
+    let pids = Command::new("pgrep").args(["-f", "train long.model --checkpoint k.ckpt"]).output().unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout)
+        .lines()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1"))
+        })
+        .expect("rank 1's process")
+        .to_owned();
     assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
     let out = job.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("process rank") && stderr.contains("signal 9"), "{stderr}");
+    // mpirun names the rank, rank 0 the step it was waiting in.
+    assert!(stderr.contains("process rank 1") && stderr.contains("signal 9"), "{stderr}");
+    assert!(stderr.contains("waiting for the other ranks: one has left the job"), "{stderr}");
+    assert!(stderr.contains("mpirun -np 2 symdiff train long.model"), "{stderr}");
     // The checkpoint of the last finished epoch is whole: a run resumes from it.
-    let meta = String::from_utf8_lossy(
-        &std::fs::read(&ckpt).unwrap()[..4096.min(std::fs::metadata(&ckpt).unwrap().len() as usize)],
-    )
-    .into_owned();
-    let epoch: usize =
-        meta.split("\"epoch\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let epoch: usize = header["__metadata__"]["epoch"].as_str().unwrap().parse().unwrap();
     let resumed = mpirun(
         2,
         &dir,

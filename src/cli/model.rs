@@ -16,6 +16,7 @@ use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
 use symdiff::model::schedule::{Monitor, Verdict};
 use symdiff::train::data;
+use symdiff::train::parallel::Collective as _;
 use symdiff::train::source::{self, Loaded};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
 use symdiff::train::{EpochStats, checkpoint, plot, weights};
@@ -234,7 +235,9 @@ pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     // prints and writes files.
     let team = ranks()?;
     let rank = team.as_ref().map_or(0, |t| t.rank());
-    train_as(args, out, team).map_err(|e| match e {
+    let exchanges = team.as_ref().map(|t| t.exchanges.clone());
+    let team = team.map(|t| Box::new(t) as Box<dyn symdiff::train::parallel::Collective>);
+    train_as(args, out, team, exchanges).map_err(|e| match e {
         // What every rank meets alike (an interruption, divergence), rank 0 reports; what
         // happened to one rank alone, it says itself.
         Failure::Message(m) if rank > 0 => {
@@ -249,6 +252,7 @@ fn train_as(
     args: TrainArgs,
     out: &mut Out,
     team: Option<Box<dyn symdiff::train::parallel::Collective>>,
+    exchanges: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<()> {
     let lead = team.as_ref().is_none_or(|t| t.rank() == 0);
     macro_rules! say {
@@ -352,25 +356,27 @@ fn train_as(
     // Ctrl-C, SIGTERM and SIGHUP stop training between two steps; the checkpoint of the last
     // finished epoch stays.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Where training is (epoch << 32 | step), for a rank of a team that a signal finds blocked
-    // in an exchange with a rank that left: after 3 s it reports and exits (mpirun, which sent
-    // the signal, names the rank that left).
+    // Where training is (epoch << 32 | step). A signal that finds this rank of a team blocked
+    // in an exchange (a rank has left the job, and mpirun is ending it: SIGTERM, then SIGKILL
+    // a second later) is reported here, naming the step, before exiting.
     let position = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
         use std::sync::atomic::Ordering::Relaxed;
-        let (stop, position, ranks) = (stop.clone(), position.clone(), trainer.rank().1);
+        let (stop, position, exchanges) = (stop.clone(), position.clone(), exchanges.clone());
         let (args, ckpt) = (args.clone(), ckpt_path.clone());
         let _ = ctrlc::set_handler(move || {
             stop.store(true, Relaxed);
-            if ranks > 1 {
-                let at = position.load(Relaxed);
-                std::thread::sleep(std::time::Duration::from_secs(3));
-                if position.load(Relaxed) == at {
-                    let (epoch, step) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize + 1);
+            let Some(exchanges) = &exchanges else { return };
+            let at = exchanges.load(Relaxed);
+            if at % 2 == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if exchanges.load(Relaxed) == at {
+                    let p = position.load(Relaxed);
+                    let (epoch, step) = ((p >> 32) as usize, (p & 0xffff_ffff) as usize + 1);
                     if lead {
                         note!(
-                            "error: stopped during epoch {epoch}, step {step}, waiting for the other ranks \
-                             (one has left the job, or mpirun is ending it); {}",
+                            "error: stopped in epoch {epoch}, step {step}, waiting for the other ranks: \
+                             one has left the job (mpirun names it); {}",
                             kept(&args, ckpt.as_deref(), epoch.saturating_sub(1))
                         );
                     }
@@ -617,10 +623,52 @@ fn train_as(
     Ok(printed?)
 }
 
+/// The ranks of an `mpirun` job, counting its exchanges (odd while one is under way) for the
+/// signal handler of `train`. (Built without the `mpi` feature, there are none.)
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+struct Ranks {
+    #[cfg(feature = "mpi")]
+    mpi: symdiff::train::parallel::Mpi,
+    exchanges: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "mpi")]
+impl symdiff::train::parallel::Collective for Ranks {
+    fn rank(&self) -> usize {
+        self.mpi.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.mpi.size()
+    }
+
+    fn all_gather(&self, local: &[f32], all: &mut [f32]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.exchanges.fetch_add(1, Relaxed);
+        self.mpi.all_gather(local, all);
+        self.exchanges.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+impl symdiff::train::parallel::Collective for Ranks {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_gather(&self, local: &[f32], all: &mut [f32]) {
+        all.copy_from_slice(local);
+    }
+}
+
 /// The data-parallel team this process belongs to, when `mpirun` started it with more than
 /// one rank; `None` otherwise. A binary built without the `mpi` feature refuses to run as one
 /// of several ranks (each would train alone and write the same files).
-fn ranks() -> Result<Option<Box<dyn symdiff::train::parallel::Collective>>> {
+fn ranks() -> Result<Option<Ranks>> {
     #[cfg(feature = "mpi")]
     {
         use symdiff::train::parallel::{Mpi, launched_by_mpirun};
@@ -630,8 +678,7 @@ fn ranks() -> Result<Option<Box<dyn symdiff::train::parallel::Collective>>> {
         let Some(mpi) = Mpi::init() else {
             return Err(Failure::Message("error: MPI could not be initialised\n".into()));
         };
-        use symdiff::train::parallel::Collective as _;
-        Ok((mpi.size() > 1).then(|| Box::new(mpi) as Box<dyn symdiff::train::parallel::Collective>))
+        Ok((mpi.size() > 1).then(|| Ranks { mpi, exchanges: Default::default() }))
     }
     #[cfg(not(feature = "mpi"))]
     {
@@ -647,7 +694,7 @@ fn ranks() -> Result<Option<Box<dyn symdiff::train::parallel::Collective>>> {
                  `scripts/install-mpi.sh`), or run it without mpirun\n"
             )));
         }
-        Ok(None)
+        Ok(None::<Ranks>)
     }
 }
 
