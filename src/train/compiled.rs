@@ -90,6 +90,18 @@ pub fn compile_gradients(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Resul
     let mut inputs = vec![built.input, built.labels];
     inputs.extend(built.params.iter().map(|p| p.var));
     inputs.extend(built.dropouts.iter().map(|d| d.mask));
+    let program = without_update(&built, inputs, outputs, keep_ir)?;
+    Ok(CompiledStep { program, built, state: Vec::new(), alpha: None, lr: None })
+}
+
+/// A program that computes `outputs` and updates nothing (no aliases, no guard, no Adam
+/// kernel), its buffers reused: a rank's gradients, or inference.
+fn without_update(
+    built: &Built,
+    inputs: Vec<Id>,
+    outputs: Vec<Id>,
+    keep_ir: bool,
+) -> Result<Program, Unsupported> {
     let req = Request {
         graph: &built.graph,
         inputs,
@@ -100,8 +112,7 @@ pub fn compile_gradients(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Resul
         reuse: true,
         adam: Vec::new(),
     };
-    let program = Program::compile(&req, keep_ir)?;
-    Ok(CompiledStep { program, built, state: Vec::new(), alpha: None, lr: None })
+    Program::compile(&req, keep_ir)
 }
 
 /// [`compile_step`], optionally without buffer reuse (so every stored node keeps its value),
@@ -253,17 +264,7 @@ pub fn compile_inference(
     for bn in &built.batchnorms {
         inputs.extend([bn.running_mean, bn.running_var]);
     }
-    let req = Request {
-        graph: &built.graph,
-        inputs,
-        outputs: vec![built.loss, built.logits],
-        aliases: Vec::new(),
-        data: vec![built.input],
-        guard: None,
-        reuse: true,
-        adam: Vec::new(),
-    };
-    let program = Program::compile(&req, keep_ir)?;
+    let program = without_update(&built, inputs, vec![built.loss, built.logits], keep_ir)?;
     Ok(CompiledInference { program, built })
 }
 
