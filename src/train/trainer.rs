@@ -573,13 +573,7 @@ impl Trainer {
                 draw_mask(&mut self.rng, d.rate, dst);
             }
         }
-        let (input, labels) = (c.built.input, c.built.labels);
-        if let Some(dst) = c.program.slot_mut(input) {
-            fill_input(dst, data, idx, &self.input_map);
-        }
-        if let Some(dst) = c.program.slot_mut(labels) {
-            data.fill_targets(dst, idx);
-        }
+        fill_batch(c, data, idx, &self.input_map);
         let lr = self.spec.schedule.rate(self.lr, t - 1, self.epoch - 1);
         if let (Some(a), Optimizer::Adam { beta1, beta2, .. }) = (c.alpha, &self.spec.optimizer) {
             let alpha = (lr * (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))) as f32;
@@ -884,13 +878,7 @@ impl Trainer {
                     dst.copy_from_slice(m.as_slice().expect("a mask is contiguous"));
                 }
             }
-            let (input, labels) = (c.built.input, c.built.labels);
-            if let Some(dst) = c.program.slot_mut(input) {
-                fill_input(dst, data, local, &self.input_map);
-            }
-            if let Some(dst) = c.program.slot_mut(labels) {
-                data.fill_targets(dst, local);
-            }
+            fill_batch(c, data, local, &self.input_map);
             c.program.run();
             let loss = c.program.slot(c.built.loss).map_or(f32::NAN, |l| l[0]) as f64;
             let right = c.program.slot(c.built.logits).map_or(0.0, |o| data.score(o, local, classes));
@@ -1243,6 +1231,16 @@ impl Trainer {
 
 /// The values of a training graph's inputs for one step: the batch, the parameters, the
 /// dropout masks and the running statistics.
+/// The inputs and targets of the samples `idx` into a compiled step's buffers.
+fn fill_batch(c: &mut CompiledStep, data: &Dataset<'_>, idx: &[usize], map: &InputMap) {
+    if let Some(dst) = c.program.slot_mut(c.built.input) {
+        fill_input(dst, data, idx, map);
+    }
+    if let Some(dst) = c.program.slot_mut(c.built.labels) {
+        data.fill_targets(dst, idx);
+    }
+}
+
 /// A team's update of one parameter: the one-process compiled step's, bit for bit where it
 /// can be: Adam by its host kernel (`sd_adam`) with the coefficients `compile_step` gives
 /// it; SGD, whose kernels compute the interpreter's formula, by the interpreter's.
