@@ -192,13 +192,9 @@ pub fn resume_command(args: &TrainArgs) -> String {
 
 /// What is kept when training stops early after `done` finished epochs: the checkpoint and
 /// the command that continues from it, or why there is none.
-fn kept(args: &TrainArgs, ckpt: Option<&Path>, done: usize) -> String {
-    // Under mpirun, resuming needs as many ranks (`checkpoint::load` checks it).
-    let ranks = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-        .filter(|&n| n > 1)
-        .map_or(String::new(), |n| format!("mpirun -np {n} "));
+fn kept(args: &TrainArgs, ckpt: Option<&Path>, done: usize, ranks: usize) -> String {
+    // A team's run resumes with as many ranks (`checkpoint::load` checks it).
+    let ranks = if ranks > 1 { format!("mpirun -np {ranks} ") } else { String::new() };
     match ckpt {
         None => "checkpoints were off (--no-checkpoint), so the run cannot be resumed".to_owned(),
         Some(p) if done >= 1 && p.exists() => format!(
@@ -363,6 +359,7 @@ fn train_as(
     {
         use std::sync::atomic::Ordering::Relaxed;
         let (stop, position, exchanges) = (stop.clone(), position.clone(), exchanges.clone());
+        let ranks = trainer.rank().1;
         let (args, ckpt) = (args.clone(), ckpt_path.clone());
         let _ = ctrlc::set_handler(move || {
             stop.store(true, Relaxed);
@@ -377,7 +374,7 @@ fn train_as(
                         note!(
                             "error: stopped in epoch {epoch}, step {step}, waiting for the other ranks: \
                              one has left the job (mpirun names it); {}",
-                            kept(&args, ckpt.as_deref(), epoch.saturating_sub(1))
+                            kept(&args, ckpt.as_deref(), epoch.saturating_sub(1), ranks)
                         );
                     }
                     std::process::exit(1);
@@ -469,7 +466,7 @@ fn train_as(
                 }
                 return Err(Failure::Message(format!(
                     "error: interrupted during epoch {epoch} (step {step}); {}\n",
-                    kept(&args, ckpt_path.as_deref(), epoch - 1)
+                    kept(&args, ckpt_path.as_deref(), epoch - 1, trainer.rank().1)
                 )));
             }
             other => other?,
@@ -493,7 +490,7 @@ fn train_as(
                 Failure::Message(m) => Failure::Message(format!(
                     "{}; training stopped after epoch {epoch}; {}\n",
                     m.trim_end(),
-                    kept(&args, ckpt_path.as_deref(), epoch)
+                    kept(&args, ckpt_path.as_deref(), epoch, trainer.rank().1)
                 )),
                 other => other,
             })?;
@@ -524,7 +521,7 @@ fn train_as(
                 Failure::Message(format!(
                     "error: {}; training stopped after epoch {epoch}; {}\n",
                     e.message(),
-                    kept(&args, ckpt_path.as_deref(), epoch)
+                    kept(&args, ckpt_path.as_deref(), epoch, trainer.rank().1)
                 ))
             });
         }
