@@ -16,6 +16,7 @@ use super::{Out, OutputError};
 use symdiff::model::ModelSpec;
 use symdiff::model::schedule::{Monitor, Verdict};
 use symdiff::train::data;
+#[cfg(feature = "mpi")]
 use symdiff::train::parallel::Collective as _;
 use symdiff::train::source::{self, Loaded};
 use symdiff::train::trainer::{Dataset, TrainError, Trainer};
@@ -229,10 +230,8 @@ fn progress_message(loss: f64, metric: &str, value: f64) -> String {
 pub fn train(args: TrainArgs, out: &mut Out) -> Result<()> {
     // Under `mpirun`, one rank of a data-parallel team (`train::parallel`); only rank 0
     // prints and writes files.
-    let team = ranks()?;
+    let (team, exchanges) = ranks()?.unzip();
     let rank = team.as_ref().map_or(0, |t| t.rank());
-    let exchanges = team.as_ref().map(|t| t.exchanges.clone());
-    let team = team.map(|t| Box::new(t) as Box<dyn symdiff::train::parallel::Collective>);
     train_as(args, out, team, exchanges).map_err(|e| match e {
         // What every rank meets alike (an interruption, divergence), rank 0 reports; what
         // happened to one rank alone, it says itself.
@@ -621,10 +620,9 @@ fn train_as(
 }
 
 /// The ranks of an `mpirun` job, counting its exchanges (odd while one is under way) for the
-/// signal handler of `train`. (Built without the `mpi` feature, there are none.)
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+/// signal handler of `train`.
+#[cfg(feature = "mpi")]
 struct Ranks {
-    #[cfg(feature = "mpi")]
     mpi: symdiff::train::parallel::Mpi,
     exchanges: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -647,25 +645,13 @@ impl symdiff::train::parallel::Collective for Ranks {
     }
 }
 
-#[cfg(not(feature = "mpi"))]
-impl symdiff::train::parallel::Collective for Ranks {
-    fn rank(&self) -> usize {
-        0
-    }
-
-    fn size(&self) -> usize {
-        1
-    }
-
-    fn all_gather(&self, local: &[f32], all: &mut [f32]) {
-        all.copy_from_slice(local);
-    }
-}
+/// A team's exchange, and the count of its exchanges (odd while one is under way).
+type Team = (Box<dyn symdiff::train::parallel::Collective>, std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 /// The data-parallel team this process belongs to, when `mpirun` started it with more than
 /// one rank; `None` otherwise. A binary built without the `mpi` feature refuses to run as one
 /// of several ranks (each would train alone and write the same files).
-fn ranks() -> Result<Option<Ranks>> {
+fn ranks() -> Result<Option<Team>> {
     #[cfg(feature = "mpi")]
     {
         use symdiff::train::parallel::{Mpi, launched_by_mpirun};
@@ -675,7 +661,11 @@ fn ranks() -> Result<Option<Ranks>> {
         let Some(mpi) = Mpi::init() else {
             return Err(Failure::Message("error: MPI could not be initialised\n".into()));
         };
-        Ok((mpi.size() > 1).then(|| Ranks { mpi, exchanges: Default::default() }))
+        if mpi.size() <= 1 {
+            return Ok(None);
+        }
+        let exchanges = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        Ok(Some((Box::new(Ranks { mpi, exchanges: exchanges.clone() }), exchanges)))
     }
     #[cfg(not(feature = "mpi"))]
     {
@@ -691,7 +681,7 @@ fn ranks() -> Result<Option<Ranks>> {
                  `scripts/install-mpi.sh`), or run it without mpirun\n"
             )));
         }
-        Ok(None::<Ranks>)
+        Ok(None)
     }
 }
 
