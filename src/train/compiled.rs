@@ -91,7 +91,9 @@ pub fn compile_gradients(spec: &ModelSpec, batch: usize, keep_ir: bool) -> Resul
     inputs.extend(built.params.iter().map(|p| p.var));
     inputs.extend(built.dropouts.iter().map(|d| d.mask));
     let program = without_update(&built, inputs, outputs, keep_ir)?;
-    Ok(CompiledStep { program, built, state: Vec::new(), alpha: None, lr: None })
+    // No optimizer state in the program: each parameter's list is empty.
+    let state = vec![Vec::new(); built.params.len()];
+    Ok(CompiledStep { program, built, state, alpha: None, lr: None })
 }
 
 /// A program that computes `outputs` and updates nothing (no aliases, no guard, no Adam

@@ -513,7 +513,7 @@ impl Trainer {
         let Some(c) = &self.compiled else { return };
         for (k, p) in c.built.params.iter().enumerate() {
             read(&c.program, p.var, &mut self.params[k]);
-            for (j, &s) in c.state.get(k).into_iter().flatten().enumerate() {
+            for (j, &s) in c.state[k].iter().enumerate() {
                 read(&c.program, s, if j == 0 { &mut self.slots[k].m } else { &mut self.slots[k].v });
             }
         }
@@ -528,8 +528,7 @@ impl Trainer {
         let Some(c) = &mut self.compiled else { return };
         for (k, p) in c.built.params.iter().enumerate() {
             write(&mut c.program, p.var, &self.params[k]);
-            // A rank's gradient step has no optimizer state (`state` is empty).
-            for (j, &s) in c.state.get(k).into_iter().flatten().enumerate() {
+            for (j, &s) in c.state[k].iter().enumerate() {
                 write(&mut c.program, s, if j == 0 { &self.slots[k].m } else { &self.slots[k].v });
             }
         }
