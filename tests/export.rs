@@ -1,6 +1,8 @@
 //! Exported C gradients, compiled with the system C compiler, agree with symdiff's compiled
-//! code to 4 ulp (the same operations in the same order; only libm could differ, and
-//! symdiff's own `exp`); exported Rust and C compile (`rustc`, `cc`) also when the formula in
+//! code to 4 ulp, or to 4 ulp of 1 where the value is smaller: the same operations in the same
+//! order, except that exported code calls libm's `exp`, `sin`, `cos` and `tanh` where compiled
+//! code calls symdiff's own (each within about an ulp of the other), and where terms cancel
+//! that difference is an absolute one; exported Rust and C compile (`rustc`, `cc`) also when the formula in
 //! their header comment prints on many lines.
 
 use std::process::Command;
@@ -74,7 +76,8 @@ fn exported_c_matches_compiled_code() {
         let got: Vec<f64> = line.split(' ').map(|t| t.parse().unwrap()).collect();
         assert_eq!(got.len(), want.len(), "{src}");
         for (a, b) in got.iter().zip(want) {
-            assert!(ulps(*a, *b) <= 4, "{src}: exported C gives {a}, compiled code {b}");
+            let close = ulps(*a, *b) <= 4 || (a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(1.0);
+            assert!(close, "{src}: exported C gives {a}, compiled code {b}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

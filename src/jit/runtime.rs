@@ -1,6 +1,8 @@
 //! Host functions the generated code calls: every transcendental that has no Cranelift
 //! instruction (Cranelift has none for exp, log, sin, ...). Loop bodies compute `exp` inline
 //! instead (`jit::scalar::math`), with the same operations as `sd_exp`'s `graph::math::exp`.
+//! The pair forms of `exp`, `sin`, `cos` and `tanh` compute both lanes as one vector
+//! (`graph::math`'s two-lane code), the others lane by lane.
 //!
 //! Each is an `extern "C"` wrapper around **the same Rust function the interpreter uses**
 //! (the function table's `eval`), so compiled code and interpreter agree to the bit on them.
@@ -8,9 +10,11 @@
 //! at finalize time, so `lower.rs` only ever names functions from [`HOST_FUNCTIONS`].
 
 use crate::graph::Func;
+#[cfg(all(target_arch = "x86_64", unix))]
+use crate::graph::math;
 
 macro_rules! host {
-    ($($name:ident, $pair:ident => $func:expr),* $(,)?) => {
+    ($($name:ident, $pair:ident => $func:expr $(, $lanes:path)?);* $(;)?) => {
         $(
             extern "C" fn $name(x: f64) -> f64 {
                 Func::eval($func, x)
@@ -18,12 +22,17 @@ macro_rules! host {
 
             /// Both lanes of a pair at once (one call instead of two, and the caller's
             /// vector registers saved around one call instead of two), each lane exactly
-            /// as the one-lane function computes it.
+            /// as the one-lane function computes it: by `graph::math`'s two-lane form where
+            /// there is one (`exp`, `sin`, `cos`, `tanh`), else lane by lane.
             #[cfg(all(target_arch = "x86_64", unix))]
             #[allow(improper_ctypes_definitions)] // see `Pair`
             extern "C" fn $pair(x: Pair) -> Pair {
-                let [a, b] = from_pair(x);
-                to_pair([Func::eval($func, a), Func::eval($func, b)])
+                $( return $lanes(crate::graph::math::X2(x)).0; )?
+                #[allow(unreachable_code)]
+                {
+                    let [a, b] = from_pair(x);
+                    to_pair([Func::eval($func, a), Func::eval($func, b)])
+                }
             }
         )*
         /// `(symbol, address, function)` for every unary host function.
@@ -68,19 +77,19 @@ fn to_pair(x: [f64; 2]) -> Pair {
 }
 
 host! {
-    sd_exp, sd_exp_x2 => Func::Exp,
-    sd_log, sd_log_x2 => Func::Log,
-    sd_sin, sd_sin_x2 => Func::Sin,
-    sd_cos, sd_cos_x2 => Func::Cos,
-    sd_tan, sd_tan_x2 => Func::Tan,
-    sd_asin, sd_asin_x2 => Func::Asin,
-    sd_acos, sd_acos_x2 => Func::Acos,
-    sd_atan, sd_atan_x2 => Func::Atan,
-    sd_sinh, sd_sinh_x2 => Func::Sinh,
-    sd_cosh, sd_cosh_x2 => Func::Cosh,
-    sd_tanh, sd_tanh_x2 => Func::Tanh,
-    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid,
-    sd_softplus, sd_softplus_x2 => Func::Softplus,
+    sd_exp, sd_exp_x2 => Func::Exp, math::exp_lanes;
+    sd_log, sd_log_x2 => Func::Log;
+    sd_sin, sd_sin_x2 => Func::Sin, math::sin_lanes;
+    sd_cos, sd_cos_x2 => Func::Cos, math::cos_lanes;
+    sd_tan, sd_tan_x2 => Func::Tan;
+    sd_asin, sd_asin_x2 => Func::Asin;
+    sd_acos, sd_acos_x2 => Func::Acos;
+    sd_atan, sd_atan_x2 => Func::Atan;
+    sd_sinh, sd_sinh_x2 => Func::Sinh;
+    sd_cosh, sd_cosh_x2 => Func::Cosh;
+    sd_tanh, sd_tanh_x2 => Func::Tanh, math::tanh_lanes;
+    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid;
+    sd_softplus, sd_softplus_x2 => Func::Softplus;
 }
 
 /// `b^e` for exponents the generated code does not expand inline (same as the interpreter).

@@ -1,14 +1,8 @@
-//! symdiff's own `exp` in f64: the definition the interpreter evaluates, compiled code calls
-//! (`jit::runtime`'s `sd_exp`) and loop bodies compute inline (`jit::scalar::math` emits these
-//! operations one for one, two points at a time).
-//!
-//! Why not libm's: compiled code must agree with the interpreter to the bit, and a call into
-//! libm per lane costs more than the rest of a loop body (the caller's vector registers are
-//! saved around every call), so a sum of ten thousand `exp` terms ran 1.3× slower than a
-//! hand-written loop calling libm inline. Written as one straight sequence of IEEE additions,
-//! multiplications, table loads and bit operations here and in the JIT (no fused multiply-add,
-//! no branches), both compute the same bits on every machine. The other transcendentals
-//! (`log`, `sin`, ...) are libm's, called from compiled code through `jit::runtime`.
+//! `exp`: the definition the interpreter evaluates, compiled code calls (`sd_exp`, and
+//! `sd_exp_x2` for two points) and loop bodies compute inline (`jit::scalar::math` emits these
+//! operations one for one, two points at a time). One straight sequence of IEEE additions,
+//! multiplications, table loads and bit operations (no fused multiply-add, no branches), so
+//! every form computes the same bits on every machine.
 //!
 //! **The algorithm** (the table-driven scheme of Tang, as in glibc's and ARM's `exp`):
 //! 1. clamp `x` to `[-746, 710]`: outside it the result is 0 or +inf anyway;
@@ -31,8 +25,11 @@
 //! -0.0018143...`, `TABLE[57] = 2^(57/128) = 1.3616...`; `s1 = 1.3616... * 2^0`, `s2 = 2^1`,
 //! and the result is `2.718281828459045`, correctly rounded.
 
-/// `exp` clamps its argument to `[EXP_LO, EXP_HI]`.
+use super::Lanes;
+
+/// `exp` clamps its argument to `[EXP_LO, EXP_HI]`: the lower end.
 pub const EXP_LO: f64 = -746.0;
+/// The upper end of `exp`'s clamp.
 pub const EXP_HI: f64 = 710.0;
 /// `1.5 * 2^52`: adding it to `|y| < 2^51` rounds `y` to an integer in the low mantissa bits.
 pub const SHIFTER: f64 = 6_755_399_441_055_744.0;
@@ -41,14 +38,18 @@ pub const INV_LN2N: f64 = f64::from_bits(0x4067_1547_652b_82fe);
 /// `ln2/128` in two parts: `LN2N_HI` with 35 significant bits, `LN2N_HI + LN2N_LO = ln2/128`
 /// to about 2^-95.
 pub const LN2N_HI: f64 = f64::from_bits(0x3f76_2e42_fef8_0000);
+/// The low part of `ln2/128` (see [`LN2N_HI`]).
 pub const LN2N_LO: f64 = f64::from_bits(0x3d41_cf79_abc9_e3b4);
 /// `k + BIAS >= 0` for every clamped `x` (`|k| <= 137758`): the integer steps then shift a
 /// non-negative number. A multiple of 256, so it changes neither `j` nor the parity of `e`.
 pub const BIAS: i64 = 1088 * 128;
 /// `exp(r) - 1 = r + C2 r^2 + C3 r^3 + C4 r^4 + C5 r^5`: Taylor's coefficients.
 pub const C2: f64 = 0.5;
+/// `1/3!` (see [`C2`]).
 pub const C3: f64 = 1.0 / 6.0;
+/// `1/4!` (see [`C2`]).
 pub const C4: f64 = 1.0 / 24.0;
+/// `1/5!` (see [`C2`]).
 pub const C5: f64 = 1.0 / 120.0;
 
 /// `TABLE[j] = [bits of 2^(j/128) rounded, bits of its relative error]`; compiled code reads
@@ -186,14 +187,27 @@ pub static TABLE: [[u64; 2]; 128] = [
     [0x3fffd3c22b8f71f1, 0x3c5305c14160cc89],
 ];
 
-/// `e^x`, to 0.51 ulp (see the module doc). The JIT's `math::exp` emits these operations.
-pub fn exp(x: f64) -> f64 {
+/// `e^x`, to 0.51 ulp (see the module doc), in each lane. The JIT's `math::exp` emits these
+/// operations.
+#[inline(always)]
+pub fn exp<L: Lanes>(x: L) -> L {
     // min and max as the vector code's selects: a NaN `x` passes through both.
-    let x = if EXP_HI < x { EXP_HI } else { x };
-    let x = if x < EXP_LO { EXP_LO } else { x };
-    let t = x * INV_LN2N + SHIFTER;
-    let kf = t - SHIFTER;
-    let r = (x - kf * LN2N_HI) - kf * LN2N_LO;
+    let x = L::lesser(L::splat(EXP_HI), x);
+    let x = L::greater(L::splat(EXP_LO), x);
+    let t = x * L::splat(INV_LN2N) + L::splat(SHIFTER);
+    let kf = t - L::splat(SHIFTER);
+    let r = (x - kf * L::splat(LN2N_HI)) - kf * L::splat(LN2N_LO);
+    let (s1, s2, tail) = t.map3(scales);
+    let r2 = r * r;
+    let (c2, c3, c4, c5) = (L::splat(C2), L::splat(C3), L::splat(C4), L::splat(C5));
+    let p = tail + r + r2 * (c2 + r * c3) + r2 * r2 * (c4 + r * c5);
+    (s1 + s1 * p) * s2
+}
+
+/// The integer steps of [`exp`] for one lane, from `t = x * 128/ln2 + SHIFTER`: `s1 =
+/// 2^(j/128) * 2^e1`, `s2 = 2^e2` and the table entry's relative error.
+#[inline(always)]
+fn scales(t: f64) -> (f64, f64, f64) {
     // k + BIAS, from the shifter's low bits; `j` in 0..128 even for a NaN `x`.
     let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
     let [top, tail] = TABLE[(kb & 127) as usize];
@@ -203,9 +217,7 @@ pub fn exp(x: f64) -> f64 {
     // 2^(j/128) * 2^e1 by adding e1 to the exponent bits; 2^e2 from its exponent bits.
     let s1 = f64::from_bits(top.wrapping_add((e1b.wrapping_sub(544) as u64) << 52));
     let s2 = f64::from_bits((e2b.wrapping_add(1023 - 544) as u64) << 52);
-    let r2 = r * r;
-    let p = f64::from_bits(tail) + r + r2 * (C2 + r * C3) + r2 * r2 * (C4 + r * C5);
-    (s1 + s1 * p) * s2
+    (s1, s2, f64::from_bits(tail))
 }
 
 #[cfg(test)]
@@ -214,38 +226,11 @@ mod tests {
     //! (about 100 bits) by a different method, a Taylor series of `exp(r/1024)` squared ten
     //! times.
 
+    use super::super::reference::*;
     use super::*;
 
-    /// `a + b` exactly, as `s + e`.
-    fn two_sum(a: f64, b: f64) -> (f64, f64) {
-        let s = a + b;
-        let v = s - a;
-        (s, (a - (s - v)) + (b - v))
-    }
-
-    fn two_prod(a: f64, b: f64) -> (f64, f64) {
-        let p = a * b;
-        (p, a.mul_add(b, -p))
-    }
-
-    type Dd = (f64, f64);
-
-    fn add(a: Dd, b: Dd) -> Dd {
-        let (s, e) = two_sum(a.0, b.0);
-        let (s, e2) = two_sum(s, e + a.1 + b.1);
-        (s, e2)
-    }
-
-    fn mul(a: Dd, b: Dd) -> Dd {
-        let (p, e) = two_prod(a.0, b.0);
-        two_sum(p, e + a.0 * b.1 + a.1 * b.0)
-    }
-
-    fn div_small(a: Dd, d: f64) -> Dd {
-        let q = a.0 / d;
-        let (p, e) = two_prod(q, d);
-        let r = ((a.0 - p) - e + a.1) / d;
-        two_sum(q, r)
+    fn exp(x: f64) -> f64 {
+        super::exp::<f64>(x)
     }
 
     const LN2: Dd = (f64::from_bits(0x3fe6_2e42_fefa_39ef), f64::from_bits(0x3c7a_bc9e_3b39_803f));
@@ -268,28 +253,13 @@ mod tests {
     }
 
     /// The error of `got` in units of its last place, against the exact `want = m * 2^k`.
-    fn ulps(got: f64, (m, k): (Dd, i32)) -> f64 {
+    fn ulps_scaled(got: f64, (m, k): (Dd, i32)) -> f64 {
         // 2^k in two factors: 2^1024 itself is not a float.
         let (a, b) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
         let ulp = f64::from_bits(got.to_bits() & 0x7ff0_0000_0000_0000) * f64::EPSILON;
         // Compared at m's scale (exact for a normal `got`), where `m.1` does not underflow.
         let (got, ulp) = (got / a / b, ulp / a / b);
         ((got - m.0) - m.1).abs() / ulp
-    }
-
-    /// A small deterministic generator (SplitMix64).
-    struct Stream(u64);
-    impl Stream {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
     }
 
     #[test]
@@ -308,7 +278,7 @@ mod tests {
             if got < f64::MIN_POSITIVE {
                 continue;
             }
-            let e = ulps(got, want);
+            let e = ulps_scaled(got, want);
             if e > worst.0 {
                 worst = (e, x);
             }

@@ -1,0 +1,254 @@
+//! `tanh`: what the interpreter evaluates and compiled code calls (`sd_tanh`, and
+//! `sd_tanh_x2` for two points).
+//!
+//! **The algorithm.** By the size of `|x|` (and `tanh(-x) = -tanh x`):
+//! - below 2^-28, `tanh x = x` (the correctly rounded value; `±0` keeps its sign);
+//! - below 1/16, the odd Taylor series `x + x^3 T(x^2)` to `x^15`;
+//! - below `ln(3)/2` (where `tanh x = 1/2`), `t / (t + 2)` with `t = expm1(2|x|) = e^(2|x|) - 1`;
+//! - below 22, `1 - 2 / (t + 2)`, which rounds the small `2/(t + 2)` instead of cancelling;
+//! - from 22 on, `±1` (`1 - tanh x < 2^-62`).
+//!
+//! `expm1(y)` for `0 < y < 44` comes from the
+//! `exp` table (`exp.rs`): `y = (128 e + j) ln2/128 + r` with `|r| <= ln2/256`, so with `s =
+//! 2^e · 2^(j/128)` (exact: a table entry times a power of two) and `tail` the entry's relative
+//! rounding error,
+//!
+//! ```text
+//! expm1(y) = s (1 + tail) e^r - 1  ≈  (s - 1) + s (tail + expm1(r))
+//! ```
+//!
+//! where `s - 1` is exact (Sterbenz for `s <= 2`; for larger `s` a multiple of its own unit),
+//! `expm1(r)` is the Taylor series of `exp.rs` without its leading 1, and the sum is kept as
+//! `hi + lo` (its rounding error recovered exactly). The quotients are then corrected, to first
+//! order, for `lo` and for the rounding of `t + 2`, so what remains is about one rounding of
+//! the division and one of the result. Two lanes compute every form and each takes its own; one lane
+//! computes only the form it takes.
+//!
+//! **Error bound:** 1.05 ulp against a double-double reference (the tests print the worst case
+//! they find); every step is a plain IEEE operation, so two lanes compute what one does.
+//!
+//! Worked example, `tanh(0.5)`: `y = 1`, `expm1(1) = 1.718281828459045`, and `t / (t + 2) =
+//! 0.46211715726000974`.
+
+use super::Lanes;
+use super::exp::{BIAS, C2, C3, C4, C5, INV_LN2N, LN2N_HI, LN2N_LO, SHIFTER, TABLE};
+
+/// Below this `|x|`, `tanh x = x`.
+const TINY: f64 = 3.725_290_298_461_914e-9; // 2^-28
+/// Below this `|x|`, the odd Taylor series.
+const SMALL: f64 = 0.0625;
+/// From this `|x|` on (where `tanh x` passes 1/2), `1 - 2/(t + 2)`.
+const HALF: f64 = 0.549_306_144_334_054_8; // ln(3)/2
+/// From this `|x|` on, `tanh x = ±1`.
+const HUGE: f64 = 22.0;
+
+/// `tanh x = x (1 + z T(z))`, `z = x^2`, for `|x| < SMALL`: Taylor's coefficients (the
+/// first neglected term is below 2^-64 relative there).
+const T: [f64; 7] = [
+    -1.0 / 3.0,
+    2.0 / 15.0,
+    -17.0 / 315.0,
+    62.0 / 2835.0,
+    -1382.0 / 155_925.0,
+    21844.0 / 6_081_075.0,
+    -929_569.0 / 638_512_875.0,
+];
+
+/// `tanh x` in each lane (see the module doc).
+#[inline(always)]
+pub fn tanh<L: Lanes>(x: L) -> L {
+    let lanes = || L::from_fn(|i| tanh_one(x.lane(i)));
+    if L::N == 1 {
+        return lanes();
+    }
+    // Lanes of one form compute it as one vector, and lanes that both take a quotient both
+    // quotients; others are computed one by one.
+    let form = form(x.lane(0).abs());
+    let same = (1..L::N).all(|i| self::form(x.lane(i).abs()) == form);
+    let quotient = |f: Form| matches!(f, Form::Low | Form::High);
+    let ax = x.abs();
+    let m = if same && form == Form::Series {
+        series(ax)
+    } else if (0..L::N).all(|i| quotient(self::form(x.lane(i).abs()))) {
+        let (low, high) = quotients(ax);
+        L::from_fn(|i| {
+            let m = 0u64.wrapping_sub(u64::from(ax.lane(i) < HALF));
+            f64::from_bits((low.lane(i).to_bits() & m) | (high.lane(i).to_bits() & !m))
+        })
+    } else {
+        return lanes();
+    };
+    m.copysign(x)
+}
+
+/// Which computation `tanh` takes for `|x|`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Series,
+    Low,
+    High,
+    /// Tiny, huge or NaN: `x`, `±1` or NaN.
+    Other,
+}
+
+#[inline(always)]
+fn form(ax: f64) -> Form {
+    // NaN is in no range.
+    if !(TINY..HUGE).contains(&ax) {
+        Form::Other
+    } else if ax < SMALL {
+        Form::Series
+    } else if ax < HALF {
+        Form::Low
+    } else {
+        Form::High
+    }
+}
+
+/// [`tanh`] of one value, by branches: the form its size takes, computed as two lanes
+/// compute it.
+#[inline(always)]
+fn tanh_one(x: f64) -> f64 {
+    let ax = x.abs();
+    // A NaN `x` comes through.
+    let m = if ax.is_nan() || ax < TINY {
+        return x;
+    } else if ax < SMALL {
+        series(ax)
+    } else if ax < HUGE {
+        let (low, high) = quotients(ax);
+        if ax < HALF { low } else { high }
+    } else {
+        1.0
+    };
+    m.copysign(x)
+}
+
+/// `|x| (1 + x^2 T(x^2))` for `|x| < SMALL`.
+#[inline(always)]
+fn series<L: Lanes>(ax: L) -> L {
+    let z = ax * ax;
+    let c = |i: usize| L::splat(T[i]);
+    let p = c(0) + z * (c(1) + z * (c(2) + z * (c(3) + z * (c(4) + z * (c(5) + z * c(6))))));
+    ax + ax * (z * p)
+}
+
+/// `(t / (t + 2), 1 - 2 / (t + 2))` with `t = expm1(2|x|)`, each corrected for the
+/// roundings of `t` and `t + 2` (see the module doc).
+#[inline(always)]
+fn quotients<L: Lanes>(ax: L) -> (L, L) {
+    // Clamped so that `expm1` stays in its range in lanes that do not use it.
+    let y = L::lesser(ax, L::splat(HUGE));
+    let y = y + y;
+    let (t, t_lo) = expm1(y);
+    // `t + t_lo + 2 = d + e` exactly (two-sum), so the quotients can be corrected for
+    // the rounding of `t` and of `d` to first order.
+    let two = L::splat(2.0);
+    let d = t + two;
+    let bv = d - t;
+    let av = d - bv;
+    let e = (t - av) + (two - bv) + t_lo;
+    // Two divisions, independent; the corrections are small, so `1/d = q2/2` (exact)
+    // multiplies instead of dividing.
+    let q = t / d;
+    let q2 = two / d;
+    let inv = L::splat(0.5) * q2;
+    (q + (t_lo - q * e) * inv, L::splat(1.0) - (q2 - q2 * (e * inv)))
+}
+
+/// `e^y - 1` for `1/8 <= y <= 44` (see the module doc) as an unevaluated sum `hi + lo`; other
+/// lanes get garbage, never a panic.
+#[inline(always)]
+fn expm1<L: Lanes>(y: L) -> (L, L) {
+    let t = y * L::splat(INV_LN2N) + L::splat(SHIFTER);
+    let kf = t - L::splat(SHIFTER);
+    let r = (y - kf * L::splat(LN2N_HI)) - kf * L::splat(LN2N_LO);
+    let (s, tail, _) = t.map3(|t| {
+        let (s, tail) = scale(t);
+        (s, tail, 0.0)
+    });
+    let r2 = r * r;
+    let (c2, c3, c4, c5) = (L::splat(C2), L::splat(C3), L::splat(C4), L::splat(C5));
+    let p = r + r2 * (c2 + r * c3) + r2 * r2 * (c4 + r * c5);
+    let a = s - L::splat(1.0); // exact
+    let b = s * (tail + p);
+    // `|a| >= |b|` for `y >= 1/8` (`a >= 2^(23/128) - 1`, `|b| < 0.003 s`): fast two-sum.
+    let hi = a + b;
+    (hi, (a - hi) + b)
+}
+
+/// `(2^e · 2^(j/128), tail)` for the `k = 128 e + j` in `t`'s low bits (`0 <= e <= 63` for
+/// the arguments `expm1` takes).
+#[inline(always)]
+fn scale(t: f64) -> (f64, f64) {
+    let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
+    let [top, tail] = TABLE[(kb & 127) as usize];
+    let e = (((kb as u64) >> 7) as i64).wrapping_sub(BIAS >> 7) & 127;
+    (f64::from_bits(top.wrapping_add((e as u64) << 52)), f64::from_bits(tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reference::*;
+
+    /// `tanh x` in double-double for `2^-28 <= x < 22`, from `e^(2x)` by Taylor series of
+    /// `e^(2x/1024)` squared ten times: `(E - 1) / (E + 1)`.
+    fn tanh_dd(x: f64) -> Dd {
+        let s = (2.0 * x / 1024.0, 0.0);
+        // e^s - 1 by its series (no cancellation), then (1 + m)^2 - 1 = m (2 + m), ten times.
+        let mut term: Dd = s;
+        let mut m: Dd = s;
+        for i in 2..=14 {
+            term = div_small(mul(term, s), f64::from(i));
+            m = add(m, term);
+        }
+        for _ in 0..10 {
+            m = mul(m, add(m, (2.0, 0.0)));
+        }
+        div(m, add(m, (2.0, 0.0)))
+    }
+
+    #[test]
+    fn tanh_is_within_one_ulp_and_a_twentieth() {
+        let mut st = Stream(5);
+        let mut xs: Vec<f64> = Vec::new();
+        for scale in [1e-7, 1e-3, 0.05, 0.5, 1.0, 3.0, 10.0, 21.0] {
+            xs.extend((0..40_000).map(|_| st.unit() * scale));
+        }
+        let mut worst = (0.0, 0.0);
+        for &x in &xs {
+            if x < super::TINY {
+                continue;
+            }
+            let e = ulps(super::tanh(x), tanh_dd(x));
+            if e > worst.0 {
+                worst = (e, x);
+            }
+            assert_eq!(super::tanh(-x), -super::tanh(x), "odd at {x}");
+        }
+        println!("tanh: worst {:.3} ulp at {:e}", worst.0, worst.1);
+        assert!(worst.0 <= 1.05, "tanh({:e}) is {} ulp off", worst.1, worst.0);
+    }
+
+    #[test]
+    fn tanh_edges() {
+        let tanh = super::tanh::<f64>;
+        assert_eq!(tanh(0.0).to_bits(), 0f64.to_bits());
+        assert_eq!(tanh(-0.0).to_bits(), (-0f64).to_bits());
+        assert_eq!(tanh(1e-10), 1e-10);
+        assert_eq!(tanh(5e-324), 5e-324);
+        assert!(tanh(f64::NAN).is_nan());
+        for (x, want) in
+            [(f64::INFINITY, 1.0), (f64::NEG_INFINITY, -1.0), (22.0, 1.0), (1e300, 1.0), (-50.0, -1.0)]
+        {
+            assert_eq!(tanh(x), want, "{x}");
+        }
+        // Against libm: within two units everywhere in between.
+        let close = |a: f64, b: f64| (a.to_bits() as i64 - b.to_bits() as i64).abs() <= 2;
+        let mut st = Stream(9);
+        for _ in 0..100_000 {
+            let x = (st.unit() - 0.5) * 50.0 * st.unit().powi(3);
+            assert!(close(tanh(x), x.tanh()), "tanh({x:e}) = {:e}, libm {:e}", tanh(x), x.tanh());
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! `sin` and `cos`: what the interpreter evaluates and compiled code calls (`sd_sin`,
+//! `sd_cos`, and `sd_sin_x2`, `sd_cos_x2` for two points).
+//!
+//! **The algorithm.**
+//! 1. *Reduction.* `k = round(x * 2/π)` (adding `1.5 * 2^52`, whose sum's low bits hold `k`),
+//!    and `r = x - k π/2` with π/2 in three parts: `PIO2_1` and `PIO2_2` of 33 significant bits
+//!    each, so `k * PIO2_1` and `k * PIO2_2` are exact for `|k| < 2^20`, and `PIO2_3`, the rest
+//!    rounded (together π/2 to about 2^-125). `a = x - k PIO2_1` is exact (the two are close);
+//!    `r_hi = a - w` with `w = k PIO2_2 + k PIO2_3` rounded once, its rounding error recovered
+//!    exactly (fast two-sum), so `r = r_hi + r_lo` is off by at most `|k| 2^-87`.
+//! 2. *Kernels on `|r| <= π/4`*, Taylor series (the first neglected term is below 2^-60
+//!    relative there), evaluated by Estrin's scheme (a short dependency chain):
+//!    - `sin(r_hi + r_lo) = r_hi + (r_hi^3 (-1/3! + z/5! - ... + z^7/17!) + r_lo (1 - z/2))`
+//!      with `z = r_hi^2`: the large part `r_hi` is added last, so the result is rounded once
+//!      on top of a small relative error in the rest;
+//!    - `cos(r_hi + r_lo) = w + (((1 - w) - z/2) + (z^2 (1/4! - z/6! + ... + z^7/18!) -
+//!      r_hi r_lo))` with `w = 1 - z/2`: `(1 - w) - z/2` is exactly `w`'s rounding error
+//!      (Sterbenz), which the last addition puts back.
+//! 3. *Quadrant.* With `n = k mod 4`, `sin x` is `sin r`, `cos r`, `-sin r`, `-cos r` for `n`
+//!    = 0, 1, 2, 3, and `cos x` is `cos r`, `-sin r`, `-cos r`, `sin r`. Only the quadrant's
+//!    kernel is computed, and below π/4 not even the reduction (there `k = 0` and it would give
+//!    `r_hi = x`, `r_lo = +0` exactly). Two lanes in one quadrant (or both below π/4) run one
+//!    vector kernel; two in different quadrants run both and each takes its own; a lane that
+//!    libm answers sends both to the one-lane code. Either way a lane's result is the same
+//!    operations on the same values.
+//!
+//! **Where libm answers instead:** `|x| >= 2^19` (where `k` no longer fits the exact
+//! products), infinities and NaN, and the rare reduction that cancels to `|r| < |k| 2^-27`
+//! (where the reduction's error could pass 2^-60 of `r`).
+//! libm's value is then the answer in every form, so lanes and the interpreter still agree.
+//!
+//! **Error bound:** 0.9 ulp for `|x| < 2^19` against a double-double reference (the tests
+//! print the worst case they find, typically about 0.75); `sin(±0) = ±0` and `sin x = x` for
+//! `|x| < 2^-27`, where that is the correctly rounded value.
+//!
+//! Worked example, `sin(2)`: `k = round(1.273...) = 1`, `r = 2 - π/2 = 0.4292...`, `n = 1`, so
+//! `sin 2 = cos(0.4292...) = 0.9092974268256817`.
+
+use super::Lanes;
+use super::exp::SHIFTER;
+
+/// `2/π`, rounded.
+const INV_PIO2: f64 = f64::from_bits(0x3fe4_5f30_6dc9_c883);
+/// π/2 in three parts (33, 33 and 53 significant bits).
+const PIO2_1: f64 = f64::from_bits(0x3ff9_21fb_5440_0000);
+const PIO2_2: f64 = f64::from_bits(0x3dd0_b461_1a60_0000);
+const PIO2_3: f64 = f64::from_bits(0x3ba3_198a_2e03_7073);
+/// Below this `|x|`, the reduction is exact enough; from it on, libm.
+const LIMIT: f64 = 524_288.0; // 2^19
+/// A reduced `|r|` below `|k|` times this goes to libm.
+const CANCELLED: f64 = 7.450_580_596_923_828e-9; // 2^-27
+/// Below this `|x|`, `k = 0` (`x * 2/π` rounds to 0 well before π/4).
+const PIO4: f64 = std::f64::consts::FRAC_PI_4;
+/// Below this `|x|`, `sin x = x` exactly rounded.
+const TINY: f64 = 7.450_580_596_923_828e-9; // 2^-27
+
+/// `sin(r)` Taylor coefficients: `S[i]` multiplies `r^(2i+3)`.
+const S: [f64; 8] = [
+    -1.0 / 6.0,
+    1.0 / 120.0,
+    -1.0 / 5040.0,
+    1.0 / 362_880.0,
+    -1.0 / 39_916_800.0,
+    1.0 / 6_227_020_800.0,
+    -1.0 / 1_307_674_368_000.0,
+    1.0 / 355_687_428_096_000.0,
+];
+/// `cos(r)` Taylor coefficients: `C[i]` multiplies `r^(2i+4)`.
+const C: [f64; 8] = [
+    1.0 / 24.0,
+    -1.0 / 720.0,
+    1.0 / 40_320.0,
+    -1.0 / 3_628_800.0,
+    1.0 / 479_001_600.0,
+    -1.0 / 87_178_291_200.0,
+    1.0 / 20_922_789_888_000.0,
+    -1.0 / 6_402_373_705_728_000.0,
+];
+
+/// `sin x` in each lane (see the module doc).
+#[inline(always)]
+pub fn sin<L: Lanes>(x: L) -> L {
+    let lanes = |f: fn(f64) -> f64| L::from_fn(|i| f(x.lane(i)));
+    if L::N == 1 {
+        return lanes(sin_one);
+    }
+    if all(x, |x| (TINY..PIO4).contains(&x.abs())) {
+        return sin_kernel(x, L::splat(0.0), x * x);
+    }
+    let Some((t, hi, lo)) = reduced(x) else { return lanes(sin_one) };
+    let z = hi * hi;
+    let n = quadrant(t.lane(0));
+    if all(t, |t| quadrant(t) == n) {
+        let v = if n & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
+        return if n & 2 != 0 { v.neg() } else { v };
+    }
+    // Lanes in different quadrants: both kernels, and each lane takes its own.
+    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
+    L::from_fn(|i| {
+        // n = 0, 1, 2, 3: sin r, cos r, -sin r, -cos r.
+        let n = quadrant(t.lane(i));
+        negate_if(n & 2 != 0, pick(n & 1 != 0, c.lane(i), s.lane(i)))
+    })
+}
+
+/// `cos x` in each lane (see the module doc).
+#[inline(always)]
+pub fn cos<L: Lanes>(x: L) -> L {
+    let lanes = |f: fn(f64) -> f64| L::from_fn(|i| f(x.lane(i)));
+    if L::N == 1 {
+        return lanes(cos_one);
+    }
+    if all(x, |x| x.abs() < PIO4) {
+        return cos_kernel(x, L::splat(0.0), x * x);
+    }
+    let Some((t, hi, lo)) = reduced(x) else { return lanes(cos_one) };
+    let z = hi * hi;
+    let n = quadrant(t.lane(0));
+    if all(t, |t| quadrant(t) == n) {
+        let v = if n & 1 == 0 { cos_kernel(hi, lo, z) } else { sin_kernel(hi, lo, z) };
+        return if (n + 1) & 2 != 0 { v.neg() } else { v };
+    }
+    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
+    L::from_fn(|i| {
+        // n = 0, 1, 2, 3: cos r, -sin r, -cos r, sin r.
+        let n = quadrant(t.lane(i));
+        negate_if((n + 1) & 2 != 0, pick(n & 1 != 0, s.lane(i), c.lane(i)))
+    })
+}
+
+/// Whether every lane of `x` passes `p`.
+#[inline(always)]
+fn all<L: Lanes>(x: L, p: impl Fn(f64) -> bool) -> bool {
+    (0..L::N).all(|i| p(x.lane(i)))
+}
+
+/// The reduction of every lane, when none goes to libm.
+#[inline(always)]
+fn reduced<L: Lanes>(x: L) -> Option<(L, L, L)> {
+    let (t, hi, lo) = reduce(x);
+    let fits = (0..L::N).all(|i| !fallback(x.lane(i), hi.lane(i), t.lane(i)));
+    fits.then_some((t, hi, lo))
+}
+
+/// [`sin`] of one value, by branches: what two lanes compute, for the kernel the quadrant
+/// takes only. For `|x| < π/4` the reduction is skipped: there `k = 0`, and it would give
+/// `r_hi = x`, `r_lo = +0` exactly.
+#[inline(always)]
+fn sin_one(x: f64) -> f64 {
+    let ax = x.abs();
+    if ax < PIO4 {
+        return if ax < TINY { x } else { sin_kernel(x, 0.0, x * x) };
+    }
+    let (t, hi, lo) = reduce(x);
+    if fallback(x, hi, t) {
+        return x.sin();
+    }
+    let z = hi * hi;
+    let n = quadrant(t);
+    let v = if n & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
+    negate_if(n & 2 != 0, v)
+}
+
+/// [`cos`] of one value, as [`sin_one`] is for `sin`.
+#[inline(always)]
+fn cos_one(x: f64) -> f64 {
+    if x.abs() < PIO4 {
+        return cos_kernel(x, 0.0, x * x);
+    }
+    let (t, hi, lo) = reduce(x);
+    if fallback(x, hi, t) {
+        return x.cos();
+    }
+    let z = hi * hi;
+    let n = quadrant(t);
+    let v = if n & 1 == 0 { cos_kernel(hi, lo, z) } else { sin_kernel(hi, lo, z) };
+    negate_if((n + 1) & 2 != 0, v)
+}
+
+/// `if yes { a } else { b }` without a branch: lanes in different quadrants are as good as
+/// random, and a mispredicted branch costs more than the choice.
+#[inline(always)]
+fn pick(yes: bool, a: f64, b: f64) -> f64 {
+    let m = 0u64.wrapping_sub(u64::from(yes));
+    f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+}
+
+/// `if yes { -x } else { x }` without a branch.
+#[inline(always)]
+fn negate_if(yes: bool, x: f64) -> f64 {
+    f64::from_bits(x.to_bits() ^ (u64::from(yes) << 63))
+}
+
+/// Step 1: `(t, r_hi, r_lo)`, with `k` in `t`'s low bits. The chain from `x` to `r_hi` is
+/// six operations long (what a call's latency is made of).
+#[inline(always)]
+fn reduce<L: Lanes>(x: L) -> (L, L, L) {
+    let t = x * L::splat(INV_PIO2) + L::splat(SHIFTER);
+    let kf = t - L::splat(SHIFTER);
+    let a = x - kf * L::splat(PIO2_1); // exact
+    // `k (PIO2_2 + PIO2_3)`, rounded once: off by at most `|k| 2^-87`.
+    let w = kf * L::splat(PIO2_2) + kf * L::splat(PIO2_3);
+    let hi = a - w;
+    // `a - w = hi + ((a - hi) - w)` exactly where `|a| >= |w|`, which holds wherever libm
+    // does not answer instead (see `fallback`).
+    let lo = (a - hi) - w;
+    (t, hi, lo)
+}
+
+/// `k mod 4` from `t`'s low bits (two's complement, so negative `k` too).
+#[inline(always)]
+fn quadrant(t: f64) -> u64 {
+    t.to_bits().wrapping_sub(SHIFTER.to_bits()) & 3
+}
+
+/// Whether libm answers for this lane, or (`|x| < TINY`) `x` itself for `sin`; `t` holds `k`.
+/// The reduction is off by at most `|k| 2^-87`, so `|r_hi| >= |k| 2^-27` keeps that below
+/// 2^-60 of `r` (and `|a| >= |w|` in `reduce`); smaller `|r_hi|`, one argument in millions
+/// for `|x| < 100` and in hundreds near `2^19`, goes to libm.
+#[inline(always)]
+fn fallback(x: f64, hi: f64, t: f64) -> bool {
+    let ax = x.abs();
+    let k = t - SHIFTER;
+    // NaN is in no range.
+    !(TINY..LIMIT).contains(&ax) || hi.abs() < k.abs() * CANCELLED
+}
+
+/// `c[0] + c[1] z + ... + c[7] z^7` by Estrin's scheme: pairs, then pairs of pairs, so the
+/// chain is three multiply-adds long instead of Horner's seven.
+#[inline(always)]
+fn poly<L: Lanes>(c: &[f64; 8], z: L) -> L {
+    let k = |i: usize| L::splat(c[i]);
+    let z2 = z * z;
+    let z4 = z2 * z2;
+    let p01 = k(0) + k(1) * z;
+    let p23 = k(2) + k(3) * z;
+    let p45 = k(4) + k(5) * z;
+    let p67 = k(6) + k(7) * z;
+    (p01 + p23 * z2) + (p45 + p67 * z2) * z4
+}
+
+#[inline(always)]
+fn sin_kernel<L: Lanes>(hi: L, lo: L, z: L) -> L {
+    let p = poly(&S, z);
+    let half = L::splat(0.5);
+    hi + (z * hi * p + lo * (L::splat(1.0) - half * z))
+}
+
+#[inline(always)]
+fn cos_kernel<L: Lanes>(hi: L, lo: L, z: L) -> L {
+    let q = poly(&C, z);
+    let one = L::splat(1.0);
+    let hz = L::splat(0.5) * z;
+    let w = one - hz;
+    w + (((one - w) - hz) + (z * z * q - hi * lo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reference::*;
+
+    /// π/2 in double-double, and `(sin r, cos r)` of a double-double `|r| <= π/4 + ε` by
+    /// Taylor series to `r^29`.
+    const PIO2: Dd = (f64::from_bits(0x3ff9_21fb_5444_2d18), f64::from_bits(0x3c91_a626_3314_5c07));
+
+    fn taylor(r: Dd) -> (Dd, Dd) {
+        let (mut s, mut c): (Dd, Dd) = ((0.0, 0.0), (0.0, 0.0));
+        let mut term: Dd = (1.0, 0.0); // r^n / n!
+        for n in 0..30u32 {
+            let signed = if (n / 2) % 2 == 0 { term } else { (-term.0, -term.1) };
+            if n % 2 == 0 {
+                c = add(c, signed);
+            } else {
+                s = add(s, signed);
+            }
+            term = div_small(mul(term, r), f64::from(n + 1));
+        }
+        (s, c)
+    }
+
+    /// `(sin x, cos x)` in double-double, for `|x| < 2^19` not too close to a multiple of π/2.
+    fn sincos_dd(x: f64) -> (Dd, Dd) {
+        let k = (x / PIO2.0).round();
+        let r = add((x, 0.0), mul((-k, 0.0), PIO2));
+        let (s, c) = taylor(r);
+        let neg = |a: Dd| (-a.0, -a.1);
+        match (k as i64).rem_euclid(4) {
+            0 => (s, c),
+            1 => (c, neg(s)),
+            2 => (neg(s), neg(c)),
+            _ => (neg(c), s),
+        }
+    }
+
+    #[test]
+    fn pio2_parts_are_pio2() {
+        // The reference's π/2 (to 2^-106) against the three parts.
+        let parts = add(add((super::PIO2_1, 0.0), (super::PIO2_2, 0.0)), (super::PIO2_3, 0.0));
+        assert!(((parts.0 - PIO2.0) + (parts.1 - PIO2.1)).abs() < 1e-31);
+    }
+
+    #[test]
+    fn sin_and_cos_are_within_nine_tenths_of_an_ulp() {
+        let mut st = Stream(3);
+        let mut xs: Vec<f64> = Vec::new();
+        for scale in [1e-6, 0.1, 0.8, 3.0, 10.0, 100.0, 1e4, 5e5] {
+            xs.extend((0..40_000).map(|_| (st.unit() - 0.5) * 2.0 * scale));
+        }
+        xs.extend((1..2000).map(|i| f64::from(i) * std::f64::consts::FRAC_PI_4));
+        let (mut worst_s, mut worst_c) = ((0.0, 0.0), (0.0, 0.0));
+        for &x in &xs {
+            let (s, c) = sincos_dd(x);
+            for (got, want, worst) in [(super::sin(x), s, &mut worst_s), (super::cos(x), c, &mut worst_c)] {
+                // Near a zero the reference's absolute error dominates: skip results below
+                // 2^-30 (the reduction test below covers them against libm).
+                if want.0.abs() < 1e-9 {
+                    continue;
+                }
+                let e = ulps(got, want);
+                if e > worst.0 {
+                    *worst = (e, x);
+                }
+            }
+        }
+        println!(
+            "sin: worst {:.3} ulp at {:e}; cos: worst {:.3} ulp at {:e}",
+            worst_s.0, worst_s.1, worst_c.0, worst_c.1
+        );
+        assert!(worst_s.0 <= 0.9, "sin({:e}) is {} ulp off", worst_s.1, worst_s.0);
+        assert!(worst_c.0 <= 0.9, "cos({:e}) is {} ulp off", worst_c.1, worst_c.0);
+    }
+
+    /// Special values, tiny and huge arguments, and agreement with libm to 1 ulp elsewhere.
+    #[test]
+    fn sin_and_cos_edges() {
+        let (sin, cos) = (super::sin::<f64>, super::cos::<f64>);
+        assert_eq!(sin(0.0).to_bits(), 0f64.to_bits());
+        assert_eq!(sin(-0.0).to_bits(), (-0f64).to_bits());
+        assert_eq!(cos(0.0), 1.0);
+        assert_eq!(cos(-0.0), 1.0);
+        assert_eq!(sin(1e-10), 1e-10);
+        assert_eq!(sin(-5e-324), -5e-324);
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(sin(x).is_nan() && cos(x).is_nan(), "{x}");
+        }
+        for x in [1e6, -3e7, 1e22, 1e300] {
+            assert_eq!(sin(x), x.sin(), "{x}: libm's");
+            assert_eq!(cos(x), x.cos(), "{x}: libm's");
+        }
+        let close = |a: f64, b: f64| (a.to_bits() as i64 - b.to_bits() as i64).abs() <= 1;
+        let mut st = Stream(11);
+        for _ in 0..100_000 {
+            let x = (st.unit() - 0.5) * 1e6;
+            assert!(close(sin(x), x.sin()), "sin({x:e}) = {:e}, libm {:e}", sin(x), x.sin());
+            assert!(close(cos(x), x.cos()), "cos({x:e}) = {:e}, libm {:e}", cos(x), x.cos());
+        }
+        // Near multiples of π/2 (the reduction's hard cases): within one unit of libm's.
+        for k in 1..20_000 {
+            let x = f64::from(k) * std::f64::consts::FRAC_PI_2;
+            for x in [x, f64::from_bits(x.to_bits() + 1), f64::from_bits(x.to_bits() - 1)] {
+                assert!(close(sin(x), x.sin()), "sin({x:e}) = {:e}, libm {:e}", sin(x), x.sin());
+                assert!(close(cos(x), x.cos()), "cos({x:e}) = {:e}, libm {:e}", cos(x), x.cos());
+            }
+        }
+    }
+}
