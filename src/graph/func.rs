@@ -54,14 +54,9 @@ pub struct FuncDef {
     pub deriv: fn(&mut Graph, Id) -> Id,
 }
 
-/// Stable logistic function: never overflows, exact 0.5 at 0.
+/// Stable logistic function: never overflows, exact 0.5 at 0 (`graph::math`'s, on its `exp`).
 pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    super::math::sigmoid(x)
 }
 
 /// Stable `log(1 + exp(x))`.

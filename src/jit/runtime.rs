@@ -1,7 +1,7 @@
 //! Host functions the generated code calls: every transcendental that has no Cranelift
 //! instruction (Cranelift has none for exp, log, sin, ...). Loop bodies compute `exp` inline
 //! instead (`jit::scalar::math`), with the same operations as `sd_exp`'s `graph::math::exp`.
-//! The pair forms of `exp`, `sin`, `cos` and `tanh` compute both lanes as one vector
+//! The pair forms of `exp`, `sigmoid`, `sin`, `cos` and `tanh` compute both lanes as one vector
 //! (`graph::math`'s two-lane code), the others lane by lane.
 //!
 //! Each is an `extern "C"` wrapper around **the same Rust function the interpreter uses**
@@ -23,7 +23,7 @@ macro_rules! host {
             /// Both lanes of a pair at once (one call instead of two, and the caller's
             /// vector registers saved around one call instead of two), each lane exactly
             /// as the one-lane function computes it: by `graph::math`'s two-lane form where
-            /// there is one (`exp`, `sin`, `cos`, `tanh`), else lane by lane.
+            /// there is one (`exp`, `sigmoid`, `sin`, `cos`, `tanh`), else lane by lane.
             #[cfg(all(target_arch = "x86_64", unix))]
             #[allow(improper_ctypes_definitions)] // see `Pair`
             extern "C" fn $pair(x: Pair) -> Pair {
@@ -88,7 +88,7 @@ host! {
     sd_sinh, sd_sinh_x2 => Func::Sinh;
     sd_cosh, sd_cosh_x2 => Func::Cosh;
     sd_tanh, sd_tanh_x2 => Func::Tanh, math::tanh_lanes;
-    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid;
+    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid, math::sigmoid_lanes;
     sd_softplus, sd_softplus_x2 => Func::Softplus;
 }
 

@@ -204,6 +204,20 @@ pub fn exp<L: Lanes>(x: L) -> L {
     (s1 + s1 * p) * s2
 }
 
+/// The logistic function `1 / (1 + e^-x)`, without overflow: with `e = exp(-|x|)`, `1 / (1 + e)`
+/// for `x >= 0` and `e / (1 + e)` below (exactly 1/2 at 0, 0 far below). One value computes
+/// only its own quotient; two lanes compute both and each takes its own.
+#[inline(always)]
+pub fn sigmoid<L: Lanes>(x: L) -> L {
+    let e = exp(x.abs().neg());
+    let d = L::splat(1.0) + e;
+    if L::N == 1 {
+        return if x.lane(0) >= 0.0 { L::splat(1.0) / d } else { e / d };
+    }
+    let (above, below) = (L::splat(1.0) / d, e / d);
+    L::from_fn(|i| if x.lane(i) >= 0.0 { above.lane(i) } else { below.lane(i) })
+}
+
 /// The integer steps of [`exp`] for one lane, from `t = x * 128/ln2 + SHIFTER`: `s1 =
 /// 2^(j/128) * 2^e1`, `s2 = 2^e2` and the table entry's relative error.
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! symdiff's own `exp`, `sin`, `cos` and `tanh` in f64: the definitions the interpreter
+//! symdiff's own `exp`, `sigmoid`, `sin`, `cos` and `tanh` in f64: the definitions the interpreter
 //! evaluates and compiled code calls (`jit::runtime`'s `sd_exp`, `sd_sin`, ... and their pair
 //! forms `sd_exp_x2`, ...), one point at a time or two (`eval_many`).
 //!
@@ -13,7 +13,8 @@
 //!
 //! What each owns, and its measured error against a double-double reference (the tests print
 //! the worst case they find):
-//! - [`exp`](exp::exp) (`exp.rs`): Tang's table-driven scheme, ≤ 0.51 ulp;
+//! - [`exp`](exp::exp) (`exp.rs`): Tang's table-driven scheme, ≤ 0.51 ulp; and `sigmoid`, two
+//!   quotients of it that cannot overflow;
 //! - [`sin`](trig::sin), [`cos`](trig::cos) (`trig.rs`): Cody–Waite reduction by π/2 in three
 //!   parts and Taylor kernels on `[-π/4, π/4]`, ≤ 0.9 ulp for `|x| < 2^19`; beyond that, and
 //!   in the rare case where the reduction cancels too many bits, libm's value (the same in
@@ -32,8 +33,8 @@ mod exp;
 mod tanh;
 mod trig;
 
-pub use exp::exp as exp_lanes;
 pub use exp::{BIAS, C2, C3, C4, C5, EXP_HI, EXP_LO, INV_LN2N, LN2N_HI, LN2N_LO, SHIFTER, TABLE};
+pub use exp::{exp as exp_lanes, sigmoid as sigmoid_lanes};
 pub use tanh::tanh as tanh_lanes;
 pub use trig::{cos as cos_lanes, sin as sin_lanes};
 
@@ -42,6 +43,11 @@ use std::ops::{Add, Div, Mul, Sub};
 /// `e^x` of one value (see [`exp::exp`]).
 pub fn exp(x: f64) -> f64 {
     exp::exp(x)
+}
+
+/// The logistic function of one value (see [`exp::sigmoid`]).
+pub fn sigmoid(x: f64) -> f64 {
+    exp::sigmoid(x)
 }
 
 /// `sin x` of one value (see [`trig::sin`]).
@@ -395,8 +401,9 @@ mod tests {
     #[test]
     fn two_lanes_are_two_single_lanes() {
         type Pair = (fn(f64) -> f64, fn(X2) -> X2, &'static str);
-        let fs: [Pair; 4] = [
+        let fs: [Pair; 5] = [
             (exp, exp_lanes::<X2>, "exp"),
+            (sigmoid, sigmoid_lanes::<X2>, "sigmoid"),
             (sin, sin_lanes::<X2>, "sin"),
             (cos, cos_lanes::<X2>, "cos"),
             (tanh, tanh_lanes::<X2>, "tanh"),
