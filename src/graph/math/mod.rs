@@ -89,6 +89,9 @@ pub trait Lanes:
     /// `|self|` with the sign of `sign`, in each lane.
     fn copysign(self, sign: Self) -> Self;
 
+    /// Whether `lo <= |x| < hi` in every lane (false for NaN).
+    fn all_within(self, lo: f64, hi: f64) -> bool;
+
     /// `f`, which gives three values, applied to each lane once.
     fn map3(self, f: impl FnMut(f64) -> (f64, f64, f64)) -> (Self, Self, Self);
 }
@@ -130,6 +133,10 @@ impl Lanes for f64 {
     #[inline(always)]
     fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (f64, f64, f64) {
         f(self)
+    }
+    #[inline(always)]
+    fn all_within(self, lo: f64, hi: f64) -> bool {
+        (lo..hi).contains(&self.abs())
     }
 }
 
@@ -220,6 +227,15 @@ mod lanes2 {
             }
         }
         #[inline(always)]
+        fn all_within(self, lo: f64, hi: f64) -> bool {
+            // Both comparisons in one vector each, both lanes read at once.
+            unsafe {
+                let a = self.abs().0;
+                let ok = _mm_and_pd(_mm_cmpge_pd(a, _mm_set1_pd(lo)), _mm_cmplt_pd(a, _mm_set1_pd(hi)));
+                _mm_movemask_pd(ok) == 3
+            }
+        }
+        #[inline(always)]
         fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X2, X2, X2) {
             let [x0, x1] = self.to_array();
             let ((a0, b0, c0), (a1, b1, c1)) = (f(x0), f(x1));
@@ -293,6 +309,9 @@ mod lanes2 {
         }
         fn copysign(self, sign: X2) -> X2 {
             X2([self.0[0].copysign(sign.0[0]), self.0[1].copysign(sign.0[1])])
+        }
+        fn all_within(self, lo: f64, hi: f64) -> bool {
+            self.0.iter().all(|x| (lo..hi).contains(&x.abs()))
         }
         fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X2, X2, X2) {
             let ((a0, b0, c0), (a1, b1, c1)) = (f(self.0[0]), f(self.0[1]));

@@ -84,7 +84,7 @@ pub fn sin<L: Lanes>(x: L) -> L {
     if L::N == 1 {
         return lanes(sin_one);
     }
-    if all(x, |x| (TINY..PIO4).contains(&x.abs())) {
+    if x.all_within(TINY, PIO4) {
         return sin_kernel(x, L::splat(0.0), x * x);
     }
     let Some((t, hi, lo)) = reduced(x) else { return lanes(sin_one) };
@@ -110,7 +110,7 @@ pub fn cos<L: Lanes>(x: L) -> L {
     if L::N == 1 {
         return lanes(cos_one);
     }
-    if all(x, |x| x.abs() < PIO4) {
+    if x.all_within(0.0, PIO4) {
         return cos_kernel(x, L::splat(0.0), x * x);
     }
     let Some((t, hi, lo)) = reduced(x) else { return lanes(cos_one) };
