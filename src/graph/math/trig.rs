@@ -80,58 +80,48 @@ const C: [f64; 8] = [
 /// `sin x` in each lane (see the module doc).
 #[inline(always)]
 pub fn sin<L: Lanes>(x: L) -> L {
-    let lanes = |f: fn(f64) -> f64| L::from_fn(|i| f(x.lane(i)));
-    if L::N == 1 {
-        return lanes(sin_one);
-    }
-    if x.all_within(TINY, PIO4) {
-        return sin_kernel(x, L::splat(0.0), x * x);
-    }
-    let Some((t, hi, lo)) = reduced(x) else { return lanes(sin_one) };
-    let z = hi * hi;
-    let n = quadrant(t.lane(0));
-    if all(t, |t| quadrant(t) == n) {
-        let v = if n & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
-        return if n & 2 != 0 { v.neg() } else { v };
-    }
-    // Lanes in different quadrants: both kernels, and each lane takes its own.
-    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
-    L::from_fn(|i| {
-        // n = 0, 1, 2, 3: sin r, cos r, -sin r, -cos r.
-        let n = quadrant(t.lane(i));
-        negate_if(n & 2 != 0, pick(n & 1 != 0, c.lane(i), s.lane(i)))
-    })
+    wave(x, SIN)
 }
 
 /// `cos x` in each lane (see the module doc).
 #[inline(always)]
 pub fn cos<L: Lanes>(x: L) -> L {
-    let lanes = |f: fn(f64) -> f64| L::from_fn(|i| f(x.lane(i)));
-    if L::N == 1 {
-        return lanes(cos_one);
-    }
-    if x.all_within(0.0, PIO4) {
-        return cos_kernel(x, L::splat(0.0), x * x);
-    }
-    let Some((t, hi, lo)) = reduced(x) else { return lanes(cos_one) };
-    let z = hi * hi;
-    let n = quadrant(t.lane(0));
-    if all(t, |t| quadrant(t) == n) {
-        let v = if n & 1 == 0 { cos_kernel(hi, lo, z) } else { sin_kernel(hi, lo, z) };
-        return if (n + 1) & 2 != 0 { v.neg() } else { v };
-    }
-    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
-    L::from_fn(|i| {
-        // n = 0, 1, 2, 3: cos r, -sin r, -cos r, sin r.
-        let n = quadrant(t.lane(i));
-        negate_if((n + 1) & 2 != 0, pick(n & 1 != 0, s.lane(i), c.lane(i)))
-    })
+    wave(x, COS)
 }
 
-/// Whether every lane of `x` passes `p`.
+/// Which of the two [`wave`] computes: the quadrant `cos` starts from, as `cos x = sin(x +
+/// π/2)` (`sin`'s table of step 3, one quadrant on).
+const SIN: u64 = 0;
+const COS: u64 = 1;
+
+/// `sin x` (`shift` = [`SIN`]) or `cos x` ([`COS`]) in each lane.
 #[inline(always)]
-fn all<L: Lanes>(x: L, p: impl Fn(f64) -> bool) -> bool {
-    (0..L::N).all(|i| p(x.lane(i)))
+fn wave<L: Lanes>(x: L, shift: u64) -> L {
+    let lanes = || L::from_fn(|i| wave_one(x.lane(i), shift));
+    if L::N == 1 {
+        return lanes();
+    }
+    // Every lane below π/4 (and, for `sin`, above the range where `sin x = x`): no reduction.
+    if shift == SIN && x.all_within(TINY, PIO4) {
+        return sin_kernel(x, L::splat(0.0), x * x);
+    }
+    if shift == COS && x.all_within(0.0, PIO4) {
+        return cos_kernel(x, L::splat(0.0), x * x);
+    }
+    let Some((t, hi, lo)) = reduced(x) else { return lanes() };
+    let z = hi * hi;
+    // m = 0, 1, 2, 3: sin r, cos r, -sin r, -cos r.
+    let m = quadrant(t.lane(0)) + shift;
+    if (0..L::N).all(|i| quadrant(t.lane(i)) + shift == m) {
+        let v = if m & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
+        return if m & 2 != 0 { v.neg() } else { v };
+    }
+    // Lanes in different quadrants: both kernels, and each lane takes its own.
+    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
+    L::from_fn(|i| {
+        let m = quadrant(t.lane(i)) + shift;
+        negate_if(m & 2 != 0, pick(m & 1 != 0, c.lane(i), s.lane(i)))
+    })
 }
 
 /// The reduction of every lane, when none goes to libm.
@@ -142,39 +132,27 @@ fn reduced<L: Lanes>(x: L) -> Option<(L, L, L)> {
     fits.then_some((t, hi, lo))
 }
 
-/// [`sin`] of one value, by branches: what two lanes compute, for the kernel the quadrant
+/// [`wave`] of one value, by branches: what two lanes compute, for the kernel the quadrant
 /// takes only. For `|x| < π/4` the reduction is skipped: there `k = 0`, and it would give
 /// `r_hi = x`, `r_lo = +0` exactly.
 #[inline(always)]
-fn sin_one(x: f64) -> f64 {
+fn wave_one(x: f64, shift: u64) -> f64 {
     let ax = x.abs();
     if ax < PIO4 {
-        return if ax < TINY { x } else { sin_kernel(x, 0.0, x * x) };
+        return match shift {
+            SIN if ax < TINY => x,
+            SIN => sin_kernel(x, 0.0, x * x),
+            _ => cos_kernel(x, 0.0, x * x),
+        };
     }
     let (t, hi, lo) = reduce(x);
     if fallback(x, hi, t) {
-        return x.sin();
+        return if shift == SIN { x.sin() } else { x.cos() };
     }
     let z = hi * hi;
-    let n = quadrant(t);
-    let v = if n & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
-    negate_if(n & 2 != 0, v)
-}
-
-/// [`cos`] of one value, as [`sin_one`] is for `sin`.
-#[inline(always)]
-fn cos_one(x: f64) -> f64 {
-    if x.abs() < PIO4 {
-        return cos_kernel(x, 0.0, x * x);
-    }
-    let (t, hi, lo) = reduce(x);
-    if fallback(x, hi, t) {
-        return x.cos();
-    }
-    let z = hi * hi;
-    let n = quadrant(t);
-    let v = if n & 1 == 0 { cos_kernel(hi, lo, z) } else { sin_kernel(hi, lo, z) };
-    negate_if((n + 1) & 2 != 0, v)
+    let m = quadrant(t) + shift;
+    let v = if m & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
+    negate_if(m & 2 != 0, v)
 }
 
 /// `if yes { a } else { b }` without a branch: lanes in different quadrants are as good as
