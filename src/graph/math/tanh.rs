@@ -8,10 +8,9 @@
 //! - below 22, `1 - 2 / (t + 2)`, which rounds the small `2/(t + 2)` instead of cancelling;
 //! - from 22 on, `±1` (`1 - tanh x < 2^-62`).
 //!
-//! `expm1(y)` for `0 < y < 44` comes from the
-//! `exp` table (`exp.rs`): `y = (128 e + j) ln2/128 + r` with `|r| <= ln2/256`, so with `s =
-//! 2^e · 2^(j/128)` (exact: a table entry times a power of two) and `tail` the entry's relative
-//! rounding error,
+//! `expm1(y)` for `0 < y < 44` comes from the `exp` table (`exp.rs`): `y = (128 e + j) ln2/128
+//! + r` with `|r| <= ln2/256`, so with `s = 2^e · 2^(j/128)` (exact: a table entry times a power
+//! of two) and `tail` the entry's relative rounding error,
 //!
 //! ```text
 //! expm1(y) = s (1 + tail) e^r - 1  ≈  (s - 1) + s (tail + expm1(r))
@@ -21,8 +20,12 @@
 //! `expm1(r)` is the Taylor series of `exp.rs` without its leading 1, and the sum is kept as
 //! `hi + lo` (its rounding error recovered exactly). The quotients are then corrected, to first
 //! order, for `lo` and for the rounding of `t + 2`, so what remains is about one rounding of
-//! the division and one of the result. Two lanes compute every form and each takes its own; one lane
-//! computes only the form it takes.
+//! the division and one of the result.
+//!
+//! One value computes only the form its size takes. Two lanes in the series compute it as one
+//! vector; two that both take a quotient compute both quotients as vectors and each lane takes
+//! its own (by bit operations: a branch would mispredict on mixed arguments); any other pair
+//! is computed one value at a time.
 //!
 //! **Error bound:** 1.05 ulp against a double-double reference (the tests print the worst case
 //! they find); every step is a plain IEEE operation, so two lanes compute what one does.
