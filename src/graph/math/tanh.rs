@@ -8,9 +8,9 @@
 //! - below 22, `1 - 2 / (t + 2)`, which rounds the small `2/(t + 2)` instead of cancelling;
 //! - from 22 on, `±1` (`1 - tanh x < 2^-62`).
 //!
-//! `expm1(y)` for `0 < y < 44` comes from the `exp` table (`exp.rs`): `y = (128 e + j) ln2/128
-//! + r` with `|r| <= ln2/256`, so with `s = 2^e · 2^(j/128)` (exact: a table entry times a power
-//! of two) and `tail` the entry's relative rounding error,
+//! `expm1(y)` for `0 < y < 44` comes from the `exp` table (`exp.rs`):
+//! `y = (128 e + j) ln2/128 + r` with `|r| <= ln2/256`, so with `s = 2^e · 2^(j/128)` (exact: a
+//! table entry times a power of two) and `tail` the entry's relative rounding error,
 //!
 //! ```text
 //! expm1(y) = s (1 + tail) e^r - 1  ≈  (s - 1) + s (tail + expm1(r))
