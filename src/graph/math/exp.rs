@@ -222,16 +222,24 @@ pub fn sigmoid<L: Lanes>(x: L) -> L {
 /// 2^(j/128) * 2^e1`, `s2 = 2^e2` and the table entry's relative error.
 #[inline(always)]
 fn scales(t: f64) -> (f64, f64, f64) {
-    // k + BIAS, from the shifter's low bits; `j` in 0..128 even for a NaN `x`.
-    let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
-    let [top, tail] = TABLE[(kb & 127) as usize];
+    let (kb, top, tail) = entry(t);
     let eb = ((kb as u64) >> 7) as i64; // e + 1088
     let e1b = ((eb as u64) >> 1) as i64; // e1 + 544
     let e2b = eb.wrapping_sub(e1b); // e2 + 544
     // 2^(j/128) * 2^e1 by adding e1 to the exponent bits; 2^e2 from its exponent bits.
     let s1 = f64::from_bits(top.wrapping_add((e1b.wrapping_sub(544) as u64) << 52));
     let s2 = f64::from_bits((e2b.wrapping_add(1023 - 544) as u64) << 52);
-    (s1, s2, f64::from_bits(tail))
+    (s1, s2, tail)
+}
+
+/// `k + BIAS` from the low bits of `t = y * 128/ln2 + SHIFTER`, with the table entry of
+/// `j = k mod 128`: `2^(j/128)` rounded (as bits) and its relative error. `j` is in `0..128`
+/// whatever `t` holds (a NaN too), so this never panics.
+#[inline(always)]
+pub(super) fn entry(t: f64) -> (i64, u64, f64) {
+    let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
+    let [top, tail] = TABLE[(kb & 127) as usize];
+    (kb, top, f64::from_bits(tail))
 }
 
 #[cfg(test)]

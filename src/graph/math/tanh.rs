@@ -34,7 +34,7 @@
 //! 0.46211715726000974`.
 
 use super::Lanes;
-use super::exp::{BIAS, C2, C3, C4, C5, INV_LN2N, LN2N_HI, LN2N_LO, SHIFTER, TABLE};
+use super::exp::{BIAS, C2, C3, C4, C5, INV_LN2N, LN2N_HI, LN2N_LO, SHIFTER, entry};
 
 /// Below this `|x|`, `tanh x = x`.
 const TINY: f64 = 3.725_290_298_461_914e-9; // 2^-28
@@ -184,10 +184,9 @@ fn expm1<L: Lanes>(y: L) -> (L, L) {
 /// the arguments `expm1` takes).
 #[inline(always)]
 fn scale(t: f64) -> (f64, f64) {
-    let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
-    let [top, tail] = TABLE[(kb & 127) as usize];
+    let (kb, top, tail) = entry(t);
     let e = (((kb as u64) >> 7) as i64).wrapping_sub(BIAS >> 7) & 127;
-    (f64::from_bits(top.wrapping_add((e as u64) << 52)), f64::from_bits(tail))
+    (f64::from_bits(top.wrapping_add((e as u64) << 52)), tail)
 }
 
 #[cfg(test)]
