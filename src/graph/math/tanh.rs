@@ -64,15 +64,12 @@ pub fn tanh<L: Lanes>(x: L) -> L {
     if L::N == 1 {
         return lanes();
     }
-    // Lanes of one form compute it as one vector, and lanes that both take a quotient both
+    // Lanes all in the series compute it as one vector, lanes that all take a quotient both
     // quotients; others are computed one by one.
-    let form = form(x.lane(0).abs());
-    let same = (1..L::N).all(|i| self::form(x.lane(i).abs()) == form);
-    let quotient = |f: Form| matches!(f, Form::Low | Form::High);
     let ax = x.abs();
-    let m = if same && form == Form::Series {
+    let m = if x.all_within(TINY, SMALL) {
         series(ax)
-    } else if (0..L::N).all(|i| quotient(self::form(x.lane(i).abs()))) {
+    } else if x.all_within(SMALL, HUGE) {
         let (low, high) = quotients(ax);
         L::from_fn(|i| {
             let m = 0u64.wrapping_sub(u64::from(ax.lane(i) < HALF));
@@ -82,30 +79,6 @@ pub fn tanh<L: Lanes>(x: L) -> L {
         return lanes();
     };
     m.copysign(x)
-}
-
-/// Which computation `tanh` takes for `|x|`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
-    Series,
-    Low,
-    High,
-    /// Tiny, huge or NaN: `x`, `±1` or NaN.
-    Other,
-}
-
-#[inline(always)]
-fn form(ax: f64) -> Form {
-    // NaN is in no range.
-    if !(TINY..HUGE).contains(&ax) {
-        Form::Other
-    } else if ax < SMALL {
-        Form::Series
-    } else if ax < HALF {
-        Form::Low
-    } else {
-        Form::High
-    }
 }
 
 /// [`tanh`] of one value, by branches: the form its size takes, computed as two lanes
