@@ -54,11 +54,6 @@ pub struct FuncDef {
     pub deriv: fn(&mut Graph, Id) -> Id,
 }
 
-/// Stable logistic function: never overflows, exact 0.5 at 0 (`graph::math`'s, on its `exp`).
-pub fn sigmoid(x: f64) -> f64 {
-    super::math::sigmoid(x)
-}
-
 /// Stable `log(1 + exp(x))`.
 pub fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
@@ -105,7 +100,7 @@ pub static FUNCS: [FuncDef; 17] = [
     FuncDef { func: Func::Cosh,     name: "cosh",     latex: "\\cosh",   eval: f64::cosh, domain: None,                                          deriv: |g, u| g.func(Func::Sinh, u) },
     FuncDef { func: Func::Tanh,     name: "tanh",     latex: "\\tanh",   eval: super::math::tanh, domain: None,                                          deriv: |g, u| { let t = g.func(Func::Tanh, u); one_minus_square(g, t) } },
     FuncDef { func: Func::Abs,      name: "abs",      latex: "",         eval: f64::abs,  domain: None,                                          deriv: |g, u| g.func(Func::Sign, u) },
-    FuncDef { func: Func::Sigmoid,  name: "sigmoid",  latex: "\\sigma",  eval: sigmoid,   domain: None,                                          deriv: |g, u| { let s = g.func(Func::Sigmoid, u); let one = g.num(1.0); let c = g.sub(one, s); g.mul(&[s, c]) } },
+    FuncDef { func: Func::Sigmoid,  name: "sigmoid",  latex: "\\sigma",  eval: super::math::sigmoid, domain: None,                                          deriv: |g, u| { let s = g.func(Func::Sigmoid, u); let one = g.num(1.0); let c = g.sub(one, s); g.mul(&[s, c]) } },
     FuncDef { func: Func::Softplus, name: "softplus", latex: "\\operatorname{softplus}", eval: softplus, domain: None,                           deriv: |g, u| g.func(Func::Sigmoid, u) },
     FuncDef { func: Func::Relu,     name: "relu",     latex: "\\operatorname{relu}",     eval: relu,     domain: None,                           deriv: |g, u| g.func(Func::Step, u) },
     FuncDef { func: Func::Step,     name: "step",     latex: "\\operatorname{step}",     eval: step,     domain: None,                           deriv: |g, _| g.num(0.0) },
@@ -140,6 +135,7 @@ impl Func {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::math::sigmoid;
 
     #[test]
     fn table_is_in_enum_order() {
