@@ -9,8 +9,9 @@
 //! operations in the same order (no fused multiply-add, no operation that depends on the
 //! other lane), so the lanes of a pair are bit-identical to the one-lane results. Where both
 //! lanes take the same path (the same quadrant, the same form of `tanh`), two cost about what
-//! one does: the arithmetic is one vector instruction for both, and only table loads and
-//! integer steps run lane by lane.
+//! one does: the arithmetic is one vector instruction for both, and only table loads run lane
+//! by lane. Where they take different paths, both paths run as vectors and each lane keeps
+//! its own result by masks ([`Lanes::select`]).
 //!
 //! What each owns, and its measured error against a double-double reference (the tests print
 //! the worst case they find):
@@ -96,6 +97,28 @@ pub trait Lanes:
 
     /// `f`, which gives three values, applied to each lane once.
     fn map3(self, f: impl FnMut(f64) -> (f64, f64, f64)) -> (Self, Self, Self);
+
+    // Masks and bit patterns: how a two-lane form lets each lane take its own path without
+    // leaving the vector. A *mask* has every bit of a lane set (true) or none (false).
+
+    /// The mask of `a < b`, in each lane (false for NaN).
+    fn less(a: Self, b: Self) -> Self;
+    /// `yes` where `mask` is true, `no` where it is false, in each lane.
+    fn select(mask: Self, yes: Self, no: Self) -> Self;
+    /// Whether `mask` is true in some lane.
+    fn any(mask: Self) -> bool;
+    /// Whether `mask` is true in every lane.
+    fn all(mask: Self) -> bool;
+    /// The bits of `self` and `other`, exclusive-or'ed.
+    fn xor(self, other: Self) -> Self;
+    /// The bits of each lane as a 64-bit integer, plus `k` (wrapping).
+    fn int_add(self, k: u64) -> Self;
+    /// The bits of each lane, and'ed with `k`.
+    fn int_and(self, k: u64) -> Self;
+    /// The bits of each lane as a 64-bit integer, negated (wrapping): `1` becomes a mask.
+    fn int_neg(self) -> Self;
+    /// The bits of each lane shifted left by `n` (below 64).
+    fn int_shl(self, n: u32) -> Self;
 }
 
 impl Lanes for f64 {
@@ -139,6 +162,43 @@ impl Lanes for f64 {
     #[inline(always)]
     fn all_within(self, lo: f64, hi: f64) -> bool {
         (lo..hi).contains(&self.abs())
+    }
+    #[inline(always)]
+    fn less(a: f64, b: f64) -> f64 {
+        f64::from_bits(0u64.wrapping_sub(u64::from(a < b)))
+    }
+    #[inline(always)]
+    fn select(mask: f64, yes: f64, no: f64) -> f64 {
+        let m = mask.to_bits();
+        f64::from_bits((yes.to_bits() & m) | (no.to_bits() & !m))
+    }
+    #[inline(always)]
+    fn any(mask: f64) -> bool {
+        mask.is_sign_negative()
+    }
+    #[inline(always)]
+    fn all(mask: f64) -> bool {
+        mask.is_sign_negative()
+    }
+    #[inline(always)]
+    fn xor(self, other: f64) -> f64 {
+        f64::from_bits(self.to_bits() ^ other.to_bits())
+    }
+    #[inline(always)]
+    fn int_add(self, k: u64) -> f64 {
+        f64::from_bits(self.to_bits().wrapping_add(k))
+    }
+    #[inline(always)]
+    fn int_and(self, k: u64) -> f64 {
+        f64::from_bits(self.to_bits() & k)
+    }
+    #[inline(always)]
+    fn int_neg(self) -> f64 {
+        f64::from_bits(self.to_bits().wrapping_neg())
+    }
+    #[inline(always)]
+    fn int_shl(self, n: u32) -> f64 {
+        f64::from_bits(self.to_bits() << n)
     }
 }
 
@@ -243,6 +303,46 @@ mod lanes2 {
             let ((a0, b0, c0), (a1, b1, c1)) = (f(x0), f(x1));
             (X2::from_array([a0, a1]), X2::from_array([b0, b1]), X2::from_array([c0, c1]))
         }
+        #[inline(always)]
+        fn less(a: X2, b: X2) -> X2 {
+            X2(unsafe { _mm_cmplt_pd(a.0, b.0) })
+        }
+        #[inline(always)]
+        fn select(mask: X2, yes: X2, no: X2) -> X2 {
+            X2(unsafe { _mm_or_pd(_mm_and_pd(mask.0, yes.0), _mm_andnot_pd(mask.0, no.0)) })
+        }
+        #[inline(always)]
+        fn any(mask: X2) -> bool {
+            unsafe { _mm_movemask_pd(mask.0) != 0 }
+        }
+        #[inline(always)]
+        fn all(mask: X2) -> bool {
+            unsafe { _mm_movemask_pd(mask.0) == 3 }
+        }
+        #[inline(always)]
+        fn xor(self, other: X2) -> X2 {
+            X2(unsafe { _mm_xor_pd(self.0, other.0) })
+        }
+        #[inline(always)]
+        fn int_add(self, k: u64) -> X2 {
+            X2(unsafe {
+                _mm_castsi128_pd(_mm_add_epi64(_mm_castpd_si128(self.0), _mm_set1_epi64x(k as i64)))
+            })
+        }
+        #[inline(always)]
+        fn int_and(self, k: u64) -> X2 {
+            X2(unsafe { _mm_and_pd(self.0, _mm_castsi128_pd(_mm_set1_epi64x(k as i64))) })
+        }
+        #[inline(always)]
+        fn int_neg(self) -> X2 {
+            X2(unsafe { _mm_castsi128_pd(_mm_sub_epi64(_mm_setzero_si128(), _mm_castpd_si128(self.0))) })
+        }
+        #[inline(always)]
+        fn int_shl(self, n: u32) -> X2 {
+            X2(unsafe {
+                _mm_castsi128_pd(_mm_sll_epi64(_mm_castpd_si128(self.0), _mm_cvtsi32_si128(n as i32)))
+            })
+        }
     }
 }
 
@@ -318,6 +418,33 @@ mod lanes2 {
         fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X2, X2, X2) {
             let ((a0, b0, c0), (a1, b1, c1)) = (f(self.0[0]), f(self.0[1]));
             (X2([a0, a1]), X2([b0, b1]), X2([c0, c1]))
+        }
+        fn less(a: X2, b: X2) -> X2 {
+            X2([f64::less(a.0[0], b.0[0]), f64::less(a.0[1], b.0[1])])
+        }
+        fn select(mask: X2, yes: X2, no: X2) -> X2 {
+            X2([f64::select(mask.0[0], yes.0[0], no.0[0]), f64::select(mask.0[1], yes.0[1], no.0[1])])
+        }
+        fn any(mask: X2) -> bool {
+            mask.0.iter().any(|&m| f64::any(m))
+        }
+        fn all(mask: X2) -> bool {
+            mask.0.iter().all(|&m| f64::all(m))
+        }
+        fn xor(self, other: X2) -> X2 {
+            X2([self.0[0].xor(other.0[0]), self.0[1].xor(other.0[1])])
+        }
+        fn int_add(self, k: u64) -> X2 {
+            X2(self.0.map(|x| x.int_add(k)))
+        }
+        fn int_and(self, k: u64) -> X2 {
+            X2(self.0.map(|x| x.int_and(k)))
+        }
+        fn int_neg(self) -> X2 {
+            X2(self.0.map(|x| x.int_neg()))
+        }
+        fn int_shl(self, n: u32) -> X2 {
+            X2(self.0.map(|x| x.int_shl(n)))
         }
     }
 }
@@ -432,14 +559,18 @@ mod tests {
         let xs = inputs();
         for (one, two, name) in fs {
             for (i, &a) in xs.iter().enumerate() {
-                let b = xs[(i * 7919 + 13) % xs.len()];
-                let [ra, rb] = two(X2::from_array([a, b])).to_array();
-                for (x, got) in [(a, ra), (b, rb)] {
-                    let want = one(x);
-                    assert!(
-                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                        "{name}({x:e}): {got:e} in a pair, {want:e} alone"
-                    );
+                // A partner from anywhere (mostly another size), and a neighbour (mostly the
+                // same size: the paths both lanes take together).
+                for b in [xs[(i * 7919 + 13) % xs.len()], xs[(i ^ 1).min(xs.len() - 1)]] {
+                    let [ra, rb] = two(X2::from_array([a, b])).to_array();
+                    for (x, got) in [(a, ra), (b, rb)] {
+                        let want = one(x);
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{name}({x:e}): {got:e} in a pair with {:e}, {want:e} alone",
+                            if x.to_bits() == a.to_bits() { b } else { a }
+                        );
+                    }
                 }
             }
         }

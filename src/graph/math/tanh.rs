@@ -22,10 +22,11 @@
 //! order, for `lo` and for the rounding of `t + 2`, so what remains is about one rounding of
 //! the division and one of the result.
 //!
-//! One value computes only the form its size takes. Two lanes in the series compute it as one
-//! vector; two that both take a quotient compute both quotients as vectors and each lane takes
-//! its own (by bit operations: a branch would mispredict on mixed arguments); any other pair
-//! is computed one value at a time.
+//! One value computes only the form its size takes. Two lanes stay one vector: they compute
+//! each form that either of them takes, and each lane keeps its own by masks (a branch per
+//! lane would mispredict on mixed arguments); `1 - 2/(t + 2)` alone, the common case, needs
+//! one division instead of two. Only a pair with a NaN or an infinity is computed one value
+//! at a time.
 //!
 //! **Error bound:** 1.05 ulp against a double-double reference (the tests print the worst case
 //! they find); every step is a plain IEEE operation, so two lanes compute what one does.
@@ -61,24 +62,49 @@ const T: [f64; 7] = [
 #[inline(always)]
 pub fn tanh<L: Lanes>(x: L) -> L {
     let lanes = || L::from_fn(|i| tanh_one(x.lane(i)));
+    // One value branches.
     if L::N == 1 {
         return lanes();
     }
-    // Lanes all in the series compute it as one vector, lanes that all take a quotient both
-    // quotients; others are computed one by one.
     let ax = x.abs();
-    let m = if x.all_within(TINY, SMALL) {
-        series(ax)
-    } else if x.all_within(SMALL, HUGE) {
-        let (low, high) = quotients(ax);
-        L::from_fn(|i| {
-            let m = 0u64.wrapping_sub(u64::from(ax.lane(i) < HALF));
-            f64::from_bits((low.lane(i).to_bits() & m) | (high.lane(i).to_bits() & !m))
-        })
-    } else {
+    // The common cases first: every lane takes a quotient, or every lane the series.
+    if x.all_within(SMALL, HUGE) {
+        return quotient(ax, &Quotients::new(ax)).copysign(x);
+    }
+    if x.all_within(TINY, SMALL) {
+        return series(ax).copysign(x);
+    }
+    // A NaN or an infinity: one lane at a time.
+    if !x.all_within(0.0, f64::INFINITY) {
         return lanes();
+    }
+    // Any other pair stays one vector: each form some lane takes is computed for both lanes,
+    // and each lane keeps its own (by masks).
+    let small = L::less(ax, L::splat(SMALL));
+    let m = if L::all(small) {
+        series(ax)
+    } else {
+        let q = quotient(ax, &Quotients::new(ax));
+        if L::any(small) { L::select(small, series(ax), q) } else { q }
     };
+    // `x` itself below TINY, 1 from HUGE on.
+    let m = L::select(L::less(ax, L::splat(TINY)), ax, m);
+    let m = L::select(L::less(ax, L::splat(HUGE)), m, L::splat(1.0));
     m.copysign(x)
+}
+
+/// The quotient form of each lane's size, of two lanes: the one both take (`high` saves a
+/// division), or both and each lane's own.
+#[inline(always)]
+fn quotient<L: Lanes>(ax: L, q: &Quotients<L>) -> L {
+    let low = L::less(ax, L::splat(HALF));
+    if !L::any(low) {
+        q.high()
+    } else if L::all(low) {
+        q.low()
+    } else {
+        L::select(low, q.low(), q.high())
+    }
 }
 
 /// [`tanh`] of one value, by branches: the form its size takes, computed as two lanes
@@ -92,8 +118,8 @@ fn tanh_one(x: f64) -> f64 {
     } else if ax < SMALL {
         series(ax)
     } else if ax < HUGE {
-        let (low, high) = quotients(ax);
-        if ax < HALF { low } else { high }
+        let q = Quotients::new(ax);
+        if ax < HALF { q.low() } else { q.high() }
     } else {
         1.0
     };
@@ -109,27 +135,50 @@ fn series<L: Lanes>(ax: L) -> L {
     ax + ax * (z * p)
 }
 
-/// `(t / (t + 2), 1 - 2 / (t + 2))` with `t = expm1(2|x|)`, each corrected for the
-/// roundings of `t` and `t + 2` (see the module doc).
-#[inline(always)]
-fn quotients<L: Lanes>(ax: L) -> (L, L) {
-    // Clamped so that `expm1` stays in its range in lanes that do not use it.
-    let y = L::lesser(ax, L::splat(HUGE));
-    let y = y + y;
-    let (t, t_lo) = expm1(y);
-    // `t + t_lo + 2 = d + e` exactly (two-sum), so the quotients can be corrected for
-    // the rounding of `t` and of `d` to first order.
-    let two = L::splat(2.0);
-    let d = t + two;
-    let bv = d - t;
-    let av = d - bv;
-    let e = (t - av) + (two - bv) + t_lo;
-    // Two divisions, independent; the corrections are small, so `1/d = q2/2` (exact)
-    // multiplies instead of dividing.
-    let q = t / d;
-    let q2 = two / d;
-    let inv = L::splat(0.5) * q2;
-    (q + (t_lo - q * e) * inv, L::splat(1.0) - (q2 - q2 * (e * inv)))
+/// What both quotient forms share, from `t = expm1(2|x|)`: [`low`](Self::low) is `t / (t +
+/// 2)` and [`high`](Self::high) is `1 - 2 / (t + 2)`, each corrected for the roundings of
+/// `t` and `t + 2` (see the module doc).
+struct Quotients<L> {
+    t: L,
+    t_lo: L,
+    d: L,
+    e: L,
+    q2: L,
+    inv: L,
+}
+
+impl<L: Lanes> Quotients<L> {
+    #[inline(always)]
+    fn new(ax: L) -> Self {
+        // Clamped so that `expm1` stays in its range in lanes that do not use it.
+        let y = L::lesser(ax, L::splat(HUGE));
+        let y = y + y;
+        let (t, t_lo) = expm1(y);
+        // `t + t_lo + 2 = d + e` exactly (two-sum), so the quotients can be corrected for
+        // the rounding of `t` and of `d` to first order.
+        let two = L::splat(2.0);
+        let d = t + two;
+        let bv = d - t;
+        let av = d - bv;
+        let e = (t - av) + (two - bv) + t_lo;
+        // The corrections are small, so `1/d = q2/2` (exact) multiplies instead of dividing.
+        let q2 = two / d;
+        let inv = L::splat(0.5) * q2;
+        Quotients { t, t_lo, d, e, q2, inv }
+    }
+
+    /// `t / (t + 2)`, for `|x| < HALF`: the form that needs a second division.
+    #[inline(always)]
+    fn low(&self) -> L {
+        let q = self.t / self.d;
+        q + (self.t_lo - q * self.e) * self.inv
+    }
+
+    /// `1 - 2 / (t + 2)`, for `|x| >= HALF`.
+    #[inline(always)]
+    fn high(&self) -> L {
+        L::splat(1.0) - (self.q2 - self.q2 * (self.e * self.inv))
+    }
 }
 
 /// `e^y - 1` for `1/8 <= y <= 44` (see the module doc) as an unevaluated sum `hi + lo`; other

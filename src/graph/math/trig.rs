@@ -108,28 +108,32 @@ fn wave<L: Lanes>(x: L, shift: u64) -> L {
     if shift == COS && x.all_within(0.0, PIO4) {
         return cos_kernel(x, L::splat(0.0), x * x);
     }
-    let Some((t, hi, lo)) = reduced(x) else { return lanes() };
-    let z = hi * hi;
-    // m = 0, 1, 2, 3: sin r, cos r, -sin r, -cos r.
-    let m = quadrant(t.lane(0)) + shift;
-    if (0..L::N).all(|i| quadrant(t.lane(i)) + shift == m) {
-        let v = if m & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
-        return if m & 2 != 0 { v.neg() } else { v };
+    // Lanes libm answers (beyond 2^19, NaN, infinite; for `sin`, where `sin x = x`) send the
+    // pair to the one-lane code. Below π/4 the reduction gives `k = 0`, `r_hi = x`, `r_lo =
+    // +0` exactly: what the one-lane code uses there without reducing.
+    let low = if shift == SIN { TINY } else { 0.0 };
+    if !x.all_within(low, LIMIT) {
+        return lanes();
     }
-    // Lanes in different quadrants: both kernels, and each lane takes its own.
-    let (s, c) = (sin_kernel(hi, lo, z), cos_kernel(hi, lo, z));
-    L::from_fn(|i| {
-        let m = quadrant(t.lane(i)) + shift;
-        negate_if(m & 2 != 0, pick(m & 1 != 0, c.lane(i), s.lane(i)))
-    })
-}
-
-/// The reduction of every lane, when none goes to libm.
-#[inline(always)]
-fn reduced<L: Lanes>(x: L) -> Option<(L, L, L)> {
     let (t, hi, lo) = reduce(x);
-    let fits = (0..L::N).all(|i| !fallback(x.lane(i), hi.lane(i), t.lane(i)));
-    fits.then_some((t, hi, lo))
+    let k = t - L::splat(SHIFTER);
+    if L::any(L::less(hi.abs(), k.abs() * L::splat(CANCELLED))) {
+        return lanes();
+    }
+    let z = hi * hi;
+    // m = k + shift: its bit 0 picks the kernel (cos where set), its bit 1 the sign.
+    let m = t.int_add(shift.wrapping_sub(SHIFTER.to_bits()));
+    let odd = m.int_and(1).int_neg();
+    let sign = m.int_and(2).int_shl(62);
+    let v = if !L::any(odd) {
+        sin_kernel(hi, lo, z)
+    } else if L::all(odd) {
+        cos_kernel(hi, lo, z)
+    } else {
+        // Lanes needing different kernels: both, and each lane takes its own.
+        L::select(odd, cos_kernel(hi, lo, z), sin_kernel(hi, lo, z))
+    };
+    v.xor(sign)
 }
 
 /// [`wave`] of one value, by branches: what two lanes compute, for the kernel the quadrant
@@ -153,14 +157,6 @@ fn wave_one(x: f64, shift: u64) -> f64 {
     let m = quadrant(t) + shift;
     let v = if m & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
     negate_if(m & 2 != 0, v)
-}
-
-/// `if yes { a } else { b }` without a branch: lanes in different quadrants are as good as
-/// random, and a mispredicted branch costs more than the choice.
-#[inline(always)]
-fn pick(yes: bool, a: f64, b: f64) -> f64 {
-    let m = 0u64.wrapping_sub(u64::from(yes));
-    f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
 }
 
 /// `if yes { -x } else { x }` without a branch.
