@@ -56,6 +56,13 @@ fn operators_build_what_the_parser_builds() {
     check(-v("x") - v("y"), "-x - y");
     check(v("x") * -2.0, "x*-2");
     check(v("x") + -0.0, "x + -0");
+    check(v("x") - 3.0, "x - 3");
+    check(v("x") - -2.5, "x - -2.5");
+    check(v("x") - 0.0, "x - 0");
+    check(v("x") - -0.0, "x - -0");
+    check(v("x") - 1e308 - 1e308, "x - 1e308 - 1e308");
+    check((v("x") - 2.0) * (v("y") - 3.0) - 3.0 * v("y"), "(x - 2)*(y - 3) - 3*y");
+    check({ let mut f = v("x"); f -= 3.0; f }, "x - 3");
     check(3.0 - v("x") * 0.5, "3 - x*0.5");
     check({ let x = v("x"); &x - &x }, "x - x");
     check({ let x = v("x"); &x / &x }, "x/x");

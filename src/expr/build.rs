@@ -5,8 +5,9 @@
 //! [`Expr::product`], `impl Sum`, `impl Product`).
 //!
 //! **The same graph as parsing.** Every builder calls the simplifying constructor that
-//! lowering calls for the same text (`graph::lower`): `a - b` is `a + (-1)*b`, `a / b` is
-//! `a * b^-1`, `-a` is `(-1)*a`, `sqrt(a)` is `a^0.5`, and a function is `Graph::func`. So a
+//! lowering calls for the same text (`graph::lower`): `a - b` is `a + (-1)*b` (for a finite
+//! number `b`, `a + (-b)`, the node `(-1)*b` folds to), `a / b` is `a * b^-1`, `-a` is
+//! `(-1)*a`, `sqrt(a)` is `a^0.5`, and a function is `Graph::func`. So a
 //! built expression is canonical and hash-consed like a parsed one, `x - x` is `0`, and it
 //! prints as the equivalent text does when parsed (`tests/build.rs` checks a table of cases
 //! and random expression trees, printed and evaluated both ways). There is no text in
@@ -477,43 +478,54 @@ functions! {
     sign => Sign, -0.5;
 }
 
+/// `a - b`. Subtracting a finite number `n` is adding `-n`, which is what `a + (-1)*n` folds
+/// to: built directly, so that `x - c` for a million different `c` does not also leave a
+/// million unused `c` nodes behind (it is the same node either way).
+fn subtract(a: Arg<'_>, b: Arg<'_>) -> Expr {
+    match b {
+        Arg::Num(n) if n.is_finite() => binary(a, Arg::Num(-n), |g, a, b| g.add(&[a, b])),
+        _ => binary(a, b, |g, a, b| g.sub(a, b)),
+    }
+}
+
 /// `impl Op<R> for L` for every pair of `Expr`, `&Expr` and `f64` with an `Expr` on one
-/// side, and `OpAssign` for `Expr`, all through `binary` with the constructor `$build`.
+/// side, and `OpAssign` for `Expr`, all through `$combine` (`binary` with a constructor,
+/// or [`subtract`]).
 macro_rules! operator {
-    ($Op:ident, $op:ident, $OpAssign:ident, $op_assign:ident, $build:expr) => {
-        operator!(@one $Op, $op, Expr, Expr, $build);
-        operator!(@one $Op, $op, Expr, &Expr, $build);
-        operator!(@one $Op, $op, &Expr, Expr, $build);
-        operator!(@one $Op, $op, &Expr, &Expr, $build);
-        operator!(@one $Op, $op, Expr, f64, $build);
-        operator!(@one $Op, $op, &Expr, f64, $build);
-        operator!(@one $Op, $op, f64, Expr, $build);
-        operator!(@one $Op, $op, f64, &Expr, $build);
-        operator!(@assign $OpAssign, $op_assign, Expr, $build);
-        operator!(@assign $OpAssign, $op_assign, &Expr, $build);
-        operator!(@assign $OpAssign, $op_assign, f64, $build);
+    ($Op:ident, $op:ident, $OpAssign:ident, $op_assign:ident, $combine:expr) => {
+        operator!(@one $Op, $op, Expr, Expr, $combine);
+        operator!(@one $Op, $op, Expr, &Expr, $combine);
+        operator!(@one $Op, $op, &Expr, Expr, $combine);
+        operator!(@one $Op, $op, &Expr, &Expr, $combine);
+        operator!(@one $Op, $op, Expr, f64, $combine);
+        operator!(@one $Op, $op, &Expr, f64, $combine);
+        operator!(@one $Op, $op, f64, Expr, $combine);
+        operator!(@one $Op, $op, f64, &Expr, $combine);
+        operator!(@assign $OpAssign, $op_assign, Expr, $combine);
+        operator!(@assign $OpAssign, $op_assign, &Expr, $combine);
+        operator!(@assign $OpAssign, $op_assign, f64, $combine);
     };
-    (@one $Op:ident, $op:ident, $L:ty, $R:ty, $build:expr) => {
+    (@one $Op:ident, $op:ident, $L:ty, $R:ty, $combine:expr) => {
         impl $Op<$R> for $L {
             type Output = Expr;
             fn $op(self, rhs: $R) -> Expr {
-                binary(private::Sealed::arg(&self), private::Sealed::arg(&rhs), $build)
+                $combine(private::Sealed::arg(&self), private::Sealed::arg(&rhs))
             }
         }
     };
-    (@assign $OpAssign:ident, $op_assign:ident, $R:ty, $build:expr) => {
+    (@assign $OpAssign:ident, $op_assign:ident, $R:ty, $combine:expr) => {
         impl $OpAssign<$R> for Expr {
             fn $op_assign(&mut self, rhs: $R) {
-                *self = binary(Arg::Expr(&*self), private::Sealed::arg(&rhs), $build);
+                *self = $combine(Arg::Expr(&*self), private::Sealed::arg(&rhs));
             }
         }
     };
 }
 
-operator!(Add, add, AddAssign, add_assign, |g: &mut Graph, a, b| g.add(&[a, b]));
-operator!(Sub, sub, SubAssign, sub_assign, |g: &mut Graph, a, b| g.sub(a, b));
-operator!(Mul, mul, MulAssign, mul_assign, |g: &mut Graph, a, b| g.mul(&[a, b]));
-operator!(Div, div, DivAssign, div_assign, |g: &mut Graph, a, b| g.div_by(a, b));
+operator!(Add, add, AddAssign, add_assign, |a, b| binary(a, b, |g: &mut Graph, a, b| g.add(&[a, b])));
+operator!(Sub, sub, SubAssign, sub_assign, subtract);
+operator!(Mul, mul, MulAssign, mul_assign, |a, b| binary(a, b, |g: &mut Graph, a, b| g.mul(&[a, b])));
+operator!(Div, div, DivAssign, div_assign, |a, b| binary(a, b, |g: &mut Graph, a, b| g.div_by(a, b)));
 
 impl Neg for Expr {
     type Output = Expr;
