@@ -41,13 +41,15 @@
 //! cargo bench --bench structure -- --build --sizes 1e6   # building in code against parsing
 //! ```
 //!
-//! `--build` measures something else: the Rosenbrock function built in code (`Expr::var` for
-//! `x0 ... xN`, the operators, `powi` and `Expr::sum`, as a user would write it) against
-//! `Expr::parse` of its text, in one child process per size (built first, then parsed; the
-//! text is generated before the clock starts). The row has both times, their ratio, the time
-//! the variables alone took, the peak memory after building, both DAGs' node counts, and the
-//! relative difference of their values at one point (the built sum creates `x0` before `x1`
-//! where the text names `x1` first, so its terms are stored, and added, in another order).
+//! `--build` measures something else: the Rosenbrock function, and a least-squares sum
+//! `(x_i - c_i)^2` with a number of its own in every term, built in code (`Expr::var` for `x0
+//! ... xN`, the operators, `powi` and `Expr::sum`, as a user would write them) against
+//! `Expr::parse` of their text, in one child process per shape and size (built first, then
+//! parsed; the text is generated before the clock starts). The row has both times, their
+//! ratio, the time the variables alone took, the peak memory after building, both DAGs' node
+//! counts, and the relative difference of their values at one point (the built Rosenbrock sum
+//! creates `x0` before `x1` where the text names `x1` first, so its terms are stored, and
+//! added, in another order).
 
 use std::hint::black_box;
 use std::io::Read;
@@ -501,26 +503,38 @@ fn run_case(shape: &str, terms: usize, quick: bool) {
     ));
 }
 
-/// Builds the Rosenbrock function of `terms` terms in code and parses its text, and prints
+/// The shapes `--build` builds in code and parses: Rosenbrock (nine nodes a term, made of
+/// two variables) and a least-squares sum `(x_i - c_i)^2` with a different number `c_i` in
+/// every term (four nodes a term).
+const BUILT: [&str; 2] = ["rosenbrock", "least-squares"];
+
+/// Builds `shape` (one of [`BUILT`]) of `terms` terms in code and parses its text, and prints
 /// the row of `--build`.
-fn run_build_case(terms: usize) {
-    let n = terms + 1;
-    let text = (0..n - 1)
-        .map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1))
-        .collect::<Vec<_>>()
-        .join(" + ");
+fn run_build_case(shape: &str, terms: usize) {
+    let rosenbrock = shape == "rosenbrock";
+    let n = if rosenbrock { terms + 1 } else { terms };
+    let c = |i: usize| i as f64 * 0.5 + 0.25;
+    let text = if rosenbrock {
+        (0..n - 1).map(|i| format!("100*(x{} - x{i}^2)^2 + (1 - x{i})^2", i + 1)).collect::<Vec<_>>()
+    } else {
+        (0..n).map(|i| format!("(x{i} - {})^2", c(i))).collect::<Vec<_>>()
+    }
+    .join(" + ");
     let names = names("x", n);
     let start = Instant::now();
     let x: Vec<Expr> = names.iter().map(|v| Expr::var(v)).collect();
     let vars = start.elapsed();
-    let built =
-        Expr::sum((0..n - 1).map(|i| 100.0 * (&x[i + 1] - x[i].powi(2)).powi(2) + (1.0 - &x[i]).powi(2)));
+    let built = if rosenbrock {
+        Expr::sum((0..n - 1).map(|i| 100.0 * (&x[i + 1] - x[i].powi(2)).powi(2) + (1.0 - &x[i]).powi(2)))
+    } else {
+        Expr::sum(x.iter().enumerate().map(|(i, xi)| (xi - c(i)).powi(2)))
+    };
     let build = start.elapsed();
     let peak = peak_memory().map_or("?".to_owned(), |b| format!("{} MiB", b >> 20));
     drop(x);
     let (parsed, parse) = match parse(&text) {
         Ok(p) => p,
-        Err(e) => return println!("| {terms} | parse failed: {e} |"),
+        Err(e) => return println!("| {shape} | {terms} | parse failed: {e} |"),
     };
     let point: Vec<(&str, f64)> =
         names.iter().enumerate().map(|(i, v)| (v.as_str(), 0.5 + 0.3 * (i as f64 * 0.7).sin())).collect();
@@ -529,7 +543,7 @@ fn run_build_case(terms: usize) {
         (b, p) => format!("evaluation failed: {b:?} / {p:?}"),
     };
     println!(
-        "| {terms} | {} | {} | {:.2}x | {} | {peak} | {} / {} | {diff} |",
+        "| {shape} | {terms} | {} | {} | {:.2}x | {} | {peak} | {} / {} | {diff} |",
         fmt_time(parse.as_secs_f64()),
         fmt_time(build.as_secs_f64()),
         build.as_secs_f64() / parse.as_secs_f64(),
@@ -549,15 +563,15 @@ fn parse_size(s: &str) -> Option<usize> {
 
 /// Runs one case as a child process, relaying its row; a child that dies or runs past
 /// `timeout` gets a row saying so.
-/// (`shape` "built": a `--build` row.)
-fn spawn_case(shape: &str, terms: usize, quick: bool, timeout: Duration) {
+/// (`built` true: a `--build` row.)
+fn spawn_case(shape: &str, built: bool, terms: usize, quick: bool, timeout: Duration) {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return println!("| {shape} | {terms} | cannot re-execute the benchmark: {e} |"),
     };
     let mut cmd = Command::new(exe);
-    if shape == "built" {
-        cmd.args(["--build-case", &terms.to_string()]);
+    if built {
+        cmd.args(["--build-case", shape, &terms.to_string()]);
     } else {
         cmd.args(["--case", shape, &terms.to_string()]);
     }
@@ -612,11 +626,12 @@ fn main() {
         return run_case(shape, terms, quick);
     }
     if let Some(i) = args.iter().position(|a| a == "--build-case") {
-        let Some(terms) = args.get(i + 1).and_then(|s| parse_size(s)) else {
-            eprintln!("usage: --build-case TERMS");
+        let (Some(shape), Some(terms)) = (args.get(i + 1), args.get(i + 2).and_then(|s| parse_size(s)))
+        else {
+            eprintln!("usage: --build-case SHAPE TERMS");
             std::process::exit(2);
         };
-        return run_build_case(terms);
+        return run_build_case(shape, terms);
     }
     let default = if quick { "1e3,1e4" } else { "1e3,1e4,1e5" };
     let sizes_arg =
@@ -640,15 +655,15 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
     if args.iter().any(|a| a == "--build") {
+        println!("\nBuilt in code (`Expr::var`, operators, `Expr::sum`) and parsed from the text:");
         println!(
-            "\nRosenbrock, built in code (`Expr::var`, operators, `Expr::sum`) and parsed from its text:"
+            "\n| shape | terms | parse | build in code | build/parse | of which variables | peak after building | nodes built / parsed | value difference |"
         );
-        println!(
-            "\n| terms | parse | build in code | build/parse | of which variables | peak after building | nodes built / parsed | value difference |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
-        for &terms in &sizes {
-            spawn_case("built", terms, quick, timeout);
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for shape in BUILT {
+            for &terms in &sizes {
+                spawn_case(shape, true, terms, quick, timeout);
+            }
         }
         return;
     }
@@ -658,7 +673,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in &shapes {
         for &terms in &sizes {
-            spawn_case(shape, terms, quick, timeout);
+            spawn_case(shape, false, terms, quick, timeout);
         }
     }
 }
