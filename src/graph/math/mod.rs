@@ -544,6 +544,42 @@ mod tests {
         xs
     }
 
+    /// The mask and bit operations of `X2` give, lane by lane, the bits of `f64`'s, and
+    /// `any`/`all` read both lanes' masks.
+    #[test]
+    fn two_lane_masks_are_two_single_lanes() {
+        type Two = fn(X2, X2) -> X2;
+        type One = fn(f64, f64) -> f64;
+        let ops: [(Two, One, &str); 8] = [
+            (|a, b| X2::less(a, b), |a, b| f64::less(a, b), "less"),
+            (|a, b| X2::select(X2::less(a, b), a, b), |a, b| f64::select(f64::less(a, b), a, b), "select"),
+            (|a, b| a.xor(b), |a, b| a.xor(b), "xor"),
+            (|a, _| a.int_add(0x8000_0000_0000_0001), |a, _| a.int_add(0x8000_0000_0000_0001), "int_add"),
+            (|a, _| a.int_and(3), |a, _| a.int_and(3), "int_and"),
+            (|a, _| a.int_and(1).int_neg(), |a, _| a.int_and(1).int_neg(), "int_neg"),
+            (|a, _| a.int_shl(62), |a, _| a.int_shl(62), "int_shl"),
+            (|a, b| X2::lesser(a, b), |a, b| f64::lesser(a, b), "lesser"),
+        ];
+        let xs = inputs();
+        for (i, &a) in xs.iter().enumerate() {
+            let (b, c, d) =
+                (xs[(i * 7919 + 13) % xs.len()], xs[(i * 31 + 7) % xs.len()], xs[(i ^ 1).min(xs.len() - 1)]);
+            for (two, one, name) in ops {
+                let got = two(X2::from_array([a, b]), X2::from_array([c, d])).to_array();
+                let want = [one(a, c), one(b, d)];
+                assert_eq!(
+                    got.map(f64::to_bits),
+                    want.map(f64::to_bits),
+                    "{name} of ({a:e}, {b:e}) and ({c:e}, {d:e})"
+                );
+            }
+            let (m, n) = (f64::less(a, c), f64::less(b, d));
+            let mask = X2::less(X2::from_array([a, b]), X2::from_array([c, d]));
+            assert_eq!(X2::any(mask), f64::any(m) || f64::any(n), "any");
+            assert_eq!(X2::all(mask), f64::all(m) && f64::all(n), "all");
+        }
+    }
+
     /// Each function's two-lane form gives each lane what its one-lane form gives, to the
     /// bit, whatever the other lane holds.
     #[test]
