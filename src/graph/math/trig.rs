@@ -116,8 +116,7 @@ fn wave<L: Lanes>(x: L, shift: u64) -> L {
         return lanes();
     }
     let (t, hi, lo) = reduce(x);
-    let k = t - L::splat(SHIFTER);
-    if L::any(L::less(hi.abs(), k.abs() * L::splat(CANCELLED))) {
+    if L::any(cancelled(hi, t)) {
         return lanes();
     }
     let z = hi * hi;
@@ -150,7 +149,8 @@ fn wave_one(x: f64, shift: u64) -> f64 {
         };
     }
     let (t, hi, lo) = reduce(x);
-    if fallback(x, hi, t) {
+    // NaN is in no range.
+    if !(PIO4..LIMIT).contains(&ax) || f64::any(cancelled(hi, t)) {
         return if shift == SIN { x.sin() } else { x.cos() };
     }
     let z = hi * hi;
@@ -176,7 +176,7 @@ fn reduce<L: Lanes>(x: L) -> (L, L, L) {
     let w = kf * L::splat(PIO2_2) + kf * L::splat(PIO2_3);
     let hi = a - w;
     // `a - w = hi + ((a - hi) - w)` exactly where `|a| >= |w|`, which holds wherever libm
-    // does not answer instead (see `fallback`).
+    // does not answer instead (see `cancelled`).
     let lo = (a - hi) - w;
     (t, hi, lo)
 }
@@ -187,16 +187,15 @@ fn quadrant(t: f64) -> u64 {
     t.to_bits().wrapping_sub(SHIFTER.to_bits()) & 3
 }
 
-/// Whether libm answers for this lane, or (`|x| < TINY`) `x` itself for `sin`; `t` holds `k`.
-/// The reduction is off by at most `|k| 2^-87`, so `|r_hi| >= |k| 2^-27` keeps that below
-/// 2^-60 of `r` (and `|a| >= |w|` in `reduce`); smaller `|r_hi|`, one argument in millions
-/// for `|x| < 100` and in hundreds near `2^19`, goes to libm.
+/// The mask of the lanes whose reduction cancels too far, which libm answers instead; `t`
+/// holds `k`. The reduction is off by at most `|k| 2^-87`, so `|r_hi| >= |k| 2^-27` keeps that
+/// below 2^-60 of `r` (and `|a| >= |w|` in `reduce`); smaller `|r_hi|`, one argument in
+/// millions for `|x| < 100` and in hundreds near `2^19`, goes to libm (as does `|x| >= 2^19`,
+/// NaN and infinity, which the callers check first).
 #[inline(always)]
-fn fallback(x: f64, hi: f64, t: f64) -> bool {
-    let ax = x.abs();
-    let k = t - SHIFTER;
-    // NaN is in no range.
-    !(TINY..LIMIT).contains(&ax) || hi.abs() < k.abs() * CANCELLED
+fn cancelled<L: Lanes>(hi: L, t: L) -> L {
+    let k = t - L::splat(SHIFTER);
+    L::less(hi.abs(), k.abs() * L::splat(CANCELLED))
 }
 
 /// `c[0] + c[1] z + ... + c[7] z^7` by Estrin's scheme: pairs, then pairs of pairs, so the
