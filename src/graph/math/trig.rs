@@ -120,10 +120,7 @@ fn wave<L: Lanes>(x: L, shift: u64) -> L {
         return lanes();
     }
     let z = hi * hi;
-    // m = k + shift: its bit 0 picks the kernel (cos where set), its bit 1 the sign.
-    let m = t.int_add(shift.wrapping_sub(SHIFTER.to_bits()));
-    let odd = m.int_and(1).int_neg();
-    let sign = m.int_and(2).int_shl(62);
+    let (odd, sign) = quadrant(t, shift);
     let v = if !L::any(odd) {
         sin_kernel(hi, lo, z)
     } else if L::all(odd) {
@@ -154,15 +151,9 @@ fn wave_one(x: f64, shift: u64) -> f64 {
         return if shift == SIN { x.sin() } else { x.cos() };
     }
     let z = hi * hi;
-    let m = quadrant(t) + shift;
-    let v = if m & 1 == 0 { sin_kernel(hi, lo, z) } else { cos_kernel(hi, lo, z) };
-    negate_if(m & 2 != 0, v)
-}
-
-/// `if yes { -x } else { x }` without a branch.
-#[inline(always)]
-fn negate_if(yes: bool, x: f64) -> f64 {
-    f64::from_bits(x.to_bits() ^ (u64::from(yes) << 63))
+    let (odd, sign) = quadrant(t, shift);
+    let v = if f64::any(odd) { cos_kernel(hi, lo, z) } else { sin_kernel(hi, lo, z) };
+    v.xor(sign)
 }
 
 /// Step 1: `(t, r_hi, r_lo)`, with `k` in `t`'s low bits. The chain from `x` to `r_hi` is
@@ -181,10 +172,13 @@ fn reduce<L: Lanes>(x: L) -> (L, L, L) {
     (t, hi, lo)
 }
 
-/// `k mod 4` from `t`'s low bits (two's complement, so negative `k` too).
+/// Step 3 from `t`, whose low bits hold `k` (two's complement, so negative `k` too), for
+/// [`SIN`] or [`COS`] (`shift`): with `m = k + shift`, the mask of the lanes that take the
+/// `cos` kernel (`m` odd) and the sign bit to flip by (`m mod 4` is 2 or 3).
 #[inline(always)]
-fn quadrant(t: f64) -> u64 {
-    t.to_bits().wrapping_sub(SHIFTER.to_bits()) & 3
+fn quadrant<L: Lanes>(t: L, shift: u64) -> (L, L) {
+    let m = t.int_add(shift.wrapping_sub(SHIFTER.to_bits()));
+    (m.int_and(1).int_neg(), m.int_and(2).int_shl(62))
 }
 
 /// The mask of the lanes whose reduction cancels too far, which libm answers instead; `t`
