@@ -90,52 +90,60 @@ pub(crate) fn check_vars(exprs: &[&Expr], vars: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The first `m` points of `xs` (`n` values each) two at a time, as `f(i, inputs, outputs)`
-/// for points `i` and `i + 1`: their inputs interleaved, and room for `k` interleaved pairs
-/// of outputs (this thread's buffers, reused). Returns the points done: `m` rounded down to
-/// an even number.
-fn for_pairs(
+/// The first `m` points of `xs` (`n` values each) `lanes` at a time, as `f(i, count, inputs,
+/// outputs)` for the `count` points from `i` on: their inputs interleaved (`x0 y0 z0 w0 x1
+/// ...` for four lanes), and room for `k` interleaved outputs of `lanes` (this thread's
+/// buffers, reused). The last group may hold fewer points (at least two): the missing lanes
+/// repeat its last point, and their outputs are dropped. Returns the points done: all of
+/// them, or all but one (a single point left over runs faster in one-lane code).
+fn for_batches(
     xs: &[f64],
     n: usize,
     m: usize,
     k: usize,
-    mut f: impl FnMut(usize, &[f64], &mut [f64]),
+    lanes: usize,
+    mut f: impl FnMut(usize, usize, &[f64], &mut [f64]),
 ) -> usize {
-    PAIR.with(|buf| {
-        let (x2, o2) = &mut *buf.borrow_mut();
-        x2.resize(2 * n, 0.0);
-        o2.resize(2 * k, 0.0);
+    BATCH.with(|buf| {
+        let (xl, ol) = &mut *buf.borrow_mut();
+        xl.resize(lanes * n, 0.0);
+        ol.resize(lanes * k, 0.0);
         let mut done = 0;
-        while done + 2 <= m {
-            interleave(&xs[done * n..(done + 2) * n], x2);
-            f(done, x2, o2);
-            done += 2;
+        while m - done >= 2 {
+            let count = (m - done).min(lanes);
+            interleave(&xs[done * n..(done + count) * n], n, lanes, xl);
+            f(done, count, xl, ol);
+            done += count;
         }
         done
     })
 }
 
-/// Two points one after the other (`a0 a1 ... b0 b1 ...`) as pairs (`a0 b0 a1 b1 ...`).
-fn interleave(two: &[f64], pairs: &mut [f64]) {
-    let (a, b) = two.split_at(two.len() / 2);
-    for ((p, &x), &y) in pairs.chunks_exact_mut(2).zip(a).zip(b) {
-        p[0] = x;
-        p[1] = y;
+/// Points one after the other (`n` values each, at least one point) as `lanes` interleaved
+/// lanes, the last point repeated in the lanes past the points given.
+fn interleave(points: &[f64], n: usize, lanes: usize, out: &mut [f64]) {
+    let Some(count) = points.len().checked_div(n) else { return };
+    for l in 0..lanes {
+        let point = &points[l.min(count - 1) * n..][..n];
+        for (entry, &x) in out.chunks_exact_mut(lanes).zip(point) {
+            entry[l] = x;
+        }
     }
 }
 
-/// Pairs (`a0 b0 a1 b1 ...`) back as two points one after the other.
-fn deinterleave(pairs: &[f64], two: &mut [f64]) {
-    let (a, b) = two.split_at_mut(two.len() / 2);
-    for ((p, x), y) in pairs.chunks_exact(2).zip(a).zip(b) {
-        *x = p[0];
-        *y = p[1];
+/// `lanes` interleaved lanes back as points one after the other (`k` values each), as many
+/// as `points` has room for.
+fn deinterleave(from: &[f64], k: usize, lanes: usize, points: &mut [f64]) {
+    for (l, point) in points.chunks_exact_mut(k.max(1)).enumerate() {
+        for (x, entry) in point.iter_mut().zip(from.chunks_exact(lanes)) {
+            *x = entry[l];
+        }
     }
 }
 
 thread_local! {
-    /// Two points' inputs and outputs, interleaved, for [`for_pairs`].
-    static PAIR: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A batch's inputs and outputs, interleaved, for [`for_batches`].
+    static BATCH: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A compiled scalar function with its gradient: one native call gives both.
@@ -208,11 +216,12 @@ impl CompiledGradient {
     /// Evaluates many points: `xs` holds the points one after another (`len()` values each),
     /// `values` receives one value per point and `grads` one gradient per point.
     ///
-    /// Two points run at once, one per lane of `f64x2` instructions, in code compiled for
-    /// that the first time a batch needs it (a straight-line gradient of up to 200,000
-    /// operations; one compiled to loops, which already run two terms at once, goes point by
-    /// point). Every point gets exactly what [`eval`](Self::eval) gives it. Large batches are
-    /// also split across the machine's cores.
+    /// Four points run at once, two per `f64x2` instruction and four per call of a host
+    /// function (`tanh`, `sin`, ...), in code compiled for that the first time a batch needs
+    /// it (a straight-line gradient of up to 200,000 operations; one compiled to loops, which
+    /// already run two terms at once, goes point by point). Every point gets exactly what
+    /// [`eval`](Self::eval) gives it. Large batches are also split across the machine's
+    /// cores.
     ///
     /// ```
     /// let f = symdiff::Expr::parse("x*y + sin(x)")?;
@@ -243,17 +252,17 @@ impl CompiledGradient {
             )));
         }
         // Compiled here, once, rather than by every thread at its first pair.
-        let pairs = m >= 2 && self.code.has_pairs();
+        let lanes = if m >= 2 { self.code.batch_lanes() } else { None };
         let run = |xs: &[f64], values: &mut [f64], grads: &mut [f64]| {
             let m = values.len();
             let mut done = 0;
-            if pairs {
-                done = for_pairs(xs, n, m, n, |i, x2, g2| {
-                    let mut v = [0.0; 2];
-                    let ok = self.code.call_pair(x2, &mut v, g2);
+            if let Some(lanes) = lanes {
+                done = for_batches(xs, n, m, n, lanes, |i, count, xl, gl| {
+                    let mut v = [0.0; 4];
+                    let ok = self.code.call_batch(xl, &mut v[..lanes], gl);
                     debug_assert!(ok);
-                    deinterleave(g2, &mut grads[i * n..(i + 2) * n]);
-                    values[i..i + 2].copy_from_slice(&v);
+                    deinterleave(gl, n, lanes, &mut grads[i * n..(i + count) * n]);
+                    values[i..i + count].copy_from_slice(&v[..count]);
                 });
             }
             for i in done..m {
@@ -452,8 +461,8 @@ impl Compiled {
         if self.code.call1(x, out) { Ok(()) } else { Err(lengths(self.inputs(), x.len(), out.len())) }
     }
 
-    /// Evaluates consecutive points of `xs` into consecutive rows of `out`: two points at once
-    /// in `f64x2` code, large batches across the cores, as
+    /// Evaluates consecutive points of `xs` into consecutive rows of `out`: four points at
+    /// once in `f64x2` code, large batches across the cores, as
     /// [`CompiledGradient::eval_many`]; every row is what [`eval`](Self::eval) gives.
     ///
     /// ```
@@ -474,17 +483,17 @@ impl Compiled {
                 out.len()
             )));
         }
-        // As `CompiledGradient::eval_many`: pairs of points in two-lane code, the odd one out
-        // alone, large batches across the cores.
-        let pairs = m >= 2 && self.code.has_pairs();
+        // As `CompiledGradient::eval_many`: four (or two) points at a time in batch code, a
+        // last one alone, large batches across the cores.
+        let lanes = if m >= 2 { self.code.batch_lanes() } else { None };
         let run = |xs: &[f64], out: &mut [f64]| {
             let m = out.len().checked_div(k).unwrap_or(xs.len() / n.max(1));
             let mut done = 0;
-            if pairs {
-                done = for_pairs(xs, n, m, k, |i, x2, o2| {
-                    let ok = self.code.call_pair(x2, o2);
+            if let Some(lanes) = lanes {
+                done = for_batches(xs, n, m, k, lanes, |i, count, xl, ol| {
+                    let ok = self.code.call_batch(xl, ol);
                     debug_assert!(ok);
-                    deinterleave(o2, &mut out[i * k..(i + 2) * k]);
+                    deinterleave(ol, k, lanes, &mut out[i * k..(i + count) * k]);
                 });
             }
             for i in done..m {

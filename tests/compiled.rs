@@ -11,6 +11,10 @@ use symdiff::{Expr, compile, compile_gradient, compile_hessian, compile_jacobian
 mod common;
 use common::{POINTS, TABLE, close};
 
+#[allow(dead_code)]
+#[path = "../benches/common/random_dag.rs"]
+mod random_dag;
+
 /// Distance in units in the last place (0 for equal values, including equal infinities).
 fn ulps(a: f64, b: f64) -> u64 {
     if a == b || (a.is_nan() && b.is_nan()) {
@@ -127,10 +131,14 @@ fn formula() -> impl Strategy<Value = String> {
     })
 }
 
-/// `eval_many` (two points per call in `f64x2` code, the odd one out alone) against one
+/// `eval_many` (four or two points per call in `f64x2` code, a last one alone) against one
 /// `eval` per point: the same bits, NaN where `eval` gives NaN.
 fn check_batch(f: &Expr, vars: &[&str], m: usize, xs: &[f64]) {
-    let g = compile_gradient(f, vars).unwrap();
+    check_batch_of(&compile_gradient(f, vars).unwrap(), f, vars, m, xs);
+}
+
+/// [`check_batch`] of `f` compiled as `g`.
+fn check_batch_of(g: &symdiff::CompiledGradient, f: &Expr, vars: &[&str], m: usize, xs: &[f64]) {
     let n = vars.len();
     let (mut values, mut grads) = (vec![0.0; m], vec![0.0; m * n]);
     g.eval_many(xs, &mut values, &mut grads).unwrap();
@@ -178,7 +186,7 @@ fn vector_batches_give_each_point_what_one_call_gives() {
         Expr::parse("exp(-x)*log(1 + y^2)").unwrap(),
     ];
     let c = compile(&fs, &["x", "y"]).unwrap();
-    for m in [1, 2, 5, 40_001] {
+    for m in [1, 2, 3, 4, 5, 6, 7, 40_001] {
         let xs: Vec<f64> = (0..2 * m).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
         let mut out = vec![0.0; 3 * m];
         c.eval_many(&xs, &mut out).unwrap();
@@ -202,12 +210,12 @@ fn vector_batches_give_each_point_what_one_call_gives() {
     assert!(values.iter().all(|&v| v == 2.0 + std::f64::consts::PI));
 }
 
-/// Every function computed by a host call, and `x^y` by `pow`, over pairs of points: on
-/// x86-64 one call computes both lanes (`f64x2` in and out), and each lane must be what the
-/// one-lane code gives, at ordinary points, out of the domain (NaN), at infinities and at
-/// signed zeros.
+/// Every function computed by a host call, and `x^y` by `pow`, over batches of points: on
+/// x86-64 one call computes four lanes (two `f64x2` in, two written back; in one AVX
+/// register where the processor has AVX2), and each lane must be what the one-lane code
+/// gives, at ordinary points, out of the domain (NaN), at infinities and at signed zeros.
 #[test]
-fn host_functions_over_pairs_give_each_lane_what_one_call_gives() {
+fn host_functions_over_batches_give_each_lane_what_one_call_gives() {
     let points = [0.3, -0.7, 2.5, -1e-300, 0.0, -0.0, 1e300, -1e300, 40.0, -745.5, 710.0, 1.0, -1.0, 0.5];
     for f in [
         "exp(x)",
@@ -432,6 +440,29 @@ fn wrong_lengths_are_refused_not_undefined() {
     // Variables must all be listed, once.
     assert!(compile_gradient(&f, &["x"]).is_err());
     assert!(compile_gradient(&f, &["x", "y", "x"]).is_err());
+}
+
+/// Batches of random DAGs: a small one runs four points per call, one whose one-lane code
+/// is over 256 KB two per call (longer four-lane code would be paced by fetching it); both
+/// give each point what one call gives, for every size of the last group.
+#[test]
+fn random_dag_batches_give_each_point_what_one_call_gives() {
+    for (ops, long) in [(100, false), (6_000, true)] {
+        let d = random_dag::generate(8, ops, 0x9e37_79b9_7f4a_7c15, 64);
+        let vars: Vec<&str> = d.vars.iter().map(|s| s.as_str()).collect();
+        let g = compile_gradient(&d.expr, &vars).unwrap();
+        assert_eq!(
+            g.stats().code_bytes > 256 * 1024,
+            long,
+            "{ops} operations: {} bytes",
+            g.stats().code_bytes
+        );
+        let n = vars.len();
+        for m in [2, 3, 4, 5, 6, 7, 9] {
+            let xs: Vec<f64> = (0..m * n).map(|i| 0.2 + 0.5 * (i as f64 * 0.37).sin().abs()).collect();
+            check_batch_of(&g, &d.expr, &vars, m, &xs);
+        }
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::graph::Func;
 use crate::graph::math;
 
 macro_rules! host {
-    ($($name:ident, $pair:ident => $func:expr $(, $lanes:path)?);* $(;)?) => {
+    ($($name:ident, $pair:ident, $quad:ident => $func:expr $(, $lanes:path)?);* $(;)?) => {
         $(
             extern "C" fn $name(x: f64) -> f64 {
                 Func::eval($func, x)
@@ -34,6 +34,48 @@ macro_rules! host {
                     to_pair([Func::eval($func, a), Func::eval($func, b)])
                 }
             }
+
+            /// Four lanes, as two pairs (lanes 0 and 1 in `a`), into `out[0]` and `out[1]`:
+            /// each lane exactly as the one-lane function computes it, by `graph::math`'s
+            /// four-lane form where there is one (in one AVX register where the processor
+            /// has AVX2), else lane by lane. (Two vectors cannot be returned in registers:
+            /// see [`Pair`].)
+            ///
+            /// # Safety
+            /// `out` is valid for writing two pairs.
+            #[cfg(all(target_arch = "x86_64", unix))]
+            #[allow(improper_ctypes_definitions)] // see `Pair`
+            unsafe extern "C" fn $quad(a: Pair, b: Pair, out: *mut Pair) {
+                $(
+                    /// The four lanes in one AVX register (`Y4`'s contract: compiled for
+                    /// AVX2, called where the processor has it), stored to `out` at once.
+                    ///
+                    /// # Safety
+                    /// As `$quad`'s.
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn wide(a: &Pair, b: &Pair, out: *mut Pair) {
+                        let r = $lanes(math::Y4::from_pairs(math::X2(*a), math::X2(*b)));
+                        // SAFETY: as the contract says.
+                        unsafe { r.store(out.cast()) };
+                    }
+                    if avx2() {
+                        // SAFETY: the processor has AVX2; `out` as the contract says.
+                        unsafe { wide(&a, &b, out) };
+                    } else {
+                        let r = $lanes(math::X4(math::X2(a), math::X2(b)));
+                        // SAFETY: as the contract says.
+                        unsafe { write_pairs(out, r.0.0, r.1.0) };
+                    }
+                    return;
+                )?
+                #[allow(unreachable_code)]
+                {
+                    let ([a0, a1], [b0, b1]) = (from_pair(a), from_pair(b));
+                    let f = |x| Func::eval($func, x);
+                    // SAFETY: as the contract says.
+                    unsafe { write_pairs(out, to_pair([f(a0), f(a1)]), to_pair([f(b0), f(b1)])) };
+                }
+            }
         )*
         /// `(symbol, address, function)` for every unary host function.
         pub fn unary() -> Vec<(&'static str, *const u8, Func)> {
@@ -46,6 +88,19 @@ macro_rules! host {
             #[cfg(all(target_arch = "x86_64", unix))]
             {
                 vec![$((stringify!($pair), $pair as extern "C" fn(Pair) -> Pair as *const u8, $func)),*]
+            }
+            #[cfg(not(all(target_arch = "x86_64", unix)))]
+            {
+                Vec::new()
+            }
+        }
+
+        /// `(symbol, address, function)` for every unary host function over four lanes
+        /// (none where the platform's calls do not pass vectors in registers).
+        pub fn unary_quads() -> Vec<(&'static str, *const u8, Func)> {
+            #[cfg(all(target_arch = "x86_64", unix))]
+            {
+                vec![$((stringify!($quad), $quad as Quad as *const u8, $func)),*]
             }
             #[cfg(not(all(target_arch = "x86_64", unix)))]
             {
@@ -76,20 +131,38 @@ fn to_pair(x: [f64; 2]) -> Pair {
     unsafe { std::mem::transmute::<[f64; 2], Pair>(x) }
 }
 
+/// A four-lane unary host function: two pairs in, two pairs written to the pointer.
+#[cfg(all(target_arch = "x86_64", unix))]
+#[allow(improper_ctypes_definitions)] // see `Pair`
+type Quad = unsafe extern "C" fn(Pair, Pair, *mut Pair);
+
+/// Writes `a` and `b` to `out[0]` and `out[1]`.
+///
+/// # Safety
+/// `out` is valid for writing two pairs (alignment not needed).
+#[cfg(all(target_arch = "x86_64", unix))]
+unsafe fn write_pairs(out: *mut Pair, a: Pair, b: Pair) {
+    // SAFETY: as the contract says.
+    unsafe {
+        out.write_unaligned(a);
+        out.add(1).write_unaligned(b);
+    }
+}
+
 host! {
-    sd_exp, sd_exp_x2 => Func::Exp, math::exp_lanes;
-    sd_log, sd_log_x2 => Func::Log;
-    sd_sin, sd_sin_x2 => Func::Sin, math::sin_lanes;
-    sd_cos, sd_cos_x2 => Func::Cos, math::cos_lanes;
-    sd_tan, sd_tan_x2 => Func::Tan;
-    sd_asin, sd_asin_x2 => Func::Asin;
-    sd_acos, sd_acos_x2 => Func::Acos;
-    sd_atan, sd_atan_x2 => Func::Atan;
-    sd_sinh, sd_sinh_x2 => Func::Sinh;
-    sd_cosh, sd_cosh_x2 => Func::Cosh;
-    sd_tanh, sd_tanh_x2 => Func::Tanh, math::tanh_lanes;
-    sd_sigmoid, sd_sigmoid_x2 => Func::Sigmoid, math::sigmoid_lanes;
-    sd_softplus, sd_softplus_x2 => Func::Softplus;
+    sd_exp, sd_exp_x2, sd_exp_x4 => Func::Exp, math::exp_lanes;
+    sd_log, sd_log_x2, sd_log_x4 => Func::Log;
+    sd_sin, sd_sin_x2, sd_sin_x4 => Func::Sin, math::sin_lanes;
+    sd_cos, sd_cos_x2, sd_cos_x4 => Func::Cos, math::cos_lanes;
+    sd_tan, sd_tan_x2, sd_tan_x4 => Func::Tan;
+    sd_asin, sd_asin_x2, sd_asin_x4 => Func::Asin;
+    sd_acos, sd_acos_x2, sd_acos_x4 => Func::Acos;
+    sd_atan, sd_atan_x2, sd_atan_x4 => Func::Atan;
+    sd_sinh, sd_sinh_x2, sd_sinh_x4 => Func::Sinh;
+    sd_cosh, sd_cosh_x2, sd_cosh_x4 => Func::Cosh;
+    sd_tanh, sd_tanh_x2, sd_tanh_x4 => Func::Tanh, math::tanh_lanes;
+    sd_sigmoid, sd_sigmoid_x2, sd_sigmoid_x4 => Func::Sigmoid, math::sigmoid_lanes;
+    sd_softplus, sd_softplus_x2, sd_softplus_x4 => Func::Softplus;
 }
 
 /// `b^e` for exponents the generated code does not expand inline (same as the interpreter).
@@ -105,6 +178,18 @@ extern "C" fn sd_pow_x2(b: Pair, e: Pair) -> Pair {
     to_pair([sd_pow(b0, e0), sd_pow(b1, e1)])
 }
 
+/// `b^e` in four lanes (bases in `b0`, `b1`, exponents in `e0`, `e1`), each as [`sd_pow`],
+/// into `out[0]` and `out[1]`.
+///
+/// # Safety
+/// `out` is valid for writing two pairs.
+#[cfg(all(target_arch = "x86_64", unix))]
+#[allow(improper_ctypes_definitions)] // see `Pair`
+unsafe extern "C" fn sd_pow_x4(b0: Pair, b1: Pair, e0: Pair, e1: Pair, out: *mut Pair) {
+    // SAFETY: as the contract says.
+    unsafe { write_pairs(out, sd_pow_x2(b0, e0), sd_pow_x2(b1, e1)) };
+}
+
 /// The symbol of the host function computing `f`, if `f` is computed by a call.
 pub fn symbol_of(f: Func) -> Option<&'static str> {
     unary().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
@@ -115,9 +200,19 @@ pub fn pair_symbol_of(f: Func) -> Option<&'static str> {
     unary_pairs().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
 }
 
+/// The symbol of the host function computing `f` in four lanes, if there is one.
+pub fn quad_symbol_of(f: Func) -> Option<&'static str> {
+    unary_quads().into_iter().find(|(_, _, g)| *g == f).map(|(name, _, _)| name)
+}
+
 /// The symbol of `b^e` over pairs, if the platform has one.
 pub fn pow_pair_symbol() -> Option<&'static str> {
     cfg!(all(target_arch = "x86_64", unix)).then_some("sd_pow_x2")
+}
+
+/// The symbol of `b^e` over four lanes, if the platform has one.
+pub fn pow_quad_symbol() -> Option<&'static str> {
+    cfg!(all(target_arch = "x86_64", unix)).then_some("sd_pow_x4")
 }
 
 /// Every host symbol with its address, for the JIT builder.
@@ -125,8 +220,14 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
     let mut v: Vec<(&'static str, *const u8)> = unary().into_iter().map(|(n, p, _)| (n, p)).collect();
     v.push(("sd_pow", sd_pow as extern "C" fn(f64, f64) -> f64 as *const u8));
     v.extend(unary_pairs().into_iter().map(|(n, p, _)| (n, p)));
+    v.extend(unary_quads().into_iter().map(|(n, p, _)| (n, p)));
     #[cfg(all(target_arch = "x86_64", unix))]
-    v.push(("sd_pow_x2", sd_pow_x2 as extern "C" fn(Pair, Pair) -> Pair as *const u8));
+    {
+        v.push(("sd_pow_x2", sd_pow_x2 as extern "C" fn(Pair, Pair) -> Pair as *const u8));
+        #[allow(improper_ctypes_definitions)] // see `Pair`
+        type PowQuad = unsafe extern "C" fn(Pair, Pair, Pair, Pair, *mut Pair);
+        v.push(("sd_pow_x4", sd_pow_x4 as PowQuad as *const u8));
+    }
     type Gemm =
         unsafe extern "C" fn(i64, i64, i64, *const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64);
     v.push(("sd_sgemm", sd_sgemm as Gemm as *const u8));

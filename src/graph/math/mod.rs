@@ -33,6 +33,7 @@
 //! over random and special inputs).
 
 mod exp;
+mod lanes4;
 mod tanh;
 mod trig;
 
@@ -203,6 +204,9 @@ impl Lanes for f64 {
 }
 
 pub use lanes2::X2;
+pub use lanes4::X4;
+#[cfg(target_arch = "x86_64")]
+pub use lanes4::Y4;
 
 /// Two lanes in one SSE register on x86-64 (every x86-64 has SSE2), two `f64`s elsewhere.
 #[cfg(target_arch = "x86_64")]
@@ -236,16 +240,17 @@ mod lanes2 {
     binary!(Div, div, _mm_div_pd);
 
     impl X2 {
-        /// The lanes as an array.
+        /// The lanes as an array (register moves: going through memory would cost a failed
+        /// store-to-load forward where the lanes were just computed).
         #[inline(always)]
         pub fn to_array(self) -> [f64; 2] {
-            unsafe { std::mem::transmute::<__m128d, [f64; 2]>(self.0) }
+            unsafe { [_mm_cvtsd_f64(self.0), _mm_cvtsd_f64(_mm_unpackhi_pd(self.0, self.0))] }
         }
 
-        /// Two lanes from an array.
+        /// Two lanes from an array (register moves, as `to_array`).
         #[inline(always)]
         pub fn from_array(x: [f64; 2]) -> X2 {
-            X2(unsafe { std::mem::transmute::<[f64; 2], __m128d>(x) })
+            X2(unsafe { _mm_set_pd(x[1], x[0]) })
         }
     }
 
@@ -577,35 +582,72 @@ mod tests {
             let mask = X2::less(X2::from_array([a, b]), X2::from_array([c, d]));
             assert_eq!(X2::any(mask), f64::any(m) || f64::any(n), "any");
             assert_eq!(X2::all(mask), f64::all(m) && f64::all(n), "all");
+            let quad = X4::less(X4::from_array([a, b, c, d]), X4::from_array([c, d, a, b]));
+            let lanes = [m, n, f64::less(c, a), f64::less(d, b)];
+            assert_eq!(quad.to_array().map(f64::to_bits), lanes.map(f64::to_bits), "less of four");
+            assert_eq!(X4::any(quad), lanes.iter().any(|&m| f64::any(m)), "any of four");
+            assert_eq!(X4::all(quad), lanes.iter().all(|&m| f64::all(m)), "all of four");
         }
     }
 
-    /// Each function's two-lane form gives each lane what its one-lane form gives, to the
-    /// bit, whatever the other lane holds.
+    /// The AVX2 form ([`Y4`]) of the function `name`, where the processor has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    fn wide(name: &str) -> Option<fn([f64; 4]) -> [f64; 4]> {
+        macro_rules! wide {
+            ($($name:literal => $f:path),*) => {
+                match name {
+                    $($name => {
+                        #[target_feature(enable = "avx2")]
+                        fn on_y4(x: [f64; 4]) -> [f64; 4] {
+                            $f(Y4::from_array(x)).to_array()
+                        }
+                        // SAFETY: called only where the processor has AVX2 (checked below).
+                        (|x| unsafe { on_y4(x) }) as fn([f64; 4]) -> [f64; 4]
+                    })*
+                    _ => unreachable!("no function {name}"),
+                }
+            };
+        }
+        let f = wide!("exp" => exp_lanes, "sigmoid" => sigmoid_lanes, "sin" => sin_lanes, "cos" => cos_lanes, "tanh" => tanh_lanes);
+        std::arch::is_x86_feature_detected!("avx2").then_some(f)
+    }
+
+    /// Each function's two- and four-lane forms (both of these) give each lane what its
+    /// one-lane form gives, to the bit, whatever the other lanes hold.
     #[test]
     fn two_lanes_are_two_single_lanes() {
-        type Pair = (fn(f64) -> f64, fn(X2) -> X2, &'static str);
-        let fs: [Pair; 5] = [
-            (exp, exp_lanes::<X2>, "exp"),
-            (sigmoid, sigmoid_lanes::<X2>, "sigmoid"),
-            (sin, sin_lanes::<X2>, "sin"),
-            (cos, cos_lanes::<X2>, "cos"),
-            (tanh, tanh_lanes::<X2>, "tanh"),
+        type Forms = (fn(f64) -> f64, fn(X2) -> X2, fn(X4) -> X4, &'static str);
+        let fs: [Forms; 5] = [
+            (exp, exp_lanes::<X2>, exp_lanes::<X4>, "exp"),
+            (sigmoid, sigmoid_lanes::<X2>, sigmoid_lanes::<X4>, "sigmoid"),
+            (sin, sin_lanes::<X2>, sin_lanes::<X4>, "sin"),
+            (cos, cos_lanes::<X2>, cos_lanes::<X4>, "cos"),
+            (tanh, tanh_lanes::<X2>, tanh_lanes::<X4>, "tanh"),
         ];
         let xs = inputs();
-        for (one, two, name) in fs {
+        let check = |name: &str, lanes: &[f64], got: &[f64], one: fn(f64) -> f64| {
+            for (&x, &got) in lanes.iter().zip(got) {
+                let want = one(x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{name}({x:e}): {got:e} in lanes {lanes:?}, {want:e} alone"
+                );
+            }
+        };
+        for (one, two, four, name) in fs {
             for (i, &a) in xs.iter().enumerate() {
                 // A partner from anywhere (mostly another size), and a neighbour (mostly the
-                // same size: the paths both lanes take together).
-                for b in [xs[(i * 7919 + 13) % xs.len()], xs[(i ^ 1).min(xs.len() - 1)]] {
-                    let [ra, rb] = two(X2::from_array([a, b])).to_array();
-                    for (x, got) in [(a, ra), (b, rb)] {
-                        let want = one(x);
-                        assert!(
-                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                            "{name}({x:e}): {got:e} in a pair with {:e}, {want:e} alone",
-                            if x.to_bits() == a.to_bits() { b } else { a }
-                        );
+                // same size: the paths the lanes take together).
+                let (far, near) = (xs[(i * 7919 + 13) % xs.len()], xs[(i ^ 1).min(xs.len() - 1)]);
+                for b in [far, near] {
+                    check(name, &[a, b], &two(X2::from_array([a, b])).to_array(), one);
+                }
+                let near2 = xs[(i ^ 2).min(xs.len() - 1)];
+                for lanes in [[a, near, near2, far], [far, a, near, near2]] {
+                    check(name, &lanes, &four(X4::from_array(lanes)).to_array(), one);
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(wide) = wide(name) {
+                        check(name, &lanes, &wide(lanes), one);
                     }
                 }
             }

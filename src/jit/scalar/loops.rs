@@ -287,7 +287,7 @@ fn emit(
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
     let sum_ptr = p[4];
-    let mut em = Emitter { b, module, calls: HashMap::new(), inline_exp: true };
+    let mut em = Emitter { b, module, calls: HashMap::new(), inline_exp: true, quad_out: None };
     let flags = MemFlagsData::trusted();
     let mut frame = Frame {
         group,

@@ -58,7 +58,9 @@
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value, types,
+};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -281,6 +283,11 @@ impl CompiledFunction {
         self.inputs
     }
 
+    /// Points computed per call (see [`compile_lanes`]).
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
     /// The size of each output group.
     pub fn groups(&self) -> &[usize] {
         &self.groups
@@ -427,8 +434,10 @@ struct Plan<'g> {
     /// `stores[p]`: where the value at `p` goes in the output groups, `(group, index)`,
     /// stored as soon as it is computed (outputs that are leaves are stored at the end).
     stores: HashMap<usize, Vec<(usize, usize)>>,
-    /// `F64`, or `F64X2` for two lanes.
+    /// `F64`, or `F64X2` for two or four lanes.
     ty: types::Type,
+    /// Points per call: 1, 2 or 4 (two `F64X2` values per node, see the module doc).
+    lanes: usize,
 }
 
 impl<'g> Plan<'g> {
@@ -571,7 +580,8 @@ impl<'g> Plan<'g> {
             groups,
             prefix,
             stores,
-            ty: if lanes == 2 { types::F64X2 } else { types::F64 },
+            ty: if lanes == 1 { types::F64 } else { types::F64X2 },
+            lanes,
         })
     }
 
@@ -594,17 +604,28 @@ impl<'g> Plan<'g> {
         self.pos_of.get(id) as usize
     }
 
-    /// Byte offset in the input array of the variable at position `p`.
-    fn input_offset(&self, p: usize) -> i32 {
-        (self.ty.bytes() * self.input_at[p]) as i32
+    /// Byte offset of entry `i` of an array of inputs, outputs or scratch slots, for the
+    /// pair `s` (0 or 1; always 0 below four lanes): an entry holds one value per lane.
+    fn offset(&self, i: usize, s: usize) -> i32 {
+        (8 * self.lanes * i + 16 * s) as i32
+    }
+
+    /// Pairs of lanes each node is computed in: 2 for four lanes, else 1.
+    fn streams(&self) -> usize {
+        self.lanes.div_ceil(2)
+    }
+
+    /// Byte offset in the input array of the variable at position `p`, for pair `s`.
+    fn input_offset(&self, p: usize, s: usize) -> i32 {
+        self.offset(self.input_at[p] as usize, s)
     }
 
     fn spilled(&self, p: usize) -> bool {
         self.slot_of[p] != u32::MAX
     }
 
-    fn slot(&self, p: usize) -> i32 {
-        (self.ty.bytes() * self.slot_of[p]) as i32
+    fn slot(&self, p: usize, s: usize) -> i32 {
+        self.offset(self.slot_of[p] as usize, s)
     }
 }
 
@@ -748,7 +769,7 @@ pub fn compile(
     compile_lanes(g, inputs, groups, opts, 1)
 }
 
-/// [`compile`] for `lanes` points per call (1 or 2, see the module doc).
+/// [`compile`] for `lanes` points per call (1, 2 or 4, see the module doc).
 pub fn compile_lanes(
     g: &Graph,
     inputs: &[Id],
@@ -757,7 +778,7 @@ pub fn compile_lanes(
     lanes: usize,
 ) -> Result<CompiledFunction, JitError> {
     assert!((1..=2).contains(&groups.len()), "one or two output groups");
-    assert!((1..=2).contains(&lanes), "one or two lanes");
+    assert!([1, 2, 4].contains(&lanes), "one, two or four lanes");
     for n in std::iter::once(inputs.len()).chain(groups.iter().map(|g| g.len())) {
         if n * lanes > MAX_ARRAY {
             return Err(JitError::TooLarge(n));
@@ -766,6 +787,8 @@ pub fn compile_lanes(
     let start = Instant::now();
     let plan = Plan::new(g, inputs, groups, lanes)?;
     let n = plan.order.len();
+    // The tier of one pair's code: four-lane code runs in batches, so it keeps the faster
+    // code of its size (two pairs double the weight, not what the allocator faces per value).
     let tier = Tier::of(plan.weight);
     let small = tier == Tier::Small;
     let bounds: Vec<(usize, usize)> = if small {
@@ -938,50 +961,54 @@ fn lower_chunk(
     b.seal_block(entry);
     let params = b.block_params(entry).to_vec();
     let scratch = params[plan.groups.len() + 1];
-    let mut em = Emitter { b, module, calls: HashMap::new(), inline_exp: false };
+    let mut em = Emitter { b, module, calls: HashMap::new(), inline_exp: false, quad_out: None };
     let ty = plan.ty;
+    let streams = plan.streams();
     // Not `trusted()`: that promises alignment, and a pair of lanes is only 8-byte aligned.
     let flags = MemFlagsData::new().with_notrap();
     let read_only = flags.with_readonly().with_can_move();
-    // The SSA value of each node computed in this chunk (`values[p - lo]`), with the window
-    // it may be used in; a node of an earlier chunk is reloaded from scratch.
-    let mut values: Vec<Option<(usize, Value)>> = vec![None; hi - lo];
-    // A node's value for use in `window`: its own SSA value if computed there, otherwise
-    // recomputed (numbers), reloaded from the inputs (variables) or from scratch.
+    // The SSA values of each node computed in this chunk (`values[p - lo]`, one per pair of
+    // lanes), with the window they may be used in; a node of an earlier chunk is reloaded
+    // from scratch.
+    let mut values: Vec<Option<(usize, [Value; 2])>> = vec![None; hi - lo];
+    // A node's value in pair `s` for use in `window`: its own SSA value if computed there,
+    // otherwise recomputed (numbers), reloaded from the inputs (variables) or from scratch.
     // Loads and numbers are emitted at each use, not kept for the window: a value with one
     // use right after it is computed is folded into that instruction as its memory operand
     // (`vmulsd 0x1230(%r15), %xmm1, %xmm2`), where a value kept in a register across the
     // window would be spilled to the stack and reloaded by the register allocator.
-    let fetch =
-        |em: &mut Emitter, values: &mut Vec<Option<(usize, Value)>>, k: usize, window: usize| -> Operand {
-            if k >= lo
-                && let Some((w, v)) = values[k - lo]
-                && w == window
-            {
-                return Operand { value: v, kind: Kind::Register };
-            }
-            match prog.op(k) {
-                Op::Num(bits) => {
-                    Operand { value: em.constant(ty, f64::from_bits(bits)), kind: Kind::Constant }
-                }
-                Op::Const(c) => Operand { value: em.constant(ty, c.value()), kind: Kind::Constant },
-                Op::Var(_) => Operand {
-                    value: em.b.ins().load(ty, read_only, params[0], plan.input_offset(k)),
-                    kind: Kind::Load,
-                },
-                _ => Operand { value: em.b.ins().load(ty, flags, scratch, plan.slot(k)), kind: Kind::Load },
-            }
-        };
-    let mut args: Vec<Operand> = Vec::new();
-    for p in lo..hi {
-        // Numbers and inputs are materialized where they are used (`fetch`); absorbed
-        // products inside the sums that use them.
-        if plan.absorbed[p] || prog.is_leaf(p) {
-            continue;
+    let fetch = |em: &mut Emitter,
+                 values: &[Option<(usize, [Value; 2])>],
+                 k: usize,
+                 window: usize,
+                 s: usize| {
+        if k >= lo
+            && let Some((w, v)) = values[k - lo]
+            && w == window
+        {
+            return Operand { value: v[s], kind: Kind::Register };
         }
-        let window = plan.window[p] as usize;
-        let v = match prog.op(p) {
-            Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("skipped above"),
+        match prog.op(k) {
+            Op::Num(bits) => Operand { value: em.constant(ty, f64::from_bits(bits)), kind: Kind::Constant },
+            Op::Const(c) => Operand { value: em.constant(ty, c.value()), kind: Kind::Constant },
+            Op::Var(_) => Operand {
+                value: em.b.ins().load(ty, read_only, params[0], plan.input_offset(k, s)),
+                kind: Kind::Load,
+            },
+            _ => Operand { value: em.b.ins().load(ty, flags, scratch, plan.slot(k, s)), kind: Kind::Load },
+        }
+    };
+    // The value of the node at `p` in pair `s`, for every node but a host call over four
+    // lanes (both pairs at once, below).
+    let node = |em: &mut Emitter,
+                values: &[Option<(usize, [Value; 2])>],
+                args: &mut Vec<Operand>,
+                p: usize,
+                window: usize,
+                s: usize|
+     -> Result<Value, JitError> {
+        Ok(match prog.op(p) {
+            Op::Num(_) | Op::Const(_) | Op::Var(_) => unreachable!("leaves are not emitted"),
             Op::Add => {
                 let mut acc: Option<Operand> = None;
                 // A first term that is a negative product, `-m`, waiting for the second:
@@ -998,9 +1025,9 @@ fn lower_chunk(
                             args.push(Operand { value: em.constant(ty, c), kind: Kind::Constant });
                         }
                         for &f in factors {
-                            args.push(fetch(&mut em, &mut values, f as usize, window));
+                            args.push(fetch(em, values, f as usize, window, s));
                         }
-                        let m = em.fold(&args, |b, x, y| b.ins().fmul(x, y));
+                        let m = em.fold(args, |b, x, y| b.ins().fmul(x, y));
                         let value = match (acc, negated.take()) {
                             (None, None) => {
                                 negated = Some(m);
@@ -1014,7 +1041,7 @@ fn lower_chunk(
                         };
                         acc = Some(Operand { value, kind: Kind::Register });
                     } else {
-                        let x = fetch(&mut em, &mut values, k, window);
+                        let x = fetch(em, values, k, window, s);
                         if let Some(first) = negated.take() {
                             acc = Some(Operand {
                                 value: em.b.ins().fsub(x.value, first),
@@ -1045,20 +1072,20 @@ fn lower_chunk(
                 let skip = start.map_or(0, |(_, len)| len as usize);
                 args.clear();
                 for &a in &prog.args(p)[skip..] {
-                    args.push(fetch(&mut em, &mut values, a as usize, window));
+                    args.push(fetch(em, values, a as usize, window, s));
                 }
                 // (-1*f1)*f2*... as the interpreter computes it: the product of `-1` and one
                 // factor is that factor negated, exactly.
                 let product = match start {
                     Some((q, len)) => {
-                        let mut acc = fetch(&mut em, &mut values, q as usize, window).value;
+                        let mut acc = fetch(em, values, q as usize, window, s).value;
                         debug_assert_eq!(len as usize, skip);
-                        for x in &args {
+                        for x in args.iter() {
                             acc = em.b.ins().fmul(acc, x.value);
                         }
                         acc
                     }
-                    None => em.fold(&args, |b, x, y| b.ins().fmul(x, y)),
+                    None => em.fold(args, |b, x, y| b.ins().fmul(x, y)),
                 };
                 match prog.step_factor(p) {
                     Some(k) => em.zero_where(ty, args[k].value, product),
@@ -1067,12 +1094,12 @@ fn lower_chunk(
             }
             Op::Pow => {
                 let (base, exp) = (prog.args(p)[0] as usize, prog.args(p)[1] as usize);
-                let b = fetch(&mut em, &mut values, base, window).value;
-                let e = fetch(&mut em, &mut values, exp, window).value;
+                let b = fetch(em, values, base, window, s).value;
+                let e = fetch(em, values, exp, window, s).value;
                 em.pow_lanes(ty, b, e, prog.num(exp))?
             }
             Op::Func(f) => {
-                let x = fetch(&mut em, &mut values, prog.args(p)[0] as usize, window).value;
+                let x = fetch(em, values, prog.args(p)[0] as usize, window, s).value;
                 em.func_lanes(ty, f, x)?
             }
             Op::MatMul
@@ -1089,12 +1116,42 @@ fn lower_chunk(
                     crate::graph::Style::Text,
                 )));
             }
-        };
-        if plan.spilled(p) {
-            em.b.ins().store(flags, v, scratch, plan.slot(p));
+        })
+    };
+    let mut args: Vec<Operand> = Vec::new();
+    for p in lo..hi {
+        // Numbers and inputs are materialized where they are used (`fetch`); absorbed
+        // products inside the sums that use them.
+        if plan.absorbed[p] || prog.is_leaf(p) {
+            continue;
         }
-        for &(k, j) in plan.stores.get(&p).map_or(&[][..], |s| &s[..]) {
-            em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
+        let window = plan.window[p] as usize;
+        let v = match prog.op(p) {
+            // Four lanes: one host call for both pairs.
+            Op::Func(f) if streams == 2 => {
+                let x = [0, 1].map(|s| fetch(&mut em, &values, prog.args(p)[0] as usize, window, s).value);
+                em.func_quad(f, x)?
+            }
+            Op::Pow if streams == 2 => {
+                let (base, exp) = (prog.args(p)[0] as usize, prog.args(p)[1] as usize);
+                let b = [0, 1].map(|s| fetch(&mut em, &values, base, window, s).value);
+                let e = [0, 1].map(|s| fetch(&mut em, &values, exp, window, s).value);
+                em.pow_quad(b, e, prog.num(exp))?
+            }
+            _ => {
+                let first = node(&mut em, &values, &mut args, p, window, 0)?;
+                let second =
+                    if streams == 2 { node(&mut em, &values, &mut args, p, window, 1)? } else { first };
+                [first, second]
+            }
+        };
+        for (s, &v) in v.iter().enumerate().take(streams) {
+            if plan.spilled(p) {
+                em.b.ins().store(flags, v, scratch, plan.slot(p, s));
+            }
+            for &(k, j) in plan.stores.get(&p).map_or(&[][..], |s| &s[..]) {
+                em.b.ins().store(flags, v, params[1 + k], plan.offset(j, s));
+            }
         }
         values[p - lo] = Some((window, v));
     }
@@ -1107,8 +1164,10 @@ fn lower_chunk(
                 if !matches!(g.op(*id), Op::Num(_) | Op::Const(_) | Op::Var(_)) {
                     continue;
                 }
-                let v = fetch(&mut em, &mut values, plan.pos(*id), end).value;
-                em.b.ins().store(flags, v, params[1 + k], (ty.bytes() as usize * j) as i32);
+                for s in 0..streams {
+                    let v = fetch(&mut em, &values, plan.pos(*id), end, s).value;
+                    em.b.ins().store(flags, v, params[1 + k], plan.offset(j, s));
+                }
             }
         }
     }
@@ -1149,31 +1208,85 @@ pub(super) struct Emitter<'a> {
     /// with the shorter call: inline, a 10⁴-operation random DAG ran 1.4× slower one point
     /// at a time and 1.3× slower in pairs.
     pub(super) inline_exp: bool,
+    /// Where the four-lane host functions write their two pairs (one slot per function,
+    /// made at the first such call).
+    pub(super) quad_out: Option<StackSlot>,
 }
 
 impl Emitter<'_> {
+    /// The host function `symbol`, declared in this function the first time.
+    fn host(
+        &mut self,
+        symbol: &'static str,
+        params: &[types::Type],
+        ret: Option<types::Type>,
+    ) -> Result<FuncRef, JitError> {
+        if let Some(&f) = self.calls.get(symbol) {
+            return Ok(f);
+        }
+        let mut sig = self.module.make_signature();
+        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.returns.extend(ret.map(AbiParam::new));
+        let fid = self.module.declare_function(symbol, Linkage::Import, &sig).map_err(codegen)?;
+        let f = self.module.declare_func_in_func(fid, self.b.func);
+        self.calls.insert(symbol, f);
+        Ok(f)
+    }
+
+    /// A call of the host function `symbol` over `f64`s, or `f64x2` pairs (in and out alike)
+    /// for the two-lane functions.
     pub(super) fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
-        let fref = match self.calls.get(symbol) {
-            Some(&f) => f,
-            None => {
-                // `f64`s, or `f64x2` pairs (in and out alike) for the two-lane functions.
-                let ty = args.first().map_or(types::F64, |&a| self.b.func.dfg.value_type(a));
-                let mut sig = self.module.make_signature();
-                for _ in args {
-                    sig.params.push(AbiParam::new(ty));
-                }
-                sig.returns.push(AbiParam::new(ty));
-                let fid = self
-                    .module
-                    .declare_function(symbol, Linkage::Import, &sig)
-                    .map_err(|e| JitError::Codegen(e.to_string()))?;
-                let f = self.module.declare_func_in_func(fid, self.b.func);
-                self.calls.insert(symbol, f);
-                f
-            }
-        };
+        let ty = args.first().map_or(types::F64, |&a| self.b.func.dfg.value_type(a));
+        let fref = self.host(symbol, &vec![ty; args.len()], Some(ty))?;
         let inst = self.b.ins().call(fref, args);
         Ok(self.b.inst_results(inst)[0])
+    }
+
+    /// A call of the four-lane host function `symbol` on `args` (pairs): it writes its two
+    /// result pairs to a stack slot (two vectors do not come back in registers, see
+    /// `runtime::Pair`), which are loaded from there.
+    fn call_quad(&mut self, symbol: &'static str, args: &[Value]) -> Result<[Value; 2], JitError> {
+        let ptr = self.module.target_config().pointer_type();
+        let mut params = vec![types::F64X2; args.len()];
+        params.push(ptr);
+        let fref = self.host(symbol, &params, None)?;
+        let slot = *self.quad_out.get_or_insert_with(|| {
+            self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 4))
+        });
+        let out = self.b.ins().stack_addr(ptr, slot, 0);
+        let mut all = args.to_vec();
+        all.push(out);
+        self.b.ins().call(fref, &all);
+        let flags = MemFlagsData::new().with_notrap();
+        Ok([0, 16].map(|at| self.b.ins().load(types::F64X2, flags, out, at)))
+    }
+
+    /// `f(x)` in the four lanes of the two pairs `x`: one call of the four-lane host
+    /// function where there is one, else [`func_lanes`](Self::func_lanes) on each pair.
+    pub(super) fn func_quad(&mut self, f: Func, x: [Value; 2]) -> Result<[Value; 2], JitError> {
+        let inline = f == Func::Abs || (f == Func::Exp && self.inline_exp);
+        match runtime::quad_symbol_of(f) {
+            Some(symbol) if !inline => self.call_quad(symbol, &x),
+            _ => Ok([self.func_lanes(types::F64X2, f, x[0])?, self.func_lanes(types::F64X2, f, x[1])?]),
+        }
+    }
+
+    /// `b^e` in the four lanes of the pairs `b` and `e`, as [`pow_lanes`](Self::pow_lanes)
+    /// computes each.
+    pub(super) fn pow_quad(
+        &mut self,
+        b: [Value; 2],
+        e: [Value; 2],
+        exponent: Option<f64>,
+    ) -> Result<[Value; 2], JitError> {
+        let inline = exponent.is_some_and(|x| self.pow_is_inline(x));
+        match runtime::pow_quad_symbol() {
+            Some(symbol) if !inline => self.call_quad(symbol, &[b[0], b[1], e[0], e[1]]),
+            _ => Ok([
+                self.pow_lanes(types::F64X2, b[0], e[0], exponent)?,
+                self.pow_lanes(types::F64X2, b[1], e[1], exponent)?,
+            ]),
+        }
     }
 
     /// The number `x` in every lane of `ty` (`F64` or `F64X2`).
@@ -1279,6 +1392,9 @@ impl Emitter<'_> {
     /// when the host's `pow` is needed.
     pub(super) fn pow_inline(&mut self, ty: types::Type, b: Value, exponent: Option<f64>) -> Option<Value> {
         let x = exponent?;
+        if !self.pow_is_inline(x) {
+            return None;
+        }
         let one = |em: &mut Self| em.constant(ty, 1.0);
         Some(if x == 2.0 {
             self.b.ins().fmul(b, b)
@@ -1291,8 +1407,8 @@ impl Emitter<'_> {
             let s = self.b.ins().sqrt(b);
             let c = one(self);
             self.b.ins().fdiv(c, s)
-        } else if x.fract() == 0.0 && x.abs() <= 64.0 {
-            // `(1/b)^n` for a negative power: the same division for every negative power of
+        } else {
+            // An integer up to 64 (`pow_is_inline`): `(1/b)^n` for a negative power: the same division for every negative power of
             // `b`, which Cranelift's value numbering then computes once.
             let base = if x < 0.0 {
                 let c = one(self);
@@ -1304,9 +1420,13 @@ impl Emitter<'_> {
                 Some(p) => p,
                 None => one(self),
             }
-        } else {
-            return None;
         })
+    }
+
+    /// Whether [`pow_inline`](Self::pow_inline) computes `b^x` without the host's `pow`:
+    /// 2, -1, ±0.5, integers up to 64.
+    fn pow_is_inline(&self, x: f64) -> bool {
+        x == 2.0 || x == -1.0 || x.abs() == 0.5 || (x.fract() == 0.0 && x.abs() <= 64.0)
     }
 
     /// `step == 0 ? 0 : product`, lane by lane for a vector type `ty`: a product with a step

@@ -65,8 +65,8 @@ impl From<OverBudget> for GradientError {
 
 /// A compiled value-and-gradient.
 pub enum GradientCode {
-    /// One straight-line function, and its two-lane version for batches.
-    Straight(Box<CompiledFunction>, Box<Pairs>),
+    /// One straight-line function, and its four-lane version for batches.
+    Straight(Box<CompiledFunction>, Box<Batch>),
     /// Loops and phases.
     Looped(Box<Looped>),
 }
@@ -100,21 +100,26 @@ impl GradientCode {
         }
     }
 
-    /// The value and gradient at two points at once: `x` holds the two points' inputs (then
-    /// parameters) interleaved, `values` receives the two values and `grad` the gradients
-    /// interleaved. `false` (nothing written) when there is no two-lane code (a program of
-    /// loops, a function too large to keep a copy of, see [`Pairs`]) or on wrong lengths.
-    pub fn call_pair(&self, x: &[f64], values: &mut [f64; 2], grad: &mut [f64]) -> bool {
+    /// The value and gradient at as many points at once as the batch code has lanes (see
+    /// [`batch_lanes`](Self::batch_lanes)): `x` holds the points' inputs (then parameters)
+    /// interleaved (`x0 y0 z0 w0 x1 ...` for four), `values` receives one value per point and
+    /// `grad` the gradients interleaved. `false` (nothing written) when there is no batch
+    /// code (a program of loops, a function too large to keep a copy of, see [`Batch`]) or
+    /// on wrong lengths.
+    pub fn call_batch(&self, x: &[f64], values: &mut [f64], grad: &mut [f64]) -> bool {
         match self {
-            GradientCode::Straight(_, pairs) => pairs.get().is_some_and(|c| c.call2(x, values, grad)),
+            GradientCode::Straight(_, batch) => batch.get().is_some_and(|c| c.call2(x, values, grad)),
             GradientCode::Looped(_) => false,
         }
     }
 
-    /// Whether [`call_pair`](Self::call_pair) can run (compiling the two-lane code now if
-    /// it has not been).
-    pub fn has_pairs(&self) -> bool {
-        matches!(self, GradientCode::Straight(_, pairs) if pairs.get().is_some())
+    /// The points per call of [`call_batch`](Self::call_batch) (compiling its code now if
+    /// it has not been), or `None` when there is no batch code.
+    pub fn batch_lanes(&self) -> Option<usize> {
+        match self {
+            GradientCode::Straight(_, batch) => batch.get().map(|c| c.lanes()),
+            GradientCode::Looped(_) => None,
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -132,41 +137,54 @@ impl GradientCode {
     }
 }
 
-/// The two-lane version of a straight-line program, a gradient's or a vector function's (two
-/// points per `f64x2` instruction, see `lower.rs`), compiled the first time a batch asks for
-/// it: most programs are never evaluated in batches, and compiling both versions up front would double every compile
-/// time. Until then it keeps an exact copy of the program's nodes ([`Graph::extract`]),
-/// so the two lanes compute bit for bit what the one-lane code computes. Only programs of at
-/// most [`PAIR_OPS`] operations keep one: beyond, the copy would cost memory in proportion
-/// to a function whose batches are split across cores anyway.
-pub struct Pairs {
+/// The batch version of a straight-line program, a gradient's or a vector function's,
+/// compiled the first time a batch asks for it: most programs are never evaluated in
+/// batches, and compiling both versions up front would triple every compile time. Until then
+/// it keeps an exact copy of the program's nodes ([`Graph::extract`]), so every lane
+/// computes bit for bit what the one-lane code computes. Only programs of at most
+/// [`BATCH_OPS`] operations keep one: beyond, the copy would cost memory in proportion to a
+/// function whose batches are split across cores anyway.
+///
+/// **Four lanes or two.** Four points per call (two pairs, one host call for all four, see
+/// `lower.rs`) where the one-lane code is at most [`FOUR_LANE_BYTES`] long; two beyond.
+/// Four-lane code is about twice as long as two-lane code, and a long straight-line program
+/// is paced by fetching its code: at 10⁴ operations (2 MB of one-lane code) four lanes ran
+/// no faster per point than one, two lanes 1.5 times as fast.
+pub struct Batch {
     code: std::sync::OnceLock<Option<CompiledFunction>>,
-    source: std::sync::Mutex<Option<PairSource>>,
+    source: std::sync::Mutex<Option<BatchSource>>,
+    lanes: usize,
 }
 
-/// The copy a [`Pairs`] compiles from: its graph, the inputs (then parameters), the
+/// The longest one-lane code (in bytes, `Stats::code_bytes`) whose batch version has four
+/// lanes (see [`Batch`]).
+pub const FOUR_LANE_BYTES: usize = 256 * 1024;
+
+/// The copy a [`Batch`] compiles from: its graph, the inputs (then parameters), the
 /// outputs, and where the second output group starts (the gradient after the value; 0 for
 /// one group).
-type PairSource = (Graph, Vec<Id>, Vec<Id>, usize);
+type BatchSource = (Graph, Vec<Id>, Vec<Id>, usize);
 
-/// The most operations a straight-line program may have to keep a two-lane version.
-pub const PAIR_OPS: usize = 200_000;
+/// The most operations a straight-line program may have to keep a four-lane version.
+pub const BATCH_OPS: usize = 200_000;
 
-impl Pairs {
-    /// Keeps what the two-lane version of the program `groups` (one or two output groups)
-    /// over `read` needs, if the program has at most [`PAIR_OPS`] operations.
-    fn keep(g: &Graph, read: &[Id], groups: &[&[Id]], ops: usize) -> Pairs {
-        let source = (ops <= PAIR_OPS).then(|| {
+impl Batch {
+    /// Keeps what the batch version of the program `groups` (one or two output groups)
+    /// over `read`, compiled one lane at a time as `one`, needs, if the program has at most
+    /// [`BATCH_OPS`] operations.
+    fn keep(g: &Graph, read: &[Id], groups: &[&[Id]], one: &Stats) -> Batch {
+        let source = (one.ops <= BATCH_OPS).then(|| {
             let roots: Vec<Id> = read.iter().chain(groups.iter().flat_map(|o| o.iter())).copied().collect();
             let (copy, ids) = g.extract(&roots);
             let outs = ids[read.len()..].to_vec();
             let split = if groups.len() > 1 { groups[0].len() } else { 0 };
             (copy, ids[..read.len()].to_vec(), outs, split)
         });
-        Pairs { code: std::sync::OnceLock::new(), source: std::sync::Mutex::new(source) }
+        let lanes = if one.code_bytes <= FOUR_LANE_BYTES { 4 } else { 2 };
+        Batch { code: std::sync::OnceLock::new(), source: std::sync::Mutex::new(source), lanes }
     }
 
-    /// The two-lane code, compiled on first use (`None` if there is no copy to compile, or
+    /// The batch code, compiled on first use (`None` if there is no copy to compile, or
     /// compiling failed: then batches run one point at a time).
     fn get(&self) -> Option<&CompiledFunction> {
         self.code
@@ -174,7 +192,7 @@ impl Pairs {
                 let (g, read, outs, split) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take()?;
                 let groups: Vec<&[Id]> =
                     if split == 0 { vec![&outs] } else { vec![&outs[..split], &outs[split..]] };
-                super::lower::compile_lanes(&g, &read, &groups, &CompileOptions::default(), 2).ok()
+                super::lower::compile_lanes(&g, &read, &groups, &CompileOptions::default(), self.lanes).ok()
             })
             .as_ref()
     }
@@ -354,8 +372,8 @@ pub fn compile_gradient(
     if !worth_loops(&found, operations) {
         let grad = reverse::try_gradient(g, f, inputs)?;
         let code = compile(g, &read, &[&[f], &grad], opts)?;
-        let pairs = Pairs::keep(g, &read, &[&[f], &grad], code.stats().ops);
-        return Ok(GradientCode::Straight(Box::new(code), Box::new(pairs)));
+        let batch = Batch::keep(g, &read, &[&[f], &grad], code.stats());
+        return Ok(GradientCode::Straight(Box::new(code), Box::new(batch)));
     }
     let mark = g.mark();
     let r = build(g, f, inputs, params, &found, opts);
@@ -816,8 +834,8 @@ fn loop_stats(
 /// straight-line rest (a Hessian assembled from its terms, or classes of like outputs);
 /// entries copied from a template of numbers around computed ones; or a large sum's value.
 pub enum VectorCode {
-    /// One straight-line function, and its two-lane version for batches.
-    Straight(Box<CompiledFunction>, Box<Pairs>),
+    /// One straight-line function, and its four-lane version for batches.
+    Straight(Box<CompiledFunction>, Box<Batch>),
     Looped(Box<LoopedEntries>),
     Entries(Box<Entries>),
     Sum(Box<LoopedSum>),
@@ -1096,25 +1114,29 @@ impl VectorCode {
         }
     }
 
-    /// One straight-line function of `outs`, with what its two-lane version needs.
+    /// One straight-line function of `outs`, with what its four-lane version needs.
     fn straight(g: &Graph, inputs: &[Id], outs: &[Id]) -> Result<VectorCode, GradientError> {
         let code = compile(g, inputs, &[outs], &CompileOptions::default())?;
-        let pairs = Pairs::keep(g, inputs, &[outs], code.stats().ops);
-        Ok(VectorCode::Straight(Box::new(code), Box::new(pairs)))
+        let batch = Batch::keep(g, inputs, &[outs], code.stats());
+        Ok(VectorCode::Straight(Box::new(code), Box::new(batch)))
     }
 
-    /// Whether [`call_pair`](Self::call_pair) can run (compiling the two-lane code now if
-    /// it has not been): straight-line code of up to [`PAIR_OPS`] operations.
-    pub fn has_pairs(&self) -> bool {
-        matches!(self, VectorCode::Straight(_, pairs) if pairs.get().is_some())
-    }
-
-    /// The outputs at two points at once, inputs and outputs interleaved (see
-    /// [`GradientCode::call_pair`]); `false` (nothing written) without two-lane code or on
-    /// wrong lengths.
-    pub fn call_pair(&self, x: &[f64], out: &mut [f64]) -> bool {
+    /// The points per call of [`call_batch`](Self::call_batch) (compiling its code now if
+    /// it has not been), or `None` without batch code: straight-line code of up to
+    /// [`BATCH_OPS`] operations has it.
+    pub fn batch_lanes(&self) -> Option<usize> {
         match self {
-            VectorCode::Straight(_, pairs) => pairs.get().is_some_and(|c| c.call1(x, out)),
+            VectorCode::Straight(_, batch) => batch.get().map(|c| c.lanes()),
+            _ => None,
+        }
+    }
+
+    /// The outputs at several points at once, inputs and outputs interleaved (see
+    /// [`GradientCode::call_batch`]); `false` (nothing written) without batch code or on
+    /// wrong lengths.
+    pub fn call_batch(&self, x: &[f64], out: &mut [f64]) -> bool {
+        match self {
+            VectorCode::Straight(_, batch) => batch.get().is_some_and(|c| c.call1(x, out)),
             _ => false,
         }
     }
