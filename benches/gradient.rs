@@ -6,7 +6,7 @@
 //! gradient in this same binary; the function alone (for the cheap-gradient ratio); the
 //! swell case (10th derivative of sin^7, with the interpreter); the product of n variables
 //! (n = 1,000 and 10,000) against a hand-written prefix/suffix gradient; and a
-//! 100,000-operation random DAG; and batches (`eval_many`, two points per `f64x2` call)
+//! 100,000-operation random DAG; and batches (`eval_many`, four points per call)
 //! against one `eval` per point, on random DAGs and continued fractions of about 10², 10³ and
 //! 10⁴ nodes. Every compiled gradient also reports its operations
 //! relative to the function's (`CompileStats::gradient_ratio`, counts, not times). The summary
@@ -220,7 +220,7 @@ fn batch_benches(c: &mut Criterion) {
         eprintln!("batch/{name}: {} nodes, {}", f.node_count(), g.stats().structure());
         let xs: Vec<f64> = (0..BATCH * n).map(|i| 0.2 + 0.5 * (i as f64 * 0.37).sin().abs()).collect();
         let (mut values, mut grads) = (vec![0.0; BATCH], vec![0.0; BATCH * n]);
-        g.eval_many(&xs, &mut values, &mut grads).unwrap(); // compiles the two-lane code
+        g.eval_many(&xs, &mut values, &mut grads).unwrap(); // compiles the batch code
         let mut group = c.benchmark_group(format!("batch/{name}"));
         group.bench_function("eval-each", |b| {
             b.iter(|| {

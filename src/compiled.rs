@@ -218,8 +218,9 @@ impl CompiledGradient {
     ///
     /// Four points run at once, two per `f64x2` instruction and four per call of a host
     /// function (`tanh`, `sin`, ...), in code compiled for that the first time a batch needs
-    /// it (a straight-line gradient of up to 200,000 operations; one compiled to loops, which
-    /// already run two terms at once, goes point by point). Every point gets exactly what
+    /// it (a straight-line gradient of up to 200,000 operations, two points at once where its
+    /// code is long; one compiled to loops, which already run two terms at once, goes point
+    /// by point). Every point gets exactly what
     /// [`eval`](Self::eval) gives it. Large batches are also split across the machine's
     /// cores.
     ///

@@ -40,6 +40,13 @@
 //! one-lane function computes it), and the selects of `relu`, `step` and `sign` run lane by
 //! lane. Every lane computes exactly what the one-lane code computes.
 //!
+//! **Four points at once.** With 4 lanes each node is emitted twice, for two pairs (points
+//! 0, 1 and 2, 3; an input, output or scratch entry holds four values), and a host function
+//! is one call for both pairs (`runtime.rs`'s four-lane functions write their two result
+//! pairs to a stack slot). The host functions are paced by instruction count, so four lanes
+//! pay off where the host computes them in one AVX register; windows, chunks and the tier
+//! are those of the one-pair program.
+//!
 //! **Exactness.** The canonical form writes `a - b` as `a + (-1)*b`. Where a product with a
 //! negative coefficient is used only by sums, the sums subtract the product of its absolute
 //! value instead (`fsub`; a sum whose first term is such a product starts as `t1 - m`,
