@@ -119,24 +119,41 @@ fn for_batches(
     })
 }
 
-/// Points one after the other (`n` values each, at least one point) as `lanes` interleaved
-/// lanes, the last point repeated in the lanes past the points given.
+/// Points one after the other (`n` values each, at least one point) as `lanes` (2 or 4)
+/// interleaved lanes, the last point repeated in the lanes past the points given.
 fn interleave(points: &[f64], n: usize, lanes: usize, out: &mut [f64]) {
+    match lanes {
+        4 => interleave_n::<4>(points, n, out),
+        _ => interleave_n::<2>(points, n, out),
+    }
+}
+
+/// [`interleave`] for `L` lanes: one pass over `out`, an entry at a time.
+fn interleave_n<const L: usize>(points: &[f64], n: usize, out: &mut [f64]) {
     let Some(count) = points.len().checked_div(n) else { return };
-    for l in 0..lanes {
-        let point = &points[l.min(count - 1) * n..][..n];
-        for (entry, &x) in out.chunks_exact_mut(lanes).zip(point) {
-            entry[l] = x;
+    let rows: [&[f64]; L] = std::array::from_fn(|l| &points[l.min(count - 1) * n..][..n]);
+    for (j, entry) in out[..L * n].chunks_exact_mut(L).enumerate() {
+        for (x, row) in entry.iter_mut().zip(&rows) {
+            *x = row[j];
         }
     }
 }
 
-/// `lanes` interleaved lanes back as points one after the other (`k` values each), as many
-/// as `points` has room for.
+/// `lanes` (2 or 4) interleaved lanes back as points one after the other (`k` values each),
+/// as many as `points` has room for.
 fn deinterleave(from: &[f64], k: usize, lanes: usize, points: &mut [f64]) {
-    for (l, point) in points.chunks_exact_mut(k.max(1)).enumerate() {
-        for (x, entry) in point.iter_mut().zip(from.chunks_exact(lanes)) {
-            *x = entry[l];
+    match lanes {
+        4 => deinterleave_n::<4>(from, k, points),
+        _ => deinterleave_n::<2>(from, k, points),
+    }
+}
+
+/// [`deinterleave`] for `L` lanes: one pass over `from`, an entry at a time.
+fn deinterleave_n<const L: usize>(from: &[f64], k: usize, points: &mut [f64]) {
+    let count = points.len().checked_div(k).unwrap_or(0).min(L);
+    for (j, entry) in from[..L * k].chunks_exact(L).enumerate() {
+        for (l, &x) in entry[..count].iter().enumerate() {
+            points[l * k + j] = x;
         }
     }
 }
