@@ -19,6 +19,7 @@ use super::{Lanes, X2};
 /// so each lane is still `f64`'s. What the four-lane host functions compute with where the
 /// processor lacks AVX2 (about what two pairs cost).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(all(target_arch = "x86_64", unix)), allow(dead_code))] // the host functions' platforms
 pub struct X4(pub X2, pub X2);
 
 #[cfg(test)]
@@ -137,6 +138,7 @@ impl Lanes for X4 {
 pub use avx::Y4;
 
 #[cfg(target_arch = "x86_64")]
+#[cfg_attr(not(unix), allow(dead_code))] // the four-lane host functions are Unix's
 mod avx {
     use std::arch::x86_64::*;
     use std::ops::{Add, Div, Mul, Sub};
