@@ -197,7 +197,7 @@ pub fn exp<L: Lanes>(x: L) -> L {
     let t = x * L::splat(INV_LN2N) + L::splat(SHIFTER);
     let kf = t - L::splat(SHIFTER);
     let r = (x - kf * L::splat(LN2N_HI)) - kf * L::splat(LN2N_LO);
-    let (s1, s2, tail) = t.map3(scales);
+    let (s1, s2, tail) = scales(t);
     let r2 = r * r;
     let (c2, c3, c4, c5) = (L::splat(C2), L::splat(C3), L::splat(C4), L::splat(C5));
     let p = tail + r + r2 * (c2 + r * c3) + r2 * r2 * (c4 + r * c5);
@@ -218,28 +218,29 @@ pub fn sigmoid<L: Lanes>(x: L) -> L {
     L::from_fn(|i| if x.lane(i) >= 0.0 { above.lane(i) } else { below.lane(i) })
 }
 
-/// The integer steps of [`exp`] for one lane, from `t = x * 128/ln2 + SHIFTER`: `s1 =
-/// 2^(j/128) * 2^e1`, `s2 = 2^e2` and the table entry's relative error.
+/// The integer steps of [`exp`], from `t = x * 128/ln2 + SHIFTER`: `s1 = 2^(j/128) * 2^e1`,
+/// `s2 = 2^e2` and the table entry's relative error, in each lane (as vector integer
+/// operations and one table load per lane, a gather with AVX2).
 #[inline(always)]
-fn scales(t: f64) -> (f64, f64, f64) {
+fn scales<L: Lanes>(t: L) -> (L, L, L) {
     let (kb, top, tail) = entry(t);
-    let eb = ((kb as u64) >> 7) as i64; // e + 1088
-    let e1b = ((eb as u64) >> 1) as i64; // e1 + 544
-    let e2b = eb.wrapping_sub(e1b); // e2 + 544
+    let eb = kb.int_shr(7); // e + 1088
+    let e1b = eb.int_shr(1); // e1 + 544
+    let e2b = eb.int_sub(e1b); // e2 + 544
     // 2^(j/128) * 2^e1 by adding e1 to the exponent bits; 2^e2 from its exponent bits.
-    let s1 = f64::from_bits(top.wrapping_add((e1b.wrapping_sub(544) as u64) << 52));
-    let s2 = f64::from_bits((e2b.wrapping_add(1023 - 544) as u64) << 52);
+    let s1 = top.int_sum(e1b.int_add(544u64.wrapping_neg()).int_shl(52));
+    let s2 = e2b.int_add(1023 - 544).int_shl(52);
     (s1, s2, tail)
 }
 
-/// `k + BIAS` from the low bits of `t = y * 128/ln2 + SHIFTER`, with the table entry of
-/// `j = k mod 128`: `2^(j/128)` rounded (as bits) and its relative error. `j` is in `0..128`
-/// whatever `t` holds (a NaN too), so this never panics.
+/// `k + BIAS` (as bits) from the low bits of `t = y * 128/ln2 + SHIFTER`, with the table
+/// entry of `j = k mod 128`: `2^(j/128)` rounded (as bits) and its relative error. `j` is in
+/// `0..128` whatever `t` holds (a NaN too), so this never reads outside the table.
 #[inline(always)]
-pub(super) fn entry(t: f64) -> (i64, u64, f64) {
-    let kb = (t.to_bits() as i64).wrapping_sub((SHIFTER.to_bits() as i64).wrapping_sub(BIAS));
-    let [top, tail] = TABLE[(kb & 127) as usize];
-    (kb, top, f64::from_bits(tail))
+pub(super) fn entry<L: Lanes>(t: L) -> (L, L, L) {
+    let kb = t.int_add((SHIFTER.to_bits() as i64).wrapping_sub(BIAS).wrapping_neg() as u64);
+    let (top, tail) = kb.table();
+    (kb, top, tail)
 }
 
 #[cfg(test)]

@@ -91,10 +91,9 @@ impl Lanes for X4 {
         self.0.all_within(lo, hi) & self.1.all_within(lo, hi)
     }
     #[inline(always)]
-    fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X4, X4, X4) {
-        let (a, b, c) = self.0.map3(&mut f);
-        let (d, e, g) = self.1.map3(f);
-        (X4(a, d), X4(b, e), X4(c, g))
+    fn table(self) -> (X4, X4) {
+        let ((a, b), (c, d)) = (self.0.table(), self.1.table());
+        (X4(a, c), X4(b, d))
     }
     #[inline(always)]
     fn less(a: X4, b: X4) -> X4 {
@@ -132,6 +131,18 @@ impl Lanes for X4 {
     fn int_shl(self, n: u32) -> X4 {
         X4(self.0.int_shl(n), self.1.int_shl(n))
     }
+    #[inline(always)]
+    fn int_shr(self, n: u32) -> X4 {
+        X4(self.0.int_shr(n), self.1.int_shr(n))
+    }
+    #[inline(always)]
+    fn int_sum(self, other: X4) -> X4 {
+        X4(self.0.int_sum(other.0), self.1.int_sum(other.1))
+    }
+    #[inline(always)]
+    fn int_sub(self, other: X4) -> X4 {
+        X4(self.0.int_sub(other.0), self.1.int_sub(other.1))
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -143,7 +154,7 @@ mod avx {
     use std::arch::x86_64::*;
     use std::ops::{Add, Div, Mul, Sub};
 
-    use super::super::{Lanes, X2};
+    use super::super::{Lanes, TABLE, X2};
 
     /// Four `f64` lanes in one AVX register, lane 0 first.
     ///
@@ -273,14 +284,15 @@ mod avx {
             }
         }
         #[inline(always)]
-        fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (Y4, Y4, Y4) {
-            let [x0, x1, x2, x3] = self.to_array();
-            let (r0, r1, r2, r3) = (f(x0), f(x1), f(x2), f(x3));
-            (
-                Y4::from_array([r0.0, r1.0, r2.0, r3.0]),
-                Y4::from_array([r0.1, r1.1, r2.1, r3.1]),
-                Y4::from_array([r0.2, r1.2, r2.2, r3.2]),
-            )
+        fn table(self) -> (Y4, Y4) {
+            // Two gathers: an entry is two `u64`s, so lane `j`'s halves are at `2j` and `2j + 1`.
+            unsafe {
+                let at = _mm256_slli_epi64::<1>(_mm256_and_si256(self.bits(), Y4::int(127)));
+                let base = TABLE.as_ptr().cast::<i64>();
+                let top = _mm256_i64gather_epi64::<8>(base, at);
+                let tail = _mm256_i64gather_epi64::<8>(base.add(1), at);
+                (Y4::from_bits(top), Y4::from_bits(tail))
+            }
         }
         #[inline(always)]
         fn less(a: Y4, b: Y4) -> Y4 {
@@ -317,6 +329,18 @@ mod avx {
         #[inline(always)]
         fn int_shl(self, n: u32) -> Y4 {
             Y4::from_bits(unsafe { _mm256_sll_epi64(self.bits(), _mm_cvtsi32_si128(n as i32)) })
+        }
+        #[inline(always)]
+        fn int_shr(self, n: u32) -> Y4 {
+            Y4::from_bits(unsafe { _mm256_srl_epi64(self.bits(), _mm_cvtsi32_si128(n as i32)) })
+        }
+        #[inline(always)]
+        fn int_sum(self, other: Y4) -> Y4 {
+            Y4::from_bits(unsafe { _mm256_add_epi64(self.bits(), other.bits()) })
+        }
+        #[inline(always)]
+        fn int_sub(self, other: Y4) -> Y4 {
+            Y4::from_bits(unsafe { _mm256_sub_epi64(self.bits(), other.bits()) })
         }
     }
 }

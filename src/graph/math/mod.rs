@@ -96,8 +96,9 @@ pub trait Lanes:
     /// Whether `lo <= |x| < hi` in every lane (false for NaN).
     fn all_within(self, lo: f64, hi: f64) -> bool;
 
-    /// `f`, which gives three values, applied to each lane once.
-    fn map3(self, f: impl FnMut(f64) -> (f64, f64, f64)) -> (Self, Self, Self);
+    /// The entry of `exp`'s table ([`TABLE`]) at each lane's bits and 127, as the bits of
+    /// its two halves (the value rounded, its relative error).
+    fn table(self) -> (Self, Self);
 
     // Masks and bit patterns: how a two-lane form lets each lane take its own path without
     // leaving the vector. A *mask* has every bit of a lane set (true) or none (false).
@@ -120,6 +121,13 @@ pub trait Lanes:
     fn int_neg(self) -> Self;
     /// The bits of each lane shifted left by `n` (below 64).
     fn int_shl(self, n: u32) -> Self;
+    /// The bits of each lane shifted right by `n` (below 64), zeros shifted in.
+    fn int_shr(self, n: u32) -> Self;
+    /// The bits of each lane of `self` and `other` as 64-bit integers, added (wrapping).
+    fn int_sum(self, other: Self) -> Self;
+    /// The bits of each lane of `self` and `other` as 64-bit integers, `self - other`
+    /// (wrapping).
+    fn int_sub(self, other: Self) -> Self;
 }
 
 impl Lanes for f64 {
@@ -157,8 +165,9 @@ impl Lanes for f64 {
         f64::copysign(self, sign)
     }
     #[inline(always)]
-    fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (f64, f64, f64) {
-        f(self)
+    fn table(self) -> (f64, f64) {
+        let [top, tail] = TABLE[(self.to_bits() & 127) as usize];
+        (f64::from_bits(top), f64::from_bits(tail))
     }
     #[inline(always)]
     fn all_within(self, lo: f64, hi: f64) -> bool {
@@ -200,6 +209,18 @@ impl Lanes for f64 {
     #[inline(always)]
     fn int_shl(self, n: u32) -> f64 {
         f64::from_bits(self.to_bits() << n)
+    }
+    #[inline(always)]
+    fn int_shr(self, n: u32) -> f64 {
+        f64::from_bits(self.to_bits() >> n)
+    }
+    #[inline(always)]
+    fn int_sum(self, other: f64) -> f64 {
+        f64::from_bits(self.to_bits().wrapping_add(other.to_bits()))
+    }
+    #[inline(always)]
+    fn int_sub(self, other: f64) -> f64 {
+        f64::from_bits(self.to_bits().wrapping_sub(other.to_bits()))
     }
 }
 
@@ -303,10 +324,14 @@ mod lanes2 {
             }
         }
         #[inline(always)]
-        fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X2, X2, X2) {
-            let [x0, x1] = self.to_array();
-            let ((a0, b0, c0), (a1, b1, c1)) = (f(x0), f(x1));
-            (X2::from_array([a0, a1]), X2::from_array([b0, b1]), X2::from_array([c0, c1]))
+        fn table(self) -> (X2, X2) {
+            // Each lane's entry as one vector, then the halves paired up by shuffles (built
+            // from scalars, LLVM went through the stack, a failed store-to-load forward).
+            let [a, b] = self.to_array().map(|x| &super::TABLE[(x.to_bits() & 127) as usize]);
+            unsafe {
+                let (a, b) = (_mm_loadu_pd(a.as_ptr().cast()), _mm_loadu_pd(b.as_ptr().cast()));
+                (X2(_mm_unpacklo_pd(a, b)), X2(_mm_unpackhi_pd(a, b)))
+            }
         }
         #[inline(always)]
         fn less(a: X2, b: X2) -> X2 {
@@ -346,6 +371,24 @@ mod lanes2 {
         fn int_shl(self, n: u32) -> X2 {
             X2(unsafe {
                 _mm_castsi128_pd(_mm_sll_epi64(_mm_castpd_si128(self.0), _mm_cvtsi32_si128(n as i32)))
+            })
+        }
+        #[inline(always)]
+        fn int_shr(self, n: u32) -> X2 {
+            X2(unsafe {
+                _mm_castsi128_pd(_mm_srl_epi64(_mm_castpd_si128(self.0), _mm_cvtsi32_si128(n as i32)))
+            })
+        }
+        #[inline(always)]
+        fn int_sum(self, other: X2) -> X2 {
+            X2(unsafe {
+                _mm_castsi128_pd(_mm_add_epi64(_mm_castpd_si128(self.0), _mm_castpd_si128(other.0)))
+            })
+        }
+        #[inline(always)]
+        fn int_sub(self, other: X2) -> X2 {
+            X2(unsafe {
+                _mm_castsi128_pd(_mm_sub_epi64(_mm_castpd_si128(self.0), _mm_castpd_si128(other.0)))
             })
         }
     }
@@ -420,9 +463,9 @@ mod lanes2 {
         fn all_within(self, lo: f64, hi: f64) -> bool {
             self.0.iter().all(|x| (lo..hi).contains(&x.abs()))
         }
-        fn map3(self, mut f: impl FnMut(f64) -> (f64, f64, f64)) -> (X2, X2, X2) {
-            let ((a0, b0, c0), (a1, b1, c1)) = (f(self.0[0]), f(self.0[1]));
-            (X2([a0, a1]), X2([b0, b1]), X2([c0, c1]))
+        fn table(self) -> (X2, X2) {
+            let [(a, b), (c, d)] = self.0.map(f64::table);
+            (X2([a, c]), X2([b, d]))
         }
         fn less(a: X2, b: X2) -> X2 {
             X2([f64::less(a.0[0], b.0[0]), f64::less(a.0[1], b.0[1])])
@@ -450,6 +493,15 @@ mod lanes2 {
         }
         fn int_shl(self, n: u32) -> X2 {
             X2(self.0.map(|x| x.int_shl(n)))
+        }
+        fn int_shr(self, n: u32) -> X2 {
+            X2(self.0.map(|x| x.int_shr(n)))
+        }
+        fn int_sum(self, other: X2) -> X2 {
+            X2([self.0[0].int_sum(other.0[0]), self.0[1].int_sum(other.0[1])])
+        }
+        fn int_sub(self, other: X2) -> X2 {
+            X2([self.0[0].int_sub(other.0[0]), self.0[1].int_sub(other.0[1])])
         }
     }
 }

@@ -188,10 +188,7 @@ fn expm1<L: Lanes>(y: L) -> (L, L) {
     let t = y * L::splat(INV_LN2N) + L::splat(SHIFTER);
     let kf = t - L::splat(SHIFTER);
     let r = (y - kf * L::splat(LN2N_HI)) - kf * L::splat(LN2N_LO);
-    let (s, tail, _) = t.map3(|t| {
-        let (s, tail) = scale(t);
-        (s, tail, 0.0)
-    });
+    let (s, tail) = scale(t);
     let r2 = r * r;
     let (c2, c3, c4, c5) = (L::splat(C2), L::splat(C3), L::splat(C4), L::splat(C5));
     let p = r + r2 * (c2 + r * c3) + r2 * r2 * (c4 + r * c5);
@@ -205,10 +202,10 @@ fn expm1<L: Lanes>(y: L) -> (L, L) {
 /// `(2^e · 2^(j/128), tail)` for the `k = 128 e + j` in `t`'s low bits (`0 <= e <= 63` for
 /// the arguments `expm1` takes).
 #[inline(always)]
-fn scale(t: f64) -> (f64, f64) {
+fn scale<L: Lanes>(t: L) -> (L, L) {
     let (kb, top, tail) = entry(t);
-    let e = (((kb as u64) >> 7) as i64).wrapping_sub(BIAS >> 7) & 127;
-    (f64::from_bits(top.wrapping_add((e as u64) << 52)), tail)
+    let e = kb.int_shr(7).int_add((BIAS >> 7).wrapping_neg() as u64).int_and(127);
+    (top.int_sum(e.int_shl(52)), tail)
 }
 
 #[cfg(test)]
