@@ -1,17 +1,19 @@
 //! symdiff's own `exp`, `sigmoid`, `sin`, `cos` and `tanh` in f64: the definitions the interpreter
 //! evaluates and compiled code calls (`jit::runtime`'s `sd_exp`, `sd_sin`, ... and their pair
-//! forms `sd_exp_x2`, ...), one point at a time or two (`eval_many`).
+//! and four-lane forms `sd_exp_x2`, `sd_exp_x4`, ...), one point at a time, two or four
+//! (`eval_many`).
 //!
-//! Why not libm's: compiled code must agree with the interpreter to the bit, and two points
-//! computed at once must each get what one point computed alone gets. libm computes one value
-//! per call, so two points cost two calls; these functions are written once, generically over
-//! [`Lanes`], and run on one `f64` or on two in one SSE register ([`X2`]) with the same IEEE
-//! operations in the same order (no fused multiply-add, no operation that depends on the
-//! other lane), so the lanes of a pair are bit-identical to the one-lane results. Where both
-//! lanes take the same path (the same quadrant, the same form of `tanh`), two cost about what
-//! one does: the arithmetic is one vector instruction for both, and only table loads run lane
-//! by lane. Where they take different paths, both paths run as vectors and each lane keeps
-//! its own result by masks ([`Lanes::select`]).
+//! Why not libm's: compiled code must agree with the interpreter to the bit, and points
+//! computed together must each get what one point computed alone gets. libm computes one
+//! value per call, so two points cost two calls; these functions are written once,
+//! generically over [`Lanes`], and run on one `f64`, on two in one SSE register ([`X2`]) or
+//! on four (`lanes4.rs`: [`X4`], two SSE registers, or `Y4`, one AVX register) with the same
+//! IEEE operations in the same order (no fused multiply-add, no operation that depends on
+//! another lane), so every lane is bit-identical to the one-lane result. Where the lanes take
+//! the same path (the same quadrant, the same form of `tanh`), several cost about what one
+//! does: the arithmetic is one vector instruction for all, integer steps too, and only the
+//! table loads run lane by lane (one gather with AVX2). Where they take different paths, both
+//! paths run as vectors and each lane keeps its own result by masks ([`Lanes::select`]).
 //!
 //! What each owns, and its measured error against a double-double reference (the tests print
 //! the worst case they find):
@@ -28,9 +30,9 @@
 //! operation of `exp.rs`; the other transcendentals (`log`, `tan`, ...) are libm's.
 //!
 //! Invariant: nothing here allocates or reads global state, and a lane's result never depends
-//! on the other lane (a two-lane form looks at both to choose *how* to compute, never *what*):
-//! each function's `X2` form equals its `f64` form applied to each lane, to the bit (tested
-//! over random and special inputs).
+//! on another lane (a form of several lanes looks at all to choose *how* to compute, never
+//! *what*): each function's `X2`, `X4` and `Y4` forms equal its `f64` form applied to each
+//! lane, to the bit (tested over random and special inputs).
 
 mod exp;
 mod lanes4;
