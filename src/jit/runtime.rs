@@ -2,7 +2,8 @@
 //! instruction (Cranelift has none for exp, log, sin, ...). Loop bodies compute `exp` inline
 //! instead (`jit::scalar::math`), with the same operations as `sd_exp`'s `graph::math::exp`.
 //! The pair forms of `exp`, `sigmoid`, `sin`, `cos` and `tanh` compute both lanes as one vector
-//! (`graph::math`'s two-lane code), the others lane by lane.
+//! (`graph::math`'s two-lane code), the others lane by lane; their four-lane forms (two pairs
+//! in, two written back) compute all four in one AVX register where the processor has AVX2.
 //!
 //! Each is an `extern "C"` wrapper around **the same Rust function the interpreter uses**
 //! (the function table's `eval`), so compiled code and interpreter agree to the bit on them.

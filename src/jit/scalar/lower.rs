@@ -794,8 +794,8 @@ pub fn compile_lanes(
     let start = Instant::now();
     let plan = Plan::new(g, inputs, groups, lanes)?;
     let n = plan.order.len();
-    // The tier of one pair's code: four-lane code runs in batches, so it keeps the faster
-    // code of its size (two pairs double the weight, not what the allocator faces per value).
+    // Weights are one pair's (see the module doc): four-lane code gets the tier, and so the
+    // register allocator, of its two-lane program.
     let tier = Tier::of(plan.weight);
     let small = tier == Tier::Small;
     let bounds: Vec<(usize, usize)> = if small {
