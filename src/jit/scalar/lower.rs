@@ -1271,9 +1271,8 @@ impl Emitter<'_> {
     /// `f(x)` in the four lanes of the two pairs `x`: one call of the four-lane host
     /// function where there is one, else [`func_lanes`](Self::func_lanes) on each pair.
     pub(super) fn func_quad(&mut self, f: Func, x: [Value; 2]) -> Result<[Value; 2], JitError> {
-        let inline = f == Func::Abs || (f == Func::Exp && self.inline_exp);
         match runtime::quad_symbol_of(f) {
-            Some(symbol) if !inline => self.call_quad(symbol, &x),
+            Some(symbol) if !self.func_inline(f) => self.call_quad(symbol, &x),
             _ => Ok([self.func_lanes(types::F64X2, f, x[0])?, self.func_lanes(types::F64X2, f, x[1])?]),
         }
     }
@@ -1354,10 +1353,8 @@ impl Emitter<'_> {
     /// (`runtime::pair_symbol_of`: the same function per lane), the rest (the selects of
     /// `relu`, `step` and `sign`) lane by lane.
     pub(super) fn func_lanes(&mut self, ty: types::Type, f: Func, x: Value) -> Result<Value, JitError> {
-        match f {
-            Func::Abs => return Ok(self.b.ins().fabs(x)),
-            Func::Exp if self.inline_exp => return Ok(super::math::exp(&mut self.b, x)),
-            _ => {}
+        if self.func_inline(f) {
+            return self.func(f, x);
         }
         if ty == types::F64X2
             && let Some(symbol) = runtime::pair_symbol_of(f)
@@ -1365,6 +1362,12 @@ impl Emitter<'_> {
             return self.call(symbol, &[x]);
         }
         self.per_lane(ty, &[x], |em, xs| em.func(f, xs[0]))
+    }
+
+    /// Whether [`func`](Self::func) computes `f` inline, in every lane of its argument at
+    /// once: `abs` (one instruction), and `exp` where `inline_exp` says so.
+    fn func_inline(&self, f: Func) -> bool {
+        f == Func::Abs || (f == Func::Exp && self.inline_exp)
     }
 
     /// `b^e` in every lane of `ty`, exactly as [`Emitter::pow`] (and the interpreter)
