@@ -1221,18 +1221,19 @@ pub(super) struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    /// The host function `symbol`, declared in this function the first time.
+    /// The host function `symbol`, declared in this function the first time (`params` is
+    /// only read then: every call site after the first costs one lookup).
     fn host(
         &mut self,
         symbol: &'static str,
-        params: &[types::Type],
+        params: impl IntoIterator<Item = types::Type>,
         ret: Option<types::Type>,
     ) -> Result<FuncRef, JitError> {
         if let Some(&f) = self.calls.get(symbol) {
             return Ok(f);
         }
         let mut sig = self.module.make_signature();
-        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.params.extend(params.into_iter().map(AbiParam::new));
         sig.returns.extend(ret.map(AbiParam::new));
         let fid = self.module.declare_function(symbol, Linkage::Import, &sig).map_err(codegen)?;
         let f = self.module.declare_func_in_func(fid, self.b.func);
@@ -1244,7 +1245,7 @@ impl Emitter<'_> {
     /// for the two-lane functions.
     pub(super) fn call(&mut self, symbol: &'static str, args: &[Value]) -> Result<Value, JitError> {
         let ty = args.first().map_or(types::F64, |&a| self.b.func.dfg.value_type(a));
-        let fref = self.host(symbol, &vec![ty; args.len()], Some(ty))?;
+        let fref = self.host(symbol, std::iter::repeat_n(ty, args.len()), Some(ty))?;
         let inst = self.b.ins().call(fref, args);
         Ok(self.b.inst_results(inst)[0])
     }
@@ -1254,9 +1255,8 @@ impl Emitter<'_> {
     /// `runtime::Pair`), which are loaded from there.
     fn call_quad(&mut self, symbol: &'static str, args: &[Value]) -> Result<[Value; 2], JitError> {
         let ptr = self.module.target_config().pointer_type();
-        let mut params = vec![types::F64X2; args.len()];
-        params.push(ptr);
-        let fref = self.host(symbol, &params, None)?;
+        let params = std::iter::repeat_n(types::F64X2, args.len()).chain([ptr]);
+        let fref = self.host(symbol, params, None)?;
         let slot = *self.quad_out.get_or_insert_with(|| {
             self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 32, 4))
         });
