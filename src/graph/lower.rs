@@ -179,7 +179,7 @@ impl Scope<'_> {
         let mut fresh: Vec<(&str, Span)> = Vec::new();
         // What each name resolved to, so that a name written a million times is looked up
         // (in the functions, the function table and the variables) once.
-        let mut resolved: HashMap<&str, Id> = HashMap::new();
+        let mut resolved: HashMap<&str, Id> = HashMap::with_capacity(n / 4);
         for i in 0..n {
             if !inside[i] {
                 continue;
@@ -205,9 +205,10 @@ impl Scope<'_> {
                         Ok(id)
                     }
                     None => {
-                        let new = g.find_var(name).is_none() && !self.functions.contains_key(&**name);
+                        // One look-up: a variable node built just now is a new name.
+                        let before = g.len();
                         let id = self.name(g, name, node.span)?;
-                        if new && g.var_name(id).is_some() {
+                        if id.index() >= before && g.var_name(id).is_some() {
                             fresh.push((name, node.span));
                         }
                         resolved.insert(name, id);

@@ -141,6 +141,19 @@ const KNOWN: u8 = 1;
 /// constructors never simplify such an argument away (see `simplify.rs`).
 const UNDEFINED: u8 = 2;
 
+/// A variable: its name is `names[start..start + len]`, and `id` is its node.
+///
+/// A look-up by name reads the hash table, this entry and the name's bytes, and nothing else:
+/// no node and no separately allocated string. Formulas mostly name their variables in the
+/// order they first wrote them, so those entries and bytes are read in order, from cache.
+#[derive(Debug, Clone, Copy)]
+struct Var {
+    start: usize,
+    len: usize,
+    shape: ShapeId,
+    id: Id,
+}
+
 /// The arena. See the module doc for its invariants.
 #[derive(Clone)]
 pub struct Graph {
@@ -168,12 +181,15 @@ pub struct Graph {
     /// only if its node has exactly the key, so it never needs invalidating.
     recent: Box<[(u32, Id)]>,
     hasher: DefaultHashBuilder,
-    /// Variable names and shapes, indexed by `Op::Var`.
-    vars: Vec<(String, ShapeId)>,
-    /// The variables' nodes, found by name: each entry keeps 32 bits of the name's hash (so
-    /// that growing the table hashes no name again) and the node, whose `Op::Var` index
-    /// leads to the name in `vars`. No name is stored twice.
-    var_ids: HashTable<(u32, Id)>,
+    /// Every variable's name, concatenated in the order the variables were built (one
+    /// allocation, not one per name; see [`Var`]).
+    names: String,
+    /// The variables, indexed by `Op::Var`.
+    vars: Vec<Var>,
+    /// The variables, found by name: each entry keeps 32 bits of the name's hash (so that
+    /// growing the table hashes no name again) and the `Op::Var` index, which leads to the
+    /// name and the node in `vars`. No name is stored twice.
+    var_ids: HashTable<(u32, u32)>,
     /// Interned shapes; `shapes[0]` is the scalar shape.
     shapes: Vec<Box<[usize]>>,
     shape_ids: hashbrown::HashMap<Box<[usize]>, ShapeId>,
@@ -205,6 +221,7 @@ impl Default for Graph {
             pending: Vec::new(),
             recent: vec![(0, Id(u32::MAX)); RECENT].into_boxed_slice(),
             hasher: DefaultHashBuilder::default(),
+            names: String::new(),
             vars: Vec::new(),
             var_ids: HashTable::new(),
             shapes: vec![scalar.clone()],
@@ -408,13 +425,17 @@ impl Graph {
     /// The names of every variable built in this graph, in the order they were first built
     /// (for a freshly parsed formula: as they first appear in it).
     pub fn var_names(&self) -> impl Iterator<Item = &str> {
-        self.vars.iter().map(|(n, _)| n.as_str())
+        self.vars.iter().map(|v| self.name_of(v))
+    }
+
+    fn name_of(&self, v: &Var) -> &str {
+        &self.names[v.start..v.start + v.len]
     }
 
     /// The name of variable node `id`, if it is one.
     pub fn var_name(&self, id: Id) -> Option<&str> {
         match self.op(id) {
-            Op::Var(v) => Some(&self.vars[v as usize].0),
+            Op::Var(v) => Some(self.name_of(&self.vars[v as usize])),
             _ => None,
         }
     }
@@ -504,8 +525,11 @@ impl Graph {
             }
         }
         self.memo.retain(|&mut (_, id)| id.0 < keep);
+        if let Some(first) = self.vars.get(mark.vars) {
+            self.names.truncate(first.start);
+        }
         self.vars.truncate(mark.vars);
-        self.var_ids.retain(|&mut (_, id)| id.0 < keep);
+        self.var_ids.retain(|&mut (_, v)| (v as usize) < mark.vars);
         self.values.retain(|id, _| id.0 < keep);
         if self.users.0.is_some_and(|r| r.0 >= keep) {
             self.users = (None, None);
@@ -566,12 +590,13 @@ impl Graph {
     /// The node of variable `name`, if the graph has one.
     pub fn find_var(&self, name: &str) -> Option<Id> {
         let hash = self.hasher.hash_one(name) as u32;
-        let Graph { nodes, vars, var_ids, .. } = self;
+        let Graph { names, vars, var_ids, .. } = self;
         var_ids
-            .find(spread(hash), |&(h, id)| {
-                h == hash && matches!(nodes[id.index()].op, Op::Var(v) if vars[v as usize].0 == name)
+            .find(spread(hash), |&(h, v)| {
+                let v = &vars[v as usize];
+                h == hash && v.len == name.len() && &names[v.start..v.start + v.len] == name
             })
-            .map(|&(_, id)| id)
+            .map(|&(_, v)| vars[v as usize].id)
     }
 
     /// The variable node `name` (created as a scalar on first use).
@@ -600,12 +625,15 @@ impl Graph {
 
     fn new_var(&mut self, name: &str, shape: ShapeId) -> Id {
         let index = self.vars.len() as u32;
-        self.vars.push((name.to_owned(), shape));
+        let var = Var { start: self.names.len(), len: name.len(), shape, id: Id(self.nodes.len() as u32) };
+        self.names.push_str(name);
+        self.vars.push(var);
         // A new index: no node has this key yet, and none will look it up (variables are
         // found by name), so it goes straight in without `memo`.
         let id = self.push(Op::Var(index), &[], None);
+        debug_assert_eq!(id, var.id);
         let hash = self.hasher.hash_one(name) as u32;
-        self.var_ids.insert_unique(spread(hash), (hash, id), |&(h, _)| spread(h));
+        self.var_ids.insert_unique(spread(hash), (hash, index), |&(h, _)| spread(h));
         id
     }
 
@@ -808,9 +836,9 @@ impl Graph {
         for id in self.reachable(roots) {
             let new = match self.op(id) {
                 Op::Var(v) => {
-                    let (name, shape) = &self.vars[v as usize];
-                    let shape = to.shape_id(self.shape_of(*shape));
-                    to.new_var(name, shape)
+                    let var = &self.vars[v as usize];
+                    let shape = to.shape_id(self.shape_of(var.shape));
+                    to.new_var(self.name_of(var), shape)
                 }
                 op => {
                     let op = match op {
@@ -835,7 +863,7 @@ impl Graph {
     fn infer_shape(&mut self, op: Op, args: &[Id]) -> ShapeId {
         match op {
             Op::Num(_) | Op::Const(_) => return ShapeId::SCALAR,
-            Op::Var(v) => return self.vars[v as usize].1,
+            Op::Var(v) => return self.vars[v as usize].shape,
             Op::Func(_) | Op::LogSoftmax => return self.shape_id_of(args[0]),
             Op::Broadcast(s) | Op::Reshape(s) => return s,
             _ if args.iter().all(|a| self.is_scalar(*a)) && matches!(op, Op::Add | Op::Mul | Op::Pow) => {
@@ -856,7 +884,7 @@ impl Graph {
         let fail = |m: String| Err(ShapeError(m));
         match op {
             Op::Num(_) | Op::Const(_) => Ok(Vec::new()),
-            Op::Var(v) => Ok(self.shape_of(self.vars[v as usize].1).to_vec()),
+            Op::Var(v) => Ok(self.shape_of(self.vars[v as usize].shape).to_vec()),
             Op::Func(_) => Ok(args[0].to_vec()),
             Op::Add | Op::Mul | Op::Pow => {
                 let mut out: Vec<usize> = Vec::new();
