@@ -745,10 +745,43 @@ impl Point {
 /// but parsing can, so neither thread waits for the other for long. A helper stays at most
 /// [`AHEAD`] pieces ahead of the lowering, which bounds the syntax trees held at once.
 fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Lets<'_>) -> Option<Id> {
-    let pieces = syntax::cut_sum(src, piece_bytes);
     // About one new node per ten bytes of a written-out sum (Rosenbrock 8 in 45 bytes a term,
     // Lennard-Jones 12 in 125).
     g.reserve(src.len() / 10);
+    let pieces = syntax::cut_sum(src, piece_bytes);
+    if pieces.len() == 1
+        && let Some(inside) = syntax::wrapped_sum(src, piece_bytes)
+    {
+        return lower_wrapped(g, src, inside, piece_bytes, lets);
+    }
+    lower_sum(g, src, &pieces, lets)
+}
+
+/// A long sum inside parentheses with only signs and function calls around it
+/// ([`syntax::wrapped_sum`], `log(exp(x0) + exp(x1) + ...)`): the sum `src[inside]` is lowered
+/// in pieces first, then the text around it, with a name that `src` does not hold standing
+/// for the sum. Nothing around the sum comes before it, so the nodes are built in the order,
+/// and are the ones, that lowering the whole text builds. `None` if anything fails.
+fn lower_wrapped(
+    g: &mut Graph,
+    src: &str,
+    inside: std::ops::Range<usize>,
+    piece_bytes: usize,
+    lets: graph::Lets<'_>,
+) -> Option<Id> {
+    let pieces = syntax::cut_sum_in(src, inside.clone(), piece_bytes);
+    let sum = lower_sum(g, src, &pieces, lets)?;
+    let name = (0..).map(|k| format!("_sum{k}")).find(|n| !src.contains(n.as_str()))?;
+    let around = format!("{}{name}{}", &src[..inside.start], &src[inside.end..]);
+    let (ast, root) = syntax::parse_formula(&around, &|_| false, around.len()).ok()?;
+    let functions = HashMap::from([(name, graph::lower::FnDef { params: Vec::new(), body: sum })]);
+    let scope = Scope { src: &around, ast: &ast, functions: &functions, derive, lets, inline_lets: true };
+    scope.lower(g, root).ok()
+}
+
+/// Lowers the pieces of one sum cut from `src` ([`syntax::cut_sum_in`]) in order, as
+/// [`lower_in_pieces`] describes. `None` if anything fails.
+fn lower_sum(g: &mut Graph, src: &str, pieces: &[syntax::Piece], lets: graph::Lets<'_>) -> Option<Id> {
     let functions = HashMap::new();
     let mut terms = Vec::new();
     let mut whole = None;
@@ -765,7 +798,7 @@ fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Le
     let parse = |p: &syntax::Piece| syntax::parse_piece(src, p);
     let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
     if one_thread || crate::jit::cores() < 2 || pieces.len() < 2 {
-        for p in &pieces {
+        for p in pieces {
             lower(p, parse(p))?;
         }
     } else {
@@ -977,6 +1010,28 @@ mod tests {
         check("α - β + γ*δ - 1", true);
         check("2e-x + y", false);
         check("x + 3 - let", false);
+        // A sum inside parentheses (`syntax::wrapped_sum`): the sum in pieces, then around it.
+        check("log(exp(x0) + exp(x1) - exp(x2) + exp(x0))", true);
+        check("-log(exp(x) + exp(y))^2*z - 1", true);
+        check("-(sqrt((a - b + c + a*b)))*y/x", true);
+        check("exp(sin(x + y) + cos(x - y))^(x + y)", true);
+        check("log(# a comment ( with - and )\n a + b - c)", true);
+        check("(((a + b) - (c - d)))", true);
+        check("log((a - b) + (c - d))*log(a - b)", true);
+        check("sum(i = 0..2, x[i] - 1)", true); // not a wrapped sum: `=` inside
+        check("diff(x^3 - x*y + y, x)", true); // not a wrapped sum: `,` inside
+        check("log(x + y))", false);
+        check("log(x + y", false);
+        check("log(x + y]", false);
+        check("log(x + y, z)", false);
+        check("log(x + 1) +", false);
+        check("log(x +) + 1", false);
+        check("f(x + y)", false);
+        check("log(_sum0 + x)", true);
+        check("((a + b) - c)*x - ((a*b)*c)^2", true);
+        check("((a*b)*c/(d*e))^2", true);
+        check("(-(a - b)*(c + d) - e)", true);
+        check("log((a + b) - (c - d))", true);
     }
 
     #[test]

@@ -108,7 +108,8 @@ fn many_variables_cost_linear_time() {
 }
 
 /// Formulas long enough to be read in pieces (over 128 KiB), through the public entry points:
-/// a long sum, a long sum inside a function (one piece), and a long sum read into another
+/// a long sum, a long sum inside a function (in pieces, or one piece where more is around it),
+/// and a long sum read into another
 /// expression's graph give the values written; a mistake anywhere in them is reported at its
 /// line and column in the whole text, as in a short formula.
 #[test]
@@ -127,6 +128,11 @@ fn long_formulas_read_in_pieces() {
     assert!(close(wrapped.eval(&at).unwrap(), (1f64.exp() + want * want).ln()));
     let beside = Expr::parse("y").unwrap().parse_with(&sum).unwrap();
     assert!(close(beside.eval(&at).unwrap(), want));
+    // The sum in pieces inside a call, the rest around it.
+    let around = Expr::parse(&format!("-log({sum})^2")).unwrap();
+    assert!(close(around.eval(&at).unwrap(), -want.ln().powi(2)));
+    let around = Expr::parse("y").unwrap().parse_with(&format!("-log(({sum}))")).unwrap();
+    assert!(close(around.eval(&at).unwrap(), -want.ln()));
     // Mistakes, each inserted before a ` + ` of the text: (about where, what, the byte of the
     // inserted text the report points at, the message).
     let cases = [
@@ -135,10 +141,12 @@ fn long_formulas_read_in_pieces() {
         (sum.len() * 3 / 4, "\n + x1 $ ", 7, "unexpected character `$`"),
         (100, " + )", 3, "unexpected `)`"),
     ];
-    for (around, insert, offset, message) in cases {
+    for ((around, insert, offset, message), (before, after)) in
+        cases.into_iter().flat_map(|c| [(c, ("", "")), (c, ("-log(", ")^2"))])
+    {
         let cut = sum[..around].rfind(" + ").unwrap();
-        let bad = format!("{}{}{}", &sum[..cut], insert, &sum[cut..]);
-        let at = cut + offset;
+        let bad = format!("{before}{}{}{}{after}", &sum[..cut], insert, &sum[cut..]);
+        let at = before.len() + cut + offset;
         let line = bad[..at].matches('\n').count() + 1;
         let col = bad[..at].chars().rev().take_while(|&c| c != '\n').count() + 1;
         for err in [Expr::parse(&bad).unwrap_err(), Expr::parse("y").unwrap().parse_with(&bad).unwrap_err()] {

@@ -160,39 +160,27 @@ pub struct Piece {
 /// piece parses and means what the whole text means, or one fails and the caller parses the
 /// text in one piece, for the positioned error.
 pub fn cut_sum(src: &str, piece_bytes: usize) -> Vec<Piece> {
-    let b = src.as_bytes();
+    cut_sum_in(src, 0..src.len(), piece_bytes)
+}
+
+/// [`cut_sum`] of the formula `src[within]` (positions in the whole of `src`).
+pub fn cut_sum_in(src: &str, within: std::ops::Range<usize>, piece_bytes: usize) -> Vec<Piece> {
+    let b = &src.as_bytes()[..within.end];
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c >= 0x80;
-    let (mut pieces, mut start, mut negated, mut first) = (Vec::new(), 0, false, None);
-    let (mut depth, mut after_operand, mut i) = (0usize, false, 0);
-    // Where the first token at or after `k` starts (spaces, newlines and comments skipped).
-    let next_token = |mut k: usize| {
-        loop {
-            while k < b.len() && b[k].is_ascii_whitespace() {
-                k += 1;
-            }
-            if k < b.len() && b[k] == b'#' {
-                while k < b.len() && b[k] != b'\n' {
-                    k += 1;
-                }
-                continue;
-            }
-            return k;
-        }
-    };
+    let (mut pieces, mut start, mut negated, mut first) = (Vec::new(), within.start, false, None);
+    let (mut depth, mut after_operand, mut i) = (0usize, false, within.start);
     while i < b.len() {
         let c = b[i];
         match c {
             b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+                i = skip_comment(b, i);
                 continue;
             }
             b'(' | b'[' => depth += 1,
             b')' | b']' => depth = depth.saturating_sub(1),
             b'+' | b'-' if depth == 0 && after_operand && i - start >= piece_bytes => {
                 pieces.push(Piece { range: start..i, negated, first, last: false });
-                (start, negated, first) = (i + 1, c == b'-', Some(next_token(i + 1)));
+                (start, negated, first) = (i + 1, c == b'-', Some(next_token(b, i + 1)));
             }
             _ if word(c) => {
                 // A word: a name, a number (with its exponent) or a size like `28x28`.
@@ -219,6 +207,115 @@ pub fn cut_sum(src: &str, piece_bytes: usize) -> Vec<Piece> {
     }
     pieces.push(Piece { range: start..b.len(), negated, first, last: true });
     pieces
+}
+
+/// Where the first token at or after `k` starts (spaces, newlines and comments skipped).
+fn next_token(b: &[u8], mut k: usize) -> usize {
+    loop {
+        while k < b.len() && b[k].is_ascii_whitespace() {
+            k += 1;
+        }
+        if k < b.len() && b[k] == b'#' {
+            k = skip_comment(b, k);
+            continue;
+        }
+        return k;
+    }
+}
+
+/// The end of the comment that starts at `b[k]` (`#`): the newline, or the end of the text.
+fn skip_comment(b: &[u8], mut k: usize) -> usize {
+    while k < b.len() && b[k] != b'\n' {
+        k += 1;
+    }
+    k
+}
+
+/// A formula that is one long sum inside parentheses, behind nothing but signs, function
+/// names and more parentheses (`log(exp(x0) + exp(x1) + ...)`, `-(...)^2`, `sqrt(a + ...)*y`):
+/// the bytes between those parentheses, so that the sum can be cut into pieces ([`cut_sum_in`])
+/// while what is around it is parsed apart, with a name in the sum's place.
+///
+/// Of the parentheses opened before the first operand, the innermost is taken that
+/// - holds at least `2 * piece_bytes` bytes;
+/// - holds one expression: no `,` or `=` directly inside it, as the arguments of `diff(f, x)`
+///   and the bounds of `sum(i = ...)` have;
+/// - is a call's argument, or else is not followed by `+ - * /`: lowering builds a chain
+///   `(a + b) - c` as one node, and a sum lowered apart would be one more node.
+///
+/// Nothing outside it comes before it in the formula, so lowering the sum first builds the
+/// nodes in the order, and the very nodes, that the whole formula's lowering builds. The cut
+/// is checked as [`cut_sum`]'s is: the sum must parse as a formula and the text around it,
+/// with a name in its place, must parse too; then, the grammar being unambiguous, the whole
+/// text is that formula with the sum in the name's place. `None` where there is no such sum.
+pub fn wrapped_sum(src: &str, piece_bytes: usize) -> Option<std::ops::Range<usize>> {
+    let b = src.as_bytes();
+    let name_start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c >= 0x80;
+    let name_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    // The parentheses opened before the first operand, outermost first, and whether each
+    // opens a call's arguments.
+    let mut opens: Vec<(usize, bool)> = Vec::new();
+    let mut i = next_token(b, 0);
+    while i < b.len() {
+        match b[i] {
+            b'-' | b'+' => i += 1,
+            b'(' => {
+                opens.push((i, false));
+                i += 1;
+            }
+            c if name_start(c) => {
+                let mut j = i;
+                while j < b.len() && name_byte(b[j]) {
+                    j += 1;
+                }
+                j = next_token(b, j);
+                if b.get(j) != Some(&b'(') {
+                    break; // a name that is an operand
+                }
+                opens.push((j, true));
+                i = j + 1;
+            }
+            _ => break,
+        }
+        i = next_token(b, i);
+    }
+    let &(open, _) = opens.last()?;
+    // One scan from the innermost, matching each open parenthesis, innermost first, and
+    // noting a `,` or `=` directly inside each.
+    let (mut depth, mut i) = (0usize, open);
+    let mut closes: Vec<(usize, bool)> = Vec::new(); // (close, one expression), innermost first
+    let mut listed = false;
+    while i < b.len() && closes.len() < opens.len() {
+        match b[i] {
+            b'#' => {
+                i = skip_comment(b, i);
+                continue;
+            }
+            b'(' | b'[' => depth += 1,
+            b')' | b']' if depth > 1 => depth -= 1,
+            b')' | b']' => {
+                // Closes the innermost group still open among `opens`; the scan goes on in
+                // the group around it, which holds the text scanned so far.
+                closes.push((i, !listed && b[i] == b')'));
+                listed = false;
+            }
+            b',' | b'=' if depth == 1 => listed = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    let chained = |close: usize| {
+        let k = next_token(b, close + 1);
+        match b.get(k) {
+            Some(b'*') => b.get(k + 1) != Some(&b'*'), // `**` is a power
+            Some(b'+' | b'-' | b'/') => true,
+            _ => false,
+        }
+    };
+    closes.iter().zip(opens.iter().rev()).find_map(|(&(close, single), &(open, call))| {
+        let inside = open + 1..close;
+        (inside.len() >= 2 * piece_bytes && single && (call || !chained(close))).then_some(inside)
+    })
 }
 
 /// Parses one piece cut by [`cut_sum`] (as a formula; spans in the whole text), or `Err(())`
@@ -395,5 +492,54 @@ fn expected_words(expected: &[String]) -> String {
             let last = words.pop().unwrap_or_default();
             format!("{} or {last}", words.join(", "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `wrapped_sum` takes from `src` with pieces of 2 bytes: the text inside the
+    /// parentheses, or `None`.
+    fn check(src: &str, want: Option<&str>) {
+        assert_eq!(wrapped_sum(src, 2).map(|r| &src[r]), want, "{src}");
+    }
+
+    #[test]
+    fn wrapped_sums_are_found_behind_signs_calls_and_parentheses() {
+        check("log(exp(x) + exp(y))", Some("exp(x) + exp(y)"));
+        check("-log(exp(x) + exp(y))^2 - z", Some("exp(x) + exp(y)"));
+        check(" + ( (a - b) )", Some("a - b"));
+        check("sqrt (  a + b  )*y", Some("  a + b  "));
+        check("f(g(a + b))", Some("a + b"));
+        check("f(g(x) + h(y))", Some("g(x) + h(y)"));
+        check("f(g(a) + b)", Some("g(a) + b"));
+        check("log(# ( in a comment\n a + b)", Some("# ( in a comment\n a + b"));
+        check("log([a, b] + c)", Some("[a, b] + c"));
+        // The innermost group with room for pieces (`(x)` holds one byte), one expression and
+        // not in a chain.
+        check("log(exp(x))", Some("exp(x)"));
+        check("log(diff(a + b, x))", Some("diff(a + b, x)"));
+        check("((a + b) - c)", Some("(a + b) - c"));
+        check("((a*b)*c)", Some("(a*b)*c"));
+        check("((a*b)/c + d)", Some("(a*b)/c + d"));
+        check("((a + b)*c)", Some("(a + b)*c"));
+        check("((a + b)^c)", Some("a + b"));
+        check("((a + b)**c)", Some("a + b"));
+        check("(f(a + b) - c)", Some("a + b"));
+        check("(a + b) - c", None);
+        check("(x)", None);
+        // An operand before the parentheses, or none at all.
+        check("2*(a + b)", None);
+        check("x*log(a + b)", None);
+        check("a + b", None);
+        check("x", None);
+        // Not one expression inside.
+        check("diff(x + y, x)", None);
+        check("sum(i = 0..2, x[i])", None);
+        check("log(x + y]", None);
+        // Unbalanced: no group closes.
+        check("log(x + y", None);
+        check("log(exp(x + y)", Some("x + y"));
     }
 }
