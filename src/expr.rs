@@ -796,8 +796,7 @@ fn lower_sum(g: &mut Graph, src: &str, pieces: &[syntax::Piece], lets: graph::Le
         Some(ast)
     };
     let parse = |p: &syntax::Piece| syntax::parse_piece(src, p);
-    let one_thread = std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1");
-    if one_thread || crate::jit::cores() < 2 || pieces.len() < 2 {
+    if !graph::second_thread() || pieces.len() < 2 {
         for p in pieces {
             lower(p, parse(p))?;
         }

@@ -24,3 +24,16 @@ pub use node::{
     ALL_AXES, Graph, Id, Marks, NODE_BUDGET, NodeMap, Op, OverBudget, ShapeId, op_count, show_shape,
 };
 pub use print::{Style, print, print_named, print_shared};
+
+/// The cores this process may use, asked once: `available_parallelism` reads the cgroup
+/// files on every call, microseconds that a batch of small functions would feel.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
+}
+
+/// Whether reading and analysing a large formula may use a second thread: there are two
+/// processors or more, and `SYMDIFF_THREADS` is not 1.
+pub(crate) fn second_thread() -> bool {
+    cores() >= 2 && !std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1")
+}

@@ -32,7 +32,10 @@
 //!
 //! **Cost.** The owners are found in one backward scan over the reachable nodes; every
 //! private node belongs to exactly one member and is visited once when its member's
-//! signature is built (an explicit stack, no recursion). Linear in the function.
+//! signature is built (an explicit stack, no recursion). Linear in the function. The
+//! signatures of a sum of thousands of groups are built on two threads, each taking half of
+//! the groups in order, and the two halves' classes joined by signature: the classes, their
+//! order and their members are those of one pass (a test compares both).
 
 use hashbrown::HashMap;
 
@@ -187,6 +190,12 @@ pub fn recover_grouped(g: &Graph, roots: &[Id], max_group: usize) -> Vec<LoopSum
 
 /// [`recover_grouped`] over `order`, the nodes reachable from its roots in id order.
 fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
+    recover_split(g, order, max_group, PARALLEL_GROUPS)
+}
+
+/// [`recover_in`], with the signatures of a sum of at least `parallel` groups built on two
+/// threads (where there is a second one).
+fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -> Vec<LoopSum> {
     let is_candidate = |id: Id| g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id);
     if !order.iter().any(|&id| is_candidate(id)) {
         return Vec::new();
@@ -318,16 +327,13 @@ fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
         };
         shape.set(id, h);
     }
-    let mut walk = Walk::new(&order, shape, small);
+    let mut walk = Walk::new(&order, &shape, &small);
     let mut found = Vec::new();
     // Member numbers were handed out from the largest sum down, in argument order; walk the
     // sums in that order again to know each term's number.
     let sums: Vec<Id> = order.iter().rev().copied().filter(|&id| is_candidate(id)).collect();
     let mut tag = 0u32;
     for &sum in &sums {
-        let mut by_key: HashMap<Vec<u64>, usize> = HashMap::new();
-        let mut classes: Vec<Class> = Vec::new();
-        let mut rest = Vec::new();
         // The groups of this sum's terms, in the order of their first term.
         let mut groups: Vec<(u32, SmallVec<[Id; 2]>)> = Vec::new();
         let mut slot_of_group: HashMap<u32, usize> = HashMap::new();
@@ -340,30 +346,28 @@ fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
             });
             groups[k].1.push(term);
         }
-        for (me, terms) in groups {
-            if terms.iter().any(|&t| *owner.get(t) != me || is_leaf(g, t))
-                || !walk.signature(g, &owner, me, &terms)
-            {
-                rest.extend_from_slice(&terms);
-                continue;
-            }
-            let k = match by_key.get(&walk.key) {
-                Some(&k) => k,
-                None => {
-                    let k = classes.len();
-                    by_key.insert(walk.key.clone(), k);
-                    let slots =
-                        walk.leaves.iter().map(|&(kind, _)| Slot { kind, column: Vec::new() }).collect();
-                    classes.push(Class { members: Vec::new(), template: walk.template.clone(), slots });
-                    k
+        // A long sum's second half is sorted on a second thread, into classes of its own
+        // that are then added to the first half's (see `Sorted::join`).
+        let half = groups.len() / 2;
+        let sorted = if groups.len() >= parallel.max(2) && super::second_thread() {
+            let (first, second) = groups.split_at(half);
+            std::thread::scope(|s| {
+                let other = std::thread::Builder::new().spawn_scoped(s, || {
+                    Sorted::of(&mut Walk::new(&order, &shape, &small), g, &owner, second)
+                });
+                let mut sorted = Sorted::of(&mut walk, g, &owner, first);
+                match other.map(|t| t.join()) {
+                    Ok(Ok(rest)) => sorted.join(rest),
+                    Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                    // No thread to be had: this one sorts the second half too.
+                    Err(_) => sorted.join(Sorted::of(&mut walk, g, &owner, second)),
                 }
-            };
-            let class = &mut classes[k];
-            class.members.push(terms);
-            for (slot, &(_, leaf)) in class.slots.iter_mut().zip(&walk.leaves) {
-                slot.column.push(leaf);
-            }
-        }
+                sorted
+            })
+        } else {
+            Sorted::of(&mut walk, g, &owner, &groups)
+        };
+        let Sorted { classes, mut rest, .. } = sorted;
         let mut kept = Vec::new();
         for c in classes {
             if c.members.len() >= MIN_MEMBERS {
@@ -381,16 +385,107 @@ fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
     found
 }
 
+/// Fewest groups in a sum for its signatures to be built on two threads.
+const PARALLEL_GROUPS: usize = 4096;
+
+/// Some consecutive groups of one sum's terms, sorted into classes by signature (classes in
+/// the order of their first member, members in the sum's order), and the terms in none.
+struct Sorted {
+    /// Each class's signature, by class.
+    keys: Vec<Vec<u64>>,
+    by_key: HashMap<Vec<u64>, usize>,
+    classes: Vec<Class>,
+    rest: Vec<Id>,
+}
+
+impl Sorted {
+    fn of(
+        walk: &mut Walk<'_>,
+        g: &Graph,
+        owner: &NodeMap<u32>,
+        groups: &[(u32, SmallVec<[Id; 2]>)],
+    ) -> Sorted {
+        let mut sorted =
+            Sorted { keys: Vec::new(), by_key: HashMap::new(), classes: Vec::new(), rest: Vec::new() };
+        for (me, terms) in groups {
+            let me = *me;
+            if terms.iter().any(|&t| *owner.get(t) != me || is_leaf(g, t))
+                || !walk.signature(g, owner, me, terms, false)
+            {
+                sorted.rest.extend_from_slice(terms);
+                continue;
+            }
+            let k = match sorted.by_key.get(&walk.key) {
+                Some(&k) => k,
+                None => {
+                    // The first member of a class: walked again for the template (the same
+                    // walk, so the same signature).
+                    let again = walk.signature(g, owner, me, terms, true);
+                    debug_assert!(again);
+                    let k = sorted.classes.len();
+                    sorted.by_key.insert(walk.key.clone(), k);
+                    sorted.keys.push(walk.key.clone());
+                    let slots =
+                        walk.leaves.iter().map(|&(kind, _)| Slot { kind, column: Vec::new() }).collect();
+                    sorted.classes.push(Class {
+                        members: Vec::new(),
+                        template: walk.template.clone(),
+                        slots,
+                    });
+                    k
+                }
+            };
+            let class = &mut sorted.classes[k];
+            class.members.push(terms.clone());
+            for (slot, &(_, leaf)) in class.slots.iter_mut().zip(&walk.leaves) {
+                slot.column.push(leaf);
+            }
+        }
+        sorted
+    }
+
+    /// Adds the groups that come next, sorted apart: a class of `next` with the signature of
+    /// one here gets its members appended (equal signatures, equal templates), any other
+    /// comes after these classes, so the result is what sorting all the groups in one pass
+    /// gives.
+    fn join(&mut self, next: Sorted) {
+        for (key, class) in next.keys.into_iter().zip(next.classes) {
+            match self.by_key.get(&key) {
+                Some(&k) => {
+                    let mine = &mut self.classes[k];
+                    mine.members.extend(class.members);
+                    for (slot, more) in mine.slots.iter_mut().zip(class.slots) {
+                        slot.column.extend(more.column);
+                    }
+                }
+                None => {
+                    self.by_key.insert(key.clone(), self.classes.len());
+                    self.keys.push(key);
+                    self.classes.push(class);
+                }
+            }
+        }
+        self.rest.extend(next.rest);
+    }
+}
+
 /// Scratch state for building signatures, reused across terms.
-struct Walk {
+struct Walk<'a> {
     /// The structural hash of every node.
-    shape: NodeMap<u64>,
+    shape: &'a NodeMap<u64>,
     /// The size of every cheap node (`u8::MAX` for others).
-    small: NodeMap<u8>,
-    /// `(member, number)` of each node walked: its template index for a node computed in the
-    /// member, its slot for a leaf; valid when the member matches.
+    small: &'a NodeMap<u8>,
+    /// `(walk, number)` of each node walked: its template index for a node computed in the
+    /// member, its slot for a leaf; valid when the walk matches `stamp`.
     seen: NodeMap<(u32, u32)>,
+    /// This walk's number: one per signature, so that a member can be walked again.
+    stamp: u32,
     key: Vec<u64>,
+    /// Whether the walk builds `template` too (only the first member of a class needs it:
+    /// every other has the same one).
+    templates: bool,
+    /// The nodes computed in the member so far (the template's length, had it been built).
+    computed: u32,
     template: Vec<TNode>,
     leaves: Vec<(SlotKind, Id)>,
     stack: Vec<(Id, usize, SmallVec<[Id; 3]>)>,
@@ -404,13 +499,16 @@ const EXTERNAL: u64 = 4 << 60;
 const EXPONENT: u64 = 5 << 60;
 const CONSTANT: u64 = 6 << 60;
 
-impl Walk {
-    fn new(order: &[Id], shape: NodeMap<u64>, small: NodeMap<u8>) -> Walk {
+impl<'a> Walk<'a> {
+    fn new(order: &[Id], shape: &'a NodeMap<u64>, small: &'a NodeMap<u8>) -> Walk<'a> {
         Walk {
             shape,
             small,
             seen: NodeMap::new(order, (u32::MAX, 0)),
+            stamp: 0,
             key: Vec::new(),
+            templates: false,
+            computed: 0,
             template: Vec::new(),
             leaves: Vec::new(),
             stack: Vec::new(),
@@ -457,21 +555,24 @@ impl Walk {
     }
 
     /// Builds the signature of member `me` rooted at `term` into `self.key`, its template
-    /// into `self.template` and its slots into `self.leaves`; `false` when the member is too
-    /// large or has a tensor operator.
-    fn signature(&mut self, g: &Graph, owner: &NodeMap<u32>, me: u32, terms: &[Id]) -> bool {
+    /// into `self.template` if `templates` is set, and its slots into `self.leaves`; `false`
+    /// when the member is too large or has a tensor operator.
+    fn signature(&mut self, g: &Graph, owner: &NodeMap<u32>, me: u32, terms: &[Id], templates: bool) -> bool {
         self.key.clear();
         self.template.clear();
         self.leaves.clear();
+        self.templates = templates;
+        self.computed = 0;
+        self.stamp += 1;
         let mut roots: SmallVec<[TArg; 3]> = SmallVec::new();
         for &term in terms {
-            if self.seen.get(term).0 != me && !self.walk(g, owner, me, term) {
+            if self.seen.get(term).0 != self.stamp && !self.walk(g, owner, me, term) {
                 return false;
             }
             self.key.push(0); // between terms
             roots.push(TArg::Node(self.seen.get(term).1));
         }
-        if roots.len() > 1 {
+        if roots.len() > 1 && templates {
             self.template.push(TNode { op: Op::Add, args: roots });
         }
         true
@@ -480,7 +581,7 @@ impl Walk {
     /// The depth-first walk of [`signature`](Self::signature) from one term.
     fn walk(&mut self, g: &Graph, owner: &NodeMap<u32>, me: u32, term: Id) -> bool {
         self.stack.clear();
-        self.seen.set(term, (me, u32::MAX));
+        self.seen.set(term, (self.stamp, u32::MAX));
         let args = self.arguments(g, owner, me, term);
         self.stack.push((term, 0, args));
         while let Some((id, next, args)) = self.stack.last_mut() {
@@ -488,11 +589,11 @@ impl Walk {
             if *next < args.len() {
                 let a = args[*next];
                 *next += 1;
-                if self.computes(g, owner, me, a) && self.seen.get(a).0 != me {
-                    if self.template.len() + self.stack.len() > MAX_TEMPLATE {
+                if self.computes(g, owner, me, a) && self.seen.get(a).0 != self.stamp {
+                    if self.computed as usize + self.stack.len() > MAX_TEMPLATE {
                         return false;
                     }
-                    self.seen.set(a, (me, u32::MAX)); // on the stack
+                    self.seen.set(a, (self.stamp, u32::MAX)); // on the stack
                     let args = self.arguments(g, owner, me, a);
                     self.stack.push((a, 0, args));
                 }
@@ -513,18 +614,24 @@ impl Walk {
                 if self.computes(g, owner, me, a) {
                     let k = self.seen.get(a).1;
                     self.key.push(NODE | u64::from(k));
-                    targs.push(TArg::Node(k));
+                    if self.templates {
+                        targs.push(TArg::Node(k));
+                    }
                     continue;
                 }
                 match g.op(a) {
                     Op::Num(bits) if op == Op::Pow && i == 1 => {
                         self.key.push(EXPONENT);
                         self.key.push(bits);
-                        targs.push(TArg::Exponent(f64::from_bits(bits)));
+                        if self.templates {
+                            targs.push(TArg::Exponent(f64::from_bits(bits)));
+                        }
                     }
                     Op::Const(c) => {
                         self.key.push(CONSTANT | c as u64);
-                        targs.push(TArg::Constant(c));
+                        if self.templates {
+                            targs.push(TArg::Constant(c));
+                        }
                     }
                     leaf => {
                         let kind = match leaf {
@@ -533,7 +640,7 @@ impl Walk {
                             _ => SlotKind::External,
                         };
                         let (m, s) = *self.seen.get(a);
-                        let slot = if m == me {
+                        let slot = if m == self.stamp {
                             s
                         } else {
                             let s = self.leaves.len() as u32;
@@ -541,7 +648,7 @@ impl Walk {
                                 return false;
                             }
                             self.leaves.push((kind, a));
-                            self.seen.set(a, (me, s));
+                            self.seen.set(a, (self.stamp, s));
                             s
                         };
                         self.key.push(
@@ -551,12 +658,17 @@ impl Walk {
                                 SlotKind::External => EXTERNAL,
                             } | u64::from(slot),
                         );
-                        targs.push(TArg::Slot(slot));
+                        if self.templates {
+                            targs.push(TArg::Slot(slot));
+                        }
                     }
                 }
             }
-            self.seen.set(id, (me, self.template.len() as u32));
-            self.template.push(TNode { op, args: targs });
+            self.seen.set(id, (self.stamp, self.computed));
+            self.computed += 1;
+            if self.templates {
+                self.template.push(TNode { op, args: targs });
+            }
         }
         true
     }
@@ -622,5 +734,40 @@ mod tests {
         // A shared subexpression is an external slot of every member.
         let shared = sum(24, |i| format!("w{i}*(x{i} - log(exp(x0) + exp(x1)))"));
         check(&shared, "24x2 [vEv] + 0 rest");
+    }
+
+    /// Signatures built on two threads, each sorting half of a sum's groups, give what one
+    /// pass gives: the same classes in the same order, the same members, slots and rest.
+    #[test]
+    fn two_threads_sort_a_sum_as_one_does() {
+        let lj = |i: usize, j: usize| {
+            let r2 = format!("((x{i} - x{j})^2 + (y{i} - y{j})^2)");
+            format!("4*((1/{r2})^6 - (1/{r2})^3)")
+        };
+        let cases = [
+            // Classes that start in the first half, in the second only, and in both.
+            sum(60, |i| match i % 7 {
+                0 if i >= 30 => format!("cos(z{i})"),
+                0 | 1 => format!("x{i}^2"),
+                2 => format!("exp(-{}*y{i})", i + 1),
+                _ => format!("sin(x{i})*y{i}"),
+            }),
+            // Members of two terms, a shared node, near misses.
+            (0..40)
+                .map(|i| lj(i, i + 1))
+                .chain(["x3^3".into(), "log(x1 + y1)".into()])
+                .collect::<Vec<_>>()
+                .join(" + "),
+            sum(80, |i| format!("w{i}*(x{i} - log(exp(x0) + exp(x1)))")),
+        ];
+        for src in cases {
+            let e = crate::Expr::parse(&src).expect("formula");
+            let g = e.graph();
+            let order = || g.reachable(&[e.node()]);
+            let one = recover_split(&g, order(), MAX_GROUP, usize::MAX);
+            let two = recover_split(&g, order(), MAX_GROUP, 2);
+            assert!(!one.is_empty(), "{src}");
+            assert_eq!(format!("{one:?}"), format!("{two:?}"), "{src}");
+        }
     }
 }

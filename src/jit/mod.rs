@@ -22,12 +22,7 @@ pub(crate) use team::for_each as parallel_for;
 pub use team::{set_threads, threads};
 pub use tensor::{fuse, step};
 
-/// The cores this process may use, asked once: `available_parallelism` reads the cgroup
-/// files on every call, microseconds that a batch of small functions would feel.
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
-}
+pub(crate) use crate::graph::cores;
 
 /// `x^n` by square-and-multiply, in the order of `graph::eval::powi` (so scalar code matches
 /// the interpreter to the bit); `None` for `n = 0`. Works on any float or vector type.
