@@ -759,7 +759,7 @@ fn lower_in_pieces(g: &mut Graph, src: &str, piece_bytes: usize, lets: graph::Le
 
 /// A long sum inside parentheses with only signs and function calls around it
 /// ([`syntax::wrapped_sum`], `log(exp(x0) + exp(x1) + ...)`): the sum `src[inside]` is lowered
-/// in pieces first, then the text around it, with a name that `src` does not hold standing
+/// in pieces first, then the text around it, with a name that text does not hold standing
 /// for the sum. Nothing around the sum comes before it, so the nodes are built in the order,
 /// and are the ones, that lowering the whole text builds. `None` if anything fails.
 fn lower_wrapped(
@@ -771,8 +771,13 @@ fn lower_wrapped(
 ) -> Option<Id> {
     let pieces = syntax::cut_sum_in(src, inside.clone(), piece_bytes);
     let sum = lower_sum(g, src, &pieces, lets)?;
-    let name = (0..).map(|k| format!("_sum{k}")).find(|n| !src.contains(n.as_str()))?;
-    let around = format!("{}{name}{}", &src[..inside.start], &src[inside.end..]);
+    // A name the text around the sum does not hold (that text ends in `(` before the sum and
+    // starts with `)` after it, so no name of it runs into this one).
+    let (before, after) = (&src[..inside.start], &src[inside.end..]);
+    let name = (0..)
+        .map(|k| format!("_sum{k}"))
+        .find(|n| !before.contains(n.as_str()) && !after.contains(n.as_str()))?;
+    let around = format!("{before}{name}{after}");
     let (ast, root) = syntax::parse_formula(&around, &|_| false, around.len()).ok()?;
     let functions = HashMap::from([(name, graph::lower::FnDef { params: Vec::new(), body: sum })]);
     let scope = Scope { src: &around, ast: &ast, functions: &functions, derive, lets, inline_lets: true };
@@ -1027,6 +1032,7 @@ mod tests {
         check("log(x +) + 1", false);
         check("f(x + y)", false);
         check("log(_sum0 + x)", true);
+        check("-log(a + _sum0 - c)*_sum0^2", true);
         check("((a + b) - c)*x - ((a*b)*c)^2", true);
         check("((a*b)*c/(d*e))^2", true);
         check("(-(a - b)*(c + d) - e)", true);

@@ -196,14 +196,54 @@ fn recover_in(g: &Graph, order: Vec<Id>, max_group: usize) -> Vec<LoopSum> {
 /// [`recover_in`], with the signatures of a sum of at least `parallel` groups built on two
 /// threads (where there is a second one).
 fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -> Vec<LoopSum> {
-    let is_candidate = |id: Id| g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id);
-    if !order.iter().any(|&id| is_candidate(id)) {
+    if !order.iter().any(|&id| is_candidate(g, id)) {
         return Vec::new();
     }
+    // The structural hashes need only the graph: on a large graph they are computed on a
+    // second thread while this one finds the owners.
+    let (owners, shape) = if order.len() >= PARALLEL_NODES && super::second_thread() {
+        std::thread::scope(|s| {
+            let other = std::thread::Builder::new().spawn_scoped(s, || shapes(g, &order));
+            let owners = owners(g, &order, max_group);
+            let shape = match other.map(|t| t.join()) {
+                Ok(Ok(shape)) => shape,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => shapes(g, &order), // no thread to be had
+            };
+            (owners, shape)
+        })
+    } else {
+        (owners(g, &order, max_group), shapes(g, &order))
+    };
+    classes(g, &order, owners, &shape, parallel)
+}
+
+/// Fewest reachable nodes for the structural hashes to be computed on a second thread.
+const PARALLEL_NODES: usize = 1 << 16;
+
+/// A sum that is searched for classes.
+fn is_candidate(g: &Graph, id: Id) -> bool {
+    g.op(id) == Op::Add && g.args(id).len() >= MIN_TERMS && g.is_scalar(id)
+}
+
+/// What the owner passes find (see [`recover`]).
+struct Owners {
+    /// The size of every cheap node (`u8::MAX` for others).
+    small: NodeMap<u8>,
+    /// The group (its first member) of every member.
+    group: Vec<u32>,
+    /// The owner of every node: a group, or [`SHARED`], [`OUTSIDE`].
+    owner: NodeMap<u32>,
+}
+
+/// Steps (1) of [`recover`]: the cheap nodes, who reaches each node, the groups and the
+/// owners.
+fn owners(g: &Graph, order: &[Id], max_group: usize) -> Owners {
+    let is_candidate = |id: Id| is_candidate(g, id);
     // Cheap nodes: small expressions of leaves, which every member that reads one computes
     // itself (see `Walk::computes`); their sizes, in one forward scan.
-    let mut small = NodeMap::new(&order, 0u8);
-    for &id in &order {
+    let mut small = NodeMap::new(order, 0u8);
+    for &id in order {
         let size = if is_leaf(g, id) {
             0
         } else if matches!(g.op(id), Op::Add | Op::Mul | Op::Pow | Op::Func(_)) && g.args(id).len() <= 3 {
@@ -216,7 +256,7 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
     }
     let cheap = |id: Id| !is_leaf(g, id) && usize::from(*small.get(id)) <= CHEAP_NODES;
     // Pass 1: who reaches each node, up to two members (`(a, b)`; `b` is UNSET for one).
-    let mut reach = NodeMap::new(&order, (UNSET, UNSET));
+    let mut reach = NodeMap::new(order, (UNSET, UNSET));
     let mut members = 0u32;
     let mut sum_of: Vec<u32> = Vec::new(); // the sum (by number) each member belongs to
     let mut sums = 0u32;
@@ -245,7 +285,7 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
     // powers of `4*(r2^-6 - r2^-3)` share `r2`. Groups are kept small.
     let mut group: Vec<u32> = (0..members).collect();
     let mut size: Vec<u32> = vec![1; members as usize];
-    for &id in &order {
+    for &id in order {
         let (a, b) = *reach.get(id);
         if b < OUTSIDE
             && a < OUTSIDE
@@ -267,9 +307,9 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
     }
     // Pass 2: owners, with the members of a group as one. Without groups, they are what
     // pass 1 found.
-    let mut owner = NodeMap::new(&order, UNSET);
+    let mut owner = NodeMap::new(order, UNSET);
     if (0..members).all(|m| group[m as usize] == m) {
-        for &id in &order {
+        for &id in order {
             let (a, b) = *reach.get(id);
             owner.set(id, if b == UNSET || a >= OUTSIDE { a } else { SHARED });
         }
@@ -293,11 +333,15 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
         }
     }
     drop(reach);
-    // A structural hash of every node (leaves by kind only, the two operands of a two-term
-    // sum or product in either order): equal for like terms, to put those operands in one
-    // order (see `Walk::arguments`).
-    let mut shape = NodeMap::new(&order, 0u64);
-    for &id in &order {
+    Owners { small, group, owner }
+}
+
+/// A structural hash of every node (leaves by kind only, the two operands of a two-term
+/// sum or product in either order): equal for like terms, to put those operands in one
+/// order (see `Walk::arguments`).
+fn shapes(g: &Graph, order: &[Id]) -> NodeMap<u64> {
+    let mut shape = NodeMap::new(order, 0u64);
+    for &id in order {
         let op = g.op(id);
         let h = match op {
             Op::Var(_) => 0x9e37_79b9,
@@ -327,7 +371,14 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
         };
         shape.set(id, h);
     }
-    let mut walk = Walk::new(&order, &shape, &small);
+    shape
+}
+
+/// Steps (2) and (3) of [`recover`]: the signatures and the classes of every sum.
+fn classes(g: &Graph, order: &[Id], owners: Owners, shape: &NodeMap<u64>, parallel: usize) -> Vec<LoopSum> {
+    let Owners { small, group, owner } = owners;
+    let is_candidate = |id: Id| is_candidate(g, id);
+    let mut walk = Walk::new(order, shape, &small);
     let mut found = Vec::new();
     // Member numbers were handed out from the largest sum down, in argument order; walk the
     // sums in that order again to know each term's number.
@@ -352,9 +403,8 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
         let sorted = if groups.len() >= parallel.max(2) && super::second_thread() {
             let (first, second) = groups.split_at(half);
             std::thread::scope(|s| {
-                let other = std::thread::Builder::new().spawn_scoped(s, || {
-                    Sorted::of(&mut Walk::new(&order, &shape, &small), g, &owner, second)
-                });
+                let other = std::thread::Builder::new()
+                    .spawn_scoped(s, || Sorted::of(&mut Walk::new(order, shape, &small), g, &owner, second));
                 let mut sorted = Sorted::of(&mut walk, g, &owner, first);
                 match other.map(|t| t.join()) {
                     Ok(Ok(rest)) => sorted.join(rest),
