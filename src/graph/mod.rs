@@ -37,3 +37,19 @@ pub(crate) fn cores() -> usize {
 pub(crate) fn second_thread() -> bool {
     cores() >= 2 && !std::env::var("SYMDIFF_THREADS").is_ok_and(|t| t.trim() == "1")
 }
+
+/// `(a(), b())`, with `a` run on a second thread while this one runs `b`, or both here where
+/// no thread can be had (`a` is `Fn` so that it can still run here then). A panic in `a` is
+/// resumed here.
+pub(crate) fn both<A: Send, B>(a: impl Fn() -> A + Sync, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, &a);
+        let b = b();
+        let a = match other.map(|t| t.join()) {
+            Ok(Ok(a)) => a,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => a(),
+        };
+        (a, b)
+    })
+}

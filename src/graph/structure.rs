@@ -201,19 +201,10 @@ fn recover_split(g: &Graph, order: Vec<Id>, max_group: usize, parallel: usize) -
     }
     // The structural hashes need only the graph: on a large graph they are computed on a
     // second thread while this one finds the owners.
-    let (owners, shape) = if order.len() >= PARALLEL_NODES && super::second_thread() {
-        std::thread::scope(|s| {
-            let other = std::thread::Builder::new().spawn_scoped(s, || shapes(g, &order));
-            let owners = owners(g, &order, max_group);
-            let shape = match other.map(|t| t.join()) {
-                Ok(Ok(shape)) => shape,
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                Err(_) => shapes(g, &order), // no thread to be had
-            };
-            (owners, shape)
-        })
+    let (shape, owners) = if order.len() >= PARALLEL_NODES && super::second_thread() {
+        super::both(|| shapes(g, &order), || owners(g, &order, max_group))
     } else {
-        (owners(g, &order, max_group), shapes(g, &order))
+        (shapes(g, &order), owners(g, &order, max_group))
     };
     classes(g, &order, owners, &shape, parallel)
 }
@@ -402,18 +393,12 @@ fn classes(g: &Graph, order: &[Id], owners: Owners, shape: &NodeMap<u64>, parall
         let half = groups.len() / 2;
         let sorted = if groups.len() >= parallel.max(2) && super::second_thread() {
             let (first, second) = groups.split_at(half);
-            std::thread::scope(|s| {
-                let other = std::thread::Builder::new()
-                    .spawn_scoped(s, || Sorted::of(&mut Walk::new(order, shape, &small), g, &owner, second));
-                let mut sorted = Sorted::of(&mut walk, g, &owner, first);
-                match other.map(|t| t.join()) {
-                    Ok(Ok(rest)) => sorted.join(rest),
-                    Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                    // No thread to be had: this one sorts the second half too.
-                    Err(_) => sorted.join(Sorted::of(&mut walk, g, &owner, second)),
-                }
-                sorted
-            })
+            let (next, mut sorted) = super::both(
+                || Sorted::of(&mut Walk::new(order, shape, &small), g, &owner, second),
+                || Sorted::of(&mut walk, g, &owner, first),
+            );
+            sorted.join(next);
+            sorted
         } else {
             Sorted::of(&mut walk, g, &owner, &groups)
         };
